@@ -1,0 +1,5 @@
+//! medtrain: HPC-native, data-parallel CNN training for medical imaging.
+
+pub mod cli;
+pub mod deid;
+pub mod pack;

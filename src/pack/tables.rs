@@ -1,0 +1,283 @@
+//! The per-series and per-slice tables of a shard, stored column by column as HDF5 datasets
+//! (`series/<column>`, `slices/<column>`), so that h5py/pandas users and the catalog read only the
+//! columns they need. This file is the single definition of those columns.
+
+use hdf5::types::FixedAscii;
+use hdf5::{Group, H5Type};
+
+/// Fixed-length ASCII cell for pseudonyms (hex) and short codes; h5py reads them as `S32`/`S16`.
+pub type Key32 = FixedAscii<32>;
+pub type Code16 = FixedAscii<16>;
+
+/// How a series' pixels are laid out in its dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ItemKind {
+    /// CT/MR slices ordered along the slice normal: one (slices, rows, cols) volume.
+    Volume = 0,
+    /// Independent 2D images (CR/DX/US/other): (images, rows, cols[, samples]).
+    Images = 1,
+}
+
+impl ItemKind {
+    pub fn from_code(code: u8) -> Option<ItemKind> {
+        match code {
+            0 => Some(ItemKind::Volume),
+            1 => Some(ItemKind::Images),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `series/`: everything about a packed series except per-slice values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesRecord {
+    pub series_key: String,  // HMAC(SeriesInstanceUID)
+    pub study_key: String,   // HMAC(StudyInstanceUID)
+    pub patient_key: String, // HMAC(PatientID)
+    pub modality: String,    // CT, MR, CR, DX, US, ...
+    pub kind: ItemKind,
+    pub study_day: i32, // days from the patient's keyed reference date (i32::MIN when unknown)
+    pub n_slices: u32,  // slices (volume) or images/frames (2D items)
+    pub rows: u32,
+    pub cols: u32,
+    pub samples_per_pixel: u8,
+    pub dtype: String,              // "i16" (CT, HU), "u16", "u8", ...
+    pub pixel_spacing: [f64; 2],    // mm between rows, between columns (NaN if unknown)
+    pub slice_spacing: f64,         // mm between slice centres along the normal (NaN for 2D)
+    pub slice_thickness: f64,       // nominal SliceThickness, mm (NaN if absent)
+    pub orientation: [f64; 6],      // ImageOrientationPatient (row cosines, column cosines)
+    pub origin: [f64; 3],           // ImagePositionPatient of the first stored slice
+    pub photometric: String,        // as stored: MONOCHROME1/2, RGB (YBR decoded to RGB), ...
+    pub transform: String,          // what was applied to stored values: "hu-linear", "none", ...
+    pub rescale_slope: f64,         // modality rescale applied (1 when none)
+    pub rescale_intercept: f64,     // (0 when none)
+    pub window_center: f64,         // first VOI window of the series (NaN if none)
+    pub window_width: f64,          // (NaN if none)
+    pub body_part: String,          // BodyPartExamined (coded value, not free text)
+    pub convolution_kernel: String, // CT reconstruction kernel
+    pub dataset: String,            // path of the pixel dataset in this shard
+    pub data_offset: u64,           // byte offset of the contiguous pixel data in the file
+    pub data_length: u64,           // bytes of pixel data
+    pub first_slice: u64,           // first row of this series in `slices/`
+    pub source_hash: String,        // BLAKE3 over the source files (idempotent re-packing)
+    pub n_clamped: u64,             // voxels clamped to the int16 range
+    pub n_padding: u64,             // padding voxels mapped to the padding HU
+}
+
+/// One row of `slices/`: a slice of a volume or one 2D image/frame, in stored order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SliceRecord {
+    pub series_index: u32,        // row in `series/`
+    pub position: f64,            // mm along the slice normal (0 for 2D items)
+    pub image_position: [f64; 3], // ImagePositionPatient (NaN if absent)
+    pub thickness: f64,           // SliceThickness of this slice, mm (NaN if absent)
+    pub sop_key: String,          // HMAC(SOPInstanceUID)
+    pub instance_number: i32,     // InstanceNumber as recorded (i32::MIN when absent)
+    pub frame: u32,               // frame within the source object (0 for single-frame)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("HDF5 table {column}: {source}")]
+    Hdf5 { column: String, source: hdf5::Error },
+    #[error("table column {column} has {found} rows, expected {expected}")]
+    Length { column: String, expected: usize, found: usize },
+    #[error("table column {column}: invalid value {value}")]
+    Value { column: String, value: String },
+}
+
+fn put<T: H5Type>(group: &Group, name: &str, data: &[T], width: usize) -> Result<(), TableError> {
+    let wrap = |source| TableError::Hdf5 { column: format!("{}/{name}", group.name()), source };
+    let rows = if width == 0 { data.len() } else { data.len() / width };
+    let ds = if width == 0 {
+        group.new_dataset::<T>().shape(rows).create(name).map_err(wrap)?
+    } else {
+        group.new_dataset::<T>().shape((rows, width)).create(name).map_err(wrap)?
+    };
+    if !data.is_empty() {
+        ds.write_raw(data).map_err(wrap)?;
+    }
+    Ok(())
+}
+
+fn get<T: H5Type>(group: &Group, name: &str, rows: usize, width: usize) -> Result<Vec<T>, TableError> {
+    let column = format!("{}/{name}", group.name());
+    let ds = group.dataset(name).map_err(|source| TableError::Hdf5 { column: column.clone(), source })?;
+    let data: Vec<T> = ds.read_raw().map_err(|source| TableError::Hdf5 { column: column.clone(), source })?;
+    let expected = rows * width.max(1);
+    if data.len() != expected {
+        return Err(TableError::Length { column, expected, found: data.len() });
+    }
+    Ok(data)
+}
+
+fn ascii<const N: usize>(column: &str, value: &str) -> Result<FixedAscii<N>, TableError> {
+    // Values longer than the cell are cut rather than refused: codes are informative only.
+    let cut: String = value.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(N).collect();
+    FixedAscii::<N>::from_ascii(cut.as_bytes())
+        .map_err(|_| TableError::Value { column: column.to_string(), value: value.to_string() })
+}
+
+fn text<const N: usize>(cell: &FixedAscii<N>) -> String {
+    cell.as_str().to_string()
+}
+
+macro_rules! column {
+    ($rows:expr, |$r:ident| $e:expr) => {
+        $rows.iter().map(|$r| $e).collect::<Vec<_>>()
+    };
+}
+
+fn ascii_column<const N: usize, R>(
+    rows: &[R],
+    name: &str,
+    f: impl Fn(&R) -> &str,
+) -> Result<Vec<FixedAscii<N>>, TableError> {
+    rows.iter().map(|r| ascii::<N>(name, f(r))).collect()
+}
+
+/// Writes `series/` and `slices/` under `root` (a shard file or group).
+pub fn write_tables(root: &Group, series: &[SeriesRecord], slices: &[SliceRecord]) -> Result<(), TableError> {
+    let wrap = |column: &str| move |source| TableError::Hdf5 { column: column.to_string(), source };
+    let g = root.create_group("series").map_err(wrap("series"))?;
+    put(&g, "series_key", &ascii_column::<32, _>(series, "series_key", |r| &r.series_key)?, 0)?;
+    put(&g, "study_key", &ascii_column::<32, _>(series, "study_key", |r| &r.study_key)?, 0)?;
+    put(&g, "patient_key", &ascii_column::<32, _>(series, "patient_key", |r| &r.patient_key)?, 0)?;
+    put(&g, "modality", &ascii_column::<16, _>(series, "modality", |r| &r.modality)?, 0)?;
+    put(&g, "kind", &column!(series, |r| r.kind as u8), 0)?;
+    put(&g, "study_day", &column!(series, |r| r.study_day), 0)?;
+    put(&g, "n_slices", &column!(series, |r| r.n_slices), 0)?;
+    put(&g, "rows", &column!(series, |r| r.rows), 0)?;
+    put(&g, "cols", &column!(series, |r| r.cols), 0)?;
+    put(&g, "samples_per_pixel", &column!(series, |r| r.samples_per_pixel), 0)?;
+    put(&g, "dtype", &ascii_column::<16, _>(series, "dtype", |r| &r.dtype)?, 0)?;
+    put(&g, "pixel_spacing", &series.iter().flat_map(|r| r.pixel_spacing).collect::<Vec<_>>(), 2)?;
+    put(&g, "slice_spacing", &column!(series, |r| r.slice_spacing), 0)?;
+    put(&g, "slice_thickness", &column!(series, |r| r.slice_thickness), 0)?;
+    put(&g, "orientation", &series.iter().flat_map(|r| r.orientation).collect::<Vec<_>>(), 6)?;
+    put(&g, "origin", &series.iter().flat_map(|r| r.origin).collect::<Vec<_>>(), 3)?;
+    put(&g, "photometric", &ascii_column::<16, _>(series, "photometric", |r| &r.photometric)?, 0)?;
+    put(&g, "transform", &ascii_column::<16, _>(series, "transform", |r| &r.transform)?, 0)?;
+    put(&g, "rescale_slope", &column!(series, |r| r.rescale_slope), 0)?;
+    put(&g, "rescale_intercept", &column!(series, |r| r.rescale_intercept), 0)?;
+    put(&g, "window_center", &column!(series, |r| r.window_center), 0)?;
+    put(&g, "window_width", &column!(series, |r| r.window_width), 0)?;
+    put(&g, "body_part", &ascii_column::<16, _>(series, "body_part", |r| &r.body_part)?, 0)?;
+    put(&g, "convolution_kernel", &ascii_column::<16, _>(series, "convolution_kernel", |r| &r.convolution_kernel)?, 0)?;
+    put(&g, "dataset", &ascii_column::<32, _>(series, "dataset", |r| &r.dataset)?, 0)?;
+    put(&g, "data_offset", &column!(series, |r| r.data_offset), 0)?;
+    put(&g, "data_length", &column!(series, |r| r.data_length), 0)?;
+    put(&g, "first_slice", &column!(series, |r| r.first_slice), 0)?;
+    put(&g, "source_hash", &ascii_column::<32, _>(series, "source_hash", |r| &r.source_hash)?, 0)?;
+    put(&g, "n_clamped", &column!(series, |r| r.n_clamped), 0)?;
+    put(&g, "n_padding", &column!(series, |r| r.n_padding), 0)?;
+
+    let g = root.create_group("slices").map_err(wrap("slices"))?;
+    put(&g, "series_index", &column!(slices, |r| r.series_index), 0)?;
+    put(&g, "position", &column!(slices, |r| r.position), 0)?;
+    put(&g, "image_position", &slices.iter().flat_map(|r| r.image_position).collect::<Vec<_>>(), 3)?;
+    put(&g, "thickness", &column!(slices, |r| r.thickness), 0)?;
+    put(&g, "sop_key", &ascii_column::<32, _>(slices, "sop_key", |r| &r.sop_key)?, 0)?;
+    put(&g, "instance_number", &column!(slices, |r| r.instance_number), 0)?;
+    put(&g, "frame", &column!(slices, |r| r.frame), 0)?;
+    Ok(())
+}
+
+fn rows_of(group: &Group, name: &str) -> Result<usize, TableError> {
+    let ds = group
+        .dataset(name)
+        .map_err(|source| TableError::Hdf5 { column: format!("{}/{name}", group.name()), source })?;
+    Ok(ds.shape().first().copied().unwrap_or(0))
+}
+
+fn fixed<const N: usize>(v: &[f64], i: usize) -> [f64; N] {
+    std::array::from_fn(|k| v[i * N + k])
+}
+
+/// Reads `series/` under `root`.
+pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
+    let g = root.group("series").map_err(|source| TableError::Hdf5 { column: "series".into(), source })?;
+    let n = rows_of(&g, "series_key")?;
+    let s32 = |name| get::<Key32>(&g, name, n, 0);
+    let s16 = |name| get::<Code16>(&g, name, n, 0);
+    let f64s = |name, w| get::<f64>(&g, name, n, w);
+    let u64s = |name| get::<u64>(&g, name, n, 0);
+    let u32s = |name| get::<u32>(&g, name, n, 0);
+    let (series_key, study_key, patient_key) = (s32("series_key")?, s32("study_key")?, s32("patient_key")?);
+    let (modality, dtype, photometric, transform) = (s16("modality")?, s16("dtype")?, s16("photometric")?, s16("transform")?);
+    let (body_part, kernel, dataset, source_hash) =
+        (s16("body_part")?, s16("convolution_kernel")?, s32("dataset")?, s32("source_hash")?);
+    let kind = get::<u8>(&g, "kind", n, 0)?;
+    let study_day = get::<i32>(&g, "study_day", n, 0)?;
+    let (n_slices, rows, cols) = (u32s("n_slices")?, u32s("rows")?, u32s("cols")?);
+    let spp = get::<u8>(&g, "samples_per_pixel", n, 0)?;
+    let (spacing, orientation, origin) = (f64s("pixel_spacing", 2)?, f64s("orientation", 6)?, f64s("origin", 3)?);
+    let (slice_spacing, thickness) = (f64s("slice_spacing", 0)?, f64s("slice_thickness", 0)?);
+    let (slope, intercept) = (f64s("rescale_slope", 0)?, f64s("rescale_intercept", 0)?);
+    let (wc, ww) = (f64s("window_center", 0)?, f64s("window_width", 0)?);
+    let (offset, length, first) = (u64s("data_offset")?, u64s("data_length")?, u64s("first_slice")?);
+    let (clamped, padding) = (u64s("n_clamped")?, u64s("n_padding")?);
+    (0..n)
+        .map(|i| {
+            Ok(SeriesRecord {
+                series_key: text(&series_key[i]),
+                study_key: text(&study_key[i]),
+                patient_key: text(&patient_key[i]),
+                modality: text(&modality[i]),
+                kind: ItemKind::from_code(kind[i])
+                    .ok_or_else(|| TableError::Value { column: "series/kind".into(), value: kind[i].to_string() })?,
+                study_day: study_day[i],
+                n_slices: n_slices[i],
+                rows: rows[i],
+                cols: cols[i],
+                samples_per_pixel: spp[i],
+                dtype: text(&dtype[i]),
+                pixel_spacing: fixed::<2>(&spacing, i),
+                slice_spacing: slice_spacing[i],
+                slice_thickness: thickness[i],
+                orientation: fixed::<6>(&orientation, i),
+                origin: fixed::<3>(&origin, i),
+                photometric: text(&photometric[i]),
+                transform: text(&transform[i]),
+                rescale_slope: slope[i],
+                rescale_intercept: intercept[i],
+                window_center: wc[i],
+                window_width: ww[i],
+                body_part: text(&body_part[i]),
+                convolution_kernel: text(&kernel[i]),
+                dataset: text(&dataset[i]),
+                data_offset: offset[i],
+                data_length: length[i],
+                first_slice: first[i],
+                source_hash: text(&source_hash[i]),
+                n_clamped: clamped[i],
+                n_padding: padding[i],
+            })
+        })
+        .collect()
+}
+
+/// Reads `slices/` under `root`.
+pub fn read_slices(root: &Group) -> Result<Vec<SliceRecord>, TableError> {
+    let g = root.group("slices").map_err(|source| TableError::Hdf5 { column: "slices".into(), source })?;
+    let n = rows_of(&g, "series_index")?;
+    let series_index = get::<u32>(&g, "series_index", n, 0)?;
+    let position = get::<f64>(&g, "position", n, 0)?;
+    let ipp = get::<f64>(&g, "image_position", n, 3)?;
+    let thickness = get::<f64>(&g, "thickness", n, 0)?;
+    let sop = get::<Key32>(&g, "sop_key", n, 0)?;
+    let instance = get::<i32>(&g, "instance_number", n, 0)?;
+    let frame = get::<u32>(&g, "frame", n, 0)?;
+    Ok((0..n)
+        .map(|i| SliceRecord {
+            series_index: series_index[i],
+            position: position[i],
+            image_position: fixed::<3>(&ipp, i),
+            thickness: thickness[i],
+            sop_key: text(&sop[i]),
+            instance_number: instance[i],
+            frame: frame[i],
+        })
+        .collect())
+}
