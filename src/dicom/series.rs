@@ -312,14 +312,15 @@ mod tests {
 
     #[test]
     fn oblique_normal_orders_along_the_normal() {
-        // Sagittal slices: rows along y, columns along z, normal along x.
+        // Sagittal slices: rows along +y, columns along -z, so the normal (row × column) is -x.
         let mut files = vec![slice("a", 0.0, 1), slice("b", 0.0, 2)];
         files[0].header.image_orientation = Some([0.0, 1.0, 0.0, 0.0, 0.0, -1.0]);
         files[1].header.image_orientation = Some([0.0, 1.0, 0.0, 0.0, 0.0, -1.0]);
         files[0].header.image_position = Some([3.0, 0.0, 0.0]);
         files[1].header.image_position = Some([1.0, 0.0, 0.0]);
         let item = assemble_volume(files).unwrap();
-        assert_eq!(item.files[0].header.sop_instance_uid, "b");
+        assert_eq!(item.files[0].header.sop_instance_uid, "a");
+        assert_eq!(item.positions, [-3.0, -1.0]);
     }
 
     #[test]
