@@ -37,6 +37,20 @@ pub struct Cli {
 pub enum Command {
     /// Pack DICOM series into de-identified, memory-mappable HDF5 shards.
     Pack(PackArgs),
+    /// Summarise a pack directory; --verify checks every shard's checksum.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Pack directory.
+    pub inputs: Vec<PathBuf>,
+    /// Re-hash every shard and compare with the checksum recorded at pack time.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +110,7 @@ pub fn run() -> i32 {
     crate::pack::reader::disable_hdf5_file_locking();
     let result = match cli.command {
         Command::Pack(args) => pack(args),
+        Command::Inspect(args) => inspect(args),
     };
     match result {
         Ok(code) => code,
@@ -172,4 +187,51 @@ fn print_pack_summary(r: &PackReport, out: &std::path::Path) {
         r.pixel_bytes_written as f64 / 1e6,
         r.seconds
     );
+}
+
+fn inspect(args: InspectArgs) -> Result<i32, Failure> {
+    if args.inputs.is_empty() {
+        return Err(usage("inspect needs at least one pack directory"));
+    }
+    let mut code = EXIT_OK;
+    for dir in &args.inputs {
+        let summary = crate::pack::inspect::inspect(dir, args.verify)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).expect("serialisable")
+            );
+        } else {
+            println!(
+                "pack {}: {} shard(s), {:.1} MB, {} patients, key {}",
+                dir.display(),
+                summary.shards,
+                summary.bytes as f64 / 1e6,
+                summary.patients,
+                summary.key_fingerprint
+            );
+            for (modality, m) in &summary.by_modality {
+                println!(
+                    "  {modality:<4} {:>6} items {:>8} slices {:>10.1} MB",
+                    m.items,
+                    m.slices,
+                    m.pixel_bytes as f64 / 1e6
+                );
+            }
+            if args.verify {
+                println!(
+                    "  checksums: {}",
+                    if summary.corrupt_shards.is_empty() {
+                        "all verified".to_string()
+                    } else {
+                        format!("CORRUPT {:?}", summary.corrupt_shards)
+                    }
+                );
+            }
+        }
+        if !summary.corrupt_shards.is_empty() {
+            code = EXIT_FAILURES;
+        }
+    }
+    Ok(code)
 }

@@ -1,1 +1,4 @@
+//! The integration test crate: one binary, one module per area.
 
+mod common;
+mod pack;

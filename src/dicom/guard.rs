@@ -10,6 +10,7 @@ const UNDEFINED: u32 = 0xFFFF_FFFF;
 const ITEM: (u16, u16) = (0xFFFE, 0xE000);
 const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
 const SEQUENCE_END: (u16, u16) = (0xFFFE, 0xE0DD);
+const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 /// Nesting deeper than this is treated as corrupt (real objects nest a handful of levels).
 const MAX_DEPTH: usize = 32;
 
@@ -46,6 +47,7 @@ struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
     strip: Vec<(usize, usize)>,
+    pixel_data_at: Option<usize>,
 }
 
 impl Cursor<'_> {
@@ -129,6 +131,9 @@ fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, 
         } else {
             (None, c.u32(enc)?)
         };
+        if depth == 0 && tag == PIXEL_DATA {
+            c.pixel_data_at = Some(at);
+        }
         if len == UNDEFINED {
             // Undefined length: a sequence (SQ, or UN/implicit holding one), or encapsulated pixel data.
             let is_un = vr.as_ref().is_some_and(|v| v == b"UN");
@@ -154,6 +159,9 @@ fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, 
         }
         let len = len as usize;
         if len > end - c.pos {
+            if depth == 0 && tag == PIXEL_DATA {
+                c.pixel_data_at = Some(at);
+            }
             return Err(format!(
                 "element ({:04X},{:04X}) at byte {at} declares {len} bytes but only {} remain",
                 tag.0,
@@ -201,6 +209,7 @@ fn meta(b: &[u8], start: usize) -> Result<(String, usize), String> {
         b,
         pos: start,
         strip: Vec::new(),
+        pixel_data_at: None,
     };
     let mut syntax = String::new();
     while c.pos + 8 <= b.len() {
@@ -234,11 +243,28 @@ fn meta(b: &[u8], start: usize) -> Result<(String, usize), String> {
     Ok((syntax, c.pos))
 }
 
+/// A structural defect, and where the pixel data starts when only the pixel data is damaged (a
+/// truncated file): the header before it is intact and tells which series lost a slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardError {
+    pub message: String,
+    pub pixel_data_at: Option<usize>,
+}
+
+impl std::fmt::Display for GuardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Checks the structure of a whole file in memory and reports its layout.
-pub fn check(bytes: &[u8]) -> Result<Layout, String> {
+pub fn check(bytes: &[u8]) -> Result<Layout, GuardError> {
     let has_preamble = bytes.len() >= PREAMBLE_LEN + 4 && &bytes[PREAMBLE_LEN..PREAMBLE_LEN + 4] == b"DICM";
     let meta_offset = if has_preamble { PREAMBLE_LEN + 4 } else { 0 };
-    let (declared, dataset_offset) = meta(bytes, meta_offset)?;
+    let (declared, dataset_offset) = meta(bytes, meta_offset).map_err(|message| GuardError {
+        message,
+        pixel_data_at: None,
+    })?;
     if declared == DEFLATED_EXPLICIT_VR_LE {
         // The data set is compressed; its parser bounds the inflated stream itself.
         return Ok(Layout {
@@ -257,8 +283,14 @@ pub fn check(bytes: &[u8]) -> Result<Layout, String> {
             b: bytes,
             pos: dataset_offset,
             strip: Vec::new(),
+            pixel_data_at: None,
         };
-        walk(&mut c, bytes.len(), Enc { explicit, big }, 0, None).map(|()| c.strip)
+        walk(&mut c, bytes.len(), Enc { explicit, big }, 0, None)
+            .map(|()| c.strip)
+            .map_err(|message| GuardError {
+                message,
+                pixel_data_at: c.pixel_data_at,
+            })
     };
     let first = try_enc(declared_explicit, big);
     let layout = |explicit, big, strip| Layout {
@@ -329,6 +361,7 @@ mod tests {
         let mut ds = elem_explicit((0x7FE0, 0x10), b"OW", &[0u8; 8]);
         ds.truncate(ds.len() - 4);
         let e = check(&file(EXPLICIT_VR_LE, &ds)).unwrap_err();
-        assert!(e.contains("declares 8 bytes but only 4 remain"), "{e}");
+        assert!(e.message.contains("declares 8 bytes but only 4 remain"), "{e}");
+        assert!(e.pixel_data_at.is_some());
     }
 }

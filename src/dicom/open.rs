@@ -15,7 +15,7 @@ pub enum OpenError {
     #[error("cannot read file: {0}")]
     Io(#[from] std::io::Error),
     #[error("malformed DICOM: {0}")]
-    Malformed(String),
+    Malformed(guard::GuardError),
     #[error("not parseable as DICOM: {0}")]
     Parse(String),
     #[error("unsupported transfer syntax {0}")]
@@ -43,6 +43,16 @@ pub fn open_checked(path: &Path) -> Result<Opened, OpenError> {
     })
 }
 
+/// The header of a file whose pixel data is damaged (truncated), read from the intact bytes
+/// before the pixel data; `None` when the damage starts earlier.
+pub fn salvage_header(path: &Path) -> Option<DefaultDicomObject> {
+    let bytes = std::fs::read(path).ok()?;
+    let cut = guard::check(&bytes).err()?.pixel_data_at?;
+    let head = &bytes[..cut];
+    let layout = guard::check(head).ok()?;
+    parse_bytes(head, &layout).ok()
+}
+
 fn syntax_as_found(layout: &Layout) -> &str {
     let declared_explicit = layout.declared_syntax != IMPLICIT_VR_LE && !layout.declared_syntax.is_empty();
     match (layout.explicit_vr, layout.big_endian) {
@@ -60,6 +70,13 @@ fn parse(path: &Path, bytes: &[u8], layout: &Layout) -> Result<DefaultDicomObjec
         // The standard path (it also inflates deflated data sets).
         return OpenFileOptions::new().open_file(path).map_err(|e| parse_err(&e));
     }
+    parse_bytes(bytes, layout)
+}
+
+/// Parses bytes that passed the guard, in the encoding found (not the standard file path).
+fn parse_bytes(bytes: &[u8], layout: &Layout) -> Result<DefaultDicomObject, OpenError> {
+    let parse_err = |e: &dyn std::fmt::Display| OpenError::Parse(e.to_string());
+    let as_found = syntax_as_found(layout);
     let ts = TransferSyntaxRegistry
         .get(as_found)
         .ok_or_else(|| OpenError::Syntax(as_found.to_string()))?;

@@ -5,6 +5,7 @@
 //! `pack-report.json`. See `tables.rs` for the columns and `shard.rs` for the layout.
 
 pub mod index;
+pub mod inspect;
 pub mod quarantine;
 pub mod reader;
 pub mod run;

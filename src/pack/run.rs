@@ -10,7 +10,7 @@ use crate::deid::{IdKind, SiteKey};
 use crate::dicom::decode::{decode_pixels, PixelBuffer};
 use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::modality::{modality_lut, ModalityLut};
-use crate::dicom::open::{open_checked, OpenError};
+use crate::dicom::open::{open_checked, salvage_header, OpenError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -82,6 +82,11 @@ pub fn assigned_to(item: usize, rank: usize, workers: usize) -> bool {
 
 enum Scanned {
     Image(SourceFile),
+    /// An unreadable file whose header survived: its whole series is incomplete.
+    Damaged {
+        series_uid: String,
+        entry: QuarantineEntry,
+    },
     NonImage(String),
     NotDicom,
     Bad(QuarantineEntry),
@@ -116,6 +121,21 @@ fn scan(path: &Path, key: &SiteKey) -> Scanned {
     let opened = match open_checked(path) {
         Ok(opened) => opened,
         Err(OpenError::Io(e)) => return bad(Stage::Read, format!("cannot read: {e}"), vec![]),
+        Err(e @ OpenError::Malformed(_)) if has_dicm_magic(path) => {
+            let reason = e.to_string();
+            let Some(header) = salvage_header(path) else {
+                return bad(Stage::Read, reason, vec![]);
+            };
+            let series_uid = match read_header(&header) {
+                Ok(FileKind::Image(h)) => h.series_uid,
+                _ => return bad(Stage::Read, reason, vec![]),
+            };
+            tracing::warn!(path = %path.display(), "quarantined: {reason}");
+            return Scanned::Damaged {
+                series_uid,
+                entry: entry(Stage::Read, reason, None, vec![file_key], vec![]),
+            };
+        }
         Err(e) if has_dicm_magic(path) => return bad(Stage::Read, e.to_string(), vec![]),
         Err(_) => return Scanned::NotDicom,
     };
@@ -194,9 +214,11 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
     report.files_seen = paths.len() as u64;
     let scanned: Vec<Scanned> = paths.par_iter().map(|p| scan(p, &opts.key)).collect();
     let mut images = Vec::new();
+    let mut damaged: BTreeMap<String, Vec<QuarantineEntry>> = BTreeMap::new();
     for s in scanned {
         match s {
             Scanned::Image(f) => images.push(f),
+            Scanned::Damaged { series_uid, entry } => damaged.entry(series_uid).or_default().push(entry),
             Scanned::NonImage(what) => *report.non_image_skipped.entry(what).or_default() += 1,
             Scanned::NotDicom => report.not_dicom += 1,
             Scanned::Bad(e) => quarantine.push(e),
@@ -206,6 +228,17 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
 
     let mut items: Vec<PackItem> = Vec::new();
     for series in group_by_series(images) {
+        if let Some(bad) = damaged.remove(&series[0].header.series_uid) {
+            let reason = format!(
+                "{} of its files could not be read (first: {})",
+                bad.len(),
+                bad[0].reason
+            );
+            tracing::warn!(series_files = series.len(), "series quarantined: {reason}");
+            quarantine.extend(bad);
+            quarantine.push(item_entry(Stage::Read, reason, &series, &opts.key));
+            continue;
+        }
         let files = series.clone();
         match assemble(series) {
             Ok(found) => items.extend(found),
@@ -215,6 +248,7 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
             }
         }
     }
+    quarantine.extend(damaged.into_values().flatten());
     report.items_total = items.len() as u64;
     report.duplicate_copies_dropped = items.iter().map(|i| i.duplicate_copies as u64).sum();
 

@@ -15,8 +15,8 @@ pub const SHARD_FORMAT: &str = "medtrain-shard";
 pub const SHARD_FORMAT_VERSION: u32 = 1;
 /// Pixel datasets start on page boundaries so that an mmap of their bytes is aligned.
 pub const PAGE_ALIGNMENT: u64 = 4096;
-/// Objects smaller than this (table columns, attributes) are not padded to a page.
-pub const ALIGNMENT_THRESHOLD: u64 = 4096;
+/// Every object of at least this many bytes starts on a page: all pixel datasets, however small.
+pub const ALIGNMENT_THRESHOLD: u64 = 1;
 /// Suffix of a shard being written; never read.
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// Group holding the pixel datasets.
