@@ -4,5 +4,5 @@ pub mod decode;
 pub mod guard;
 pub mod header;
 pub mod modality;
-pub mod open;
+pub mod read;
 pub mod series;

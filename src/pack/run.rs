@@ -10,7 +10,7 @@ use crate::deid::{IdKind, SiteKey};
 use crate::dicom::decode::{decode_pixels, PixelBuffer};
 use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::modality::{modality_lut, ModalityLut};
-use crate::dicom::open::{open_checked, salvage_header, OpenError};
+use crate::dicom::read::{open_checked, salvage_header, OpenError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
 use rayon::prelude::*;
 use serde::Serialize;
