@@ -16,6 +16,6 @@ cargo build --release --locked --quiet
 bin="$root/target/release/medtrain"
 mkdir -p "$out"
 set -x
-"$bin" phantom --out "$out/phantom"
-"$bin" pack "$out/phantom/dicom" --out "$out/pack" --key "$out/site.key" --create-key
+"$bin" phantom --out "$out/phantom" --config configs/smoke.toml
+"$bin" pack "$out/phantom/dicom" --out "$out/pack" --key "$out/site.key" --create-key --config configs/smoke.toml
 "$bin" inspect "$out/pack" --verify
