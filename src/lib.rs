@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod deid;
 pub mod pack;
+pub mod phantom;
