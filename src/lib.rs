@@ -2,4 +2,5 @@
 
 pub mod cli;
 pub mod deid;
+pub mod dicom;
 pub mod pack;
