@@ -1,1 +1,237 @@
-pub fn run() -> i32 { 0 }
+//! The command line: `medtrain <verb> <inputs…> --out <dir>`, `--config FILE`, `--json`.
+//! Exit codes: 0 ok, 1 failures recorded (e.g. quarantined inputs) or the job failed, 2 usage or
+//! configuration error.
+
+use crate::config::{parse_size, Config};
+use crate::deid::SiteKey;
+use crate::logging::{self, LogFormat};
+use crate::pack::run::{run_pack, PackOptions, PackReport, DEFAULT_SHARD_BYTES};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURES: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "medtrain",
+    version,
+    about = "Data-parallel CNN training for medical imaging on GPU clusters"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// More log output (debug level).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pack DICOM series into de-identified, memory-mappable HDF5 shards.
+    Pack(PackArgs),
+    /// Summarise a pack directory; --verify checks every shard's checksum.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Pack directory.
+    pub inputs: Vec<PathBuf>,
+    /// Re-hash every shard and compare with the checksum recorded at pack time.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PackArgs {
+    /// DICOM root directories (walked recursively).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Pack directory (created if needed; re-packing into it skips what it already holds).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Site key file for pseudonyms (hex, mode 0600).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Create the site key file if it does not exist.
+    #[arg(long)]
+    pub create_key: bool,
+    /// Target pixel bytes per shard, e.g. 512MiB or 2GiB.
+    #[arg(long)]
+    pub shard_size: Option<String>,
+    /// Experiment settings (TOML); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A failure that decides the exit code.
+pub enum Failure {
+    Usage(String),
+    Job(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Failure
+where
+    E: std::error::Error,
+{
+    fn from(e: E) -> Failure {
+        Failure::Job(e.to_string())
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> Failure {
+    Failure::Usage(e.to_string())
+}
+
+/// Parses the command line, runs the verb and returns the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    logging::init(cli.log_format, cli.verbose, cli.quiet);
+    crate::pack::reader::disable_hdf5_file_locking();
+    let result = match cli.command {
+        Command::Pack(args) => pack(args),
+        Command::Inspect(args) => inspect(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            EXIT_USAGE
+        }
+        Err(Failure::Job(msg)) => {
+            eprintln!("error: {msg}");
+            EXIT_FAILURES
+        }
+    }
+}
+
+fn pack(args: PackArgs) -> Result<i32, Failure> {
+    let config = Config::load(args.config.as_deref()).map_err(usage)?;
+    let key_path = args
+        .key
+        .or(config.pack.key)
+        .ok_or_else(|| usage("pack needs a site key: --key FILE (add --create-key the first time)"))?;
+    let key = SiteKey::load_or_create(&key_path, args.create_key).map_err(usage)?;
+    let shard_bytes = match args.shard_size.or(config.pack.shard_size) {
+        Some(s) => parse_size("shard_size", &s).map_err(usage)?,
+        None => DEFAULT_SHARD_BYTES,
+    };
+    let opts = PackOptions {
+        roots: args.inputs,
+        out: args.out,
+        key,
+        shard_bytes,
+        rank: 0,
+        workers: 1,
+        progress: logging::show_progress(),
+    };
+    let (report, _quarantine) = run_pack(&opts).map_err(|e| match e {
+        crate::pack::run::PackError::Key(k) => usage(k),
+        crate::pack::run::PackError::MissingRoot(_) => usage(e),
+        other => Failure::Job(other.to_string()),
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+    } else {
+        print_pack_summary(&report, &opts.out);
+    }
+    Ok(if report.quarantined_entries > 0 {
+        EXIT_FAILURES
+    } else {
+        EXIT_OK
+    })
+}
+
+fn print_pack_summary(r: &PackReport, out: &std::path::Path) {
+    println!(
+        "packed {} items ({} slices) into {} new shard(s) in {}",
+        r.items_packed,
+        r.slices_packed,
+        r.shards_written,
+        out.display()
+    );
+    println!(
+        "  files seen {}, images {}, not DICOM {}, non-image skipped {:?}",
+        r.files_seen, r.image_files, r.not_dicom, r.non_image_skipped
+    );
+    println!(
+        "  already packed {}, quarantined {} entries ({} files), clamped voxels {}, padding voxels {}",
+        r.items_already_packed,
+        r.quarantined_entries,
+        r.quarantined_files,
+        r.voxels_clamped,
+        r.padding_voxels
+    );
+    println!(
+        "  {:.1} MB of pixels in {:.2} s",
+        r.pixel_bytes_written as f64 / 1e6,
+        r.seconds
+    );
+}
+
+fn inspect(args: InspectArgs) -> Result<i32, Failure> {
+    if args.inputs.is_empty() {
+        return Err(usage("inspect needs at least one pack directory"));
+    }
+    let mut code = EXIT_OK;
+    for dir in &args.inputs {
+        let summary = crate::pack::inspect::inspect(dir, args.verify)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).expect("serialisable")
+            );
+        } else {
+            println!(
+                "pack {}: {} shard(s), {:.1} MB, {} patients, key {}",
+                dir.display(),
+                summary.shards,
+                summary.bytes as f64 / 1e6,
+                summary.patients,
+                summary.key_fingerprint
+            );
+            for (modality, m) in &summary.by_modality {
+                println!(
+                    "  {modality:<4} {:>6} items {:>8} slices {:>10.1} MB",
+                    m.items,
+                    m.slices,
+                    m.pixel_bytes as f64 / 1e6
+                );
+            }
+            if args.verify {
+                println!(
+                    "  checksums: {}",
+                    if summary.corrupt_shards.is_empty() {
+                        "all verified".to_string()
+                    } else {
+                        format!("CORRUPT {:?}", summary.corrupt_shards)
+                    }
+                );
+            }
+        }
+        if !summary.corrupt_shards.is_empty() {
+            code = EXIT_FAILURES;
+        }
+    }
+    Ok(code)
+}

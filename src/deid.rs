@@ -28,15 +28,18 @@ pub enum KeyError {
     Create { path: PathBuf, source: std::io::Error },
     #[error("site key file {path} is malformed: expected {expected} hex characters on one line")]
     Malformed { path: PathBuf, expected: usize },
-    #[error(
-        "site key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
+    #[error("site key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
     #[error(
         "site key mismatch: {what} was made with key {expected}, but {path} has fingerprint {found}; \
          use the site key that made it"
     )]
-    Mismatch { what: String, expected: String, found: String, path: PathBuf },
+    Mismatch {
+        what: String,
+        expected: String,
+        found: String,
+        path: PathBuf,
+    },
 }
 
 /// Kinds of identifier that are pseudonymised; the kind is part of the HMAC message, so the same
@@ -82,7 +85,9 @@ impl SiteKey {
     pub fn load_or_create(path: &Path, create: bool) -> Result<SiteKey, KeyError> {
         if !path.exists() {
             if !create {
-                return Err(KeyError::Missing { path: path.to_path_buf() });
+                return Err(KeyError::Missing {
+                    path: path.to_path_buf(),
+                });
             }
             Self::create(path)?;
         }
@@ -90,25 +95,39 @@ impl SiteKey {
     }
 
     pub fn load(path: &Path) -> Result<SiteKey, KeyError> {
-        let read_err = |source| KeyError::Read { path: path.to_path_buf(), source };
+        let read_err = |source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(path).map_err(read_err)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                return Err(KeyError::Permissions { path: path.to_path_buf(), mode });
+                return Err(KeyError::Permissions {
+                    path: path.to_path_buf(),
+                    mode,
+                });
             }
         }
         let text = fs::read_to_string(path).map_err(read_err)?;
-        let malformed =
-            || KeyError::Malformed { path: path.to_path_buf(), expected: SITE_KEY_BYTES * 2 };
+        let malformed = || KeyError::Malformed {
+            path: path.to_path_buf(),
+            expected: SITE_KEY_BYTES * 2,
+        };
         let decoded = hex::decode(text.trim()).map_err(|_| malformed())?;
         let bytes: [u8; SITE_KEY_BYTES] = decoded.try_into().map_err(|_| malformed())?;
-        Ok(SiteKey { bytes, path: path.to_path_buf() })
+        Ok(SiteKey {
+            bytes,
+            path: path.to_path_buf(),
+        })
     }
 
     fn create(path: &Path) -> Result<(), KeyError> {
-        let create_err = |source| KeyError::Create { path: path.to_path_buf(), source };
+        let create_err = |source| KeyError::Create {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut bytes = [0u8; SITE_KEY_BYTES];
         let mut urandom = fs::File::open("/dev/urandom").map_err(create_err)?;
         std::io::Read::read_exact(&mut urandom, &mut bytes).map_err(create_err)?;
@@ -127,7 +146,10 @@ impl SiteKey {
 
     /// A key made from fixed bytes (tests and the phantom's documented demo key).
     pub fn from_bytes(bytes: [u8; SITE_KEY_BYTES]) -> SiteKey {
-        SiteKey { bytes, path: PathBuf::from("<memory>") }
+        SiteKey {
+            bytes,
+            path: PathBuf::from("<memory>"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -230,9 +252,18 @@ mod tests {
     fn pseudonyms_depend_on_key_and_kind() {
         let a = SiteKey::from_bytes([1; SITE_KEY_BYTES]);
         let b = SiteKey::from_bytes([2; SITE_KEY_BYTES]);
-        assert_ne!(a.pseudonym(IdKind::Patient, "P1"), b.pseudonym(IdKind::Patient, "P1"));
-        assert_ne!(a.pseudonym(IdKind::Patient, "P1"), a.pseudonym(IdKind::Study, "P1"));
-        assert_eq!(a.pseudonym(IdKind::Patient, "P1 "), a.pseudonym(IdKind::Patient, "P1"));
+        assert_ne!(
+            a.pseudonym(IdKind::Patient, "P1"),
+            b.pseudonym(IdKind::Patient, "P1")
+        );
+        assert_ne!(
+            a.pseudonym(IdKind::Patient, "P1"),
+            a.pseudonym(IdKind::Study, "P1")
+        );
+        assert_eq!(
+            a.pseudonym(IdKind::Patient, "P1 "),
+            a.pseudonym(IdKind::Patient, "P1")
+        );
         assert_eq!(a.pseudonym(IdKind::Patient, "P1").len(), PSEUDONYM_HEX_LEN);
     }
 

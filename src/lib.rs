@@ -1,6 +1,8 @@
 //! medtrain: HPC-native, data-parallel CNN training for medical imaging.
 
 pub mod cli;
+pub mod config;
 pub mod deid;
 pub mod dicom;
+pub mod logging;
 pub mod pack;

@@ -82,18 +82,33 @@ pub enum TableError {
     #[error("HDF5 table {column}: {source}")]
     Hdf5 { column: String, source: hdf5::Error },
     #[error("table column {column} has {found} rows, expected {expected}")]
-    Length { column: String, expected: usize, found: usize },
+    Length {
+        column: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("table column {column}: invalid value {value}")]
     Value { column: String, value: String },
 }
 
 fn put<T: H5Type>(group: &Group, name: &str, data: &[T], width: usize) -> Result<(), TableError> {
-    let wrap = |source| TableError::Hdf5 { column: format!("{}/{name}", group.name()), source };
-    let rows = if width == 0 { data.len() } else { data.len() / width };
+    let wrap = |source| TableError::Hdf5 {
+        column: format!("{}/{name}", group.name()),
+        source,
+    };
+    let rows = if width == 0 {
+        data.len()
+    } else {
+        data.len() / width
+    };
     let ds = if width == 0 {
         group.new_dataset::<T>().shape(rows).create(name).map_err(wrap)?
     } else {
-        group.new_dataset::<T>().shape((rows, width)).create(name).map_err(wrap)?
+        group
+            .new_dataset::<T>()
+            .shape((rows, width))
+            .create(name)
+            .map_err(wrap)?
     };
     if !data.is_empty() {
         ds.write_raw(data).map_err(wrap)?;
@@ -103,20 +118,36 @@ fn put<T: H5Type>(group: &Group, name: &str, data: &[T], width: usize) -> Result
 
 fn get<T: H5Type>(group: &Group, name: &str, rows: usize, width: usize) -> Result<Vec<T>, TableError> {
     let column = format!("{}/{name}", group.name());
-    let ds = group.dataset(name).map_err(|source| TableError::Hdf5 { column: column.clone(), source })?;
-    let data: Vec<T> = ds.read_raw().map_err(|source| TableError::Hdf5 { column: column.clone(), source })?;
+    let ds = group.dataset(name).map_err(|source| TableError::Hdf5 {
+        column: column.clone(),
+        source,
+    })?;
+    let data: Vec<T> = ds.read_raw().map_err(|source| TableError::Hdf5 {
+        column: column.clone(),
+        source,
+    })?;
     let expected = rows * width.max(1);
     if data.len() != expected {
-        return Err(TableError::Length { column, expected, found: data.len() });
+        return Err(TableError::Length {
+            column,
+            expected,
+            found: data.len(),
+        });
     }
     Ok(data)
 }
 
 fn ascii<const N: usize>(column: &str, value: &str) -> Result<FixedAscii<N>, TableError> {
     // Values longer than the cell are cut rather than refused: codes are informative only.
-    let cut: String = value.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(N).collect();
-    FixedAscii::<N>::from_ascii(cut.as_bytes())
-        .map_err(|_| TableError::Value { column: column.to_string(), value: value.to_string() })
+    let cut: String = value
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .take(N)
+        .collect();
+    FixedAscii::<N>::from_ascii(cut.as_bytes()).map_err(|_| TableError::Value {
+        column: column.to_string(),
+        value: value.to_string(),
+    })
 }
 
 fn text<const N: usize>(cell: &FixedAscii<N>) -> String {
@@ -139,55 +170,151 @@ fn ascii_column<const N: usize, R>(
 
 /// Writes `series/` and `slices/` under `root` (a shard file or group).
 pub fn write_tables(root: &Group, series: &[SeriesRecord], slices: &[SliceRecord]) -> Result<(), TableError> {
-    let wrap = |column: &str| move |source| TableError::Hdf5 { column: column.to_string(), source };
+    let wrap = |column: &'static str| {
+        move |source| TableError::Hdf5 {
+            column: column.to_string(),
+            source,
+        }
+    };
     let g = root.create_group("series").map_err(wrap("series"))?;
-    put(&g, "series_key", &ascii_column::<32, _>(series, "series_key", |r| &r.series_key)?, 0)?;
-    put(&g, "study_key", &ascii_column::<32, _>(series, "study_key", |r| &r.study_key)?, 0)?;
-    put(&g, "patient_key", &ascii_column::<32, _>(series, "patient_key", |r| &r.patient_key)?, 0)?;
-    put(&g, "modality", &ascii_column::<16, _>(series, "modality", |r| &r.modality)?, 0)?;
+    put(
+        &g,
+        "series_key",
+        &ascii_column::<32, _>(series, "series_key", |r| &r.series_key)?,
+        0,
+    )?;
+    put(
+        &g,
+        "study_key",
+        &ascii_column::<32, _>(series, "study_key", |r| &r.study_key)?,
+        0,
+    )?;
+    put(
+        &g,
+        "patient_key",
+        &ascii_column::<32, _>(series, "patient_key", |r| &r.patient_key)?,
+        0,
+    )?;
+    put(
+        &g,
+        "modality",
+        &ascii_column::<16, _>(series, "modality", |r| &r.modality)?,
+        0,
+    )?;
     put(&g, "kind", &column!(series, |r| r.kind as u8), 0)?;
     put(&g, "study_day", &column!(series, |r| r.study_day), 0)?;
     put(&g, "n_slices", &column!(series, |r| r.n_slices), 0)?;
     put(&g, "rows", &column!(series, |r| r.rows), 0)?;
     put(&g, "cols", &column!(series, |r| r.cols), 0)?;
-    put(&g, "samples_per_pixel", &column!(series, |r| r.samples_per_pixel), 0)?;
-    put(&g, "dtype", &ascii_column::<16, _>(series, "dtype", |r| &r.dtype)?, 0)?;
-    put(&g, "pixel_spacing", &series.iter().flat_map(|r| r.pixel_spacing).collect::<Vec<_>>(), 2)?;
+    put(
+        &g,
+        "samples_per_pixel",
+        &column!(series, |r| r.samples_per_pixel),
+        0,
+    )?;
+    put(
+        &g,
+        "dtype",
+        &ascii_column::<16, _>(series, "dtype", |r| &r.dtype)?,
+        0,
+    )?;
+    put(
+        &g,
+        "pixel_spacing",
+        &series.iter().flat_map(|r| r.pixel_spacing).collect::<Vec<_>>(),
+        2,
+    )?;
     put(&g, "slice_spacing", &column!(series, |r| r.slice_spacing), 0)?;
     put(&g, "slice_thickness", &column!(series, |r| r.slice_thickness), 0)?;
-    put(&g, "orientation", &series.iter().flat_map(|r| r.orientation).collect::<Vec<_>>(), 6)?;
-    put(&g, "origin", &series.iter().flat_map(|r| r.origin).collect::<Vec<_>>(), 3)?;
-    put(&g, "photometric", &ascii_column::<16, _>(series, "photometric", |r| &r.photometric)?, 0)?;
-    put(&g, "transform", &ascii_column::<16, _>(series, "transform", |r| &r.transform)?, 0)?;
+    put(
+        &g,
+        "orientation",
+        &series.iter().flat_map(|r| r.orientation).collect::<Vec<_>>(),
+        6,
+    )?;
+    put(
+        &g,
+        "origin",
+        &series.iter().flat_map(|r| r.origin).collect::<Vec<_>>(),
+        3,
+    )?;
+    put(
+        &g,
+        "photometric",
+        &ascii_column::<16, _>(series, "photometric", |r| &r.photometric)?,
+        0,
+    )?;
+    put(
+        &g,
+        "transform",
+        &ascii_column::<16, _>(series, "transform", |r| &r.transform)?,
+        0,
+    )?;
     put(&g, "rescale_slope", &column!(series, |r| r.rescale_slope), 0)?;
-    put(&g, "rescale_intercept", &column!(series, |r| r.rescale_intercept), 0)?;
+    put(
+        &g,
+        "rescale_intercept",
+        &column!(series, |r| r.rescale_intercept),
+        0,
+    )?;
     put(&g, "window_center", &column!(series, |r| r.window_center), 0)?;
     put(&g, "window_width", &column!(series, |r| r.window_width), 0)?;
-    put(&g, "body_part", &ascii_column::<16, _>(series, "body_part", |r| &r.body_part)?, 0)?;
-    put(&g, "convolution_kernel", &ascii_column::<16, _>(series, "convolution_kernel", |r| &r.convolution_kernel)?, 0)?;
-    put(&g, "dataset", &ascii_column::<32, _>(series, "dataset", |r| &r.dataset)?, 0)?;
+    put(
+        &g,
+        "body_part",
+        &ascii_column::<16, _>(series, "body_part", |r| &r.body_part)?,
+        0,
+    )?;
+    put(
+        &g,
+        "convolution_kernel",
+        &ascii_column::<16, _>(series, "convolution_kernel", |r| &r.convolution_kernel)?,
+        0,
+    )?;
+    put(
+        &g,
+        "dataset",
+        &ascii_column::<32, _>(series, "dataset", |r| &r.dataset)?,
+        0,
+    )?;
     put(&g, "data_offset", &column!(series, |r| r.data_offset), 0)?;
     put(&g, "data_length", &column!(series, |r| r.data_length), 0)?;
     put(&g, "first_slice", &column!(series, |r| r.first_slice), 0)?;
-    put(&g, "source_hash", &ascii_column::<32, _>(series, "source_hash", |r| &r.source_hash)?, 0)?;
+    put(
+        &g,
+        "source_hash",
+        &ascii_column::<32, _>(series, "source_hash", |r| &r.source_hash)?,
+        0,
+    )?;
     put(&g, "n_clamped", &column!(series, |r| r.n_clamped), 0)?;
     put(&g, "n_padding", &column!(series, |r| r.n_padding), 0)?;
 
     let g = root.create_group("slices").map_err(wrap("slices"))?;
     put(&g, "series_index", &column!(slices, |r| r.series_index), 0)?;
     put(&g, "position", &column!(slices, |r| r.position), 0)?;
-    put(&g, "image_position", &slices.iter().flat_map(|r| r.image_position).collect::<Vec<_>>(), 3)?;
+    put(
+        &g,
+        "image_position",
+        &slices.iter().flat_map(|r| r.image_position).collect::<Vec<_>>(),
+        3,
+    )?;
     put(&g, "thickness", &column!(slices, |r| r.thickness), 0)?;
-    put(&g, "sop_key", &ascii_column::<32, _>(slices, "sop_key", |r| &r.sop_key)?, 0)?;
+    put(
+        &g,
+        "sop_key",
+        &ascii_column::<32, _>(slices, "sop_key", |r| &r.sop_key)?,
+        0,
+    )?;
     put(&g, "instance_number", &column!(slices, |r| r.instance_number), 0)?;
     put(&g, "frame", &column!(slices, |r| r.frame), 0)?;
     Ok(())
 }
 
 fn rows_of(group: &Group, name: &str) -> Result<usize, TableError> {
-    let ds = group
-        .dataset(name)
-        .map_err(|source| TableError::Hdf5 { column: format!("{}/{name}", group.name()), source })?;
+    let ds = group.dataset(name).map_err(|source| TableError::Hdf5 {
+        column: format!("{}/{name}", group.name()),
+        source,
+    })?;
     Ok(ds.shape().first().copied().unwrap_or(0))
 }
 
@@ -197,7 +324,10 @@ fn fixed<const N: usize>(v: &[f64], i: usize) -> [f64; N] {
 
 /// Reads `series/` under `root`.
 pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
-    let g = root.group("series").map_err(|source| TableError::Hdf5 { column: "series".into(), source })?;
+    let g = root.group("series").map_err(|source| TableError::Hdf5 {
+        column: "series".into(),
+        source,
+    })?;
     let n = rows_of(&g, "series_key")?;
     let s32 = |name| get::<Key32>(&g, name, n, 0);
     let s16 = |name| get::<Code16>(&g, name, n, 0);
@@ -205,14 +335,27 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
     let u64s = |name| get::<u64>(&g, name, n, 0);
     let u32s = |name| get::<u32>(&g, name, n, 0);
     let (series_key, study_key, patient_key) = (s32("series_key")?, s32("study_key")?, s32("patient_key")?);
-    let (modality, dtype, photometric, transform) = (s16("modality")?, s16("dtype")?, s16("photometric")?, s16("transform")?);
-    let (body_part, kernel, dataset, source_hash) =
-        (s16("body_part")?, s16("convolution_kernel")?, s32("dataset")?, s32("source_hash")?);
+    let (modality, dtype, photometric, transform) = (
+        s16("modality")?,
+        s16("dtype")?,
+        s16("photometric")?,
+        s16("transform")?,
+    );
+    let (body_part, kernel, dataset, source_hash) = (
+        s16("body_part")?,
+        s16("convolution_kernel")?,
+        s32("dataset")?,
+        s32("source_hash")?,
+    );
     let kind = get::<u8>(&g, "kind", n, 0)?;
     let study_day = get::<i32>(&g, "study_day", n, 0)?;
     let (n_slices, rows, cols) = (u32s("n_slices")?, u32s("rows")?, u32s("cols")?);
     let spp = get::<u8>(&g, "samples_per_pixel", n, 0)?;
-    let (spacing, orientation, origin) = (f64s("pixel_spacing", 2)?, f64s("orientation", 6)?, f64s("origin", 3)?);
+    let (spacing, orientation, origin) = (
+        f64s("pixel_spacing", 2)?,
+        f64s("orientation", 6)?,
+        f64s("origin", 3)?,
+    );
     let (slice_spacing, thickness) = (f64s("slice_spacing", 0)?, f64s("slice_thickness", 0)?);
     let (slope, intercept) = (f64s("rescale_slope", 0)?, f64s("rescale_intercept", 0)?);
     let (wc, ww) = (f64s("window_center", 0)?, f64s("window_width", 0)?);
@@ -225,8 +368,10 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
                 study_key: text(&study_key[i]),
                 patient_key: text(&patient_key[i]),
                 modality: text(&modality[i]),
-                kind: ItemKind::from_code(kind[i])
-                    .ok_or_else(|| TableError::Value { column: "series/kind".into(), value: kind[i].to_string() })?,
+                kind: ItemKind::from_code(kind[i]).ok_or_else(|| TableError::Value {
+                    column: "series/kind".into(),
+                    value: kind[i].to_string(),
+                })?,
                 study_day: study_day[i],
                 n_slices: n_slices[i],
                 rows: rows[i],
@@ -260,7 +405,10 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
 
 /// Reads `slices/` under `root`.
 pub fn read_slices(root: &Group) -> Result<Vec<SliceRecord>, TableError> {
-    let g = root.group("slices").map_err(|source| TableError::Hdf5 { column: "slices".into(), source })?;
+    let g = root.group("slices").map_err(|source| TableError::Hdf5 {
+        column: "slices".into(),
+        source,
+    })?;
     let n = rows_of(&g, "series_index")?;
     let series_index = get::<u32>(&g, "series_index", n, 0)?;
     let position = get::<f64>(&g, "position", n, 0)?;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (idempotently), then runs every test.
+# Only GPU tests may skip (they print why); MEDTRAIN_REQUIRE_GPU=1 turns such a skip into a failure.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash scripts/install-deps.sh
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || {
+  echo "cargo not found: install Rust 1.80 or newer (https://rustup.rs) and re-run" >&2; exit 1; }
+MEDTRAIN_PYTHON="$(bash scripts/python-env.sh)"
+export MEDTRAIN_PYTHON
+MEDTRAIN_PYDICOM_DATA="$(bash scripts/fetch-test-data.sh)"
+export MEDTRAIN_PYDICOM_DATA
+# OpenMPI refuses to run as root without these (CI containers run as root).
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,367 @@
+//! A structural check of a DICOM file before any parser allocates for it: every element length
+//! must fit inside its container, so a corrupt or hostile length is rejected in microseconds
+//! instead of making a parser allocate gigabytes. It also finds the encoding the data set really
+//! uses: files whose meta group says explicit VR but whose data set is implicit VR are common in
+//! old archives (other readers detect this too).
+
+/// Offset of the "DICM" magic after the 128-byte preamble.
+const PREAMBLE_LEN: usize = 128;
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: (u16, u16) = (0xFFFE, 0xE000);
+const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
+const SEQUENCE_END: (u16, u16) = (0xFFFE, 0xE0DD);
+const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
+/// Nesting deeper than this is treated as corrupt (real objects nest a handful of levels).
+const MAX_DEPTH: usize = 32;
+
+pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+
+/// How the data set of a file is laid out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Byte offset of the file meta group (132 with a preamble, 0 without).
+    pub meta_offset: usize,
+    /// Byte offset of the data set (after the meta group).
+    pub dataset_offset: usize,
+    /// Transfer syntax named in the meta group (empty when the file has no meta group).
+    pub declared_syntax: String,
+    /// Whether the data set is encoded with explicit VRs and which byte order, as found.
+    pub explicit_vr: bool,
+    pub big_endian: bool,
+    /// Byte ranges of top-level UN elements of undefined length (sequences encoded implicitly
+    /// inside an explicit data set). Parsers disagree on them and they only ever hold private
+    /// data, so they are cut out before parsing.
+    pub strip: Vec<(usize, usize)>,
+}
+
+#[derive(Clone, Copy)]
+struct Enc {
+    explicit: bool,
+    big: bool,
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+    strip: Vec<(usize, usize)>,
+    pixel_data_at: Option<usize>,
+}
+
+impl Cursor<'_> {
+    fn u16(&mut self, enc: Enc) -> Result<u16, String> {
+        let s = self.take(2)?;
+        Ok(if enc.big {
+            u16::from_be_bytes([s[0], s[1]])
+        } else {
+            u16::from_le_bytes([s[0], s[1]])
+        })
+    }
+    fn u32(&mut self, enc: Enc) -> Result<u32, String> {
+        let s = self.take(4)?;
+        let a = [s[0], s[1], s[2], s[3]];
+        Ok(if enc.big {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        })
+    }
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.b.len() - self.pos < n {
+            return Err(format!("file ends inside an element header at byte {}", self.pos));
+        }
+        let s = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+}
+
+fn long_length_vr(vr: &[u8]) -> bool {
+    matches!(
+        vr,
+        b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT" | b"SV" | b"UV"
+    )
+}
+
+fn is_vr(vr: &[u8]) -> bool {
+    vr.len() == 2 && vr[0].is_ascii_uppercase() && vr[1].is_ascii_uppercase()
+}
+
+/// Walks elements from `c.pos` up to `end` (or to the delimiter `until` when `end` is None).
+fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, u16)>) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("sequences nested deeper than {MAX_DEPTH} levels"));
+    }
+    while c.pos < end {
+        let at = c.pos;
+        let tag = (c.u16(enc)?, c.u16(enc)?);
+        if tag.0 == 0xFFFE {
+            let len = c.u32(enc)?;
+            if Some(tag) == until {
+                return Ok(());
+            }
+            if tag == ITEM {
+                item(c, end, enc, depth, len, at)?;
+                continue;
+            }
+            return Err(format!(
+                "unexpected delimiter ({:04X},{:04X}) at byte {at}",
+                tag.0, tag.1
+            ));
+        }
+        let (vr, len): (Option<[u8; 2]>, u32) = if enc.explicit {
+            let vr = c.take(2)?;
+            let vr = [vr[0], vr[1]];
+            if !is_vr(&vr) {
+                return Err(format!(
+                    "invalid VR at byte {} for ({:04X},{:04X})",
+                    at + 4,
+                    tag.0,
+                    tag.1
+                ));
+            }
+            if long_length_vr(&vr) {
+                c.take(2)?;
+                (Some(vr), c.u32(enc)?)
+            } else {
+                (Some(vr), c.u16(enc)? as u32)
+            }
+        } else {
+            (None, c.u32(enc)?)
+        };
+        if depth == 0 && tag == PIXEL_DATA {
+            c.pixel_data_at = Some(at);
+        }
+        if len == UNDEFINED {
+            // Undefined length: a sequence (SQ, or UN/implicit holding one), or encapsulated pixel data.
+            let is_un = vr.as_ref().is_some_and(|v| v == b"UN");
+            let inner = if is_un {
+                Enc {
+                    explicit: false,
+                    big: false,
+                }
+            } else {
+                enc
+            };
+            walk(c, end, inner, depth + 1, Some(SEQUENCE_END))?;
+            if is_un {
+                if depth > 0 {
+                    return Err(format!(
+                        "nested UN element of undefined length ({:04X},{:04X}) at byte {at}",
+                        tag.0, tag.1
+                    ));
+                }
+                c.strip.push((at, c.pos));
+            }
+            continue;
+        }
+        let len = len as usize;
+        if len > end - c.pos {
+            if depth == 0 && tag == PIXEL_DATA {
+                c.pixel_data_at = Some(at);
+            }
+            return Err(format!(
+                "element ({:04X},{:04X}) at byte {at} declares {len} bytes but only {} remain",
+                tag.0,
+                tag.1,
+                end - c.pos
+            ));
+        }
+        if vr.as_ref().is_some_and(|v| v == b"SQ") {
+            let stop = c.pos + len;
+            walk(c, stop, enc, depth + 1, None)?;
+            c.pos = stop;
+        } else {
+            c.pos += len;
+        }
+    }
+    if until.is_some() && c.pos >= end && end == c.b.len() {
+        return Err("file ends inside a sequence or item of undefined length".into());
+    }
+    Ok(())
+}
+
+fn item(c: &mut Cursor, end: usize, enc: Enc, depth: usize, len: u32, at: usize) -> Result<(), String> {
+    if len == UNDEFINED {
+        return walk(c, end, enc, depth + 1, Some(ITEM_END));
+    }
+    let len = len as usize;
+    if len > end - c.pos {
+        return Err(format!(
+            "item at byte {at} declares {len} bytes but only {} remain",
+            end - c.pos
+        ));
+    }
+    // Items hold data sets, or raw fragments in encapsulated pixel data: only the bound is checked.
+    c.pos += len;
+    Ok(())
+}
+
+/// Reads the meta group; returns (declared transfer syntax, offset of the data set).
+fn meta(b: &[u8], start: usize) -> Result<(String, usize), String> {
+    let le = Enc {
+        explicit: true,
+        big: false,
+    };
+    let mut c = Cursor {
+        b,
+        pos: start,
+        strip: Vec::new(),
+        pixel_data_at: None,
+    };
+    let mut syntax = String::new();
+    while c.pos + 8 <= b.len() {
+        let at = c.pos;
+        let group = u16::from_le_bytes([b[at], b[at + 1]]);
+        if group != 0x0002 {
+            break;
+        }
+        let element = u16::from_le_bytes([b[at + 2], b[at + 3]]);
+        c.pos += 4;
+        let vr = c.take(2)?;
+        let vr = [vr[0], vr[1]];
+        let len = if long_length_vr(&vr) {
+            c.take(2)?;
+            c.u32(le)? as usize
+        } else {
+            c.u16(le)? as usize
+        };
+        if len > b.len() - c.pos {
+            return Err(format!(
+                "file meta element (0002,{element:04X}) declares {len} bytes beyond the end"
+            ));
+        }
+        if element == 0x0010 {
+            syntax = String::from_utf8_lossy(&b[c.pos..c.pos + len])
+                .trim_end_matches(['\0', ' '])
+                .to_string();
+        }
+        c.pos += len;
+    }
+    Ok((syntax, c.pos))
+}
+
+/// A structural defect, and where the pixel data starts when only the pixel data is damaged (a
+/// truncated file): the header before it is intact and tells which series lost a slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardError {
+    pub message: String,
+    pub pixel_data_at: Option<usize>,
+}
+
+impl std::fmt::Display for GuardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Checks the structure of a whole file in memory and reports its layout.
+pub fn check(bytes: &[u8]) -> Result<Layout, GuardError> {
+    let has_preamble = bytes.len() >= PREAMBLE_LEN + 4 && &bytes[PREAMBLE_LEN..PREAMBLE_LEN + 4] == b"DICM";
+    let meta_offset = if has_preamble { PREAMBLE_LEN + 4 } else { 0 };
+    let (declared, dataset_offset) = meta(bytes, meta_offset).map_err(|message| GuardError {
+        message,
+        pixel_data_at: None,
+    })?;
+    if declared == DEFLATED_EXPLICIT_VR_LE {
+        // The data set is compressed; its parser bounds the inflated stream itself.
+        return Ok(Layout {
+            meta_offset,
+            dataset_offset,
+            declared_syntax: declared,
+            explicit_vr: true,
+            big_endian: false,
+            strip: Vec::new(),
+        });
+    }
+    let big = declared == EXPLICIT_VR_BE;
+    let declared_explicit = declared != IMPLICIT_VR_LE && !declared.is_empty();
+    let try_enc = |explicit: bool, big: bool| {
+        let mut c = Cursor {
+            b: bytes,
+            pos: dataset_offset,
+            strip: Vec::new(),
+            pixel_data_at: None,
+        };
+        walk(&mut c, bytes.len(), Enc { explicit, big }, 0, None)
+            .map(|()| c.strip)
+            .map_err(|message| GuardError {
+                message,
+                pixel_data_at: c.pixel_data_at,
+            })
+    };
+    let first = try_enc(declared_explicit, big);
+    let layout = |explicit, big, strip| Layout {
+        meta_offset,
+        dataset_offset,
+        declared_syntax: declared.clone(),
+        explicit_vr: explicit,
+        big_endian: big,
+        strip,
+    };
+    match first {
+        Ok(strip) => Ok(layout(declared_explicit, big, strip)),
+        // The other VR encoding (little endian), as found in mislabelled files.
+        Err(e) => match try_enc(!declared_explicit, false) {
+            Ok(strip) => Ok(layout(!declared_explicit, false, strip)),
+            Err(_) => Err(e),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elem_explicit(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(tag.0.to_le_bytes());
+        v.extend(tag.1.to_le_bytes());
+        v.extend(vr);
+        if long_length_vr(vr) {
+            v.extend([0, 0]);
+            v.extend((value.len() as u32).to_le_bytes());
+        } else {
+            v.extend((value.len() as u16).to_le_bytes());
+        }
+        v.extend(value);
+        v
+    }
+
+    fn file(ts: &str, dataset: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 128];
+        f.extend(b"DICM");
+        let mut uid = ts.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        f.extend(elem_explicit((2, 0x10), b"UI", &uid));
+        f.extend(dataset);
+        f
+    }
+
+    #[test]
+    fn accepts_well_formed_and_detects_mislabelled_implicit() {
+        let ds = elem_explicit((0x10, 0x20), b"LO", b"ID01");
+        let l = check(&file(EXPLICIT_VR_LE, &ds)).unwrap();
+        assert!(l.explicit_vr);
+        let mut implicit = Vec::new();
+        implicit.extend(0x10u16.to_le_bytes());
+        implicit.extend(0x20u16.to_le_bytes());
+        implicit.extend(4u32.to_le_bytes());
+        implicit.extend(b"ID01");
+        let l = check(&file(EXPLICIT_VR_LE, &implicit)).unwrap();
+        assert!(!l.explicit_vr);
+    }
+
+    #[test]
+    fn rejects_length_beyond_end() {
+        let mut ds = elem_explicit((0x7FE0, 0x10), b"OW", &[0u8; 8]);
+        ds.truncate(ds.len() - 4);
+        let e = check(&file(EXPLICIT_VR_LE, &ds)).unwrap_err();
+        assert!(e.message.contains("declares 8 bytes but only 4 remain"), "{e}");
+        assert!(e.pixel_data_at.is_some());
+    }
+}

@@ -1,0 +1,185 @@
+//! The header fields `pack` needs from one DICOM file, read without its pixel data. Only these
+//! fields ever leave this module: identifiers are pseudonymised by the caller before they are
+//! stored, and free text, names and private tags are never read at all.
+
+use dicom_core::Tag;
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::DefaultDicomObject;
+
+/// Modalities and SOP classes that carry no image to train on: skipped and counted, not quarantined.
+const NON_IMAGE_MODALITIES: &[&str] = &[
+    "SR", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "PR", "KO", "DOC", "ECG", "HD", "SEG", "REG", "AU",
+];
+/// Media Storage Directory (DICOMDIR) SOP class.
+const DICOMDIR_SOP_CLASS: &str = uids::MEDIA_STORAGE_DIRECTORY_STORAGE;
+
+/// What one file is, as far as packing is concerned.
+#[derive(Clone, Debug)]
+pub enum FileKind {
+    Image(Box<ImageHeader>),
+    /// A valid DICOM object without an image to pack (structured report, RT object, DICOMDIR, ...).
+    NonImage {
+        what: String,
+    },
+}
+
+/// Header of one image object (one file; multi-frame objects count their frames).
+#[derive(Clone, Debug, Default)]
+pub struct ImageHeader {
+    pub patient_id: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_instance_uid: String,
+    pub modality: String,
+    pub study_date: String,
+    pub instance_number: Option<i32>,
+    pub rows: u32,
+    pub cols: u32,
+    pub frames: u32,
+    pub samples_per_pixel: u16,
+    pub bits_allocated: u16,
+    pub pixel_representation: u16,
+    pub photometric: String,
+    pub image_position: Option<[f64; 3]>,
+    pub image_orientation: Option<[f64; 6]>,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub slice_thickness: Option<f64>,
+    pub window: Option<(f64, f64)>,
+    /// PixelPaddingValue and PixelPaddingRangeLimit, as stored values.
+    pub padding: Option<(i64, Option<i64>)>,
+    pub body_part: String,
+    pub convolution_kernel: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("not a readable DICOM file: {0}")]
+    Unreadable(String),
+    #[error("missing required attribute {0}")]
+    Missing(&'static str),
+    #[error("invalid {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    let value = obj.element_opt(tag).ok().flatten()?.to_str().ok()?;
+    let value = value.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+fn floats(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    obj.element_opt(tag).ok().flatten()?.to_multi_float64().ok()
+}
+
+fn fixed<const N: usize>(
+    obj: &DefaultDicomObject,
+    tag: Tag,
+    name: &'static str,
+) -> Result<Option<[f64; N]>, HeaderError> {
+    match floats(obj, tag) {
+        None => Ok(None),
+        Some(v) if v.len() >= N && v[..N].iter().all(|x| x.is_finite()) => {
+            Ok(Some(std::array::from_fn(|i| v[i])))
+        }
+        Some(v) => Err(HeaderError::Invalid {
+            name,
+            reason: format!("expected {N} numbers, found {v:?}"),
+        }),
+    }
+}
+
+fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
+    obj.element_opt(tag).ok().flatten()?.to_int::<i64>().ok()
+}
+
+fn required_int(obj: &DefaultDicomObject, tag: Tag, name: &'static str) -> Result<i64, HeaderError> {
+    int(obj, tag).ok_or(HeaderError::Missing(name))
+}
+
+/// Classifies and reads one object's header.
+pub fn read_header(obj: &DefaultDicomObject) -> Result<FileKind, HeaderError> {
+    let sop_class = obj
+        .meta()
+        .media_storage_sop_class_uid
+        .trim_end_matches('\0')
+        .to_string();
+    if sop_class == DICOMDIR_SOP_CLASS {
+        return Ok(FileKind::NonImage {
+            what: "DICOMDIR".into(),
+        });
+    }
+    let modality = text(obj, tags::MODALITY).unwrap_or_default();
+    if NON_IMAGE_MODALITIES.contains(&modality.as_str()) {
+        return Ok(FileKind::NonImage { what: modality });
+    }
+    if obj.element_opt(tags::ROWS).ok().flatten().is_none() {
+        let what = if modality.is_empty() {
+            "object without image".to_string()
+        } else {
+            modality
+        };
+        return Ok(FileKind::NonImage { what });
+    }
+    let dim = |tag, name| -> Result<u32, HeaderError> {
+        let v = required_int(obj, tag, name)?;
+        u32::try_from(v)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or(HeaderError::Invalid {
+                name,
+                reason: format!("{v}"),
+            })
+    };
+    let frames = match int(obj, tags::NUMBER_OF_FRAMES) {
+        None => 1,
+        Some(n) if n >= 1 => n as u32,
+        Some(n) => {
+            return Err(HeaderError::Invalid {
+                name: "NumberOfFrames",
+                reason: n.to_string(),
+            })
+        }
+    };
+    let window = match (floats(obj, tags::WINDOW_CENTER), floats(obj, tags::WINDOW_WIDTH)) {
+        (Some(c), Some(w)) if !c.is_empty() && !w.is_empty() => Some((c[0], w[0])),
+        _ => None,
+    };
+    let padding = int(obj, tags::PIXEL_PADDING_VALUE).map(|v| (v, int(obj, tags::PIXEL_PADDING_RANGE_LIMIT)));
+    let pixel_spacing = match fixed::<2>(obj, tags::PIXEL_SPACING, "PixelSpacing")? {
+        Some(s) => Some(s),
+        None => fixed::<2>(obj, tags::IMAGER_PIXEL_SPACING, "ImagerPixelSpacing")?,
+    };
+    let sop_instance_uid = text(obj, tags::SOP_INSTANCE_UID).ok_or(HeaderError::Missing("SOPInstanceUID"))?;
+    Ok(FileKind::Image(Box::new(ImageHeader {
+        patient_id: text(obj, tags::PATIENT_ID).unwrap_or_default(),
+        // Without a SeriesInstanceUID an object is a series of its own; without a
+        // StudyInstanceUID it belongs to an unnamed study.
+        study_uid: text(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+        series_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_else(|| sop_instance_uid.clone()),
+        sop_instance_uid,
+        modality: if modality.is_empty() {
+            "OT".into()
+        } else {
+            modality
+        },
+        study_date: text(obj, tags::STUDY_DATE)
+            .or_else(|| text(obj, tags::SERIES_DATE))
+            .unwrap_or_default(),
+        instance_number: int(obj, tags::INSTANCE_NUMBER).and_then(|v| i32::try_from(v).ok()),
+        rows: dim(tags::ROWS, "Rows")?,
+        cols: dim(tags::COLUMNS, "Columns")?,
+        frames,
+        samples_per_pixel: int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16,
+        bits_allocated: required_int(obj, tags::BITS_ALLOCATED, "BitsAllocated")? as u16,
+        pixel_representation: int(obj, tags::PIXEL_REPRESENTATION).unwrap_or(0) as u16,
+        photometric: text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_else(|| "MONOCHROME2".into()),
+        image_position: fixed::<3>(obj, tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?,
+        image_orientation: fixed::<6>(obj, tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient")?,
+        pixel_spacing,
+        slice_thickness: floats(obj, tags::SLICE_THICKNESS).and_then(|v| v.first().copied()),
+        window,
+        padding,
+        body_part: text(obj, tags::BODY_PART_EXAMINED).unwrap_or_default(),
+        convolution_kernel: text(obj, tags::CONVOLUTION_KERNEL).unwrap_or_default(),
+    })))
+}

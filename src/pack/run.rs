@@ -1,0 +1,568 @@
+//! The `pack` pipeline: walk the roots, read headers in parallel, assemble series, skip what the
+//! pack already holds, decode batches in parallel and write them in order into shards.
+
+use super::index::{write_atomic, PackIndex, ShardEntry};
+use super::quarantine::{QuarantineEntry, QuarantineReport, Stage, QUARANTINE_FILE};
+use super::shard::{PackedItem, ShardWriter, PARTIAL_SUFFIX};
+use super::tables::{ItemKind, SeriesRecord, SliceRecord};
+use super::voxels::{to_hu, HuStats, PaddingRange};
+use crate::deid::{IdKind, SiteKey};
+use crate::dicom::decode::{decode_pixels, PixelBuffer};
+use crate::dicom::header::{read_header, FileKind};
+use crate::dicom::modality::{modality_lut, ModalityLut};
+use crate::dicom::read::{open_checked, salvage_header, OpenError};
+use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Default target size of a shard's pixel data (bytes).
+pub const DEFAULT_SHARD_BYTES: u64 = 2 << 30;
+/// File name of the pack run summary inside a pack directory.
+pub const REPORT_FILE: &str = "pack-report.json";
+/// Items decoded in parallel per batch, per worker thread.
+const BATCH_PER_THREAD: usize = 2;
+/// Offset of the "DICM" magic in a Part 10 file.
+const DICM_OFFSET: usize = 128;
+
+pub struct PackOptions {
+    pub roots: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub key: SiteKey,
+    /// Target bytes of pixel data per shard; a shard is closed once it reaches this.
+    pub shard_bytes: u64,
+    /// This worker's rank and the number of workers (MPI later); items are dealt round-robin.
+    pub rank: usize,
+    pub workers: usize,
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PackReport {
+    pub files_seen: u64,
+    pub image_files: u64,
+    pub not_dicom: u64,
+    pub non_image_skipped: BTreeMap<String, u64>,
+    pub items_total: u64,
+    pub items_packed: u64,
+    pub items_already_packed: u64,
+    pub items_other_workers: u64,
+    pub slices_packed: u64,
+    pub duplicate_copies_dropped: u64,
+    pub quarantined_entries: u64,
+    pub quarantined_files: u64,
+    pub shards_written: u64,
+    pub pixel_bytes_written: u64,
+    pub voxels_clamped: u64,
+    pub padding_voxels: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("pack directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Index(#[from] super::index::IndexError),
+    #[error(transparent)]
+    Key(#[from] crate::deid::KeyError),
+    #[error(transparent)]
+    Shard(#[from] super::shard::ShardError),
+    #[error("input root {0} does not exist or is not a directory")]
+    MissingRoot(PathBuf),
+}
+
+/// Rank `rank` of `workers` packs items `i` with `i % workers == rank` (items sorted by series).
+pub fn assigned_to(item: usize, rank: usize, workers: usize) -> bool {
+    item % workers.max(1) == rank
+}
+
+enum Scanned {
+    Image(SourceFile),
+    /// An unreadable file whose header survived: its whole series is incomplete.
+    Damaged {
+        series_uid: String,
+        entry: QuarantineEntry,
+    },
+    NonImage(String),
+    NotDicom,
+    Bad(QuarantineEntry),
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn has_dicm_magic(path: &Path) -> bool {
+    let mut head = [0u8; DICM_OFFSET + 4];
+    fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && &head[DICM_OFFSET..] == b"DICM"
+}
+
+fn scan(path: &Path, key: &SiteKey) -> Scanned {
+    let file_key = key.pseudonym(IdKind::Path, &path.to_string_lossy());
+    let bad = |stage, reason: String, hash: Vec<String>| {
+        tracing::warn!(path = %path.display(), "quarantined: {reason}");
+        Scanned::Bad(entry(stage, reason, None, vec![file_key.clone()], hash))
+    };
+    let opened = match open_checked(path) {
+        Ok(opened) => opened,
+        Err(OpenError::Io(e)) => return bad(Stage::Read, format!("cannot read: {e}"), vec![]),
+        Err(e @ OpenError::Malformed(_)) if has_dicm_magic(path) => {
+            let reason = e.to_string();
+            let Some(header) = salvage_header(path) else {
+                return bad(Stage::Read, reason, vec![]);
+            };
+            let series_uid = match read_header(&header) {
+                Ok(FileKind::Image(h)) => h.series_uid,
+                _ => return bad(Stage::Read, reason, vec![]),
+            };
+            tracing::warn!(path = %path.display(), "quarantined: {reason}");
+            return Scanned::Damaged {
+                series_uid,
+                entry: entry(Stage::Read, reason, None, vec![file_key], vec![]),
+            };
+        }
+        Err(e) if has_dicm_magic(path) => return bad(Stage::Read, e.to_string(), vec![]),
+        Err(_) => return Scanned::NotDicom,
+    };
+    let hash = opened.content_hash.to_hex().to_string();
+    match read_header(&opened.object) {
+        Ok(FileKind::NonImage { what }) => Scanned::NonImage(what),
+        Ok(FileKind::Image(header)) => Scanned::Image(SourceFile {
+            path: path.to_path_buf(),
+            content_hash: opened.content_hash,
+            header: *header,
+        }),
+        Err(e) => bad(Stage::Header, e.to_string(), vec![hash]),
+    }
+}
+
+fn entry(
+    stage: Stage,
+    reason: String,
+    series: Option<String>,
+    files: Vec<String>,
+    hashes: Vec<String>,
+) -> QuarantineEntry {
+    QuarantineEntry {
+        stage,
+        reason,
+        series,
+        files,
+        content_blake3: hashes,
+    }
+}
+
+fn item_entry(stage: Stage, reason: String, files: &[SourceFile], key: &SiteKey) -> QuarantineEntry {
+    let series = files
+        .first()
+        .map(|f| key.pseudonym(IdKind::Series, &f.header.series_uid));
+    let names = files
+        .iter()
+        .map(|f| key.pseudonym(IdKind::Path, &f.path.to_string_lossy()))
+        .collect();
+    let hashes = files
+        .iter()
+        .map(|f| f.content_hash.to_hex().to_string())
+        .collect();
+    entry(stage, reason, series, names, hashes)
+}
+
+/// Packs the roots into `opts.out`. Bad inputs are quarantined and reported; only problems with
+/// the output (I/O, key, index) are errors.
+pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>), PackError> {
+    let start = Instant::now();
+    for root in &opts.roots {
+        if !root.is_dir() {
+            return Err(PackError::MissingRoot(root.clone()));
+        }
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PackError::Io { path, source }
+    };
+    fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    let fingerprint = opts.key.fingerprint();
+    let mut index = match PackIndex::load(&opts.out)? {
+        Some(index) => {
+            opts.key
+                .check_fingerprint(&format!("pack {}", opts.out.display()), &index.key_fingerprint)?;
+            index
+        }
+        None => PackIndex::new(&fingerprint),
+    };
+    remove_uncommitted(&opts.out, &index).map_err(io(&opts.out))?;
+
+    let mut report = PackReport::default();
+    let mut quarantine = Vec::new();
+
+    let paths: Vec<PathBuf> = opts.roots.par_iter().flat_map_iter(|r| walk(r)).collect();
+    report.files_seen = paths.len() as u64;
+    let scanned: Vec<Scanned> = paths.par_iter().map(|p| scan(p, &opts.key)).collect();
+    let mut images = Vec::new();
+    let mut damaged: BTreeMap<String, Vec<QuarantineEntry>> = BTreeMap::new();
+    for s in scanned {
+        match s {
+            Scanned::Image(f) => images.push(f),
+            Scanned::Damaged { series_uid, entry } => damaged.entry(series_uid).or_default().push(entry),
+            Scanned::NonImage(what) => *report.non_image_skipped.entry(what).or_default() += 1,
+            Scanned::NotDicom => report.not_dicom += 1,
+            Scanned::Bad(e) => quarantine.push(e),
+        }
+    }
+    report.image_files = images.len() as u64;
+
+    let mut items: Vec<PackItem> = Vec::new();
+    for series in group_by_series(images) {
+        if let Some(bad) = damaged.remove(&series[0].header.series_uid) {
+            let reason = format!(
+                "{} of its files could not be read (first: {})",
+                bad.len(),
+                bad[0].reason
+            );
+            tracing::warn!(series_files = series.len(), "series quarantined: {reason}");
+            quarantine.extend(bad);
+            quarantine.push(item_entry(Stage::Read, reason, &series, &opts.key));
+            continue;
+        }
+        let files = series.clone();
+        match assemble(series) {
+            Ok(found) => items.extend(found),
+            Err(e) => {
+                tracing::warn!(series_files = files.len(), "series quarantined: {e}");
+                quarantine.push(item_entry(Stage::Geometry, e.to_string(), &files, &opts.key));
+            }
+        }
+    }
+    quarantine.extend(damaged.into_values().flatten());
+    report.items_total = items.len() as u64;
+    report.duplicate_copies_dropped = items.iter().map(|i| i.duplicate_copies as u64).sum();
+
+    let todo: Vec<PackItem> = items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            if !assigned_to(i, opts.rank, opts.workers) {
+                report.items_other_workers += 1;
+                None
+            } else if index.contains_source(&item.source_hash) {
+                report.items_already_packed += 1;
+                None
+            } else {
+                Some(item)
+            }
+        })
+        .collect();
+
+    let progress = opts.progress.then(|| progress_bar(todo.len() as u64));
+    let batch = rayon::current_num_threads() * BATCH_PER_THREAD;
+    let mut writer: Option<ShardWriter> = None;
+    let mut hu_total = HuStats::default();
+    for chunk in todo.chunks(batch.max(1)) {
+        let decoded: Vec<Result<(PackedItem, HuStats), QuarantineEntry>> =
+            chunk.par_iter().map(|item| pack_item(item, &opts.key)).collect();
+        for result in decoded {
+            if let Some(bar) = &progress {
+                bar.inc(1);
+            }
+            let (packed, stats) = match result {
+                Ok(ok) => ok,
+                Err(e) => {
+                    quarantine.push(e);
+                    continue;
+                }
+            };
+            hu_total += stats;
+            report.items_packed += 1;
+            report.slices_packed += packed.slices.len() as u64;
+            if writer.is_none() {
+                let name = next_shard_name(&opts.out, &index, opts.rank);
+                writer = Some(ShardWriter::create(&opts.out, &name, &fingerprint)?);
+            }
+            let w = writer.as_mut().expect("just created");
+            w.add(packed)?;
+            if w.pixel_bytes() >= opts.shard_bytes {
+                commit(writer.take().expect("open"), &mut index, &opts.out, &mut report)?;
+            }
+        }
+    }
+    if let Some(w) = writer.take() {
+        commit(w, &mut index, &opts.out, &mut report)?;
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    index.save(&opts.out)?;
+    report.voxels_clamped = hu_total.clamped;
+    report.padding_voxels = hu_total.padding;
+    report.quarantined_entries = quarantine.len() as u64;
+    report.quarantined_files = quarantine.iter().map(|e| e.files.len() as u64).sum();
+    report.seconds = start.elapsed().as_secs_f64();
+    let q = QuarantineReport {
+        format: "medtrain-quarantine",
+        entries: quarantine.clone(),
+    };
+    let path = opts.out.join(QUARANTINE_FILE);
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(&q).expect("serialisable").as_bytes(),
+    )
+    .map_err(io(&path))?;
+    let path = opts.out.join(REPORT_FILE);
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(&report)
+            .expect("serialisable")
+            .as_bytes(),
+    )
+    .map_err(io(&path))?;
+    Ok((report, quarantine))
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} packing {pos}/{len} items [{elapsed_precise}<{eta}] {per_sec}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn commit(
+    writer: ShardWriter,
+    index: &mut PackIndex,
+    out: &Path,
+    report: &mut PackReport,
+) -> Result<(), PackError> {
+    let entry: ShardEntry = writer.finish()?;
+    report.shards_written += 1;
+    report.pixel_bytes_written += entry.pixel_bytes;
+    tracing::info!(shard = %entry.file, series = entry.series, bytes = entry.bytes, "shard committed");
+    index.shards.push(entry);
+    index.save(out)?;
+    Ok(())
+}
+
+/// Shard names carry the writer's rank, so ranks never collide: `shard-<rank>-<sequence>.h5`.
+fn next_shard_name(out: &Path, index: &PackIndex, rank: usize) -> String {
+    let prefix = format!("shard-{rank:04}-");
+    let mut seq = index
+        .shards
+        .iter()
+        .filter_map(|s| {
+            s.file
+                .strip_prefix(&prefix)?
+                .strip_suffix(".h5")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |m| m + 1);
+    while out.join(format!("{prefix}{seq:06}.h5")).exists() {
+        seq += 1;
+    }
+    format!("{prefix}{seq:06}.h5")
+}
+
+/// Removes what an interrupted run left: partial shards, and shards never entered in the index.
+fn remove_uncommitted(out: &Path, index: &PackIndex) -> std::io::Result<()> {
+    for entry in fs::read_dir(out)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let is_shard =
+            name.starts_with("shard-") && (name.ends_with(".h5") || name.ends_with(PARTIAL_SUFFIX));
+        let base = name.trim_end_matches(PARTIAL_SUFFIX);
+        if is_shard && (name.ends_with(PARTIAL_SUFFIX) || !index.shards.iter().any(|s| s.file == base)) {
+            tracing::warn!(file = %name, "removing uncommitted shard left by an interrupted run");
+            fs::remove_file(&path)?;
+            let _ = fs::remove_file(out.join(format!("{base}{}", super::index::CHECKSUM_SUFFIX)));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one item and builds its table rows.
+fn pack_item(item: &PackItem, key: &SiteKey) -> Result<(PackedItem, HuStats), QuarantineEntry> {
+    let fail = |file: &SourceFile, reason: String| {
+        tracing::warn!(path = %file.path.display(), "quarantined: {reason}");
+        item_entry(Stage::Decode, reason, &item.files, key)
+    };
+    let first = &item.files[0].header;
+    let is_ct = first.modality == "CT";
+    let mut hu: Vec<i16> = Vec::new();
+    let mut stored: Option<PixelBuffer> = None;
+    let mut stats = HuStats::default();
+    let mut slices = Vec::new();
+    let mut lut0: Option<ModalityLut> = None;
+    let mut photometric = first.photometric.clone();
+    let mut frames_total = 0u32;
+    let mut spp = first.samples_per_pixel;
+    for file in &item.files {
+        let h = &file.header;
+        let opened = open_checked(&file.path).map_err(|e| fail(file, e.to_string()))?;
+        if opened.content_hash != file.content_hash {
+            return Err(fail(file, "file changed while packing; run pack again".into()));
+        }
+        let obj = opened.object;
+        let decoded = decode_pixels(&obj).map_err(|e| fail(file, e.to_string()))?;
+        if decoded.rows != first.rows || decoded.cols != first.cols {
+            return Err(fail(
+                file,
+                format!(
+                    "decoded size {}x{} differs from the series' {}x{}",
+                    decoded.rows, decoded.cols, first.rows, first.cols
+                ),
+            ));
+        }
+        let expected = decoded.frames as usize
+            * decoded.rows as usize
+            * decoded.cols as usize
+            * decoded.samples_per_pixel as usize;
+        if decoded.pixels.len() != expected {
+            return Err(fail(
+                file,
+                format!(
+                    "decoded {} values, expected {expected} ({} frames of {}x{}x{})",
+                    decoded.pixels.len(),
+                    decoded.frames,
+                    decoded.rows,
+                    decoded.cols,
+                    decoded.samples_per_pixel
+                ),
+            ));
+        }
+        let lut = modality_lut(&obj).map_err(|e| fail(file, e.to_string()))?;
+        photometric = decoded.photometric.clone();
+        spp = decoded.samples_per_pixel;
+        if is_ct {
+            let padding = h
+                .padding
+                .map(|(v, limit)| PaddingRange::new(v, limit, h.pixel_representation == 1, h.bits_allocated));
+            stats += to_hu(&decoded.pixels, &lut, padding, &mut hu);
+        } else {
+            append(&mut stored, decoded.pixels).map_err(|reason| fail(file, reason))?;
+        }
+        lut0.get_or_insert(lut);
+        let sop_key = key.pseudonym(IdKind::Instance, &h.sop_instance_uid);
+        for frame in 0..decoded.frames {
+            slices.push(SliceRecord {
+                series_index: 0,
+                position: if item.kind == ItemKind::Volume {
+                    item.positions[slices.len()]
+                } else {
+                    0.0
+                },
+                image_position: h.image_position.unwrap_or([f64::NAN; 3]),
+                thickness: h.slice_thickness.unwrap_or(f64::NAN),
+                sop_key: sop_key.clone(),
+                instance_number: h.instance_number.unwrap_or(i32::MIN),
+                frame,
+            });
+        }
+        frames_total += decoded.frames;
+    }
+    let pixels = if is_ct {
+        PixelBuffer::I16(hu)
+    } else {
+        stored.expect("at least one file")
+    };
+    let mut shape = vec![frames_total as usize, first.rows as usize, first.cols as usize];
+    if spp > 1 {
+        shape.push(spp as usize);
+    }
+    let lut = lut0.unwrap_or(ModalityLut::Identity);
+    let (slope, intercept) = match &lut {
+        ModalityLut::Identity => (1.0, 0.0),
+        ModalityLut::Linear { slope, intercept } => (*slope, *intercept),
+        ModalityLut::Table { .. } => (f64::NAN, f64::NAN),
+    };
+    let transform = match (is_ct, &lut) {
+        (false, _) => "none",
+        (true, ModalityLut::Table { .. }) => "hu-lut",
+        (true, _) => "hu-linear",
+    };
+    let record = SeriesRecord {
+        series_key: key.pseudonym(IdKind::Series, &first.series_uid),
+        study_key: key.pseudonym(IdKind::Study, &first.study_uid),
+        patient_key: key.pseudonym(IdKind::Patient, &first.patient_id),
+        modality: first.modality.clone(),
+        kind: item.kind,
+        study_day: key
+            .day_offset(&first.patient_id, &first.study_date)
+            .unwrap_or(i32::MIN),
+        n_slices: frames_total,
+        rows: first.rows,
+        cols: first.cols,
+        samples_per_pixel: spp as u8,
+        dtype: String::new(),
+        pixel_spacing: first.pixel_spacing.unwrap_or([f64::NAN; 2]),
+        slice_spacing: item.slice_spacing,
+        slice_thickness: first.slice_thickness.unwrap_or(f64::NAN),
+        orientation: first.image_orientation.unwrap_or([f64::NAN; 6]),
+        origin: first.image_position.unwrap_or([f64::NAN; 3]),
+        photometric,
+        transform: transform.into(),
+        rescale_slope: slope,
+        rescale_intercept: intercept,
+        window_center: first.window.map_or(f64::NAN, |w| w.0),
+        window_width: first.window.map_or(f64::NAN, |w| w.1),
+        body_part: first.body_part.clone(),
+        convolution_kernel: first.convolution_kernel.clone(),
+        dataset: String::new(),
+        data_offset: 0,
+        data_length: 0,
+        first_slice: 0,
+        source_hash: item.source_hash.clone(),
+        n_clamped: stats.clamped,
+        n_padding: stats.padding,
+    };
+    Ok((
+        PackedItem {
+            record,
+            slices,
+            pixels,
+            shape,
+        },
+        stats,
+    ))
+}
+
+/// Appends decoded frames of one file to those of the item's earlier files (same stored type).
+fn append(acc: &mut Option<PixelBuffer>, next: PixelBuffer) -> Result<(), String> {
+    let Some(acc) = acc else {
+        *acc = Some(next);
+        return Ok(());
+    };
+    match (acc, next) {
+        (PixelBuffer::U8(a), PixelBuffer::U8(b)) => a.extend(b),
+        (PixelBuffer::I8(a), PixelBuffer::I8(b)) => a.extend(b),
+        (PixelBuffer::U16(a), PixelBuffer::U16(b)) => a.extend(b),
+        (PixelBuffer::I16(a), PixelBuffer::I16(b)) => a.extend(b),
+        (PixelBuffer::U32(a), PixelBuffer::U32(b)) => a.extend(b),
+        (PixelBuffer::I32(a), PixelBuffer::I32(b)) => a.extend(b),
+        (PixelBuffer::F32(a), PixelBuffer::F32(b)) => a.extend(b),
+        (PixelBuffer::F64(a), PixelBuffer::F64(b)) => a.extend(b),
+        _ => return Err("slices of the series decode to different pixel types".into()),
+    }
+    Ok(())
+}

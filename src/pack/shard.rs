@@ -1,0 +1,252 @@
+//! One HDF5 shard being written: pixel datasets that are contiguous and page-aligned (so readers
+//! memory-map them at the offset HDF5 reports), the series and slice tables, and format
+//! attributes. A shard becomes visible only by rename after it is complete, fsynced and hashed.
+
+use super::index::{sync_dir, write_atomic, ShardEntry, CHECKSUM_SUFFIX};
+use super::tables::{write_tables, SeriesRecord, SliceRecord, TableError};
+use crate::dicom::decode::PixelBuffer;
+use hdf5::types::VarLenUnicode;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Identifies a medtrain shard (root attribute `format`).
+pub const SHARD_FORMAT: &str = "medtrain-shard";
+/// Version of the shard layout (root attribute `format_version`).
+pub const SHARD_FORMAT_VERSION: u32 = 1;
+/// Pixel datasets start on page boundaries so that an mmap of their bytes is aligned.
+pub const PAGE_ALIGNMENT: u64 = 4096;
+/// Every object of at least this many bytes starts on a page: all pixel datasets, however small.
+pub const ALIGNMENT_THRESHOLD: u64 = 1;
+/// Suffix of a shard being written; never read.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// Group holding the pixel datasets.
+pub const VOLUMES_GROUP: &str = "volumes";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("HDF5 error in shard {path}: {source}")]
+    Hdf5 { path: PathBuf, source: hdf5::Error },
+    #[error("shard {path}: {source}")]
+    Table { path: PathBuf, source: TableError },
+    #[error("I/O error on {path}: {source} (check free space and permissions)")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("shard {path}: pixel dataset {dataset} has no contiguous offset")]
+    NoOffset { path: PathBuf, dataset: String },
+}
+
+/// Pixels of one item ready for a shard, with its table rows (dataset fields filled in by the writer).
+pub struct PackedItem {
+    pub record: SeriesRecord,
+    pub slices: Vec<SliceRecord>,
+    pub pixels: PixelBuffer,
+    /// Dataset shape: (slices, rows, cols) or (images, rows, cols, samples).
+    pub shape: Vec<usize>,
+}
+
+pub struct ShardWriter {
+    file: Option<hdf5::File>,
+    partial: PathBuf,
+    path: PathBuf,
+    series: Vec<SeriesRecord>,
+    slices: Vec<SliceRecord>,
+    pixel_bytes: u64,
+}
+
+fn pixel_bytes(p: &PixelBuffer) -> u64 {
+    let (n, size) = match p {
+        PixelBuffer::U8(v) => (v.len(), 1),
+        PixelBuffer::I8(v) => (v.len(), 1),
+        PixelBuffer::U16(v) => (v.len(), 2),
+        PixelBuffer::I16(v) => (v.len(), 2),
+        PixelBuffer::U32(v) => (v.len(), 4),
+        PixelBuffer::I32(v) => (v.len(), 4),
+        PixelBuffer::F32(v) => (v.len(), 4),
+        PixelBuffer::F64(v) => (v.len(), 8),
+    };
+    (n * size) as u64
+}
+
+/// Short dtype code stored in `series/dtype` (numpy's names without the byte order).
+pub fn dtype_code(p: &PixelBuffer) -> &'static str {
+    match p {
+        PixelBuffer::U8(_) => "u8",
+        PixelBuffer::I8(_) => "i8",
+        PixelBuffer::U16(_) => "u16",
+        PixelBuffer::I16(_) => "i16",
+        PixelBuffer::U32(_) => "u32",
+        PixelBuffer::I32(_) => "i32",
+        PixelBuffer::F32(_) => "f32",
+        PixelBuffer::F64(_) => "f64",
+    }
+}
+
+impl ShardWriter {
+    /// Starts `<dir>/<name>` (written as `<name>.partial` until `finish`).
+    pub fn create(dir: &Path, name: &str, key_fingerprint: &str) -> Result<ShardWriter, ShardError> {
+        let path = dir.join(name);
+        let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
+        let h5 = |source| ShardError::Hdf5 {
+            path: partial.clone(),
+            source,
+        };
+        let _ = fs::remove_file(&partial);
+        let file = hdf5::File::with_options()
+            .with_fapl(|p| p.alignment(ALIGNMENT_THRESHOLD, PAGE_ALIGNMENT))
+            .create_excl(&partial)
+            .map_err(h5)?;
+        let text = |s: &str| s.parse::<VarLenUnicode>().expect("ASCII attribute");
+        file.new_attr::<VarLenUnicode>()
+            .create("format")
+            .map_err(h5)?
+            .write_scalar(&text(SHARD_FORMAT))
+            .map_err(h5)?;
+        file.new_attr::<u32>()
+            .create("format_version")
+            .map_err(h5)?
+            .write_scalar(&SHARD_FORMAT_VERSION)
+            .map_err(h5)?;
+        file.new_attr::<VarLenUnicode>()
+            .create("key_fingerprint")
+            .map_err(h5)?
+            .write_scalar(&text(key_fingerprint))
+            .map_err(h5)?;
+        let created_by = format!("medtrain {}", env!("CARGO_PKG_VERSION"));
+        file.new_attr::<VarLenUnicode>()
+            .create("created_by")
+            .map_err(h5)?
+            .write_scalar(&text(&created_by))
+            .map_err(h5)?;
+        file.create_group(VOLUMES_GROUP).map_err(h5)?;
+        Ok(ShardWriter {
+            file: Some(file),
+            partial,
+            path,
+            series: Vec::new(),
+            slices: Vec::new(),
+            pixel_bytes: 0,
+        })
+    }
+
+    pub fn pixel_bytes(&self) -> u64 {
+        self.pixel_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Appends one item: a contiguous, page-aligned dataset plus its table rows.
+    pub fn add(&mut self, item: PackedItem) -> Result<(), ShardError> {
+        let file = self.file.as_ref().expect("open until finish");
+        let h5 = |source| ShardError::Hdf5 {
+            path: self.partial.clone(),
+            source,
+        };
+        let index = self.series.len();
+        let dataset = format!("{VOLUMES_GROUP}/{index:06}");
+        let group = file.group(VOLUMES_GROUP).map_err(h5)?;
+        let name = format!("{index:06}");
+        let shape = item.shape.as_slice();
+        macro_rules! write {
+            ($t:ty, $v:expr) => {{
+                let ds = group
+                    .new_dataset::<$t>()
+                    .shape(shape)
+                    .no_chunk()
+                    .alloc_time(Some(hdf5::plist::dataset_create::AllocTime::Early))
+                    .fill_time(hdf5::plist::dataset_create::FillTime::Never)
+                    .create(name.as_str())
+                    .map_err(h5)?;
+                ds.write_raw($v).map_err(h5)?;
+                ds
+            }};
+        }
+        let ds = match &item.pixels {
+            PixelBuffer::U8(v) => write!(u8, v),
+            PixelBuffer::I8(v) => write!(i8, v),
+            PixelBuffer::U16(v) => write!(u16, v),
+            PixelBuffer::I16(v) => write!(i16, v),
+            PixelBuffer::U32(v) => write!(u32, v),
+            PixelBuffer::I32(v) => write!(i32, v),
+            PixelBuffer::F32(v) => write!(f32, v),
+            PixelBuffer::F64(v) => write!(f64, v),
+        };
+        let offset = ds.offset().ok_or_else(|| ShardError::NoOffset {
+            path: self.partial.clone(),
+            dataset: dataset.clone(),
+        })?;
+        let mut record = item.record;
+        record.dtype = dtype_code(&item.pixels).into();
+        record.dataset = dataset;
+        record.data_offset = offset;
+        record.data_length = pixel_bytes(&item.pixels);
+        record.first_slice = self.slices.len() as u64;
+        self.pixel_bytes += record.data_length;
+        let series_index = index as u32;
+        self.slices.extend(item.slices.into_iter().map(|mut s| {
+            s.series_index = series_index;
+            s
+        }));
+        self.series.push(record);
+        Ok(())
+    }
+
+    /// Writes the tables, closes and fsyncs the file, writes its checksum beside it and renames it
+    /// into place. Returns the index entry.
+    pub fn finish(mut self) -> Result<ShardEntry, ShardError> {
+        let file = self.file.take().expect("open until finish");
+        let partial = self.partial.clone();
+        write_tables(&file, &self.series, &self.slices).map_err(|source| ShardError::Table {
+            path: partial.clone(),
+            source,
+        })?;
+        file.close().map_err(|source| ShardError::Hdf5 {
+            path: partial.clone(),
+            source,
+        })?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ShardError::Io { path, source }
+        };
+        fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&partial))?;
+        let (hash, bytes) = hash_file(&partial).map_err(io(&partial))?;
+        let name = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let sidecar = self.path.with_file_name(format!("{name}{CHECKSUM_SUFFIX}"));
+        write_atomic(&sidecar, format!("{hash}  {name}\n").as_bytes()).map_err(io(&sidecar))?;
+        fs::rename(&partial, &self.path).map_err(io(&self.path))?;
+        sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io(&self.path))?;
+        Ok(ShardEntry {
+            file: name,
+            bytes,
+            blake3: hash,
+            series: self.series.len() as u64,
+            slices: self.slices.len() as u64,
+            pixel_bytes: self.pixel_bytes,
+            sources: self.series.iter().map(|s| s.source_hash.clone()).collect(),
+        })
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        // An abandoned shard (error or panic) leaves no file behind.
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Whole-file BLAKE3 (hex) and size.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap_rayon(path)?;
+    let bytes = fs::metadata(path)?.len();
+    Ok((hasher.finalize().to_hex().to_string(), bytes))
+}

@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests: the binary under test, the reference Python, and
+//! small phantom cohorts.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn medtrain() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtrain"));
+    cmd.arg("--quiet");
+    cmd
+}
+
+/// Runs medtrain and returns (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out: Output = medtrain().args(args).output().expect("run medtrain");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The interpreter with the reference packages (scripts/test.sh sets MEDTRAIN_PYTHON).
+pub fn python() -> Command {
+    let exe = std::env::var("MEDTRAIN_PYTHON").unwrap_or_else(|_| "python3".into());
+    Command::new(exe)
+}
+
+/// Runs a script from tests/reference/ and returns its stdout; fails the test with its stderr.
+pub fn reference_script(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(script);
+    let out = python()
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("start the reference Python");
+    assert!(
+        out.status.success(),
+        "{script} failed (run scripts/test.sh, which installs the reference packages):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("medtrain-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// A key file with mode 0600 in `dir`.
+pub fn key_file(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let key = medtrain::deid::SiteKey::load_or_create(&path, true).expect("create key");
+    drop(key);
+    path
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
