@@ -250,8 +250,8 @@ mod tests {
         // 4 entries starting at -2: -2 → 10, -1 → 20, 0 → 30, 1 → 40.
         let item = lut_item(
             VR::SS,
-            PrimitiveValue::I16([4, -2, 16].into()),
-            PrimitiveValue::U16([10, 20, 30, 40].into()),
+            PrimitiveValue::I16([4, -2, 16].into_iter().collect()),
+            PrimitiveValue::U16([10, 20, 30, 40].into_iter().collect()),
         );
         let obj = object(vec![
             DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1u16)),
@@ -277,8 +277,8 @@ mod tests {
         // First mapped 0xFFFF as US with signed pixels is -1; 8-bit entries packed two per word.
         let item = lut_item(
             VR::US,
-            PrimitiveValue::U16([3, 0xFFFF, 8].into()),
-            PrimitiveValue::U16([0x0201, 0x0003].into()),
+            PrimitiveValue::U16([3, 0xFFFF, 8].into_iter().collect()),
+            PrimitiveValue::U16([0x0201, 0x0003].into_iter().collect()),
         );
         let obj = object(vec![
             DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1u16)),
@@ -302,8 +302,8 @@ mod tests {
     fn malformed_descriptor_is_an_error() {
         let item = lut_item(
             VR::US,
-            PrimitiveValue::U16([3, 0].into()),
-            PrimitiveValue::U16([1, 2, 3].into()),
+            PrimitiveValue::U16([3, 0].into_iter().collect()),
+            PrimitiveValue::U16([1, 2, 3].into_iter().collect()),
         );
         let obj = object(vec![DataElement::new(
             tags::MODALITY_LUT_SEQUENCE,
