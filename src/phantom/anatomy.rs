@@ -147,7 +147,7 @@ pub(crate) struct Blob {
 pub(crate) enum Tissue {
     Air,
     Fat,
-    SoftTissue,
+    Soft,
     Bone,
     Lung,
 }
@@ -339,7 +339,7 @@ impl Anatomy {
         {
             Tissue::Lung
         } else {
-            Tissue::SoftTissue
+            Tissue::Soft
         }
     }
 
@@ -347,7 +347,7 @@ impl Anatomy {
         match tissue {
             Tissue::Air => AIR_HU,
             Tissue::Fat => FAT_HU,
-            Tissue::SoftTissue => SOFT_TISSUE_HU,
+            Tissue::Soft => SOFT_TISSUE_HU,
             Tissue::Bone => self.bone_hu,
             Tissue::Lung => self.lung_hu,
         }
@@ -483,7 +483,7 @@ mod tests {
             "{lung_voxels} lung voxels of {}",
             plane.len()
         );
-        assert!(plane.iter().any(|&v| v == SOFT_TISSUE_HU) && plane.iter().any(|&v| v == FAT_HU));
+        assert!(plane.contains(&SOFT_TISSUE_HU) && plane.contains(&FAT_HU));
         assert!(plane.iter().any(|&v| v >= BONE_HU.start));
     }
 
