@@ -29,7 +29,7 @@ const FIRST_SLICE_Z_MM: Range<f64> = -400.0..-150.0;
 const LUNG_HALF_LENGTH_MM: Range<f64> = 120.0..145.0;
 const LUNG_MID_JITTER_MM: f64 = 15.0;
 
-const VESSELS_PER_LUNG: Range<u32> = 7..13;
+const VESSELS_PER_LUNG: Range<u32> = 5..10;
 const VESSEL_RADIUS_MM: Range<f64> = 1.5..4.5;
 /// Vessels drift sideways by at most this many mm per mm along z (mostly along z, some oblique).
 const VESSEL_SLOPE: f64 = 0.3;
