@@ -432,7 +432,7 @@ impl Anatomy {
         n.radius * n.radius - dz * dz >= (pixel_spacing / 2.0).powi(2)
     }
 
-    /// Extent of the body along x (for framing the radiograph).
+    /// Centre and half-axes of the body ellipse (for framing the radiograph).
     pub fn body_box(&self) -> ([f64; 2], [f64; 2]) {
         (self.body.centre, self.body.half_axes)
     }
