@@ -479,8 +479,7 @@ fn planted_identifiers_are_listed_and_really_planted() {
             "{text:?} is listed but not in the archive"
         );
     }
-    // Every patient's ID, name and birth date are among them (read from the files by pydicom's
-    // view of patients.csv keys).
+    // Every patient of the ground truth is among them by ID.
     let patients = csv(&summary.truth_dir.join("patients.csv"));
     for p in &patients {
         assert!(listed.contains(&p["PatientID"]), "{} not listed", p["PatientID"]);

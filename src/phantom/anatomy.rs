@@ -29,7 +29,7 @@ const FIRST_SLICE_Z_MM: Range<f64> = -400.0..-150.0;
 const LUNG_HALF_LENGTH_MM: Range<f64> = 120.0..145.0;
 const LUNG_MID_JITTER_MM: f64 = 15.0;
 
-const VESSELS_PER_LUNG: Range<u32> = 7..13;
+const VESSELS_PER_LUNG: Range<u32> = 5..10;
 const VESSEL_RADIUS_MM: Range<f64> = 1.5..4.5;
 /// Vessels drift sideways by at most this many mm per mm along z (mostly along z, some oblique).
 const VESSEL_SLOPE: f64 = 0.3;
@@ -147,7 +147,7 @@ pub(crate) struct Blob {
 pub(crate) enum Tissue {
     Air,
     Fat,
-    SoftTissue,
+    Soft,
     Bone,
     Lung,
 }
@@ -339,7 +339,7 @@ impl Anatomy {
         {
             Tissue::Lung
         } else {
-            Tissue::SoftTissue
+            Tissue::Soft
         }
     }
 
@@ -347,7 +347,7 @@ impl Anatomy {
         match tissue {
             Tissue::Air => AIR_HU,
             Tissue::Fat => FAT_HU,
-            Tissue::SoftTissue => SOFT_TISSUE_HU,
+            Tissue::Soft => SOFT_TISSUE_HU,
             Tissue::Bone => self.bone_hu,
             Tissue::Lung => self.lung_hu,
         }
@@ -432,7 +432,7 @@ impl Anatomy {
         n.radius * n.radius - dz * dz >= (pixel_spacing / 2.0).powi(2)
     }
 
-    /// Extent of the body along x (for framing the radiograph).
+    /// Centre and half-axes of the body ellipse (for framing the radiograph).
     pub fn body_box(&self) -> ([f64; 2], [f64; 2]) {
         (self.body.centre, self.body.half_axes)
     }
@@ -483,7 +483,7 @@ mod tests {
             "{lung_voxels} lung voxels of {}",
             plane.len()
         );
-        assert!(plane.iter().any(|&v| v == SOFT_TISSUE_HU) && plane.iter().any(|&v| v == FAT_HU));
+        assert!(plane.contains(&SOFT_TISSUE_HU) && plane.contains(&FAT_HU));
         assert!(plane.iter().any(|&v| v >= BONE_HU.start));
     }
 

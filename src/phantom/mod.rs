@@ -324,6 +324,65 @@ mod tests {
         assert!(serde_json::from_str::<PhantomConfig>(r#"{"patient": 4}"#).is_err());
     }
 
+    /// The trivial baseline the issue names: score each series by its brightest lung voxel. Vessels
+    /// are as dense as nodules, so it must stay a weak classifier (AUC ≤ 0.75).
+    #[test]
+    fn brightest_lung_voxel_is_a_weak_nodule_detector() {
+        let cfg = PhantomConfig {
+            patients: 60,
+            ..PhantomConfig::default()
+        };
+        let cohort = CohortPlan::new(cfg.seed, cfg.patients);
+        let mut scored: Vec<(i16, bool)> = Vec::new();
+        for p in 0..cfg.patients {
+            let plan = PatientPlan::new(&cfg, &cohort, p);
+            let hu = ct::render_volume(&plan).hu;
+            let g = &plan.geometry;
+            let mut brightest = i16::MIN;
+            for k in 0..g.slices {
+                let scale = plan.anatomy.lung_scale(g.z(k));
+                for i in 0..g.rows {
+                    for j in 0..g.cols {
+                        if plan.anatomy.tissue(g.x(j), g.y(i), scale) == anatomy::Tissue::Lung {
+                            brightest = brightest.max(hu[(k * g.rows + i) * g.cols + j]);
+                        }
+                    }
+                }
+            }
+            scored.push((brightest, !plan.anatomy.nodules.is_empty()));
+        }
+        let auc = mann_whitney_auc(&scored);
+        eprintln!("brightest-lung-voxel AUC {auc:.3}");
+        assert!(auc <= 0.75, "brightest-lung-voxel AUC {auc:.3}");
+    }
+
+    /// P(score of a positive > score of a negative), ties counting one half.
+    fn mann_whitney_auc(scored: &[(i16, bool)]) -> f64 {
+        let (mut wins, mut pairs) = (0.0, 0.0);
+        for &(a, _) in scored.iter().filter(|s| s.1) {
+            for &(b, _) in scored.iter().filter(|s| !s.1) {
+                wins += if a > b {
+                    1.0
+                } else if a == b {
+                    0.5
+                } else {
+                    0.0
+                };
+                pairs += 1.0;
+            }
+        }
+        wins / pairs
+    }
+
+    #[test]
+    fn auc_of_a_perfect_and_a_useless_score() {
+        assert_eq!(
+            mann_whitney_auc(&[(3, true), (2, true), (1, false), (0, false)]),
+            1.0
+        );
+        assert_eq!(mann_whitney_auc(&[(1, true), (1, false)]), 0.5);
+    }
+
     #[test]
     fn ct_volume_matches_the_declared_shape_and_clips() {
         let cfg = PhantomConfig {

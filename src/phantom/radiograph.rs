@@ -2,7 +2,7 @@
 //! (anterior-posterior), on a detector that frames the thorax. Background tissues are integrated
 //! numerically; vessels and nodules add their exact chord lengths.
 
-use super::anatomy::{Anatomy, AIR_HU};
+use super::anatomy::{Anatomy, Tissue, AIR_HU};
 use super::cohort::PatientPlan;
 use super::seed::unit_noise;
 
@@ -58,11 +58,10 @@ pub(crate) fn render(plan: &PatientPlan) -> (Detector, Vec<u16>) {
     for row in 0..det.size {
         let z = det.top_left[1] - row as f64 * det.pixel_spacing;
         let scale = anatomy.lung_scale(z);
-        let blobs = if scale > 0.0 {
-            anatomy.blobs_at(z)
-        } else {
-            Vec::new()
-        };
+        // Vessels and nodules are drawn in the lungs only (as in the CT), so a vessel that leaves
+        // the tapering lung at apex or base ends there.
+        let mut blobs = anatomy.blobs_at(z);
+        blobs.retain(|b| anatomy.tissue(b.centre[0], b.centre[1], scale) == Tissue::Lung);
         for col in 0..det.size {
             let x = det.top_left[0] + col as f64 * det.pixel_spacing;
             let background: f64 = (0..DEPTH_STEPS)

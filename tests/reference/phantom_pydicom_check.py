@@ -8,6 +8,7 @@
         the tags the Rust test checks.
     phantom_pydicom_check.py radiograph FILE OUT.json
         Reads one CR/DX file and writes its kind, photometric interpretation and pixel summary.
+Every element value is validated (pydicom's RAISE mode): a malformed tag fails the run.
 """
 import json
 import pathlib
@@ -15,12 +16,24 @@ import sys
 
 import numpy as np
 import pydicom
+from pydicom import config
 
 AIR_HU = -1024
 
+# Malformed values (a DS longer than 16 characters, a bad DA or AS, ...) are errors, not warnings.
+config.settings.reading_validation_mode = config.RAISE
+
+
+def strict_read(path):
+    """Reads a file and converts every element's value, so that validation sees each one."""
+    ds = pydicom.dcmread(path)
+    for element in list(ds.file_meta) + list(ds.iterall()):
+        _ = element.value
+    return ds
+
 
 def read_ct(series_dir):
-    datasets = [pydicom.dcmread(path) for path in sorted(pathlib.Path(series_dir).glob("*.dcm"))]
+    datasets = [strict_read(path) for path in sorted(pathlib.Path(series_dir).glob("*.dcm"))]
     if not datasets:
         raise SystemExit(f"no .dcm files in {series_dir}")
     iop = np.array(datasets[0].ImageOrientationPatient, dtype=np.float64)
@@ -82,7 +95,7 @@ def private_value(ds):
 
 
 def read_radiograph(path):
-    ds = pydicom.dcmread(path)
+    ds = strict_read(path)
     pixels = ds.pixel_array.astype(np.float64)
     return {
         "modality": str(ds.Modality),
