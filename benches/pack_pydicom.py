@@ -1,7 +1,8 @@
 """The peer baseline for `medtrain pack`: the same work done the usual Python way, with pydicom +
 numpy + h5py and a pool of worker processes. Per CT series: read every file, order slices by
 position along the normal, decode, apply the rescale, map padding to -1024 HU, round and clamp to
-int16, and write one contiguous HDF5 dataset. Prints a JSON line with series, bytes and seconds.
+int16, and write one contiguous HDF5 dataset; fsync the file at the end (medtrain fsyncs each shard
+before publishing it, so both pay for durable output). Prints a JSON line with series, bytes and seconds.
 
 Usage: python pack_pydicom.py DICOM_ROOT OUT.h5 [--workers N]
 """
@@ -64,6 +65,10 @@ def main():
             for i, (uid, volume) in enumerate(pool.imap_unordered(pack_series, list(series.values()))):
                 h5.create_dataset(f"volumes/{i:06d}", data=volume)
                 nbytes += volume.nbytes
+        # The same durability as medtrain, which fsyncs each shard before publishing it.
+        fd = os.open(args.out, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
     seconds = time.perf_counter() - start
     print(json.dumps({"series": len(series), "bytes": nbytes, "seconds": seconds}))
 
