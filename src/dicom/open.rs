@@ -5,7 +5,11 @@
 use std::fs;
 use std::path::Path;
 
+use dicom_core::value::{PixelFragmentSequence, Value};
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::file::ReadPreamble;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -32,8 +36,15 @@ pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
     };
     let bytes = fs::read(path).map_err(|e| open_error(path, e.to_string()))?;
     if has_part10_magic(&bytes) {
-        // A real Part 10 file that failed to parse: report the parser's reason.
-        return Err(open_error(path, part10_error));
+        // A Part 10 file whose encapsulated Pixel Data runs past the end (a truncated last fragment or
+        // a missing sequence delimiter) is still readable the way pydicom reads it; otherwise report
+        // the parser's reason.
+        return open_with_lenient_pixel_data(path, &bytes).map_err(|lenient| {
+            open_error(
+                path,
+                format!("{part10_error} (lenient pixel data read: {lenient})"),
+            )
+        });
     }
     open_bare_dataset(path, &bytes).map_err(|bare| {
         open_error(
@@ -53,6 +64,101 @@ fn open_error(path: &Path, reason: String) -> DecodeError {
 fn has_part10_magic(bytes: &[u8]) -> bool {
     bytes.get(PREAMBLE_LEN..PREAMBLE_LEN + DICM_MAGIC.len()) == Some(&DICM_MAGIC[..])
         || bytes.starts_with(DICM_MAGIC)
+}
+
+/// Pixel Data tag (7FE0,0010) as little-endian bytes, and the undefined length of encapsulated data.
+const PIXEL_DATA_TAG_LE: [u8; 4] = [0xE0, 0x7F, 0x10, 0x00];
+const UNDEFINED_LENGTH: [u8; 4] = [0xFF; 4];
+/// Item (FFFE,E000) and Sequence Delimitation Item (FFFE,E0DD) tags, little endian.
+const ITEM_TAG_LE: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
+const ITEM_HEADER_LEN: usize = 8;
+
+/// Read a Part 10 file that dicom-object rejects, as pydicom would: the File Meta group as written,
+/// the data set in whichever VR encoding parses (some writers label implicit VR data explicit), and
+/// encapsulated Pixel Data leniently: items until a delimiter, a non-item tag or the end of the file
+/// (a short last fragment keeps the bytes that are there).
+fn open_with_lenient_pixel_data(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, String> {
+    let start = if bytes.starts_with(DICM_MAGIC) {
+        0
+    } else {
+        PREAMBLE_LEN
+    };
+    let meta_end = start + meta_group_len(&bytes[start..]).ok_or("no File Meta Group Length")?;
+    let meta = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .from_reader(bytes.get(start..meta_end).ok_or("File Meta group past the end")?)
+        .map_err(|e| format!("File Meta group of {}: {e}", path.display()))?
+        .meta()
+        .clone();
+    let pixel_items = encapsulated_pixel_data_start(bytes);
+    let dataset_end = match pixel_items {
+        Some((tag_at, _)) => tag_at,
+        None => bytes.len(),
+    };
+    let mut obj = read_dataset_any_vr(&bytes[meta_end..dataset_end])?;
+    if let Some((_, items_start)) = pixel_items {
+        let (offset_table, fragments) = lenient_items(&bytes[items_start..])?;
+        let sequence = PixelFragmentSequence::new(offset_table, fragments);
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, Value::from(sequence)));
+    }
+    Ok(obj.with_exact_meta(meta))
+}
+
+/// Bytes from "DICM" to the end of the File Meta group: magic (4), the group length element (12),
+/// then the length it gives.
+fn meta_group_len(from_magic: &[u8]) -> Option<usize> {
+    const MAGIC_AND_GROUP_LENGTH_ELEMENT: usize = 4 + 12;
+    let value = from_magic.get(12..16)?;
+    Some(MAGIC_AND_GROUP_LENGTH_ELEMENT + u32::from_le_bytes(value.try_into().ok()?) as usize)
+}
+
+fn read_dataset_any_vr(bytes: &[u8]) -> Result<InMemDicomObject, String> {
+    let mut reasons = Vec::new();
+    for uid in [EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE] {
+        let ts = TransferSyntaxRegistry.get(uid).ok_or("built-in syntax missing")?;
+        match InMemDicomObject::read_dataset_with_ts(bytes, ts) {
+            Ok(obj) if obj.iter().next().is_some() => return Ok(obj),
+            Ok(_) => reasons.push(format!("{uid}: no elements")),
+            Err(e) => reasons.push(format!("{uid}: {e}")),
+        }
+    }
+    Err(format!("data set unreadable as {}", reasons.join("; ")))
+}
+
+/// (offset of the Pixel Data tag, offset of its first item) for the last undefined-length Pixel Data
+/// header in the file (explicit or implicit VR).
+fn encapsulated_pixel_data_start(bytes: &[u8]) -> Option<(usize, usize)> {
+    let tag_at = bytes.windows(4).rposition(|w| w == PIXEL_DATA_TAG_LE)?;
+    let after_tag = &bytes[tag_at + 4..];
+    let explicit = after_tag.len() >= 8
+        && matches!(&after_tag[..2], b"OB" | b"OW")
+        && after_tag[4..8] == UNDEFINED_LENGTH;
+    let implicit = after_tag.len() >= 4 && after_tag[..4] == UNDEFINED_LENGTH;
+    match (explicit, implicit) {
+        (true, _) => Some((tag_at, tag_at + 4 + 8)),
+        (false, true) => Some((tag_at, tag_at + 4 + 4)),
+        _ => None,
+    }
+}
+
+/// The Basic Offset Table and fragments of an item sequence that may be cut short.
+fn lenient_items(mut rest: &[u8]) -> Result<(Vec<u32>, Vec<Vec<u8>>), String> {
+    let mut items = Vec::new();
+    while rest.len() >= ITEM_HEADER_LEN && rest[..4] == ITEM_TAG_LE {
+        let length = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        let end = (ITEM_HEADER_LEN + length).min(rest.len());
+        items.push(rest[ITEM_HEADER_LEN..end].to_vec());
+        rest = &rest[end..];
+    }
+    if items.len() < 2 {
+        return Err("encapsulated Pixel Data holds no fragment".to_string());
+    }
+    let table = items.remove(0);
+    let offsets = table
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((offsets, items))
 }
 
 /// Read a data set with no File Meta group, trying the transfer syntax its first header suggests first.

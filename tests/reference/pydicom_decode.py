@@ -14,6 +14,7 @@ JPEG decoder may round differently. Non-identity modality LUT results are record
 float64.
 """
 import hashlib
+import math
 import json
 import sys
 from pathlib import Path
@@ -37,6 +38,10 @@ def sha256_le(arr: np.ndarray) -> str:
 def subsample(arr: np.ndarray, limit: int = MAX_SUBSAMPLE) -> dict:
     flat = np.ascontiguousarray(arr).reshape(-1)
     stride = max(1, -(-flat.size // limit))  # ceil division
+    # A stride sharing a factor with the row length would only visit a few columns.
+    row = int(np.prod(arr.shape[-2:])) if arr.ndim >= 3 and arr.shape[-1] in (3, 4) else int(arr.shape[-1])
+    while math.gcd(stride, row) != 1:
+        stride += 1
     values = flat[::stride]
     return {
         "stride": int(stride),
