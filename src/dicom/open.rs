@@ -29,6 +29,16 @@ const HEADER_VR_OFFSET: usize = 4;
 
 /// Open a DICOM file: Part 10 with or without preamble, or a bare data set with no File Meta group.
 pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
+    // The parser is third-party code reading untrusted bytes: a panic becomes an error.
+    std::panic::catch_unwind(|| open_unguarded(path)).unwrap_or_else(|_| {
+        Err(open_error(
+            path,
+            "the DICOM parser panicked on this file; it is malformed".to_string(),
+        ))
+    })
+}
+
+fn open_unguarded(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
     let part10 = OpenFileOptions::new().open_file(path);
     let part10_error = match part10 {
         Ok(obj) => return Ok(obj),
