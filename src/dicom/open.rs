@@ -15,6 +15,7 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::decode::DecodeError;
+use super::guard;
 
 /// Syntaxes a bare data set may be in (Explicit VR Big Endian is retired but still found).
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -39,29 +40,68 @@ pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
 }
 
 fn open_unguarded(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
-    let part10 = OpenFileOptions::new().open_file(path);
-    let part10_error = match part10 {
-        Ok(obj) => return Ok(obj),
-        Err(e) => e.to_string(),
-    };
     let bytes = fs::read(path).map_err(|e| open_error(path, e.to_string()))?;
+    // Structural check first: a corrupt length is refused in microseconds instead of letting a
+    // parser allocate for it; it also tells which VR encoding the data set really uses.
+    let layout = guard::check(&bytes);
     if has_part10_magic(&bytes) {
-        // A Part 10 file whose encapsulated Pixel Data runs past the end (a truncated last fragment or
-        // a missing sequence delimiter) is still readable the way pydicom reads it; otherwise report
-        // the parser's reason.
-        return open_with_lenient_pixel_data(path, &bytes).map_err(|lenient| {
-            open_error(
-                path,
-                format!("{part10_error} (lenient pixel data read: {lenient})"),
-            )
-        });
+        let layout = layout.map_err(|e| open_error(path, format!("structure check: {e}")))?;
+        let encoding = syntax_of(layout.explicit_vr, layout.big_endian);
+        let declared = layout.declared_syntax.trim_end_matches(['\0', ' ']);
+        let mislabelled = matches!(declared, IMPLICIT_VR_LE | EXPLICIT_VR_LE | EXPLICIT_VR_BE)
+            && declared != encoding
+            || !matches!(declared, IMPLICIT_VR_LE | EXPLICIT_VR_BE) && !layout.explicit_vr;
+        let mut part10_error = if mislabelled {
+            format!("data set is {encoding}, not {declared} as the meta group says")
+        } else {
+            "data set has undefined-length UN elements".to_string()
+        };
+        if !mislabelled && layout.strip.is_empty() {
+            match OpenFileOptions::new().open_file(path) {
+                Ok(obj) => return Ok(obj),
+                Err(e) => part10_error = e.to_string(),
+            }
+        }
+        // Read the way pydicom does when the data set's VR encoding disagrees with the meta group or
+        // the encapsulated Pixel Data runs past the end (a truncated last fragment); undefined-length
+        // UN elements, which parsers disagree on and which only hold private data, are cut out.
+        let kept = without_ranges(&bytes, &layout.strip);
+        return open_with_lenient_pixel_data(path, &kept, encoding)
+            .map_err(|lenient| open_error(path, format!("{part10_error} (lenient read: {lenient})")));
     }
-    open_bare_dataset(path, &bytes).map_err(|bare| {
-        open_error(
-            path,
-            format!("as Part 10: {part10_error}; as a bare data set: {bare}"),
-        )
-    })
+    let encoding = match &layout {
+        Ok(layout) => syntax_of(layout.explicit_vr, layout.big_endian),
+        // The structure check reads little endian only; a big endian bare data set is tried as such.
+        Err(_) if sniff_syntax(&bytes) == EXPLICIT_VR_BE => EXPLICIT_VR_BE,
+        Err(e) => {
+            return Err(open_error(
+                path,
+                format!("neither Part 10 nor a bare data set: {e}"),
+            ))
+        }
+    };
+    open_bare_dataset(&bytes, encoding)
+        .map_err(|bare| open_error(path, format!("as a bare data set: {bare}")))
+}
+
+/// `bytes` without the given (start, end) ranges.
+fn without_ranges(bytes: &[u8], ranges: &[(usize, usize)]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for &(start, end) in ranges {
+        kept.extend_from_slice(&bytes[at..start.max(at).min(bytes.len())]);
+        at = end.max(at).min(bytes.len());
+    }
+    kept.extend_from_slice(&bytes[at..]);
+    kept
+}
+
+fn syntax_of(explicit_vr: bool, big_endian: bool) -> &'static str {
+    match (explicit_vr, big_endian) {
+        (true, true) => EXPLICIT_VR_BE,
+        (true, false) => EXPLICIT_VR_LE,
+        (false, _) => IMPLICIT_VR_LE,
+    }
 }
 
 fn open_error(path: &Path, reason: String) -> DecodeError {
@@ -87,7 +127,11 @@ const ITEM_HEADER_LEN: usize = 8;
 /// the data set in whichever VR encoding parses (some writers label implicit VR data explicit), and
 /// encapsulated Pixel Data leniently: items until a delimiter, a non-item tag or the end of the file
 /// (a short last fragment keeps the bytes that are there).
-fn open_with_lenient_pixel_data(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, String> {
+fn open_with_lenient_pixel_data(
+    path: &Path,
+    bytes: &[u8],
+    encoding: &str,
+) -> Result<DefaultDicomObject, String> {
     let start = if bytes.starts_with(DICM_MAGIC) {
         0
     } else {
@@ -105,7 +149,7 @@ fn open_with_lenient_pixel_data(path: &Path, bytes: &[u8]) -> Result<DefaultDico
         Some((tag_at, _)) => tag_at,
         None => bytes.len(),
     };
-    let mut obj = read_dataset_any_vr(&bytes[meta_end..dataset_end])?;
+    let mut obj = read_dataset(&bytes[meta_end..dataset_end], encoding)?;
     if let Some((_, items_start)) = pixel_items {
         let (offset_table, fragments) = lenient_items(&bytes[items_start..])?;
         let sequence = PixelFragmentSequence::new(offset_table, fragments);
@@ -122,17 +166,15 @@ fn meta_group_len(from_magic: &[u8]) -> Option<usize> {
     Some(MAGIC_AND_GROUP_LENGTH_ELEMENT + u32::from_le_bytes(value.try_into().ok()?) as usize)
 }
 
-fn read_dataset_any_vr(bytes: &[u8]) -> Result<InMemDicomObject, String> {
-    let mut reasons = Vec::new();
-    for uid in [EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE] {
-        let ts = TransferSyntaxRegistry.get(uid).ok_or("built-in syntax missing")?;
-        match InMemDicomObject::read_dataset_with_ts(bytes, ts) {
-            Ok(obj) if obj.iter().next().is_some() => return Ok(obj),
-            Ok(_) => reasons.push(format!("{uid}: no elements")),
-            Err(e) => reasons.push(format!("{uid}: {e}")),
-        }
+fn read_dataset(bytes: &[u8], uid: &str) -> Result<InMemDicomObject, String> {
+    let ts = TransferSyntaxRegistry
+        .get(uid)
+        .ok_or("built-in transfer syntax missing")?;
+    match InMemDicomObject::read_dataset_with_ts(bytes, ts) {
+        Ok(obj) if obj.iter().next().is_some() => Ok(obj),
+        Ok(_) => Err(format!("no elements when read as {uid}")),
+        Err(e) => Err(format!("read as {uid}: {e}")),
     }
-    Err(format!("data set unreadable as {}", reasons.join("; ")))
 }
 
 /// (offset of the Pixel Data tag, offset of its first item) for the last undefined-length Pixel Data
@@ -171,42 +213,19 @@ fn lenient_items(mut rest: &[u8]) -> Result<(Vec<u32>, Vec<Vec<u8>>), String> {
     Ok((offsets, items))
 }
 
-/// Read a data set with no File Meta group, trying the transfer syntax its first header suggests first.
-fn open_bare_dataset(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, String> {
-    let mut last_error = String::from("empty file");
-    for uid in candidate_syntaxes(bytes) {
-        let ts = TransferSyntaxRegistry
-            .get(uid)
-            .ok_or_else(|| format!("transfer syntax {uid} is not registered"))?;
-        match InMemDicomObject::read_dataset_with_ts(bytes, ts) {
-            Ok(obj) if obj.iter().next().is_some() => {
-                let meta = FileMetaTableBuilder::new().transfer_syntax(uid);
-                return obj.with_meta(meta).map_err(|e| e.to_string());
-            }
-            Ok(_) => last_error = format!("no elements when read as {uid}"),
-            Err(e) => last_error = format!("read as {uid}: {e}"),
-        }
-    }
-    Err(format!("{last_error} ({})", path.display()))
+/// Read a data set with no File Meta group in the given encoding.
+fn open_bare_dataset(bytes: &[u8], uid: &'static str) -> Result<DefaultDicomObject, String> {
+    let obj = read_dataset(bytes, uid)?;
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uid))
+        .map_err(|e| e.to_string())
 }
 
-/// Explicit VR when the bytes after the tag look like a VR; big endian when the group number reads
-/// sensibly only that way round (data sets start with low groups such as 0008).
-fn candidate_syntaxes(bytes: &[u8]) -> Vec<&'static str> {
+/// Explicit VR when the bytes after the first tag look like a VR; big endian when the group number
+/// reads sensibly only that way round (data sets start with low groups such as 0008).
+fn sniff_syntax(bytes: &[u8]) -> &'static str {
     let explicit = bytes
         .get(HEADER_VR_OFFSET..HEADER_VR_OFFSET + 2)
         .is_some_and(|vr| vr.iter().all(u8::is_ascii_uppercase));
     let big_endian = bytes.len() >= 2 && bytes[0] == 0 && bytes[1] != 0;
-    let first = match (explicit, big_endian) {
-        (true, true) => EXPLICIT_VR_BE,
-        (true, false) => EXPLICIT_VR_LE,
-        (false, _) => IMPLICIT_VR_LE,
-    };
-    let mut all = vec![first];
-    for uid in [EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE] {
-        if !all.contains(&uid) {
-            all.push(uid);
-        }
-    }
-    all
+    syntax_of(explicit, explicit && big_endian)
 }
