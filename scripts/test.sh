@@ -12,7 +12,7 @@ command -v cargo >/dev/null 2>&1 || {
   echo "cargo not found: install Rust 1.80 or newer (https://rustup.rs) and re-run" >&2; exit 1; }
 MEDTRAIN_PYTHON="$(bash scripts/python-env.sh)"
 export MEDTRAIN_PYTHON
-MEDTRAIN_PYDICOM_DATA="$(bash scripts/fetch-test-data.sh)"
+MEDTRAIN_PYDICOM_DATA="$(PYTHON="$MEDTRAIN_PYTHON" bash scripts/fetch-test-data.sh)"
 export MEDTRAIN_PYDICOM_DATA
 # OpenMPI refuses to run as root without these (CI containers run as root).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

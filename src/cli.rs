@@ -6,6 +6,7 @@ use crate::config::{parse_size, Config};
 use crate::deid::SiteKey;
 use crate::logging::{self, LogFormat};
 use crate::pack::run::{run_pack, PackOptions, PackReport, DEFAULT_SHARD_BYTES};
+use crate::phantom::PhantomConfig;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -35,6 +36,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Write the synthetic screening cohort (real DICOM plus ground truth) used by the demo and tests.
+    Phantom(PhantomArgs),
     /// Pack DICOM series into de-identified, memory-mappable HDF5 shards.
     Pack(PackArgs),
     /// Summarise a pack directory; --verify checks every shard's checksum.
@@ -48,6 +51,34 @@ pub struct InspectArgs {
     /// Re-hash every shard and compare with the checksum recorded at pack time.
     #[arg(long)]
     pub verify: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PhantomArgs {
+    /// Output directory (dicom/ and truth/ are written below it).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Settings file; its [phantom] table holds seed, patients, size, slices, slice_thickness_mm, radiographs.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Random seed (the cohort is a pure function of its settings).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of patients.
+    #[arg(long)]
+    pub patients: Option<u32>,
+    /// Rows and columns of each CT slice.
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Slices per CT series.
+    #[arg(long)]
+    pub slices: Option<u32>,
+    /// Leave out the chest radiographs.
+    #[arg(long)]
+    pub no_radiographs: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -109,6 +140,7 @@ pub fn run() -> i32 {
     logging::init(cli.log_format, cli.verbose, cli.quiet);
     crate::pack::reader::disable_hdf5_file_locking();
     let result = match cli.command {
+        Command::Phantom(args) => phantom(args),
         Command::Pack(args) => pack(args),
         Command::Inspect(args) => inspect(args),
     };
@@ -123,6 +155,39 @@ pub fn run() -> i32 {
             EXIT_FAILURES
         }
     }
+}
+
+fn phantom(args: PhantomArgs) -> Result<i32, Failure> {
+    let config = Config::load(args.config.as_deref()).map_err(usage)?;
+    let mut cfg: PhantomConfig = match config.phantom {
+        Some(table) => table
+            .try_into()
+            .map_err(|e| usage(format!("config [phantom]: {e}")))?,
+        None => PhantomConfig::default(),
+    };
+    cfg.seed = args.seed.unwrap_or(cfg.seed);
+    cfg.patients = args.patients.unwrap_or(cfg.patients);
+    cfg.size = args.size.unwrap_or(cfg.size);
+    cfg.slices = args.slices.unwrap_or(cfg.slices);
+    cfg.radiographs &= !args.no_radiographs;
+    let summary = crate::phantom::generate(&cfg, &args.out)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("serialisable")
+        );
+    } else {
+        println!(
+            "phantom: {} patients, {} series, {} files ({:.1} MB) in {}; ground truth in {}",
+            summary.patients,
+            summary.series,
+            summary.files,
+            summary.bytes as f64 / 1e6,
+            summary.dicom_dir.display(),
+            summary.truth_dir.display()
+        );
+    }
+    Ok(EXIT_OK)
 }
 
 fn pack(args: PackArgs) -> Result<i32, Failure> {

@@ -6,3 +6,4 @@ pub mod deid;
 pub mod dicom;
 pub mod logging;
 pub mod pack;
+pub mod phantom;

@@ -3,3 +3,4 @@
 mod common;
 mod decode_conformance;
 mod pack;
+mod phantom;

@@ -314,6 +314,12 @@ fn interrupted_pack_resumes_to_the_same_result() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    let reference_shards = PackIndex::load(&reference).unwrap().unwrap().shards.len();
+    let killed_shards = PackIndex::load(&p.out).unwrap().map_or(0, |i| i.shards.len());
+    assert!(
+        killed_shards < reference_shards,
+        "the kill must land before the pack finished"
+    );
     // What the killed run left: every indexed shard verifies; partial files are not shards.
     let (code, stdout, stderr) = run(&["inspect", s(&p.out), "--verify", "--json"]);
     assert_eq!(code, 0, "{stdout}{stderr}");

@@ -260,7 +260,14 @@ impl std::fmt::Display for GuardError {
 /// Checks the structure of a whole file in memory and reports its layout.
 pub fn check(bytes: &[u8]) -> Result<Layout, GuardError> {
     let has_preamble = bytes.len() >= PREAMBLE_LEN + 4 && &bytes[PREAMBLE_LEN..PREAMBLE_LEN + 4] == b"DICM";
-    let meta_offset = if has_preamble { PREAMBLE_LEN + 4 } else { 0 };
+    // Part 10 with preamble, the magic without a preamble, or a bare data set without meta group.
+    let meta_offset = if has_preamble {
+        PREAMBLE_LEN + 4
+    } else if bytes.starts_with(b"DICM") {
+        4
+    } else {
+        0
+    };
     let (declared, dataset_offset) = meta(bytes, meta_offset).map_err(|message| GuardError {
         message,
         pixel_data_at: None,
@@ -306,6 +313,11 @@ pub fn check(bytes: &[u8]) -> Result<Layout, GuardError> {
         // The other VR encoding (little endian), as found in mislabelled files.
         Err(e) => match try_enc(!declared_explicit, false) {
             Ok(strip) => Ok(layout(!declared_explicit, false, strip)),
+            // A bare data set in (retired) explicit VR big endian.
+            Err(_) if declared.is_empty() => match try_enc(true, true) {
+                Ok(strip) => Ok(layout(true, true, strip)),
+                Err(_) => Err(e),
+            },
             Err(_) => Err(e),
         },
     }

@@ -10,6 +10,9 @@ use dicom_object::{DefaultDicomObject, FileMetaTable, InMemDicomObject, OpenFile
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::path::Path;
 
+/// Where the meta group starts in a standard Part 10 file (after the preamble and "DICM").
+const STANDARD_META_OFFSET: usize = 132;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot read file: {0}")]
@@ -66,7 +69,7 @@ fn syntax_as_found(layout: &Layout) -> &str {
 fn parse(path: &Path, bytes: &[u8], layout: &Layout) -> Result<DefaultDicomObject, OpenError> {
     let parse_err = |e: &dyn std::fmt::Display| OpenError::Parse(e.to_string());
     let as_found = syntax_as_found(layout);
-    if layout.meta_offset > 0 && as_found == layout.declared_syntax && layout.strip.is_empty() {
+    if layout.meta_offset == STANDARD_META_OFFSET && as_found == layout.declared_syntax && layout.strip.is_empty() {
         // The standard path (it also inflates deflated data sets).
         return OpenFileOptions::new().open_file(path).map_err(|e| parse_err(&e));
     }
