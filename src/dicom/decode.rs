@@ -791,3 +791,84 @@ impl PixelBuffer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_high_bits_are_sign_extended_or_masked() {
+        let twelve = BitCorrection::UnusedBits { bits_stored: 12 };
+        let shift = correction_shift(twelve, 2, true).unwrap();
+        let mut signed = PixelBuffer::I16(vec![0x0FFF, 0x0800, 0x07FF, 0x7001]);
+        shift_out_high_bits(&mut signed, shift);
+        assert_eq!(signed, PixelBuffer::I16(vec![-1, -2048, 2047, 1]));
+        let mut unsigned = PixelBuffer::U16(vec![0xF123, 0x0FFF]);
+        shift_out_high_bits(&mut unsigned, correction_shift(twelve, 2, false).unwrap());
+        assert_eq!(unsigned, PixelBuffer::U16(vec![0x0123, 0x0FFF]));
+        assert_eq!(
+            correction_shift(BitCorrection::UnusedBits { bits_stored: 16 }, 2, true),
+            None
+        );
+    }
+
+    #[test]
+    fn j2k_and_jls_corrections_follow_pydicom() {
+        // J2K signedness agrees with Pixel Representation: nothing to do.
+        assert_eq!(
+            correction_shift(
+                BitCorrection::J2kSign {
+                    precision: 13,
+                    signed: true
+                },
+                2,
+                true
+            ),
+            None
+        );
+        // Unsigned 13-bit codestream for signed pixels: re-sign from bit 12.
+        assert_eq!(
+            correction_shift(
+                BitCorrection::J2kSign {
+                    precision: 13,
+                    signed: false
+                },
+                2,
+                true
+            ),
+            Some(3)
+        );
+        // JPEG-LS only for signed pixels.
+        assert_eq!(
+            correction_shift(BitCorrection::JlsSign { precision: 12 }, 2, false),
+            None
+        );
+        assert_eq!(
+            correction_shift(BitCorrection::JlsSign { precision: 12 }, 2, true),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn big_endian_32_bit_words_are_reordered() {
+        // The parser turned big endian OW bytes 00 01 02 03 into words 0x0001, 0x0203: the sample is
+        // 0x00010203, little endian 03 02 01 00.
+        let words = PrimitiveValue::U16([0x0001, 0x0203].into_iter().collect());
+        assert_eq!(native_le_bytes(&words, true, 4), [0x03, 0x02, 0x01, 0x00]);
+        assert_eq!(native_le_bytes(&words, false, 4), [0x01, 0x00, 0x03, 0x02]);
+    }
+
+    #[test]
+    fn typed_buffers_follow_numpy_dtypes() {
+        assert_eq!(
+            typed_buffer(&[0xFF, 0x7F], 2, true, false),
+            PixelBuffer::I16(vec![0x7FFF])
+        );
+        assert_eq!(typed_buffer(&[0xFF], 1, true, false), PixelBuffer::I8(vec![-1]));
+        assert_eq!(
+            typed_buffer(&0.5f32.to_le_bytes(), 4, false, true),
+            PixelBuffer::F32(vec![0.5])
+        );
+        assert_eq!(resize_samples(vec![1, 2], 1, 2), vec![1, 0, 2, 0]);
+    }
+}

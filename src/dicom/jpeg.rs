@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn siz_signedness() {
         let mut j2k = vec![0xFF, 0x4F, 0xFF, 0x51];
-        j2k.extend(std::iter::repeat_n(0u8, 38));
+        j2k.extend([0u8; 38]);
         j2k.push(0x80 | 12);
         assert_eq!(j2k_siz(&j2k), Some((13, true)));
     }

@@ -73,7 +73,7 @@ fn unpack_bits(segment: &[u8], length: usize) -> Result<Vec<u8>, String> {
             let value = *segment
                 .get(i)
                 .ok_or("replicate run past the end of the segment")?;
-            out.extend(std::iter::repeat_n(value, (1 - n as isize) as usize));
+            out.extend(std::iter::repeat(value).take((1 - n as isize) as usize));
             i += 1;
         }
     }

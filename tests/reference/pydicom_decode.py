@@ -7,6 +7,9 @@ Run by hand (not in CI), after scripts/fetch-test-data.sh and
     python3 tests/reference/pydicom_decode.py target/test-data/pydicom/data/test_files \
         > tests/reference/pydicom_decode.json
 
+Files pydicom cannot decode with these plugins but DCMTK can (12-bit JPEG Extended) get a
+`dcmtk_reference` from `dcmdjpeg`, so our 12-bit decoder is checked on them too.
+
 For every file under the directory it tries `ds.pixel_array` (pydicom 3 defaults: YBR converted to RGB
 where pydicom does so) and records the outcome. Lossless arrays are identified by the sha256 of their
 C-contiguous little-endian bytes; lossy ones also get a strided subsample and the mean, because another
@@ -14,6 +17,10 @@ JPEG decoder may round differently. Non-identity modality LUT results are record
 float64.
 """
 import hashlib
+import math
+import shutil
+import subprocess
+import tempfile
 import json
 import sys
 from pathlib import Path
@@ -37,6 +44,10 @@ def sha256_le(arr: np.ndarray) -> str:
 def subsample(arr: np.ndarray, limit: int = MAX_SUBSAMPLE) -> dict:
     flat = np.ascontiguousarray(arr).reshape(-1)
     stride = max(1, -(-flat.size // limit))  # ceil division
+    # A stride sharing a factor with the row length would only visit a few columns.
+    row = int(np.prod(arr.shape[-2:])) if arr.ndim >= 3 and arr.shape[-1] in (3, 4) else int(arr.shape[-1])
+    while math.gcd(stride, row) != 1:
+        stride += 1
     values = flat[::stride]
     return {
         "stride": int(stride),
@@ -58,6 +69,22 @@ def is_lossy(tsyntax: UID, ds) -> bool:
     return tsyntax.is_encapsulated and str(tsyntax) not in lossless
 
 
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+
+
+def dcmtk_reference(path: Path) -> dict | None:
+    """A second opinion for 12-bit JPEG that pylibjpeg cannot decode: DCMTK's dcmdjpeg (IJG libjpeg)."""
+    if shutil.which("dcmdjpeg") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "decompressed.dcm"
+        done = subprocess.run(["dcmdjpeg", str(path), str(out)], capture_output=True)
+        if done.returncode != 0:
+            return None
+        arr = pydicom.dcmread(out).pixel_array
+    return {"tool": "dcmdjpeg", "shape": list(arr.shape), "dtype": arr.dtype.name, "subsample": subsample(arr)}
+
+
 def describe(path: Path, root: Path) -> dict:
     entry = {"file": path.relative_to(root).as_posix()}
     try:
@@ -71,6 +98,9 @@ def describe(path: Path, root: Path) -> dict:
         arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001
         entry.update(decodable=False, error=type(exc).__name__)
+        dcmtk = dcmtk_reference(path) if str(tsyntax) == JPEG_EXTENDED else None
+        if dcmtk is not None:
+            entry["dcmtk_reference"] = dcmtk
         return entry
     lossy = is_lossy(tsyntax, ds)
     entry.update(
