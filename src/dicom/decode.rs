@@ -83,6 +83,20 @@ pub enum DecodeError {
     ModalityLut { ts: String, reason: String },
 }
 
+impl DecodeError {
+    /// The message without the file's path, for reports that must not carry paths (folder names
+    /// hold patient IDs); the report names the file by pseudonym instead.
+    pub fn reason(&self) -> String {
+        match self {
+            DecodeError::Open { reason, .. } => {
+                format!("cannot read DICOM file: {reason}; check that it is a DICOM file and not truncated")
+            }
+            DecodeError::InFile { source, .. } => source.reason(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Transfer syntaxes whose pixel data is native (not encapsulated).
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";

@@ -30,8 +30,14 @@ const HEADER_VR_OFFSET: usize = 4;
 
 /// Open a DICOM file: Part 10 with or without preamble, or a bare data set with no File Meta group.
 pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
+    let bytes = fs::read(path).map_err(|e| open_error(path, e.to_string()))?;
+    open_bytes(path, &bytes)
+}
+
+/// Open a file already read into memory (`path` only names it in errors).
+pub fn open_bytes(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
     // The parser is third-party code reading untrusted bytes: a panic becomes an error.
-    std::panic::catch_unwind(|| open_unguarded(path)).unwrap_or_else(|_| {
+    std::panic::catch_unwind(|| open_unguarded(path, bytes)).unwrap_or_else(|_| {
         Err(open_error(
             path,
             "the DICOM parser panicked on this file; it is malformed".to_string(),
@@ -39,12 +45,9 @@ pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
     })
 }
 
-fn open_unguarded(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
-    let bytes = fs::read(path).map_err(|e| open_error(path, e.to_string()))?;
-    // Structural check first: a corrupt length is refused in microseconds instead of letting a
-    // parser allocate for it; it also tells which VR encoding the data set really uses.
-    let layout = guard::check(&bytes);
-    if has_part10_magic(&bytes) {
+fn open_unguarded(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
+    let layout = guard::check(bytes);
+    if has_part10_magic(bytes) {
         let layout = layout.map_err(|e| open_error(path, format!("structure check: {e}")))?;
         let encoding = syntax_of(layout.explicit_vr, layout.big_endian);
         let declared = layout.declared_syntax.trim_end_matches(['\0', ' ']);
@@ -57,7 +60,7 @@ fn open_unguarded(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
             "data set has undefined-length UN elements".to_string()
         };
         if !mislabelled && layout.strip.is_empty() {
-            match OpenFileOptions::new().open_file(path) {
+            match OpenFileOptions::new().from_reader(bytes) {
                 Ok(obj) => return Ok(obj),
                 Err(e) => part10_error = e.to_string(),
             }
@@ -65,7 +68,7 @@ fn open_unguarded(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
         // Read the way pydicom does when the data set's VR encoding disagrees with the meta group or
         // the encapsulated Pixel Data runs past the end (a truncated last fragment); undefined-length
         // UN elements, which parsers disagree on and which only hold private data, are cut out.
-        let kept = without_ranges(&bytes, &layout.strip);
+        let kept = without_ranges(bytes, &layout.strip);
         return open_with_lenient_pixel_data(path, &kept, encoding)
             .map_err(|lenient| open_error(path, format!("{part10_error} (lenient read: {lenient})")));
     }

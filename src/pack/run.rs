@@ -10,7 +10,7 @@ use crate::deid::{IdKind, SiteKey};
 use crate::dicom::decode::{decode_pixels, PixelBuffer};
 use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::modality::{modality_lut, ModalityLut};
-use crate::dicom::read::{open_checked, salvage_header, OpenError};
+use crate::dicom::read::{open_checked, salvage_header, ReadError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -120,14 +120,11 @@ fn scan(path: &Path, key: &SiteKey) -> Scanned {
     };
     let opened = match open_checked(path) {
         Ok(opened) => opened,
-        Err(OpenError::Io(e)) => return bad(Stage::Read, format!("cannot read: {e}"), vec![]),
-        Err(e @ OpenError::Malformed(_)) if has_dicm_magic(path) => {
+        Err(ReadError::Io(e)) => return bad(Stage::Read, format!("cannot read: {e}"), vec![]),
+        Err(e) if has_dicm_magic(path) => {
             let reason = e.to_string();
-            let Some(header) = salvage_header(path) else {
-                return bad(Stage::Read, reason, vec![]);
-            };
-            let series_uid = match read_header(&header) {
-                Ok(FileKind::Image(h)) => h.series_uid,
+            let series_uid = match salvage_header(path).map(|h| read_header(&h)) {
+                Some(Ok(FileKind::Image(h))) => h.series_uid,
                 _ => return bad(Stage::Read, reason, vec![]),
             };
             tracing::warn!(path = %path.display(), "quarantined: {reason}");
@@ -136,7 +133,6 @@ fn scan(path: &Path, key: &SiteKey) -> Scanned {
                 entry: entry(Stage::Read, reason, None, vec![file_key], vec![]),
             };
         }
-        Err(e) if has_dicm_magic(path) => return bad(Stage::Read, e.to_string(), vec![]),
         Err(_) => return Scanned::NotDicom,
     };
     let hash = opened.content_hash.to_hex().to_string();
@@ -424,7 +420,7 @@ fn pack_item(item: &PackItem, key: &SiteKey) -> Result<(PackedItem, HuStats), Qu
             return Err(fail(file, "file changed while packing; run pack again".into()));
         }
         let obj = opened.object;
-        let decoded = decode_pixels(&obj).map_err(|e| fail(file, e.to_string()))?;
+        let decoded = decode_pixels(&obj).map_err(|e| fail(file, e.reason()))?;
         if decoded.rows != first.rows || decoded.cols != first.cols {
             return Err(fail(
                 file,
@@ -451,7 +447,7 @@ fn pack_item(item: &PackItem, key: &SiteKey) -> Result<(PackedItem, HuStats), Qu
                 ),
             ));
         }
-        let lut = modality_lut(&obj).map_err(|e| fail(file, e.to_string()))?;
+        let lut = modality_lut(&obj).map_err(|e| fail(file, e.reason()))?;
         photometric = decoded.photometric.clone();
         spp = decoded.samples_per_pixel;
         if is_ct {
