@@ -1,4 +1,5 @@
 //! The integration test crate: one binary, one module per area.
 
+mod backend_gradcheck;
 mod common;
 mod pack;

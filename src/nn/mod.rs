@@ -1,0 +1,1 @@
+//! Layers, models and initialisation on top of a `Backend`.
