@@ -2,5 +2,6 @@
 
 mod backend_gradcheck;
 mod backend_reference;
+mod backend_resnet;
 mod common;
 mod pack;

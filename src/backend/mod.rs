@@ -140,6 +140,10 @@ pub trait Backend: Send + Sync {
     fn download(&self, x: Self::View<'_>) -> Result<Vec<f32>>;
     fn view<'a>(&self, buf: &'a Self::Buf, range: Range<usize>) -> Self::View<'a>;
     fn view_mut<'a>(&self, buf: &'a mut Self::Buf, range: Range<usize>) -> Self::ViewMut<'a>;
+    /// Splits a mutable view at `mid` (adjacent parameters such as a weight and its bias).
+    fn split_at_mut<'a>(&self, v: Self::ViewMut<'a>, mid: usize) -> (Self::ViewMut<'a>, Self::ViewMut<'a>)
+    where
+        Self: 'a;
     fn fill(&self, y: Self::ViewMut<'_>, value: f32) -> Result<()>;
     /// y = x
     fn copy(&self, x: Self::View<'_>, y: Self::ViewMut<'_>) -> Result<()>;

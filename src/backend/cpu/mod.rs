@@ -51,6 +51,12 @@ impl Backend for CpuBackend {
     fn view_mut<'a>(&self, buf: &'a mut Vec<f32>, range: Range<usize>) -> &'a mut [f32] {
         &mut buf[range]
     }
+    fn split_at_mut<'a>(&self, v: &'a mut [f32], mid: usize) -> (&'a mut [f32], &'a mut [f32])
+    where
+        Self: 'a,
+    {
+        v.split_at_mut(mid)
+    }
     fn fill(&self, y: &mut [f32], value: f32) -> Result<()> {
         y.fill(value);
         Ok(())
