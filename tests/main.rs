@@ -3,5 +3,6 @@
 mod backend_gradcheck;
 mod backend_reference;
 mod backend_resnet;
+mod backend_training;
 mod common;
 mod pack;

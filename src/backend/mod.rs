@@ -136,6 +136,8 @@ pub trait Backend: Send + Sync {
 
     // ---- storage ----
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    /// Elements held by a buffer.
+    fn len(&self, buf: &Self::Buf) -> usize;
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn download(&self, x: Self::View<'_>) -> Result<Vec<f32>>;
     fn view<'a>(&self, buf: &'a Self::Buf, range: Range<usize>) -> Self::View<'a>;

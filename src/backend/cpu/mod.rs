@@ -39,6 +39,9 @@ impl Backend for CpuBackend {
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])
     }
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
         Ok(host.to_vec())
     }
