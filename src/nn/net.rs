@@ -1,6 +1,8 @@
 //! Runs a `ModelSpec` on a backend: one flat parameter buffer, one flat gradient buffer (same layout),
 //! one flat running-statistics buffer, and an activation buffer per tensor, allocated once.
 
+use std::time::Instant;
+
 use super::graph::{Node, Op};
 use super::init::init_params;
 use super::resnet::ModelSpec;
@@ -26,6 +28,8 @@ pub struct Net<B: Backend> {
     /// The seed the last forward used, which backward regenerates the masks from.
     last_dropout_seed: u64,
     training: bool,
+    /// Seconds spent per node (forward, backward), summed over passes, when profiling is on.
+    pub profile: Option<Vec<(f64, f64)>>,
 }
 
 impl<B: Backend> Net<B> {
@@ -65,8 +69,14 @@ impl<B: Backend> Net<B> {
             dropout_seed: seed ^ 0xD50F_0057,
             last_dropout_seed: 0,
             training: true,
+            profile: None,
             spec,
         })
+    }
+
+    /// Starts per-node timing (host wall time; on an asynchronous device it measures launches only).
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(vec![(0.0, 0.0); self.spec.graph.nodes.len()]);
     }
 
     pub fn input_len(&self) -> usize {
@@ -84,7 +94,11 @@ impl<B: Backend> Net<B> {
         self.acts[0] = b.upload(input)?;
         self.last_dropout_seed = self.dropout_seed;
         for i in 0..self.spec.graph.nodes.len() {
+            let start = Instant::now();
             self.forward_node(b, i)?;
+            if let Some(times) = self.profile.as_mut() {
+                times[i].0 += start.elapsed().as_secs_f64();
+            }
         }
         if training {
             self.dropout_seed = crate::backend::cpu::elementwise::mix64(self.dropout_seed);
@@ -155,7 +169,11 @@ impl<B: Backend> Net<B> {
         self.written.fill(false);
         self.written[out] = true;
         for i in (0..self.spec.graph.nodes.len()).rev() {
+            let start = Instant::now();
             self.backward_node(b, i)?;
+            if let Some(times) = self.profile.as_mut() {
+                times[i].1 += start.elapsed().as_secs_f64();
+            }
         }
         Ok(())
     }

@@ -99,17 +99,22 @@ def dump(model, x, targets, stem):
     print("wrote", stem, len(index), "tensors,", offset * 4, "bytes")
 
 
-model = SmallResNet(in_channels=1, num_outputs=3, width=4, blocks=[1, 1, 1, 1])
-randomise_batchnorm(model)
-dump(model, torch.randn(2, 1, 32, 32), torch.tensor([2, 0]), "torch_resnet_small")
+def main():
+    model = SmallResNet(in_channels=1, num_outputs=3, width=4, blocks=[1, 1, 1, 1])
+    randomise_batchnorm(model)
+    dump(model, torch.randn(2, 1, 32, 32), torch.tensor([2, 0]), "torch_resnet_small")
 
-model3d = SmallResNet(in_channels=1, num_outputs=2, width=2, blocks=[1, 1, 1], dims=3)
-randomise_batchnorm(model3d)
-dump(model3d, torch.randn(3, 1, 16, 16, 16), torch.tensor([1, 0, 1]), "torch_resnet3d_small")
+    model3d = SmallResNet(in_channels=1, num_outputs=2, width=2, blocks=[1, 1, 1], dims=3)
+    randomise_batchnorm(model3d)
+    dump(model3d, torch.randn(3, 1, 16, 16, 16), torch.tensor([1, 0, 1]), "torch_resnet3d_small")
 
-import torchvision  # noqa: E402  (only for the name list)
+    import torchvision  # only for the name list
 
-sd = torchvision.models.resnet18().state_dict()
-names = [{"name": k, "shape": list(v.shape)} for k, v in sd.items() if "num_batches_tracked" not in k]
-with open(os.path.join(HERE, "torchvision_resnet18_names.json"), "w") as f:
-    json.dump({"torchvision_version": torchvision.__version__, "state_dict": names}, f, indent=0)
+    sd = torchvision.models.resnet18().state_dict()
+    names = [{"name": k, "shape": list(v.shape)} for k, v in sd.items() if "num_batches_tracked" not in k]
+    with open(os.path.join(HERE, "torchvision_resnet18_names.json"), "w") as f:
+        json.dump({"torchvision_version": torchvision.__version__, "state_dict": names}, f, indent=0)
+
+
+if __name__ == "__main__":
+    main()

@@ -60,8 +60,11 @@ impl Geometry {
         (t * self.dilation[a]) as isize - self.pad[a] as isize
     }
 
-    /// Visits every (column-matrix row, output position, input position) of one group of one image.
-    fn for_each_tap(&self, mut visit: impl FnMut(usize, usize, usize)) {
+    /// Visits each output row (z, y) of each column-matrix row: `visit(col_offset, input_row, x_range,
+    /// x_offset)`, where column entries col_offset + x for x in x_range read input
+    /// `input_row + x·stride_w + x_offset`, and every other entry of the row is padding. `input_row` is
+    /// None when the whole row lies in padding.
+    fn for_each_row(&self, mut visit: impl FnMut(usize, Option<usize>, (usize, usize), isize)) {
         let [d, h, w] = self.in_dims;
         let [od, oh, ow] = self.out_dims;
         let [kd, kh, kw] = self.kernel;
@@ -73,17 +76,18 @@ impl Geometry {
                 for b in 0..kh {
                     let (y_lo, y_hi) = valid_range(oh, h, self.stride[1], self.offset(1, b));
                     for c in 0..kw {
-                        let (x_lo, x_hi) = valid_range(ow, w, self.stride[2], self.offset(2, c));
-                        for z in z_lo..z_hi {
-                            let iz = (z * self.stride[0]) as isize + self.offset(0, a);
-                            for y in y_lo..y_hi {
-                                let iy = (y * self.stride[1]) as isize + self.offset(1, b);
-                                let in_row = plane + (iz as usize * h + iy as usize) * w;
-                                let out_row = row * self.out_spatial + (z * oh + y) * ow;
-                                for x in x_lo..x_hi {
-                                    let ix = (x * self.stride[2]) as isize + self.offset(2, c);
-                                    visit(row, out_row + x, in_row + ix as usize);
-                                }
+                        let x_off = self.offset(2, c);
+                        let x_range = valid_range(ow, w, self.stride[2], x_off);
+                        for z in 0..od {
+                            for y in 0..oh {
+                                let col_offset = row * self.out_spatial + (z * oh + y) * ow;
+                                let inside = (z_lo..z_hi).contains(&z) && (y_lo..y_hi).contains(&y);
+                                let input_row = inside.then(|| {
+                                    let iz = ((z * self.stride[0]) as isize + self.offset(0, a)) as usize;
+                                    let iy = ((y * self.stride[1]) as isize + self.offset(1, b)) as usize;
+                                    plane + (iz * h + iy) * w
+                                });
+                                visit(col_offset, input_row, x_range, x_off);
                             }
                         }
                         row += 1;
@@ -95,13 +99,44 @@ impl Geometry {
 
     /// col (col_rows, out_spatial) ← x (c_in_g, D, H, W); taps outside the input read zero padding.
     fn im2col(&self, x: &[f32], col: &mut [f32]) {
-        col.fill(0.0);
-        self.for_each_tap(|_, o, i| col[o] = x[i]);
+        let (ow, sw) = (self.out_dims[2], self.stride[2]);
+        self.for_each_row(|col_offset, input_row, (lo, hi), x_off| {
+            let dst = &mut col[col_offset..col_offset + ow];
+            let Some(input_row) = input_row else {
+                dst.fill(0.0);
+                return;
+            };
+            dst[..lo].fill(0.0);
+            dst[hi..].fill(0.0);
+            let start = (input_row as isize + (lo * sw) as isize + x_off) as usize;
+            if sw == 1 {
+                dst[lo..hi].copy_from_slice(&x[start..start + (hi - lo)]);
+            } else {
+                for (j, v) in dst[lo..hi].iter_mut().enumerate() {
+                    *v = x[start + j * sw];
+                }
+            }
+        });
     }
 
     /// dx (c_in_g, D, H, W) += col2im(dcol)
     fn col2im(&self, dcol: &[f32], dx: &mut [f32]) {
-        self.for_each_tap(|_, o, i| dx[i] += dcol[o]);
+        let sw = self.stride[2];
+        self.for_each_row(|col_offset, input_row, (lo, hi), x_off| {
+            let Some(input_row) = input_row else { return };
+            let src = &dcol[col_offset + lo..col_offset + hi];
+            let start = (input_row as isize + (lo * sw) as isize + x_off) as usize;
+            if sw == 1 {
+                dx[start..start + (hi - lo)]
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(d, s)| *d += s);
+            } else {
+                for (j, s) in src.iter().enumerate() {
+                    dx[start + j * sw] += s;
+                }
+            }
+        });
     }
 }
 
