@@ -48,6 +48,9 @@ fn layer_kind(op: &Op) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let name = args.first().map_or("resnet18_2d", String::as_str);
+    if name == "gemm" {
+        return gemm_rates();
+    }
     let steps: usize = args.get(1).map_or(3, |s| s.parse().expect("steps is a number"));
     let (cfg, n, dims) = model(name);
     let spec = build(&cfg, n, dims);
@@ -100,6 +103,48 @@ fn main() {
         flops_per_step / median / 1e9
     );
     print_breakdown(&net);
+}
+
+/// Single-threaded GEMM rate on the convolution shapes (M = C_out, N = output positions, K = C_in·k³),
+/// for the forward product and for the weight gradient (B transposed).
+fn gemm_rates() {
+    use medtrain::backend::cpu::gemm::{sgemm, MatRef};
+    let shapes = [
+        ("2d stem 7x7, 64x64", 64, 4096, 49),
+        ("2d layer1 3x3, 32x32", 64, 1024, 576),
+        ("2d layer3 3x3, 8x8", 256, 64, 2304),
+        ("3d stem 7x7x7, 32^3", 32, 32768, 343),
+        ("3d layer1 3x3x3, 16^3", 32, 4096, 864),
+    ];
+    for (name, m, n, k) in shapes {
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        let rate = |f: &mut dyn FnMut()| {
+            f();
+            let start = Instant::now();
+            let reps = 5;
+            for _ in 0..reps {
+                f();
+            }
+            2.0 * (m * n * k) as f64 * reps as f64 / start.elapsed().as_secs_f64() / 1e9
+        };
+        let fwd = rate(&mut || sgemm(m, n, k, MatRef::rows(&a, k), MatRef::rows(&b, n), &mut c, false));
+        let mut dw = vec![0.0f32; m * k];
+        // dW (m, k) += dY (m, n) · colᵀ (n, k), col stored (k, n)
+        let wgrad = rate(&mut || {
+            sgemm(
+                m,
+                k,
+                n,
+                MatRef::rows(&c, n),
+                MatRef::transposed(&b, n),
+                &mut dw,
+                true,
+            )
+        });
+        println!("gemm {name:<24} M={m:<4} N={n:<6} K={k:<5} forward {fwd:6.1} GFLOP/s, weight grad {wgrad:6.1} GFLOP/s");
+    }
 }
 
 /// Time and GFLOP/s per layer type from the profiled step.

@@ -29,8 +29,8 @@ pub fn leaky_relu_backward(slope: f32, x: &[f32], dy: &[f32], dx: &mut [f32]) ->
                 .zip(dy.par_chunks(ELEMENTWISE_CHUNK)),
         )
         .for_each(|(dx, (x, dy))| {
-            for i in 0..dx.len() {
-                dx[i] = if x[i] > 0.0 { dy[i] } else { slope * dy[i] };
+            for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
+                *dx = if x > 0.0 { dy } else { slope * dy };
             }
         });
     Ok(())
