@@ -44,3 +44,31 @@ pub fn init_params(table: &NamedTable, param: &mut [f32], seed: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::resnet::{build, ResNetConfig};
+
+    #[test]
+    fn he_init_has_the_right_scale_and_is_seeded() {
+        let spec = build(&ResNetConfig::resnet18(1, 2, 16), 1, [1, 32, 32]);
+        let mut a = vec![0.0; spec.params.len()];
+        let mut b = vec![0.0; spec.params.len()];
+        init_params(&spec.params, &mut a, 5);
+        init_params(&spec.params, &mut b, 5);
+        assert_eq!(a, b, "same seed, same weights");
+        init_params(&spec.params, &mut b, 6);
+        assert_ne!(a, b);
+        let conv = spec.params.find("layer3.0.conv2.weight").unwrap(); // (64, 64, 3, 3)
+        let values = &a[conv.range.clone()];
+        let var = values.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / values.len() as f64;
+        let want = 2.0 / (64.0 * 9.0);
+        assert!((var / want - 1.0).abs() < 0.05, "variance {var} vs He {want}");
+        let gamma = spec.params.find("layer3.0.bn2.weight").unwrap();
+        assert!(a[gamma.range.clone()].iter().all(|&v| v == 1.0));
+        let fc = spec.params.find("fc.weight").unwrap();
+        let bound = 1.0 / (128f32).sqrt();
+        assert!(a[fc.range.clone()].iter().all(|v| v.abs() <= bound));
+    }
+}
