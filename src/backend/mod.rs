@@ -124,7 +124,9 @@ pub struct AdamWHyper {
 pub trait Backend: Send + Sync {
     /// Owned storage of `dtype()` elements (CPU: `Vec<f32>`; CUDA: `CudaSlice<f32>`).
     type Buf: Send + Sync;
-    type View<'a>: Copy
+    /// A read-only range of a buffer. Not required to be `Copy` (cudarc's `CudaView` is not); make a
+    /// fresh view for each use.
+    type View<'a>
     where
         Self: 'a;
     type ViewMut<'a>

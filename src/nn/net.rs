@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::graph::{Node, Op};
 use super::init::init_params;
 use super::resnet::ModelSpec;
-use crate::backend::{Backend, DropoutParams, Result};
+use crate::backend::{check_len, Backend, DropoutParams, Result};
 
 pub struct Net<B: Backend> {
     pub spec: ModelSpec,
@@ -91,6 +91,7 @@ impl<B: Backend> Net<B> {
     /// Runs every node in order; `training` selects batch statistics and dropout.
     pub fn forward(&mut self, b: &B, input: &[f32], training: bool) -> Result<()> {
         self.training = training;
+        check_len("model forward", "input", self.input_len(), input.len())?;
         self.acts[0] = b.upload(input)?;
         self.last_dropout_seed = self.dropout_seed;
         for i in 0..self.spec.graph.nodes.len() {
@@ -180,11 +181,27 @@ impl<B: Backend> Net<B> {
 
     fn backward_node(&mut self, b: &B, index: usize) -> Result<()> {
         let node = self.spec.graph.nodes[index].clone();
-        let lens = &self.spec.graph.tensor_len;
         let x_id = node.inputs[0];
         // The input image needs no gradient.
         let wants_dx = x_id != 0;
         let fresh = !self.written[x_id];
+        let joins_residual = self.backward_op(b, index, &node, fresh)?;
+        if joins_residual {
+            self.route(b, index, x_id, fresh)?;
+            return self.route_second_add_input(b, &node);
+        }
+        if wants_dx {
+            self.route(b, index, x_id, fresh)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the backward op of one node; its views end here, before the gradient routing borrows
+    /// `self` again. Returns true for a residual join, whose second input still needs its gradient.
+    fn backward_op(&mut self, b: &B, index: usize, node: &Node, fresh: bool) -> Result<bool> {
+        let lens = &self.spec.graph.tensor_len;
+        let x_id = node.inputs[0];
+        let wants_dx = x_id != 0;
         let (grads_before, grads_after) = self.act_grads.split_at_mut(node.output);
         let dy = b.view(&grads_after[0], 0..lens[node.output]);
         let x = b.view(&self.acts[x_id], 0..lens[x_id]);
@@ -239,8 +256,7 @@ impl<B: Backend> Net<B> {
             Op::GlobalAvgPool { spatial } => b.global_avg_pool_backward(*spatial, dy, dx)?,
             Op::Add => {
                 b.copy(dy, dx)?;
-                self.route(b, index, x_id, fresh)?;
-                return self.route_second_add_input(b, &node);
+                return Ok(true);
             }
             Op::Dropout { prob } => {
                 let p = DropoutParams {
@@ -250,10 +266,7 @@ impl<B: Backend> Net<B> {
                 b.dropout_backward(&p, dy, dx)?;
             }
         }
-        if wants_dx {
-            self.route(b, index, x_id, fresh)?;
-        }
-        Ok(())
+        Ok(false)
     }
 
     /// After a gradient for `x_id` was written: mark it, or add the scratch copy into it.
