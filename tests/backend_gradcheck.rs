@@ -309,9 +309,7 @@ fn cross_entropy_gradients() {
         });
     }
     let bad = vec![0.0, 4.0, 2.0, 2.0, 1.0];
-    assert!(B
-        .cross_entropy(&p, &logits, &bad, None, &mut vec![0.0; 20])
-        .is_err());
+    assert!(B.cross_entropy(&p, &logits, &bad, None, &mut [0.0; 20]).is_err());
 }
 
 #[test]

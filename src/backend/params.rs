@@ -64,17 +64,15 @@ impl ConvParams {
     }
 
     pub fn out_dims(&self) -> Dims3 {
-        let mut out = [0; 3];
-        for a in 0..3 {
-            out[a] = out_extent(
+        std::array::from_fn(|a| {
+            out_extent(
                 self.in_dims[a],
                 self.kernel[a],
                 self.stride[a],
                 self.pad[a],
                 self.dilation[a],
-            );
-        }
-        out
+            )
+        })
     }
 
     pub fn in_spatial(&self) -> usize {
@@ -142,11 +140,7 @@ impl PoolParams {
         }
     }
     pub fn out_dims(&self) -> Dims3 {
-        let mut out = [0; 3];
-        for a in 0..3 {
-            out[a] = out_extent(self.in_dims[a], self.kernel[a], self.stride[a], self.pad[a], 1);
-        }
-        out
+        std::array::from_fn(|a| out_extent(self.in_dims[a], self.kernel[a], self.stride[a], self.pad[a], 1))
     }
     pub fn in_spatial(&self) -> usize {
         product(self.in_dims)
