@@ -1,9 +1,12 @@
 //! medtrain: HPC-native, data-parallel CNN training for medical imaging.
 
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod deid;
 pub mod dicom;
 pub mod logging;
+pub mod nn;
+pub mod optim;
 pub mod pack;
 pub mod phantom;

@@ -1,0 +1,12 @@
+//! Layers, models and initialisation on top of a `Backend`: a model is a graph of backend ops over one
+//! flat parameter buffer and one flat gradient buffer with named (torchvision) views.
+
+pub mod graph;
+pub mod init;
+pub mod net;
+pub mod resnet;
+pub mod table;
+
+pub use net::Net;
+pub use resnet::{build, ModelSpec, ResNetConfig};
+pub use table::{NamedTable, TableEntry};
