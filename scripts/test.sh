@@ -16,4 +16,4 @@ MEDTRAIN_PYDICOM_DATA="$(PYTHON="$MEDTRAIN_PYTHON" bash scripts/fetch-test-data.
 export MEDTRAIN_PYDICOM_DATA
 # OpenMPI refuses to run as root without these (CI containers run as root).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-cargo test --locked --all-targets "$@"
+cargo test --locked "$@"
