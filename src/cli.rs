@@ -37,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Pack DICOM series into de-identified, memory-mappable HDF5 shards.
     Pack(PackArgs),
+    /// Catalog of shards: build, label import, queries, patient-level splits.
+    Catalog(crate::catalog::cli::CatalogArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +98,7 @@ pub fn run() -> i32 {
     crate::pack::reader::disable_hdf5_file_locking();
     let result = match cli.command {
         Command::Pack(args) => pack(args),
+        Command::Catalog(args) => crate::catalog::cli::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! medtrain: HPC-native, data-parallel CNN training for medical imaging.
 
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod deid;

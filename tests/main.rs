@@ -1,1 +1,2 @@
-
+mod catalog_common;
+mod catalog_engine;
