@@ -1,2 +1,3 @@
 mod catalog_common;
 mod catalog_engine;
+mod catalog_labels;
