@@ -4,7 +4,7 @@
 
 use super::columns::{ascii_bytes, level_columns, ColType, ColumnSpec, Level, SHARD_SERIES, SHARD_SLICES};
 use super::state::{CatalogState, ShardRef, STATE_FILE};
-use super::store::{le_bytes, read_text_attr, MappedFile, TableWriter};
+use super::store::{le_bytes, open_read, read_text_attr, MappedFile, TableWriter};
 use super::{h5err, ioerr, CatalogError};
 use crate::pack::index::PackIndex;
 use crate::pack::shard::{hash_file, SHARD_FORMAT};
@@ -124,7 +124,7 @@ fn column_index(specs: &[ColumnSpec], name: &str) -> usize {
 }
 
 fn open_shard(path: &Path, fingerprint: &str) -> Result<hdf5::File, CatalogError> {
-    let file = hdf5::File::open(path).map_err(h5err(path))?;
+    let file = open_read(path)?;
     let format = read_text_attr(&file, "format").unwrap_or_default();
     if format != SHARD_FORMAT {
         return Err(CatalogError::invalid(
@@ -206,7 +206,7 @@ pub fn build(inputs: &[PathBuf], out: &Path) -> Result<BuildReport, CatalogError
         (None, Some(f)) => f,
         (None, None) => match inputs.first() {
             Some(s) => {
-                let file = hdf5::File::open(&s.path).map_err(h5err(&s.path))?;
+                let file = open_read(&s.path)?;
                 read_text_attr(&file, "key_fingerprint").map_err(h5err(&s.path))?
             }
             None => {

@@ -28,6 +28,15 @@ pub fn create_h5(path: &Path) -> Result<hdf5::File, CatalogError> {
         .map_err(h5err(path))
 }
 
+/// Opens an HDF5 file read-only without taking a file lock: catalogs and shards are immutable once
+/// published, and locks fail or serialise on Lustre and between threads of one process.
+pub fn open_read(path: &Path) -> Result<hdf5::File, CatalogError> {
+    hdf5::File::with_options()
+        .with_fapl(|p| p.file_locking(false))
+        .open(path)
+        .map_err(h5err(path))
+}
+
 pub fn text_attr(loc: &hdf5::Location, name: &str, value: &str) -> Result<(), hdf5::Error> {
     let value: VarLenUnicode = value.parse().map_err(|_| hdf5::Error::from("attribute text"))?;
     loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&value)
@@ -188,7 +197,7 @@ impl MappedFile {
         check: impl FnOnce(&hdf5::File) -> Result<(), CatalogError>,
     ) -> Result<MappedFile, CatalogError> {
         crate::pack::reader::disable_hdf5_file_locking();
-        let file = hdf5::File::open(path).map_err(h5err(path))?;
+        let file = open_read(path)?;
         check(&file)?;
         let mut columns = HashMap::new();
         walk(path, &file, "", &mut columns)?;
