@@ -31,6 +31,39 @@ pub enum CatalogCommand {
     Query(QueryArgs),
     /// Patient-level, stratified, seeded train/val/test split written as a manifest.
     Split(SplitArgs),
+    /// Write a synthetic metadata-only cohort (shards + label CSVs) for benchmarks.
+    Synth(SynthArgs),
+    /// Time the benchmark's planning queries on a catalog (warm, in process).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Pack directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Site key file (created if missing).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[arg(long, default_value_t = 90_000)]
+    pub series: usize,
+    /// Mean slices per series (uniform in 0.75..1.25 of it).
+    #[arg(long, default_value_t = 200)]
+    pub slices: usize,
+    #[arg(long, default_value_t = 30)]
+    pub series_per_shard: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    pub catalog: PathBuf,
+    /// Slice-level boolean label used by the queries.
+    #[arg(long, default_value = "inst.nodule")]
+    pub label: String,
+    #[arg(long, default_value_t = 30)]
+    pub repeat: usize,
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +198,8 @@ pub fn run(args: CatalogArgs) -> Result<i32, Failure> {
         CatalogCommand::Labels(LabelsCommand::List(a)) => run_list(a),
         CatalogCommand::Query(a) => run_query_cmd(a),
         CatalogCommand::Split(a) => run_split(a),
+        CatalogCommand::Synth(a) => run_synth(a),
+        CatalogCommand::Bench(a) => run_bench_cmd(a),
     }
 }
 
@@ -496,5 +531,38 @@ fn run_split(a: SplitArgs) -> Result<i32, Failure> {
             manifest.meta.catalog_hash
         );
     }
+    Ok(EXIT_OK)
+}
+
+fn run_synth(a: SynthArgs) -> Result<i32, Failure> {
+    let key = SiteKey::load_or_create(&a.key, true).map_err(usage)?;
+    if a.series == 0 || a.slices == 0 || a.series_per_shard == 0 {
+        return Err(usage(
+            "--series, --slices and --series-per-shard must be positive",
+        ));
+    }
+    let spec = super::synth::SynthSpec {
+        series: a.series,
+        mean_slices: a.slices,
+        series_per_shard: a.series_per_shard,
+        seed: a.seed,
+    };
+    let report = super::synth::generate(&a.out, &key, &spec)?;
+    print_json(&report);
+    Ok(EXIT_OK)
+}
+
+fn run_bench_cmd(a: BenchArgs) -> Result<i32, Failure> {
+    let start = std::time::Instant::now();
+    let cat = Catalog::open(&a.catalog).map_err(usage)?;
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    let timings = super::bench::run_bench(&cat, &a.label, a.repeat).map_err(query_failure)?;
+    print_json(&serde_json::json!({
+        "engine": "medtrain",
+        "slices": cat.state.slices,
+        "open_ms": open_ms,
+        "queries": timings,
+        "peak_rss_mib": super::bench::peak_rss_mib(),
+    }));
     Ok(EXIT_OK)
 }

@@ -12,6 +12,7 @@
 //! Files are immutable once referenced by `catalog.json`; an update writes new files and then
 //! replaces `catalog.json`.
 
+pub mod bench;
 pub mod build;
 pub mod cli;
 pub mod columns;
@@ -20,6 +21,7 @@ pub mod query;
 pub mod split;
 pub mod state;
 pub mod store;
+pub mod synth;
 pub mod view;
 
 use std::path::PathBuf;
