@@ -120,6 +120,28 @@ fn adding_shards_is_incremental_and_atomic() {
         .rows;
         assert_eq!(a, b, "{column}");
     }
+    // Key lookups (binary search in the stored key order) after an incremental build.
+    let keys = new.col_keys(Level::Series, "series_key").unwrap();
+    let n_slices = new.col_u32(Level::Series, "n_slices").unwrap();
+    for s in [0, keys.len() / 2, keys.len() - 1] {
+        let k = medtrain::catalog::columns::cell_text(&keys[s]);
+        assert_eq!(
+            count(&new, &format!("series_key = '{k}'"), Level::Slice),
+            n_slices[s] as u64
+        );
+        assert_eq!(
+            count(&new, &format!("not series_key = '{k}'"), Level::Series),
+            keys.len() as u64 - 1
+        );
+    }
+    assert_eq!(count(&new, "series_key = 'nope'", Level::Slice), 0);
+    let patient =
+        medtrain::catalog::columns::cell_text(&new.col_keys(Level::Patient, "patient_key").unwrap()[3])
+            .to_string();
+    assert_eq!(
+        count(&new, &format!("patient_key = '{patient}'"), Level::Patient),
+        1
+    );
     // Re-running with nothing new changes nothing.
     let again = build(&[tmp.path().join("pack")], &catalog).unwrap();
     assert_eq!((again.shards_added, again.generation), (0, report.generation));

@@ -316,6 +316,20 @@ pub fn build(inputs: &[PathBuf], out: &Path) -> Result<BuildReport, CatalogError
         base.slices += shard.slices;
     }
     write_patients(&mut writer, &patient_keys, old.as_ref(), &news, &patient_rows)?;
+    write_key_order(
+        &mut writer,
+        Level::Series,
+        "series_key",
+        "by_series_key",
+        total.series,
+    );
+    write_key_order(
+        &mut writer,
+        Level::Patient,
+        "patient_key",
+        "by_patient_key",
+        patient_keys.len(),
+    );
     writer.finish()?;
     drop(old);
     let final_path = out.join(&tables);
@@ -486,6 +500,20 @@ fn write_patients(
         .rows_mut(Level::Patient, "n_slices", 0, n)
         .copy_from_slice(le_bytes(&n_slices));
     Ok(())
+}
+
+/// Writes the row order that sorts a key column (for binary searches on the key).
+fn write_key_order(writer: &mut TableWriter, level: Level, key: &str, order: &str, rows: usize) {
+    let keys: Vec<[u8; 32]> = writer
+        .rows_mut(level, key, 0, rows)
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect();
+    let mut sorted: Vec<u32> = (0..rows as u32).collect();
+    sorted.sort_unstable_by(|a, b| keys[*a as usize].cmp(&keys[*b as usize]));
+    writer
+        .rows_mut(level, order, 0, rows)
+        .copy_from_slice(le_bytes(&sorted));
 }
 
 /// Removes table files of generations older than those kept (best effort: a leftover file is

@@ -120,6 +120,8 @@ pub const CATALOG_SERIES: &[ColumnSpec] = &[
     col("patient_row", U32, 1),
     // First row of the series in the catalog's `slices/` (its slices are contiguous).
     col("slice_start", U64, 1),
+    // Series rows ordered by series_key: `series_key = '...'` is a binary search.
+    col("by_series_key", U32, 1),
 ];
 
 /// `slices/` columns copied verbatim from the shards.
@@ -145,6 +147,8 @@ pub const PATIENTS: &[ColumnSpec] = &[
     col("patient_key", Key32, 1),
     col("n_series", U32, 1),
     col("n_slices", U64, 1),
+    // Patient rows ordered by patient_key.
+    col("by_patient_key", U32, 1),
 ];
 
 /// Every column of a level, in storage order.

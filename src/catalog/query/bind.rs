@@ -41,6 +41,8 @@ pub struct Operand<'a> {
     pub source: Source<'a>,
     /// Label set index in the catalog and column name (for the per-series count fast path).
     pub label: Option<(usize, &'a str)>,
+    /// Rows in key order, for key columns that have one (`series_key`, `patient_key`).
+    pub key_order: Option<&'a [u32]>,
 }
 
 /// A cell as a typed value; `Missing` for NaN, absent or unknown.
@@ -214,10 +216,17 @@ fn table_operand<'a>(cat: &'a Catalog, level: Level, name: &str) -> Option<Resul
             ColType::Code16 => Source::Code16(t.codes(&path).map_err(err)?),
         })
     })();
+    let order_name = match (level, spec.name) {
+        (Level::Series, "series_key") => Some("series/by_series_key"),
+        (Level::Patient, "patient_key") => Some("patients/by_patient_key"),
+        _ => None,
+    };
+    let key_order = order_name.and_then(|n| t.u32s(n).ok());
     Some(source.map(|source| Operand {
         level,
         source,
         label: None,
+        key_order,
     }))
 }
 
@@ -241,6 +250,7 @@ fn label_operand<'a>(cat: &'a Catalog, set: usize, column: &str) -> Result<Opera
             categories: &meta.categories,
         },
         label: Some((set, meta_name)),
+        key_order: None,
     })
 }
 

@@ -152,6 +152,18 @@ fn atom_mask(op: &Operand, test: &Test, rows: usize) -> Vec<u8> {
             })
             .collect();
     }
+    // Key equality (one series, one patient): binary search in the stored key order.
+    if let (Source::Key32(keys), Some(order), Test::Cmp("=", Value::Text(wanted))) =
+        (op.source, op.key_order, test)
+    {
+        let target = crate::catalog::columns::padded::<32>(wanted);
+        let mut out = vec![F; rows];
+        let first = order.partition_point(|&r| keys[r as usize] < target);
+        for &r in order[first..].iter().take_while(|&&r| keys[r as usize] == target) {
+            out[r as usize] = T;
+        }
+        return out;
+    }
     // Plain numeric comparisons on f64 columns are the hot path: keep them branch-light.
     if let (Source::F64 { data, width: 1, .. }, Test::Cmp(o, v)) = (op.source, test) {
         let y = num_of(v);
