@@ -266,12 +266,13 @@ fn bind_names<'a>(
         .collect()
 }
 
-/// Group key cell: exact bytes of a text/number so grouping never rounds.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Group key cell: exact bytes of a text/number so grouping never rounds; inline, so grouping
+/// allocates nothing per row.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum KeyCell {
     Missing,
     Num(i64, u64),
-    Text(Vec<u8>),
+    Text([u8; 32]),
     Category(u32),
 }
 
@@ -279,10 +280,38 @@ fn key_cell(c: Cell) -> KeyCell {
     match c {
         Cell::Missing => KeyCell::Missing,
         Cell::Num(x) => KeyCell::Num(x.floor() as i64, x.to_bits()),
-        Cell::Text(t) => KeyCell::Text(t.to_vec()),
+        Cell::Text(t) => {
+            let mut cell = [0u8; 32];
+            let n = t.len().min(32);
+            cell[..n].copy_from_slice(&t[..n]);
+            KeyCell::Text(cell)
+        }
         Cell::Category(c) => KeyCell::Category(c),
     }
 }
+
+/// FNV-1a: group keys are short and not attacker-chosen, so a fast hash beats SipHash here.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 struct Acc {
     row: (Level, usize),
@@ -379,33 +408,72 @@ fn groups(cat: &Catalog, req: &Request, sel: &Selection, links: &Links) -> Resul
     }
     let needs_slices =
         req.level == Level::Slice && keys.iter().chain(&means).any(|o| o.level == Level::Slice);
-    let mut table: HashMap<Vec<KeyCell>, Acc> = HashMap::new();
-    for_each(
-        cat,
-        sel,
-        &req.filter,
-        needs_slices,
-        links,
-        |level, row, weight| {
-            let key: Vec<KeyCell> = keys
-                .iter()
-                .map(|op| key_cell(op.cell(up(links, level, row, op.level))))
-                .collect();
-            let acc = table.entry(key).or_insert_with(|| Acc {
-                row: (level, row),
-                count: 0,
-                sums: vec![0.0; means.len()],
-                ns: vec![0; means.len()],
-            });
-            acc.count += weight;
-            for (i, op) in means.iter().enumerate() {
-                if let Some(x) = op.num(up(links, level, row, op.level)) {
-                    acc.sums[i] += x * weight as f64;
-                    acc.ns[i] += weight;
-                }
+    let new_acc = |level, row| Acc {
+        row: (level, row),
+        count: 0,
+        sums: vec![0.0; means.len()],
+        ns: vec![0; means.len()],
+    };
+    let add = |acc: &mut Acc, level, row, weight: u64| {
+        acc.count += weight;
+        for (i, op) in means.iter().enumerate() {
+            if let Some(x) = op.num(up(links, level, row, op.level)) {
+                acc.sums[i] += x * weight as f64;
+                acc.ns[i] += weight;
             }
-        },
-    )?;
+        }
+    };
+    let mut table: FnvMap<Vec<KeyCell>, Acc> = FnvMap::default();
+    if keys.len() == 1 && keys[0].key_order.is_some() {
+        // A unique key (series_key, patient_key): the key's row is the group, no hashing.
+        let key_level = keys[0].level;
+        let mut dense: Vec<Option<Acc>> = (0..links.rows[key_level as usize]).map(|_| None).collect();
+        for_each(
+            cat,
+            sel,
+            &req.filter,
+            needs_slices,
+            links,
+            |level, row, weight| {
+                let k = up(links, level, row, key_level);
+                add(
+                    dense[k].get_or_insert_with(|| new_acc(level, row)),
+                    level,
+                    row,
+                    weight,
+                );
+            },
+        )?;
+        for (k, acc) in dense.into_iter().enumerate() {
+            if let Some(acc) = acc {
+                table.insert(vec![key_cell(keys[0].cell(k))], acc);
+            }
+        }
+    } else {
+        let mut scratch: Vec<KeyCell> = Vec::with_capacity(keys.len());
+        for_each(
+            cat,
+            sel,
+            &req.filter,
+            needs_slices,
+            links,
+            |level, row, weight| {
+                scratch.clear();
+                scratch.extend(
+                    keys.iter()
+                        .map(|op| key_cell(op.cell(up(links, level, row, op.level)))),
+                );
+                match table.get_mut(scratch.as_slice()) {
+                    Some(acc) => add(acc, level, row, weight),
+                    None => {
+                        let mut acc = new_acc(level, row);
+                        add(&mut acc, level, row, weight);
+                        table.insert(scratch.clone(), acc);
+                    }
+                }
+            },
+        )?;
+    }
     let mut entries: Vec<(Vec<KeyCell>, Acc)> = table.into_iter().collect();
     match req.top {
         Some(n) => {
