@@ -293,18 +293,18 @@ fn key_cell(c: Cell) -> KeyCell {
 /// A word-at-a-time multiplicative hash (as in rustc's FxHash): group keys are short and not
 /// attacker-chosen, so speed matters more than SipHash's flooding resistance.
 #[derive(Default)]
-struct Fnv(u64);
+struct KeyHasher(u64);
 
 const HASH_SEED: u64 = 0x517c_c1b7_2722_0a95;
 
-impl Fnv {
+impl KeyHasher {
     #[inline]
     fn add(&mut self, word: u64) {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(HASH_SEED);
     }
 }
 
-impl std::hash::Hasher for Fnv {
+impl std::hash::Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -340,7 +340,7 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 struct Acc {
     row: (Level, usize),
@@ -452,7 +452,7 @@ fn groups(cat: &Catalog, req: &Request, sel: &Selection, links: &Links) -> Resul
             }
         }
     };
-    let mut table: FnvMap<Vec<KeyCell>, Acc> = FnvMap::default();
+    let mut table: KeyMap<Vec<KeyCell>, Acc> = KeyMap::default();
     if keys.len() == 1 && keys[0].key_order.is_some() {
         // A unique key (series_key, patient_key): the key's row is the group, no hashing.
         let key_level = keys[0].level;
