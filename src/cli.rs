@@ -42,6 +42,8 @@ pub enum Command {
     Pack(PackArgs),
     /// Summarise a pack directory; --verify checks every shard's checksum.
     Inspect(InspectArgs),
+    /// Catalog of shards: build, label import, queries, patient-level splits.
+    Catalog(crate::catalog::cli::CatalogArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -143,6 +145,7 @@ pub fn run() -> i32 {
         Command::Phantom(args) => phantom(args),
         Command::Pack(args) => pack(args),
         Command::Inspect(args) => inspect(args),
+        Command::Catalog(args) => crate::catalog::cli::run(args),
     };
     match result {
         Ok(code) => code,

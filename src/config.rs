@@ -30,6 +30,8 @@ pub struct PackConfig {
 pub struct Config {
     pub phantom: Option<toml::Value>,
     pub pack: PackConfig,
+    /// Read by `catalog` itself (label import column mappings and the like).
+    pub catalog: Option<toml::Value>,
 }
 
 impl Config {

@@ -1,6 +1,7 @@
 //! medtrain: HPC-native, data-parallel CNN training for medical imaging.
 
 pub mod backend;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod deid;
