@@ -36,8 +36,18 @@ pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
 
 /// Open a file already read into memory (`path` only names it in errors).
 pub fn open_bytes(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
+    open_guarded(path, bytes, false)
+}
+
+/// Like `open_bytes`, but a standard file is parsed only up to its Pixel Data (the whole file is
+/// still structurally checked): what a header scan needs, without copying the pixels.
+pub fn open_header_bytes(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
+    open_guarded(path, bytes, true)
+}
+
+fn open_guarded(path: &Path, bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, DecodeError> {
     // The parser is third-party code reading untrusted bytes: a panic becomes an error.
-    std::panic::catch_unwind(|| open_unguarded(path, bytes)).unwrap_or_else(|_| {
+    std::panic::catch_unwind(|| open_unguarded(path, bytes, header_only)).unwrap_or_else(|_| {
         Err(open_error(
             path,
             "the DICOM parser panicked on this file; it is malformed".to_string(),
@@ -45,7 +55,7 @@ pub fn open_bytes(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, Decod
     })
 }
 
-fn open_unguarded(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, DecodeError> {
+fn open_unguarded(path: &Path, bytes: &[u8], header_only: bool) -> Result<DefaultDicomObject, DecodeError> {
     let layout = guard::check(bytes);
     if has_part10_magic(bytes) {
         let layout = layout.map_err(|e| open_error(path, format!("structure check: {e}")))?;
@@ -60,7 +70,13 @@ fn open_unguarded(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, Decod
             "data set has undefined-length UN elements".to_string()
         };
         if !mislabelled && layout.strip.is_empty() {
-            match OpenFileOptions::new().from_reader(bytes) {
+            let options = OpenFileOptions::new();
+            let options = if header_only {
+                options.read_until(tags::PIXEL_DATA)
+            } else {
+                options
+            };
+            match options.from_reader(bytes) {
                 Ok(obj) => return Ok(obj),
                 Err(e) => part10_error = e.to_string(),
             }

@@ -4,7 +4,7 @@
 
 use super::decode::DecodeError;
 use super::guard;
-use super::open::open_bytes;
+use super::open::{open_bytes, open_header_bytes};
 use dicom_object::DefaultDicomObject;
 use std::path::Path;
 
@@ -28,6 +28,14 @@ pub fn open_checked(path: &Path) -> Result<Opened, ReadError> {
     let bytes = std::fs::read(path)?;
     let content_hash = blake3::hash(&bytes);
     let object = open_bytes(path, &bytes)?;
+    Ok(Opened { object, content_hash })
+}
+
+/// Reads and hashes one file, checks its whole structure and parses its header only.
+pub fn open_header_checked(path: &Path) -> Result<Opened, ReadError> {
+    let bytes = std::fs::read(path)?;
+    let content_hash = blake3::hash(&bytes);
+    let object = open_header_bytes(path, &bytes)?;
     Ok(Opened { object, content_hash })
 }
 

@@ -10,7 +10,7 @@ use crate::deid::{IdKind, SiteKey};
 use crate::dicom::decode::{decode_pixels, PixelBuffer};
 use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::modality::{modality_lut, ModalityLut};
-use crate::dicom::read::{open_checked, salvage_header, ReadError};
+use crate::dicom::read::{open_checked, open_header_checked, salvage_header, ReadError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -118,7 +118,7 @@ fn scan(path: &Path, key: &SiteKey) -> Scanned {
         tracing::warn!(path = %path.display(), "quarantined: {reason}");
         Scanned::Bad(entry(stage, reason, None, vec![file_key.clone()], hash))
     };
-    let opened = match open_checked(path) {
+    let opened = match open_header_checked(path) {
         Ok(opened) => opened,
         Err(ReadError::Io(e)) => return bad(Stage::Read, format!("cannot read: {e}"), vec![]),
         Err(e) if has_dicm_magic(path) => {
@@ -193,7 +193,7 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
     };
     fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let fingerprint = opts.key.fingerprint();
-    let mut index = match PackIndex::load(&opts.out)? {
+    let index = match PackIndex::load(&opts.out)? {
         Some(index) => {
             opts.key
                 .check_fingerprint(&format!("pack {}", opts.out.display()), &index.key_fingerprint)?;
@@ -204,7 +204,7 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
     remove_uncommitted(&opts.out, &index).map_err(io(&opts.out))?;
 
     let mut report = PackReport::default();
-    let mut quarantine = Vec::new();
+    let mut quarantine: Vec<QuarantineEntry> = Vec::new();
 
     let paths: Vec<PathBuf> = opts.roots.par_iter().flat_map_iter(|r| walk(r)).collect();
     report.files_seen = paths.len() as u64;
@@ -265,40 +265,49 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
         .collect();
 
     let progress = opts.progress.then(|| progress_bar(todo.len() as u64));
-    let batch = rayon::current_num_threads() * BATCH_PER_THREAD;
-    let mut writer: Option<ShardWriter> = None;
-    let mut hu_total = HuStats::default();
-    for chunk in todo.chunks(batch.max(1)) {
-        let decoded: Vec<Result<(PackedItem, HuStats), QuarantineEntry>> =
-            chunk.par_iter().map(|item| pack_item(item, &opts.key)).collect();
-        for result in decoded {
-            if let Some(bar) = &progress {
-                bar.inc(1);
+    let batch = (rayon::current_num_threads() * BATCH_PER_THREAD).max(1);
+    let mut sink = ShardSink {
+        out: &opts.out,
+        fingerprint: &fingerprint,
+        rank: opts.rank,
+        shard_bytes: opts.shard_bytes,
+        writer: None,
+        index,
+        report,
+        quarantine,
+        hu_total: HuStats::default(),
+        progress,
+    };
+    // Decoding (rayon) and writing (one thread: HDF5 is serial) overlap: batch k is written while
+    // batch k+1 is decoded. A writer error (disk full) stops the decoding at the next batch.
+    sink = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(batch);
+        let handle = scope.spawn(move || -> Result<ShardSink, PackError> {
+            for result in rx {
+                sink.accept(result)?;
             }
-            let (packed, stats) = match result {
-                Ok(ok) => ok,
-                Err(e) => {
-                    quarantine.push(e);
-                    continue;
+            sink.close()?;
+            Ok(sink)
+        });
+        'decode: for chunk in todo.chunks(batch) {
+            let decoded: Vec<Decoded> = chunk.par_iter().map(|item| pack_item(item, &opts.key)).collect();
+            for result in decoded {
+                if tx.send(result).is_err() {
+                    break 'decode;
                 }
-            };
-            hu_total += stats;
-            report.items_packed += 1;
-            report.slices_packed += packed.slices.len() as u64;
-            if writer.is_none() {
-                let name = next_shard_name(&opts.out, &index, opts.rank);
-                writer = Some(ShardWriter::create(&opts.out, &name, &fingerprint)?);
-            }
-            let w = writer.as_mut().expect("just created");
-            w.add(packed)?;
-            if w.pixel_bytes() >= opts.shard_bytes {
-                commit(writer.take().expect("open"), &mut index, &opts.out, &mut report)?;
             }
         }
-    }
-    if let Some(w) = writer.take() {
-        commit(w, &mut index, &opts.out, &mut report)?;
-    }
+        drop(tx);
+        handle.join().expect("the shard writer thread does not panic")
+    })?;
+    let ShardSink {
+        index,
+        mut report,
+        quarantine,
+        hu_total,
+        progress,
+        ..
+    } = sink;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -340,19 +349,66 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-fn commit(
-    writer: ShardWriter,
-    index: &mut PackIndex,
-    out: &Path,
-    report: &mut PackReport,
-) -> Result<(), PackError> {
-    let entry: ShardEntry = writer.finish()?;
-    report.shards_written += 1;
-    report.pixel_bytes_written += entry.pixel_bytes;
-    tracing::info!(shard = %entry.file, series = entry.series, bytes = entry.bytes, "shard committed");
-    index.shards.push(entry);
-    index.save(out)?;
-    Ok(())
+type Decoded = Result<(PackedItem, HuStats), QuarantineEntry>;
+
+/// The writing end of the pipeline: fills shards in order and commits each one when it is full.
+struct ShardSink<'a> {
+    out: &'a Path,
+    fingerprint: &'a str,
+    rank: usize,
+    shard_bytes: u64,
+    writer: Option<ShardWriter>,
+    index: PackIndex,
+    report: PackReport,
+    quarantine: Vec<QuarantineEntry>,
+    hu_total: HuStats,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl ShardSink<'_> {
+    fn accept(&mut self, result: Decoded) -> Result<(), PackError> {
+        if let Some(bar) = &self.progress {
+            bar.inc(1);
+        }
+        let (packed, stats) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.quarantine.push(e);
+                return Ok(());
+            }
+        };
+        self.hu_total += stats;
+        self.report.items_packed += 1;
+        self.report.slices_packed += packed.slices.len() as u64;
+        if self.writer.is_none() {
+            let name = next_shard_name(self.out, &self.index, self.rank);
+            self.writer = Some(ShardWriter::create(self.out, &name, self.fingerprint)?);
+        }
+        let w = self.writer.as_mut().expect("just created");
+        w.add(packed)?;
+        if w.pixel_bytes() >= self.shard_bytes {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open shard, if any.
+    fn close(&mut self) -> Result<(), PackError> {
+        if self.writer.is_some() {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), PackError> {
+        let entry: ShardEntry = self.writer.take().expect("an open shard").finish()?;
+        self.report.shards_written += 1;
+        self.report.pixel_bytes_written += entry.pixel_bytes;
+        tracing::info!(shard = %entry.file, series = entry.series, bytes = entry.bytes, "shard committed");
+        self.index.shards.push(entry);
+        self.index.save(self.out)?;
+        Ok(())
+    }
 }
 
 /// Shard names carry the writer's rank, so ranks never collide: `shard-<rank>-<sequence>.h5`.
@@ -405,7 +461,12 @@ fn pack_item(item: &PackItem, key: &SiteKey) -> Result<(PackedItem, HuStats), Qu
     };
     let first = &item.files[0].header;
     let is_ct = first.modality == "CT";
-    let mut hu: Vec<i16> = Vec::new();
+    // (slices, rows, cols), reserved once: growing a volume-sized vector copies it repeatedly.
+    let mut hu: Vec<i16> = Vec::with_capacity(if is_ct {
+        item.files.len() * first.frames as usize * first.rows as usize * first.cols as usize
+    } else {
+        0
+    });
     let mut stored: Option<PixelBuffer> = None;
     let mut stats = HuStats::default();
     let mut slices = Vec::new();

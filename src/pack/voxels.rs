@@ -54,8 +54,81 @@ impl PaddingRange {
     }
 }
 
-/// Converts stored CT values of one frame sequence to HU, appending to `out`.
+/// Converts stored CT values of one frame sequence to HU, appending to `out`. 16-bit data (every CT
+/// scanner) goes through a 65,536-entry table built once per call, so each voxel is one lookup;
+/// other types are converted value by value. Both give the same results (tested).
 pub fn to_hu(
+    stored: &PixelBuffer,
+    lut: &ModalityLut,
+    padding: Option<PaddingRange>,
+    out: &mut Vec<i16>,
+) -> HuStats {
+    match stored {
+        PixelBuffer::I16(v) if v.len() > TABLE_WORTH_IT => with_table(
+            v.iter().map(|&x| (x as u16) as usize),
+            i16::MIN as i64,
+            lut,
+            padding,
+            out,
+        ),
+        PixelBuffer::U16(v) if v.len() > TABLE_WORTH_IT => {
+            with_table(v.iter().map(|&x| x as usize), 0, lut, padding, out)
+        }
+        _ => to_hu_direct(stored, lut, padding, out),
+    }
+}
+
+/// Below this many voxels, building the 65,536-entry table costs more than it saves.
+const TABLE_WORTH_IT: usize = 1 << 16;
+const TABLE_LEN: usize = 1 << 16;
+
+/// One entry per possible 16-bit stored value: the HU and whether it was clamped or padding.
+fn with_table(
+    indices: impl Iterator<Item = usize>,
+    first_value: i64,
+    lut: &ModalityLut,
+    padding: Option<PaddingRange>,
+    out: &mut Vec<i16>,
+) -> HuStats {
+    const CLAMPED: u8 = 1;
+    const PADDING: u8 = 2;
+    let mut hu = vec![0i16; TABLE_LEN];
+    let mut flag = vec![0u8; TABLE_LEN];
+    // Index = stored value reinterpreted as u16; for signed data value = index as i16.
+    for index in 0..TABLE_LEN {
+        let value = if first_value < 0 {
+            (index as u16) as i16 as f64
+        } else {
+            index as f64
+        };
+        let (h, f) = convert_one(value, lut, padding);
+        hu[index] = h;
+        flag[index] = f.0 as u8 * CLAMPED | f.1 as u8 * PADDING;
+    }
+    let mut counts = [0u64; 4];
+    out.extend(indices.map(|i| {
+        counts[flag[i] as usize] += 1;
+        hu[i]
+    }));
+    HuStats {
+        clamped: counts[1] + counts[3],
+        padding: counts[2] + counts[3],
+    }
+}
+
+/// HU of one stored value, and (clamped, padding).
+fn convert_one(v: f64, lut: &ModalityLut, padding: Option<PaddingRange>) -> (i16, (bool, bool)) {
+    if padding.is_some_and(|p| p.contains(v)) {
+        return (PADDING_HU, (false, true));
+    }
+    let hu = lut.apply(v).round();
+    let clamped = hu < i16::MIN as f64 || hu > i16::MAX as f64 || hu.is_nan();
+    // `as` saturates and maps NaN to 0.
+    (hu as i16, (clamped, false))
+}
+
+/// The value-by-value conversion (any stored type).
+fn to_hu_direct(
     stored: &PixelBuffer,
     lut: &ModalityLut,
     padding: Option<PaddingRange>,
@@ -63,16 +136,10 @@ pub fn to_hu(
 ) -> HuStats {
     let mut stats = HuStats::default();
     let mut convert = |v: f64| {
-        if padding.is_some_and(|p| p.contains(v)) {
-            stats.padding += 1;
-            return PADDING_HU;
-        }
-        let hu = lut.apply(v).round();
-        if hu < i16::MIN as f64 || hu > i16::MAX as f64 || hu.is_nan() {
-            stats.clamped += 1;
-        }
-        // `as` saturates and maps NaN to 0.
-        hu as i16
+        let (hu, (clamped, pad)) = convert_one(v, lut, padding);
+        stats.clamped += clamped as u64;
+        stats.padding += pad as u64;
+        hu
     };
     macro_rules! each {
         ($v:expr) => {
@@ -126,6 +193,44 @@ mod tests {
         assert!(p.contains(-2000.0));
         let p = PaddingRange::new(-2000, Some(-1500), true, 16);
         assert!(p.contains(-1700.0) && !p.contains(-1400.0));
+    }
+
+    #[test]
+    fn table_path_equals_value_by_value_for_every_16_bit_value() {
+        let luts = [
+            ModalityLut::Linear {
+                slope: 1.0,
+                intercept: -1024.0,
+            },
+            ModalityLut::Linear {
+                slope: 0.37,
+                intercept: -3000.5,
+            },
+            ModalityLut::Linear {
+                slope: 2.0,
+                intercept: 0.0,
+            },
+            ModalityLut::Table {
+                first_mapped: -10,
+                values: (0..300).map(|i| i as f64 * 1.5 - 7.0).collect(),
+            },
+        ];
+        let signed: Vec<i16> = (i16::MIN..=i16::MAX).chain(0..10).collect();
+        let unsigned: Vec<u16> = (0..=u16::MAX).chain(0..10).collect();
+        for lut in &luts {
+            for padding in [None, Some(PaddingRange::new(-2000, Some(-1990), true, 16))] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let sa = to_hu(&PixelBuffer::I16(signed.clone()), lut, padding, &mut a);
+                let sb = to_hu_direct(&PixelBuffer::I16(signed.clone()), lut, padding, &mut b);
+                assert_eq!((a, sa), (b, sb));
+            }
+            for padding in [None, Some(PaddingRange::new(0, None, false, 16))] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let sa = to_hu(&PixelBuffer::U16(unsigned.clone()), lut, padding, &mut a);
+                let sb = to_hu_direct(&PixelBuffer::U16(unsigned.clone()), lut, padding, &mut b);
+                assert_eq!((a, sa), (b, sb));
+            }
+        }
     }
 
     #[test]
