@@ -8,11 +8,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "${1:-$root/demo}")"
 cd "$root"
 bash scripts/install-deps.sh
-if ! command -v cargo >/dev/null 2>&1; then
-  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-fi
-command -v cargo >/dev/null 2>&1 || {
-  echo "cargo not found: install Rust 1.80 or newer (https://rustup.rs) and re-run" >&2; exit 1; }
+. scripts/lib.sh
+ensure_cargo
 cargo build --release --locked --quiet
 bin="$root/target/release/medtrain"
 mkdir -p "$out"

@@ -5,11 +5,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/install-deps.sh
-if ! command -v cargo >/dev/null 2>&1; then
-  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-fi
-command -v cargo >/dev/null 2>&1 || {
-  echo "cargo not found: install Rust 1.80 or newer (https://rustup.rs) and re-run" >&2; exit 1; }
+. scripts/lib.sh
+ensure_cargo
 MEDTRAIN_PYTHON="$(bash scripts/python-env.sh)"
 export MEDTRAIN_PYTHON
 MEDTRAIN_PYDICOM_DATA="$(PYTHON="$MEDTRAIN_PYTHON" bash scripts/fetch-test-data.sh)"

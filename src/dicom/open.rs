@@ -130,7 +130,8 @@ fn open_error(path: &Path, reason: String) -> DecodeError {
     }
 }
 
-fn has_part10_magic(bytes: &[u8]) -> bool {
+/// Whether the bytes start like a Part 10 file ("DICM" after the preamble, or at the start).
+pub fn has_part10_magic(bytes: &[u8]) -> bool {
     bytes.get(PREAMBLE_LEN..PREAMBLE_LEN + DICM_MAGIC.len()) == Some(&DICM_MAGIC[..])
         || bytes.starts_with(DICM_MAGIC)
 }

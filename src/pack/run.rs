@@ -10,6 +10,7 @@ use crate::deid::{IdKind, SiteKey};
 use crate::dicom::decode::{decode_pixels, PixelBuffer};
 use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::modality::{modality_lut, ModalityLut};
+use crate::dicom::open::has_part10_magic;
 use crate::dicom::read::{open_checked, open_header_checked, salvage_header, ReadError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
 use rayon::prelude::*;
@@ -106,10 +107,10 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 
 fn has_dicm_magic(path: &Path) -> bool {
     let mut head = [0u8; DICM_OFFSET + 4];
-    fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok()
-        && &head[DICM_OFFSET..] == b"DICM"
+    let n = fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    has_part10_magic(&head[..n])
 }
 
 fn scan(path: &Path, key: &SiteKey) -> Scanned {
