@@ -4,7 +4,7 @@ ensure_cargo() {
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
   command -v cargo >/dev/null 2>&1 || {
-    echo "cargo not found: install Rust 1.80 or newer (https://rustup.rs) and re-run" >&2
+    echo "cargo not found: install Rust 1.85 or newer (https://rustup.rs) and re-run" >&2
     exit 1
   }
 }
