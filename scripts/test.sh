@@ -13,4 +13,8 @@ MEDTRAIN_PYDICOM_DATA="$(PYTHON="$MEDTRAIN_PYTHON" bash scripts/fetch-test-data.
 export MEDTRAIN_PYDICOM_DATA
 # OpenMPI refuses to run as root without these (CI containers run as root).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-cargo test --locked "$@"
+# Library unit tests, then the one integration test crate (the binary and doc tests hold none).
+log="$root/target/test.log"
+set -o pipefail
+cargo test --locked --lib --test integration "$@" 2>&1 | tee "$log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
