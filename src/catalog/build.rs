@@ -197,7 +197,6 @@ struct Bases {
 /// Builds or extends the catalog in `out` with the shards of `inputs`.
 pub fn build(inputs: &[PathBuf], out: &Path) -> Result<BuildReport, CatalogError> {
     let start = Instant::now();
-    crate::pack::reader::disable_hdf5_file_locking();
     fs::create_dir_all(out).map_err(ioerr(out))?;
     let (inputs, pack_fingerprint) = resolve_inputs(inputs)?;
     let previous = CatalogState::load(out)?;

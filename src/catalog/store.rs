@@ -196,7 +196,6 @@ impl MappedFile {
         path: &Path,
         check: impl FnOnce(&hdf5::File) -> Result<(), CatalogError>,
     ) -> Result<MappedFile, CatalogError> {
-        crate::pack::reader::disable_hdf5_file_locking();
         let file = open_read(path)?;
         check(&file)?;
         let mut columns = HashMap::new();

@@ -43,7 +43,9 @@ pub enum ReadError {
 }
 
 /// Read-only opens must not take HDF5 file locks: they fail or serialise on Lustre and on
-/// read-only staging directories. Called before the first HDF5 call of the process.
+/// read-only staging directories. Readers also ask for this per file (`open_shard`); the variable
+/// covers HDF5 files opened by anything else in the process. Called once by `main`, before any
+/// thread starts (changing the environment is not thread-safe).
 pub fn disable_hdf5_file_locking() {
     if std::env::var_os("HDF5_USE_FILE_LOCKING").is_none() {
         std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
@@ -69,12 +71,14 @@ fn attr_text(file: &hdf5::File, name: &str) -> hdf5::Result<String> {
 
 impl ShardReader {
     pub fn open(path: &Path) -> Result<ShardReader, ReadError> {
-        disable_hdf5_file_locking();
         let h5 = |source| ReadError::Hdf5 {
             path: path.to_path_buf(),
             source,
         };
-        let file = hdf5::File::open(path).map_err(h5)?;
+        let file = hdf5::File::with_options()
+            .with_fapl(|p| p.file_locking(false))
+            .open(path)
+            .map_err(h5)?;
         let format = attr_text(&file, "format").unwrap_or_default();
         if format != SHARD_FORMAT {
             return Err(ReadError::NotAShard {
