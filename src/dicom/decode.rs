@@ -97,11 +97,8 @@ impl DecodeError {
     }
 }
 
-/// Transfer syntaxes whose pixel data is native (not encapsulated).
-const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
-const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+// Transfer syntaxes whose pixel data is native (not encapsulated).
+use super::guard::{DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 /// Encapsulated syntaxes handled here.
 const ENCAPSULATED_UNCOMPRESSED: &str = "1.2.840.10008.1.2.1.98";
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";

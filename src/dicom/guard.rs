@@ -4,8 +4,8 @@
 //! uses: files whose meta group says explicit VR but whose data set is implicit VR are common in
 //! old archives (other readers detect this too).
 
-/// Offset of the "DICM" magic after the 128-byte preamble.
-const PREAMBLE_LEN: usize = 128;
+/// Length of the Part 10 preamble; the "DICM" magic follows it.
+pub const PREAMBLE_LEN: usize = 128;
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const ITEM: (u16, u16) = (0xFFFE, 0xE000);
 const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
@@ -14,6 +14,7 @@ const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 /// Nesting deeper than this is treated as corrupt (real objects nest a handful of levels).
 const MAX_DEPTH: usize = 32;
 
+/// The uncompressed transfer syntaxes (the one place their UIDs are spelled out).
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";

@@ -15,14 +15,8 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::decode::DecodeError;
-use super::guard;
+use super::guard::{self, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, PREAMBLE_LEN};
 
-/// Syntaxes a bare data set may be in (Explicit VR Big Endian is retired but still found).
-const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
-/// Length of the Part 10 preamble that precedes the "DICM" magic.
-const PREAMBLE_LEN: usize = 128;
 /// The magic bytes after the preamble.
 const DICM_MAGIC: &[u8; 4] = b"DICM";
 /// An element header is group (2), element (2), then for explicit VR two VR letters.

@@ -8,6 +8,7 @@ use super::tables::{ItemKind, SeriesRecord, SliceRecord};
 use super::voxels::{to_hu, HuStats, PaddingRange};
 use crate::deid::{IdKind, SiteKey};
 use crate::dicom::decode::{decode_pixels, PixelBuffer};
+use crate::dicom::guard::PREAMBLE_LEN;
 use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::modality::{modality_lut, ModalityLut};
 use crate::dicom::open::has_part10_magic;
@@ -26,8 +27,6 @@ pub const DEFAULT_SHARD_BYTES: u64 = 2 << 30;
 pub const REPORT_FILE: &str = "pack-report.json";
 /// Items decoded in parallel per batch, per worker thread.
 const BATCH_PER_THREAD: usize = 2;
-/// Offset of the "DICM" magic in a Part 10 file.
-const DICM_OFFSET: usize = 128;
 
 pub struct PackOptions {
     pub roots: Vec<PathBuf>,
@@ -106,7 +105,7 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 }
 
 fn has_dicm_magic(path: &Path) -> bool {
-    let mut head = [0u8; DICM_OFFSET + 4];
+    let mut head = [0u8; PREAMBLE_LEN + 4];
     let n = fs::File::open(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .unwrap_or(0);
@@ -478,6 +477,8 @@ fn pack_item(item: &PackItem, key: &SiteKey) -> Result<(PackedItem, HuStats), Qu
     for file in &item.files {
         let h = &file.header;
         let opened = open_checked(&file.path).map_err(|e| fail(file, e.to_string()))?;
+        // Hashing again costs a pass over bytes already in memory, and is what keeps the source
+        // hash in the index true to the pixels in the shard (idempotent re-packing relies on it).
         if opened.content_hash != file.content_hash {
             return Err(fail(file, "file changed while packing; run pack again".into()));
         }

@@ -3,6 +3,7 @@
 //! attributes. A shard becomes visible only by rename after it is complete, fsynced and hashed.
 
 use super::index::{sync_dir, write_atomic, ShardEntry, CHECKSUM_SUFFIX};
+use super::reader::dtype_size;
 use super::tables::{write_tables, SeriesRecord, SliceRecord, TableError};
 use crate::dicom::decode::PixelBuffer;
 use hdf5::types::VarLenUnicode;
@@ -52,18 +53,9 @@ pub struct ShardWriter {
     pixel_bytes: u64,
 }
 
+/// Bytes of pixel data, by the same element sizes the reader checks against.
 fn pixel_bytes(p: &PixelBuffer) -> u64 {
-    let (n, size) = match p {
-        PixelBuffer::U8(v) => (v.len(), 1),
-        PixelBuffer::I8(v) => (v.len(), 1),
-        PixelBuffer::U16(v) => (v.len(), 2),
-        PixelBuffer::I16(v) => (v.len(), 2),
-        PixelBuffer::U32(v) => (v.len(), 4),
-        PixelBuffer::I32(v) => (v.len(), 4),
-        PixelBuffer::F32(v) => (v.len(), 4),
-        PixelBuffer::F64(v) => (v.len(), 8),
-    };
-    (n * size) as u64
+    p.len() as u64 * dtype_size(dtype_code(p))
 }
 
 /// Short dtype code stored in `series/dtype` (numpy's names without the byte order).
