@@ -159,27 +159,10 @@ fn quarantine(out: &Path) -> Vec<serde_json::Value> {
     q["entries"].as_array().unwrap().clone()
 }
 
-fn ct_files(dicom: &Path) -> Vec<PathBuf> {
+/// The multi-file (CT) series folders below the DICOM root, each list of files sorted, in path order.
+fn ct_series(dicom: &Path) -> Vec<Vec<PathBuf>> {
     let mut series: Vec<Vec<PathBuf>> = Vec::new();
     for patient in fs::read_dir(dicom).unwrap() {
-        for s in fs::read_dir(patient.unwrap().path()).unwrap() {
-            let files: Vec<PathBuf> = fs::read_dir(s.unwrap().path())
-                .unwrap()
-                .map(|f| f.unwrap().path())
-                .collect();
-            series.push(files);
-        }
-    }
-    series.sort();
-    series.into_iter().max_by_key(|f| f.len()).unwrap()
-}
-
-#[test]
-fn corrupt_truncated_and_gapped_inputs_are_quarantined_and_the_rest_packed() {
-    let p = phantom(4);
-    // Three CT series damaged in three ways, found through their largest folders.
-    let mut all_series: Vec<Vec<PathBuf>> = Vec::new();
-    for patient in fs::read_dir(&p.dicom).unwrap() {
         for s in fs::read_dir(patient.unwrap().path()).unwrap() {
             let mut files: Vec<PathBuf> = fs::read_dir(s.unwrap().path())
                 .unwrap()
@@ -187,11 +170,19 @@ fn corrupt_truncated_and_gapped_inputs_are_quarantined_and_the_rest_packed() {
                 .collect();
             files.sort();
             if files.len() > 1 {
-                all_series.push(files);
+                series.push(files);
             }
         }
     }
-    all_series.sort();
+    series.sort();
+    series
+}
+
+#[test]
+fn corrupt_truncated_and_gapped_inputs_are_quarantined_and_the_rest_packed() {
+    let p = phantom(4);
+    // Three CT series damaged in three ways.
+    let all_series = ct_series(&p.dicom);
     assert!(all_series.len() >= 3);
     // 1. truncated file
     let f = &all_series[0][3];
@@ -205,9 +196,7 @@ fn corrupt_truncated_and_gapped_inputs_are_quarantined_and_the_rest_packed() {
     }
     fs::write(f, &bytes).unwrap();
     // 3. a missing slice in the middle: a gap
-    let mut by_position = all_series[2].clone();
-    by_position.sort();
-    fs::remove_file(ct_files_middle(&by_position)).unwrap();
+    fs::remove_file(middle_slice(&all_series[2])).unwrap();
     // and a stray non-DICOM file
     fs::write(p.dicom.join("README.txt"), "exported by the archive").unwrap();
 
@@ -241,7 +230,7 @@ fn corrupt_truncated_and_gapped_inputs_are_quarantined_and_the_rest_packed() {
 }
 
 /// The file whose slice lies in the middle of the series (by ImagePositionPatient).
-fn ct_files_middle(files: &[PathBuf]) -> PathBuf {
+fn middle_slice(files: &[PathBuf]) -> PathBuf {
     let mut with_z: Vec<(f64, PathBuf)> = files
         .iter()
         .map(|f| {
@@ -363,7 +352,7 @@ fn interrupted_pack_resumes_to_the_same_result() {
 fn no_planted_identifier_reaches_any_output() {
     let p = phantom(3);
     // Include a quarantined file so the quarantine report is non-trivial.
-    let victim = ct_files(&p.dicom)[0].clone();
+    let victim = ct_series(&p.dicom)[0][0].clone();
     let bytes = fs::read(&victim).unwrap();
     fs::write(&victim, &bytes[..bytes.len() - 100]).unwrap();
     let (code, stdout, stderr) = pack(&p, &[]);
