@@ -142,6 +142,11 @@ pub trait Backend: Send + Sync {
     fn len(&self, buf: &Self::Buf) -> usize;
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn download(&self, x: Self::View<'_>) -> Result<Vec<f32>>;
+    /// Copies a view into caller-owned host memory of the same length (no allocation; used by the
+    /// gradient buckets and checkpoints).
+    fn download_into(&self, x: Self::View<'_>, out: &mut [f32]) -> Result<()>;
+    /// Copies host memory into a view of the same length.
+    fn upload_into(&self, host: &[f32], y: Self::ViewMut<'_>) -> Result<()>;
     fn view<'a>(&self, buf: &'a Self::Buf, range: Range<usize>) -> Self::View<'a>;
     fn view_mut<'a>(&self, buf: &'a mut Self::Buf, range: Range<usize>) -> Self::ViewMut<'a>;
     /// Splits a mutable view at `mid` (adjacent parameters such as a weight and its bias).

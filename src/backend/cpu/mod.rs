@@ -48,6 +48,16 @@ impl Backend for CpuBackend {
     fn download(&self, x: &[f32]) -> Result<Vec<f32>> {
         Ok(x.to_vec())
     }
+    fn download_into(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        check_len("download_into", "out", x.len(), out.len())?;
+        out.copy_from_slice(x);
+        Ok(())
+    }
+    fn upload_into(&self, host: &[f32], y: &mut [f32]) -> Result<()> {
+        check_len("upload_into", "y", host.len(), y.len())?;
+        y.copy_from_slice(host);
+        Ok(())
+    }
     fn view<'a>(&self, buf: &'a Vec<f32>, range: Range<usize>) -> &'a [f32] {
         &buf[range]
     }
