@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default: a generated phantom cohort written as real
 # DICOM → pack into de-identified HDF5 shards → a verified summary of the pack → catalog with the
-# phantom's labels → cohort queries → a patient-level, stratified train/val/test manifest.
+# phantom's labels → cohort queries → a patient-level, stratified train/val/test manifest → training
+# on 2 MPI ranks (a single process when mpirun is missing) → evaluation on the held-out test split.
 # Usage: scripts/quickstart.sh [OUT_DIR]   (default: ./demo)
+# MEDTRAIN_BIN=/path/to/medtrain skips the release build; MEDTRAIN_RANKS sets the number of ranks.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "${1:-$root/demo}")"
 cd "$root"
-bash scripts/install-deps.sh
-. scripts/lib.sh
-ensure_cargo
-cargo build --release --locked --quiet
-bin="$root/target/release/medtrain"
+if [ -n "${MEDTRAIN_BIN:-}" ]; then
+  bin="$MEDTRAIN_BIN"
+else
+  bash scripts/install-deps.sh
+  . scripts/lib.sh
+  ensure_cargo
+  cargo build --release --locked --quiet
+  bin="$root/target/release/medtrain"
+fi
+ranks="${MEDTRAIN_RANKS:-2}"
+launch=()
+if command -v mpirun >/dev/null && [ "$ranks" -gt 1 ]; then
+  # One thread per rank; --oversubscribe lets a small machine run more ranks than it has cores.
+  launch=(mpirun -np "$ranks" --oversubscribe --bind-to none)
+  if [ "$(id -u)" = 0 ]; then launch+=(--allow-run-as-root); fi
+fi
+start=$SECONDS
 mkdir -p "$out"
 set -x
 "$bin" phantom --out "$out/phantom" --config configs/smoke.toml
@@ -27,4 +41,14 @@ set -x
 "$bin" catalog query "$out/catalog" "modality = 'CT' and slice_thickness <= 2.5 and nodule_slices.nodule"
 "$bin" catalog query "$out/catalog" "modality = 'CT'" --level patients --group-by outcome.death_5y
 "$bin" catalog split "$out/catalog" "modality = 'CT'" --out "$out/manifest.h5" \
-  --stratify series_labels.nodule --seed 2026
+  --ratios train=0.6,val=0.25,test=0.15 --stratify series_labels.nodule --seed 2026
+rm -rf "$out/run" "$out/eval"
+"${launch[@]}" "$bin" train "$out/catalog" "$out/manifest.h5" --out "$out/run" --config configs/smoke.toml
+"$bin" eval "$out/run" --split test --out "$out/eval"
+set +x
+echo
+echo "== report: $out/run/report.md (curves: $out/run/loss.png, $out/run/validation.png)"
+cat "$out/run/report.md"
+echo "== test split: $out/eval/eval.md"
+cat "$out/eval/eval.md"
+echo "== done in $((SECONDS - start)) s"

@@ -44,6 +44,12 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Catalog of shards: build, label import, queries, patient-level splits.
     Catalog(crate::catalog::cli::CatalogArgs),
+    /// Train a model on a manifest's split, on every MPI rank (or as a single process).
+    Train(crate::train::cli::TrainArgs),
+    /// Metrics with confidence intervals of a trained model on a split of its manifest.
+    Eval(crate::train::cli::EvalArgs),
+    /// Scores of a trained model for unlabelled packs, per slice and per series.
+    Predict(crate::train::cli::PredictArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,6 +152,9 @@ pub fn run() -> i32 {
         Command::Pack(args) => pack(args),
         Command::Inspect(args) => inspect(args),
         Command::Catalog(args) => crate::catalog::cli::run(args),
+        Command::Train(args) => crate::train::cli::run_train(args),
+        Command::Eval(args) => crate::train::cli::run_eval(args),
+        Command::Predict(args) => crate::train::cli::run_predict(args),
     };
     match result {
         Ok(code) => code,

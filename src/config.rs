@@ -32,6 +32,13 @@ pub struct Config {
     pub pack: PackConfig,
     /// Read by `catalog` itself (label import column mappings and the like).
     pub catalog: Option<toml::Value>,
+    /// `train`/`eval`/`predict`: the model, its input samples, the sampler, the training run and the
+    /// evaluation (typed and validated in `train::config`).
+    pub model: Option<toml::Value>,
+    pub data: Option<toml::Value>,
+    pub sampler: Option<toml::Value>,
+    pub train: Option<toml::Value>,
+    pub eval: Option<toml::Value>,
 }
 
 impl Config {

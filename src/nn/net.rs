@@ -161,6 +161,18 @@ impl<B: Backend> Net<B> {
     /// Backpropagates `d_output` (gradient of the loss w.r.t. the output) and ACCUMULATES parameter
     /// gradients into `grad`.
     pub fn backward(&mut self, b: &B, d_output: &B::Buf) -> Result<()> {
+        self.backward_with(b, d_output, &mut |_, _, _| Ok(()))
+    }
+
+    /// `backward`, calling `ready(b, grad, frontier)` after each node: every gradient at a flat offset
+    /// `>= frontier` is final for this pass (parameters are laid out in node order, and backward visits
+    /// nodes in reverse), so gradient buckets can be reduced while the rest of backward runs.
+    pub fn backward_with(
+        &mut self,
+        b: &B,
+        d_output: &B::Buf,
+        ready: &mut dyn FnMut(&B, &B::Buf, usize) -> Result<()>,
+    ) -> Result<()> {
         let out = self.spec.graph.output();
         let len = self.spec.graph.tensor_len[out];
         b.copy(
@@ -169,14 +181,35 @@ impl<B: Backend> Net<B> {
         )?;
         self.written.fill(false);
         self.written[out] = true;
+        let mut frontier = self.spec.params.len();
         for i in (0..self.spec.graph.nodes.len()).rev() {
             let start = Instant::now();
             self.backward_node(b, i)?;
             if let Some(times) = self.profile.as_mut() {
                 times[i].1 += start.elapsed().as_secs_f64();
             }
+            if let Some(first) = self.first_param_of(i) {
+                frontier = frontier.min(self.spec.params.range(first).start);
+                ready(b, &self.grad, frontier)?;
+            }
         }
-        Ok(())
+        ready(b, &self.grad, 0)
+    }
+
+    /// The first parameter tensor a node owns (weight or gamma), if any.
+    fn first_param_of(&self, index: usize) -> Option<usize> {
+        match &self.spec.graph.nodes[index].op {
+            Op::Conv { weight, .. } | Op::Linear { weight, .. } => Some(*weight),
+            Op::BatchNorm { gamma, .. } => Some(*gamma),
+            _ => None,
+        }
+    }
+
+    /// Start offsets of every parameter tensor in the flat buffer (bucket boundaries).
+    pub fn param_boundaries(&self) -> Vec<usize> {
+        (0..self.spec.params.entries().len())
+            .map(|i| self.spec.params.range(i).start)
+            .collect()
     }
 
     fn backward_node(&mut self, b: &B, index: usize) -> Result<()> {

@@ -1,0 +1,117 @@
+//! The trivial baseline reported beside a nodule model: each CT series scored by its brightest lung
+//! voxel. Lungs are found from the HU values alone, slice by slice: air-like voxels not connected to the
+//! image border (so not the air around the body), plus the holes they enclose (vessels and nodules are
+//! holes in the air mask). A model that cannot beat this has learned nothing beyond "dense spot in lung".
+
+/// HU below which a voxel counts as air-like (lung parenchyma is about −850, soft tissue 0 to 70).
+const AIR_LIKE_HU: i16 = -400;
+
+/// The brightest HU inside the lungs of a volume stored slice after slice (`rows` × `cols` each), or
+/// None when no slice has lung.
+pub fn brightest_lung_voxel(volume: &[i16], rows: usize, cols: usize) -> Option<i16> {
+    let plane = rows * cols;
+    if plane == 0 {
+        return None;
+    }
+    let mut best: Option<i16> = None;
+    let mut outside = vec![false; plane];
+    let mut stack = Vec::new();
+    for slice in volume.chunks_exact(plane) {
+        // Air-like voxels reachable from the border: the air around the body.
+        outside.fill(false);
+        flood(slice, rows, cols, &mut outside, &mut stack, |v| v < AIR_LIKE_HU);
+        // Everything reachable from the border through non-lung voxels (body, table, outside air): what
+        // is left are the lungs and the holes inside them.
+        let mut not_lung = vec![false; plane];
+        let lung_free = |i: usize| slice[i] >= AIR_LIKE_HU || outside[i];
+        flood_idx(rows, cols, &mut not_lung, &mut stack, lung_free);
+        for (i, &v) in slice.iter().enumerate() {
+            if !not_lung[i] && v >= AIR_LIKE_HU {
+                best = Some(best.map_or(v, |b| b.max(v)));
+            }
+        }
+        // A lung without any dense hole still counts: its brightest air-like voxel.
+        for (i, &v) in slice.iter().enumerate() {
+            if !not_lung[i] && !outside[i] && v < AIR_LIKE_HU {
+                best = Some(best.map_or(v, |b| b.max(v)));
+            }
+        }
+    }
+    best
+}
+
+/// Marks every voxel reachable from the border through voxels whose value passes `pass`.
+fn flood(
+    slice: &[i16],
+    rows: usize,
+    cols: usize,
+    mark: &mut [bool],
+    stack: &mut Vec<usize>,
+    pass: impl Fn(i16) -> bool,
+) {
+    flood_idx(rows, cols, mark, stack, |i| pass(slice[i]))
+}
+
+fn flood_idx(rows: usize, cols: usize, mark: &mut [bool], stack: &mut Vec<usize>, pass: impl Fn(usize) -> bool) {
+    stack.clear();
+    let mut seed = |i: usize, mark: &mut [bool], stack: &mut Vec<usize>| {
+        if !mark[i] && pass(i) {
+            mark[i] = true;
+            stack.push(i);
+        }
+    };
+    for c in 0..cols {
+        seed(c, mark, stack);
+        seed((rows - 1) * cols + c, mark, stack);
+    }
+    for r in 0..rows {
+        seed(r * cols, mark, stack);
+        seed(r * cols + cols - 1, mark, stack);
+    }
+    while let Some(i) = stack.pop() {
+        let (r, c) = (i / cols, i % cols);
+        if r > 0 {
+            seed(i - cols, mark, stack);
+        }
+        if r + 1 < rows {
+            seed(i + cols, mark, stack);
+        }
+        if c > 0 {
+            seed(i - 1, mark, stack);
+        }
+        if c + 1 < cols {
+            seed(i + 1, mark, stack);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 12×12 slice: outside air, a body ring of soft tissue, a lung with one dense hole, and a dense
+    /// spot in the body (brighter) that must not count.
+    #[test]
+    fn finds_the_dense_spot_inside_the_lung_not_in_the_body() {
+        let (rows, cols) = (12, 12);
+        let mut s = vec![-1000i16; rows * cols];
+        for r in 1..11 {
+            for c in 1..11 {
+                s[r * cols + c] = 40; // body
+            }
+        }
+        for r in 3..9 {
+            for c in 3..9 {
+                s[r * cols + c] = -850; // lung
+            }
+        }
+        s[5 * cols + 5] = 55; // nodule inside the lung
+        s[cols + 1] = 300; // dense spot in the body wall
+        assert_eq!(brightest_lung_voxel(&s, rows, cols), Some(55));
+        // Without the nodule the brightest lung voxel is parenchyma.
+        s[5 * cols + 5] = -850;
+        assert_eq!(brightest_lung_voxel(&s, rows, cols), Some(-850));
+        // No lung at all.
+        assert_eq!(brightest_lung_voxel(&[40i16; 16], 4, 4), None);
+    }
+}

@@ -1,0 +1,420 @@
+//! `medtrain train`, `medtrain eval` and `medtrain predict`: one process per rank (or a single process
+//! without a launcher). Rank 0 writes the outputs; an error on any rank ends the whole job.
+
+use super::config::Settings;
+use super::evaluate::{self, Prediction};
+use super::run::{train, Resume, TrainError, TrainOptions};
+use crate::backend::cpu::CpuBackend;
+use crate::catalog::columns::Level;
+use crate::catalog::split::{Manifest, SplitSpec};
+use crate::catalog::view::Catalog;
+use crate::checkpoint::{self, CheckpointInfo, TrainState};
+use crate::cli::{Failure, EXIT_OK};
+use crate::config::Config;
+use crate::data::{Dataset, SampleMode};
+use crate::dist::World;
+use crate::nn::{build, Net};
+use crate::optim::Optimizer;
+use clap::Args;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Catalog directory and manifest file (or [train] catalog/manifest in the config).
+    pub inputs: Vec<PathBuf>,
+    /// Run directory: checkpoints, metrics.jsonl, curves, report.md.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Experiment settings (TOML: [model], [data], [sampler], [train], [eval]).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// "auto" (newest valid checkpoint in --out, else a fresh start), "no", or a checkpoint directory.
+    #[arg(long, default_value = "no")]
+    pub resume: String,
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop after this many optimizer steps (a checkpoint is written there).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Compute threads per rank.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// auto | cpu | cuda
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Print the outcome as JSON on stdout (rank 0).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run directory (its newest valid checkpoint) or a checkpoint directory.
+    pub inputs: Vec<PathBuf>,
+    /// Where eval.json and eval.md go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Split of the manifest to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Override the catalog and manifest recorded in the checkpoint.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Settings for [eval] (aggregation, bootstrap); the model and data settings come from the checkpoint.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// A run or checkpoint directory, then one or more pack directories (no labels needed).
+    #[arg(required = true, num_args = 2..)]
+    pub inputs: Vec<PathBuf>,
+    /// Where the catalog of the packs and predictions.csv / predictions.json go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Which series to score (catalog query language).
+    #[arg(long, default_value = "modality = 'CT'")]
+    pub filter: String,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn usage(e: impl std::fmt::Display) -> Failure {
+    Failure::Usage(e.to_string())
+}
+
+/// Compute threads per rank: the setting, else RAYON_NUM_THREADS, else the node's cores shared by its ranks.
+fn set_threads(world: &World, threads: Option<usize>) {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() && threads.is_none() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = threads.unwrap_or((cores / world.local_size().max(1)).max(1));
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+fn init_world() -> Result<World, Failure> {
+    World::init().map_err(|e| Failure::Job(format!("MPI: {e}")))
+}
+
+/// Ends every rank when one fails under MPI (the others may be waiting in a collective).
+fn finish(world: &World, result: Result<i32, Failure>) -> Result<i32, Failure> {
+    if world.size() > 1 {
+        if let Err(Failure::Job(msg) | Failure::Usage(msg)) = &result {
+            world.abort(1, &format!("rank {}: {msg}", world.rank()));
+        }
+    }
+    result
+}
+
+pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
+    let config = Config::load(args.config.as_deref()).map_err(usage)?;
+    let mut settings = Settings::from_config(&config).map_err(usage)?;
+    let t = &mut settings.train;
+    t.epochs = args.epochs.unwrap_or(t.epochs);
+    t.batch_size = args.batch_size.unwrap_or(t.batch_size);
+    t.lr = args.lr.unwrap_or(t.lr);
+    t.seed = args.seed.unwrap_or(t.seed);
+    t.max_steps = args.max_steps.or(t.max_steps);
+    t.threads = args.threads.or(t.threads);
+    if let Some(d) = &args.device {
+        t.device = d.clone();
+    }
+    settings.validate().map_err(usage)?;
+    if settings.train.device == "cuda" {
+        return Err(usage("--device cuda: this build has no CUDA backend yet; use auto or cpu"));
+    }
+    let (catalog, manifest) = match args.inputs.as_slice() {
+        [c, m] => (c.clone(), m.clone()),
+        [] => match (&settings.train.catalog, &settings.train.manifest) {
+            (Some(c), Some(m)) => (c.clone(), m.clone()),
+            _ => return Err(usage("train needs a catalog directory and a manifest file")),
+        },
+        _ => return Err(usage("train takes two inputs: CATALOG_DIR MANIFEST_FILE")),
+    };
+    let resume = match args.resume.as_str() {
+        "no" => Resume::No,
+        "auto" => Resume::Auto,
+        dir => Resume::Dir(PathBuf::from(dir)),
+    };
+    let world = init_world()?;
+    let _span = tracing::info_span!("rank", r = world.rank()).entered();
+    set_threads(&world, settings.train.threads);
+    let opts = TrainOptions {
+        settings,
+        catalog,
+        manifest,
+        out: args.out.clone(),
+        resume,
+        progress: crate::logging::show_progress(),
+    };
+    let result = match train(&CpuBackend, &world, &opts) {
+        Ok(outcome) => {
+            if world.rank() == 0 {
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&outcome).expect("serialisable"));
+                } else {
+                    println!(
+                        "train: {} after {} epochs, {} steps on {} rank(s), {:.1} images/s; run in {}",
+                        outcome.status,
+                        outcome.epochs,
+                        outcome.global_step,
+                        outcome.world_size,
+                        outcome.samples_per_second,
+                        outcome.out.display()
+                    );
+                    if let Some(r) = &outcome.final_eval {
+                        println!("  {}", r.one_line());
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        Err(TrainError::Usage(m)) => Err(Failure::Usage(m)),
+        Err(TrainError::Failed(m)) => Err(Failure::Job(m)),
+    };
+    finish(&world, result)
+}
+
+/// The checkpoint of a run directory (newest valid) or the checkpoint directory itself.
+fn find_checkpoint(path: &Path) -> Result<CheckpointInfo, Failure> {
+    if path.join("checkpoints").is_dir() {
+        return checkpoint::latest_valid(&path.join("checkpoints"))
+            .map_err(|e| Failure::Job(e.to_string()))?
+            .ok_or_else(|| usage(format!("{}: no valid checkpoint in checkpoints/", path.display())));
+    }
+    checkpoint::inspect(path).map_err(|e| usage(e.to_string()))
+}
+
+fn settings_of(state: &TrainState) -> Result<Settings, Failure> {
+    serde_json::from_value(state.extra["settings"].clone())
+        .map_err(|e| usage(format!("checkpoint settings: {e}")))
+}
+
+fn recorded_path(state: &TrainState, key: &str) -> Option<PathBuf> {
+    state.extra[key].as_str().map(PathBuf::from)
+}
+
+/// A network holding the checkpoint's weights, for a batch of `batch` samples of `ds`'s shape.
+fn load_net(ck: &CheckpointInfo, settings: &Settings, ds: &Dataset) -> Result<Net<CpuBackend>, Failure> {
+    let b = CpuBackend;
+    let cfg = settings.resnet(ds.channels());
+    if cfg != ck.state.model {
+        return Err(usage(format!(
+            "{}: the checkpoint's model does not match its data settings",
+            ck.dir.display()
+        )));
+    }
+    let spec = build(&cfg, settings.train.batch_size, ds.extent());
+    let mut net = Net::new(&b, spec, settings.train.seed).map_err(|e| Failure::Job(e.to_string()))?;
+    let mut opt = Optimizer::new(&b, settings.train.optimizer.clone(), net.spec.params.len())
+        .map_err(|e| Failure::Job(e.to_string()))?;
+    checkpoint::restore(&ck.dir, &b, &mut net, &mut opt).map_err(|e| Failure::Job(e.to_string()))?;
+    Ok(net)
+}
+
+fn eval_overrides(config: Option<&Path>, settings: &mut Settings) -> Result<(), Failure> {
+    if let Some(path) = config {
+        let config = Config::load(Some(path)).map_err(usage)?;
+        if let Some(e) = &config.eval {
+            settings.eval = e.clone().try_into().map_err(|e| usage(format!("config [eval]: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<i32, Failure> {
+    let [run] = args.inputs.as_slice() else {
+        return Err(usage("eval takes one input: a run or checkpoint directory"));
+    };
+    let ck = find_checkpoint(run)?;
+    let mut settings = settings_of(&ck.state)?;
+    eval_overrides(args.config.as_deref(), &mut settings)?;
+    let catalog = args
+        .catalog
+        .or_else(|| recorded_path(&ck.state, "catalog"))
+        .ok_or_else(|| usage("eval: give --catalog"))?;
+    let manifest_path = args
+        .manifest
+        .or_else(|| recorded_path(&ck.state, "manifest"))
+        .ok_or_else(|| usage("eval: give --manifest"))?;
+    let manifest = Manifest::load(&manifest_path).map_err(usage)?;
+    if !manifest.splits.iter().any(|p| p.name == args.split) {
+        let names: Vec<&str> = manifest.splits.iter().map(|p| p.name.as_str()).collect();
+        return Err(usage(format!(
+            "{} has no split {:?} (it has {})",
+            manifest_path.display(),
+            args.split,
+            names.join(", ")
+        )));
+    }
+    let world = init_world()?;
+    let _span = tracing::info_span!("rank", r = world.rank()).entered();
+    set_threads(&world, settings.train.threads);
+    let result = (|| {
+        let ds = Arc::new(Dataset::open(&catalog, &manifest, &args.split, &settings.data).map_err(usage)?);
+        let mut net = load_net(&ck, &settings, &ds)?;
+        let preds = evaluate::predict_dataset(
+            &CpuBackend,
+            &world,
+            &mut net,
+            &ds,
+            settings.train.batch_size as usize,
+            settings.num_outputs() as usize,
+        )
+        .map_err(Failure::Job)?;
+        let report = evaluate::metrics_of(&preds, &ds, &settings, &args.split, &catalog).map_err(Failure::Job)?;
+        if world.rank() == 0 {
+            std::fs::create_dir_all(&args.out).map_err(|e| Failure::Job(format!("{}: {e}", args.out.display())))?;
+            let json = serde_json::to_string_pretty(&report).expect("serialisable");
+            let write = |name: &str, bytes: &[u8]| {
+                crate::pack::index::write_atomic(&args.out.join(name), bytes)
+                    .map_err(|e| Failure::Job(format!("{}: {e}", args.out.join(name).display())))
+            };
+            write("eval.json", json.as_bytes())?;
+            let md = format!(
+                "# Evaluation of {} on split {}\n\nScores aggregated by {}; intervals: {:.0}% percentile bootstrap over patients ({} resamples).\n\n{}",
+                ck.dir.display(),
+                args.split,
+                report.aggregate,
+                settings.eval.ci_level * 100.0,
+                settings.eval.bootstrap,
+                evaluate::report_markdown(&report)
+            );
+            write("eval.md", md.as_bytes())?;
+            if args.json {
+                println!("{json}");
+            } else {
+                println!("eval: {}", report.one_line());
+                print!("{}", evaluate::report_markdown(&report));
+            }
+        }
+        Ok(EXIT_OK)
+    })();
+    finish(&world, result)
+}
+
+pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
+    let ck = find_checkpoint(&args.inputs[0])?;
+    let mut settings = settings_of(&ck.state)?;
+    eval_overrides(args.config.as_deref(), &mut settings)?;
+    let packs = args.inputs[1..].to_vec();
+    let world = init_world()?;
+    let _span = tracing::info_span!("rank", r = world.rank()).entered();
+    set_threads(&world, settings.train.threads);
+    let result = (|| {
+        // A catalog of the given packs (rank 0 builds it, the others wait) and one split of everything.
+        let catalog_dir = args.out.join("catalog");
+        let manifest_path = args.out.join("predict-manifest.h5");
+        let level = match settings.data.mode {
+            SampleMode::Slice | SampleMode::Slice25d => Level::Slice,
+            SampleMode::Crop3d | SampleMode::Volume3d => Level::Series,
+        };
+        let mut status = vec![0u8];
+        if world.rank() == 0 {
+            let made = (|| -> Result<(), String> {
+                std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+                crate::catalog::build::build(&packs, &catalog_dir).map_err(|e| e.to_string())?;
+                let cat = Catalog::open(&catalog_dir).map_err(|e| e.to_string())?;
+                let spec = SplitSpec {
+                    filter: args.filter.clone(),
+                    level,
+                    splits: vec![("all".into(), 1.0)],
+                    stratify: None,
+                    seed: 0,
+                };
+                let manifest = crate::catalog::split::plan(&cat, &spec).map_err(|e| e.to_string())?;
+                manifest.write(&manifest_path).map_err(|e| e.to_string())
+            })();
+            if let Err(e) = made {
+                status[0] = 1;
+                tracing::error!("{e}");
+            }
+        }
+        world.broadcast_bytes(0, &mut status);
+        if status[0] != 0 {
+            return Err(Failure::Job("could not catalogue the packs to predict on".into()));
+        }
+        let manifest = Manifest::load(&manifest_path).map_err(|e| Failure::Job(e.to_string()))?;
+        let mut data = settings.data.clone();
+        data.labels.clear();
+        data.augment = Default::default();
+        let ds = Arc::new(Dataset::open(&catalog_dir, &manifest, "all", &data).map_err(usage)?);
+        let mut net = load_net(&ck, &settings, &ds)?;
+        let preds = evaluate::predict_dataset(
+            &CpuBackend,
+            &world,
+            &mut net,
+            &ds,
+            settings.train.batch_size as usize,
+            settings.num_outputs() as usize,
+        )
+        .map_err(Failure::Job)?;
+        if world.rank() == 0 {
+            write_predictions(&args.out, &ds, &preds, &settings).map_err(Failure::Job)?;
+            if args.json {
+                let summary = serde_json::json!({
+                    "samples": preds.len(),
+                    "csv": args.out.join("predictions.csv"),
+                    "series_csv": args.out.join("series-predictions.csv"),
+                });
+                println!("{summary}");
+            } else {
+                println!(
+                    "predict: {} samples scored; {} and {}",
+                    preds.len(),
+                    args.out.join("predictions.csv").display(),
+                    args.out.join("series-predictions.csv").display()
+                );
+            }
+        }
+        Ok(EXIT_OK)
+    })();
+    finish(&world, result)
+}
+
+/// Per-sample and per-series scores as CSV (probabilities for binary tasks, raw outputs otherwise).
+fn write_predictions(out: &Path, ds: &Dataset, preds: &[Prediction], s: &Settings) -> Result<(), String> {
+    let binary = s.train.task == super::config::Task::Binary;
+    let score = |v: f32| if binary { 1.0 / (1.0 + (-(v as f64)).exp()) } else { v as f64 };
+    let mut csv = String::from("series_key,patient_key,slice_index,score\n");
+    let mut keys = Vec::with_capacity(preds.len());
+    let mut scores = Vec::with_capacity(preds.len());
+    let mut names = std::collections::BTreeMap::new();
+    for p in preds {
+        let m = ds.meta(p.sample);
+        let v = score(p.outputs[0]);
+        csv.push_str(&format!("{},{},{},{v:.6}\n", m.series_key, m.patient_key, m.slice_index));
+        keys.push(m.series_row as u64);
+        scores.push(v);
+        names.insert(m.series_row as u64, (m.series_key.clone(), m.patient_key.clone()));
+    }
+    let groups = super::metrics::aggregate(&keys, &scores, None, s.eval.aggregate);
+    let mut series_csv = String::from("series_key,patient_key,samples,score\n");
+    for g in &groups {
+        let (sk, pk) = &names[&g.key];
+        series_csv.push_str(&format!("{sk},{pk},{},{:.6}\n", g.count, g.score));
+    }
+    let write = |name: &str, text: &str| {
+        let path = out.join(name);
+        let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("predictions.csv", &csv)?;
+    write("series-predictions.csv", &series_csv)
+}

@@ -1,0 +1,266 @@
+//! The typed experiment settings of `train`, `eval` and `predict`: the `[model]`, `[data]`,
+//! `[sampler]`, `[train]` and `[eval]` tables of a config file, each with defaults, unknown keys
+//! rejected with their name, and values checked before any work starts.
+
+use crate::config::Config;
+use crate::data::sampler::SamplerConfig;
+use crate::data::{DataConfig, SampleMode};
+use crate::nn::ResNetConfig;
+use crate::optim::OptimizerConfig;
+use crate::train::metrics::Aggregate;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What the model predicts, which decides its outputs, loss and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// One logit per label (BCE); AUC, accuracy.
+    Binary,
+    /// A score (MSE); MAE.
+    Regression,
+    /// A risk score (Cox partial likelihood over the global batch); labels are [time, event]; C-index.
+    Survival,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// Channels of each stage (stage i > 0 halves the resolution).
+    pub widths: Vec<u32>,
+    /// BasicBlocks per stage.
+    pub blocks: Vec<u32>,
+    pub stem_kernel: u32,
+    pub stem_stride: u32,
+    pub stem_pool: bool,
+    /// Start from these weights (a safetensors state dict: ours or torchvision's).
+    pub init: Option<PathBuf>,
+    /// Name prefixes whose shape may differ from `init` and are then left at their initial values.
+    pub skip_mismatched: Vec<String>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            widths: vec![8, 16, 32],
+            blocks: vec![1, 1, 1],
+            stem_kernel: 3,
+            stem_stride: 1,
+            stem_pool: false,
+            init: None,
+            skip_mismatched: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    /// Catalog directory and manifest file (the command line may give them instead).
+    pub catalog: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+    pub train_split: String,
+    pub val_split: String,
+    pub task: Task,
+    pub epochs: u32,
+    /// Samples per rank per micro-batch.
+    pub batch_size: u32,
+    /// Micro-batches accumulated per optimizer step (global batch = batch_size × micro_batches × ranks).
+    pub micro_batches: u32,
+    pub optimizer: OptimizerConfig,
+    pub lr: f32,
+    pub warmup_steps: u32,
+    /// "cosine" (to `min_lr` at the last step) or "constant".
+    pub schedule: String,
+    pub min_lr: f32,
+    pub grad_clip: Option<f32>,
+    /// Weight of positive examples in the binary loss (rare findings).
+    pub pos_weight: Option<f32>,
+    pub seed: u64,
+    /// Optimizer steps between checkpoints (0: at the end of each epoch only).
+    pub checkpoint_every: u32,
+    pub keep_checkpoints: usize,
+    /// Epochs between validations (0: only after the last epoch).
+    pub eval_every: u32,
+    /// Gradient allreduce bucket size, MB.
+    pub bucket_mb: f64,
+    /// Batches prepared ahead by the loader.
+    pub prefetch: usize,
+    /// Compute threads per rank (default: the node's cores divided by its ranks).
+    pub threads: Option<usize>,
+    /// Stop after this many optimizer steps in total (tests, benchmarks).
+    pub max_steps: Option<u64>,
+    /// "auto" or "cpu" (the CUDA backend plugs in here).
+    pub device: String,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            catalog: None,
+            manifest: None,
+            train_split: "train".into(),
+            val_split: "val".into(),
+            task: Task::Binary,
+            epochs: 10,
+            batch_size: 16,
+            micro_batches: 1,
+            optimizer: OptimizerConfig::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 1e-4,
+            },
+            lr: 2e-3,
+            warmup_steps: 20,
+            schedule: "cosine".into(),
+            min_lr: 1e-5,
+            grad_clip: Some(5.0),
+            pos_weight: None,
+            seed: 2026,
+            checkpoint_every: 0,
+            keep_checkpoints: 3,
+            eval_every: 1,
+            bucket_mb: 25.0,
+            prefetch: 4,
+            threads: None,
+            max_steps: None,
+            device: "auto".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSettings {
+    /// Sample scores → series and patient scores.
+    pub aggregate: Aggregate,
+    /// Bootstrap resamples (over patients) for confidence intervals.
+    pub bootstrap: u32,
+    pub ci_level: f64,
+    /// Decision threshold on the probability for accuracy, sensitivity and specificity.
+    pub threshold: f64,
+    /// Report the brightest-lung-voxel baseline beside a binary CT model.
+    pub baseline: bool,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        EvalSettings {
+            aggregate: Aggregate::Max,
+            bootstrap: 1000,
+            ci_level: 0.95,
+            threshold: 0.5,
+            baseline: true,
+        }
+    }
+}
+
+/// Everything a run needs besides its inputs; stored in every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub model: ModelSettings,
+    pub data: DataConfig,
+    pub sampler: SamplerConfig,
+    pub train: TrainSettings,
+    pub eval: EvalSettings,
+}
+
+fn table<T: serde::de::DeserializeOwned + Default>(value: &Option<toml::Value>, name: &str) -> Result<T, String> {
+    match value {
+        Some(v) => v.clone().try_into().map_err(|e| format!("config [{name}]: {e}")),
+        None => Ok(T::default()),
+    }
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Result<Settings, String> {
+        let s = Settings {
+            model: table(&config.model, "model")?,
+            data: table(&config.data, "data")?,
+            sampler: table(&config.sampler, "sampler")?,
+            train: table(&config.train, "train")?,
+            eval: table(&config.eval, "eval")?,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.train;
+        let m = &self.model;
+        let bad = |key: &str, why: &str| Err(format!("config {key}: {why}"));
+        if m.widths.is_empty() || m.widths.len() != m.blocks.len() {
+            return bad("[model] widths/blocks", "need one width and one block count per stage");
+        }
+        if m.widths.iter().any(|&w| w == 0) || m.blocks.iter().any(|&b| b == 0) {
+            return bad("[model] widths/blocks", "must be positive");
+        }
+        if m.stem_kernel == 0 || m.stem_stride == 0 {
+            return bad("[model] stem_kernel/stem_stride", "must be positive");
+        }
+        if t.epochs == 0 {
+            return bad("[train] epochs", "must be at least 1");
+        }
+        if t.batch_size == 0 || t.micro_batches == 0 {
+            return bad("[train] batch_size/micro_batches", "must be at least 1");
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad("[train] lr", "must be a positive number");
+        }
+        if !matches!(t.schedule.as_str(), "cosine" | "constant") {
+            return bad("[train] schedule", "use \"cosine\" or \"constant\"");
+        }
+        if !(t.bucket_mb > 0.0 && t.bucket_mb.is_finite()) {
+            return bad("[train] bucket_mb", "must be positive");
+        }
+        if !matches!(t.device.as_str(), "auto" | "cpu" | "cuda") {
+            return bad("[train] device", "use auto, cpu or cuda");
+        }
+        if t.keep_checkpoints == 0 {
+            return bad("[train] keep_checkpoints", "must be at least 1");
+        }
+        if t.threads == Some(0) {
+            return bad("[train] threads", "must be at least 1");
+        }
+        if t.task == Task::Survival && self.data.labels.len() != 2 {
+            return bad("[data] labels", "a survival task needs exactly two labels: time and event");
+        }
+        if self.data.labels.is_empty() {
+            return bad("[data] labels", "name at least one label column, e.g. [\"nodule_slices.nodule\"]");
+        }
+        if !(0.0 < self.eval.ci_level && self.eval.ci_level < 1.0) {
+            return bad("[eval] ci_level", "must be between 0 and 1");
+        }
+        Ok(())
+    }
+
+    /// Model outputs for the task.
+    pub fn num_outputs(&self) -> u32 {
+        match self.train.task {
+            Task::Binary => self.data.labels.len() as u32,
+            Task::Regression => self.data.labels.len() as u32,
+            Task::Survival => 1,
+        }
+    }
+
+    pub fn spatial_dims(&self) -> u32 {
+        match self.data.mode {
+            SampleMode::Slice | SampleMode::Slice25d => 2,
+            SampleMode::Crop3d | SampleMode::Volume3d => 3,
+        }
+    }
+
+    pub fn resnet(&self, in_channels: u32) -> ResNetConfig {
+        ResNetConfig {
+            spatial_dims: self.spatial_dims(),
+            in_channels,
+            num_outputs: self.num_outputs(),
+            widths: self.model.widths.clone(),
+            blocks: self.model.blocks.clone(),
+            stem_kernel: self.model.stem_kernel,
+            stem_stride: self.model.stem_stride,
+            stem_pool: self.model.stem_pool,
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! Validation and test metrics over a whole split across ranks: each rank scores a disjoint share of
+//! the samples, every score is gathered, and the metrics are computed once over all of them (never
+//! averaged per rank). Sample scores are aggregated to series and patients; intervals come from a
+//! bootstrap over patients. Also the curves (PNG) and the run report.
+
+use super::baseline::brightest_lung_voxel;
+use super::config::{Settings, Task};
+use super::metrics::{self, Aggregate, Interval};
+use super::plot::{self, Chart, Series};
+use crate::backend::Backend;
+use crate::catalog::view::Catalog;
+use crate::data::{Dataset, Loader};
+use crate::dist::World;
+use crate::nn::Net;
+use crate::pack::reader::ShardReader;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// The model's outputs for one sample.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    pub sample: usize,
+    pub outputs: Vec<f32>,
+}
+
+/// Scores every sample of `ds` (each rank a contiguous share) and gathers all of them on every rank,
+/// in sample order.
+pub fn predict_dataset<B: Backend>(
+    b: &B,
+    world: &World,
+    net: &mut Net<B>,
+    ds: &Arc<Dataset>,
+    batch: usize,
+    outputs: usize,
+) -> Result<Vec<Prediction>> {
+    let len = ds.len();
+    let (r, size) = (world.rank(), world.size());
+    let mine: Vec<usize> = (r * len / size..(r + 1) * len / size).collect();
+    let mut bytes = Vec::with_capacity(mine.len() * (8 + 4 * outputs));
+    if !mine.is_empty() {
+        let mut loader = Loader::new(ds.clone(), mine, batch, 0, None, 2);
+        while let Some(next) = loader.next() {
+            let batch_data = next.map_err(|e| e.to_string())?;
+            net.forward(b, &batch_data.input, false).map_err(|e| e.to_string())?;
+            let out = b
+                .download(b.view(net.output(), 0..batch_data.samples.len() * outputs))
+                .map_err(|e| e.to_string())?;
+            for row in 0..batch_data.valid {
+                bytes.extend_from_slice(&(batch_data.samples[row] as u64).to_le_bytes());
+                for v in &out[row * outputs..(row + 1) * outputs] {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            loader.recycle(batch_data);
+        }
+    }
+    let parts = world.allgather_bytes(&bytes);
+    let record = 8 + 4 * outputs;
+    let mut all = Vec::with_capacity(len);
+    for part in parts {
+        for rec in part.chunks_exact(record) {
+            let sample = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes")) as usize;
+            let outputs = rec[8..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            all.push(Prediction { sample, outputs });
+        }
+    }
+    all.sort_by_key(|p| p.sample);
+    Ok(all)
+}
+
+/// Binary metrics at one level (slices, series or patients).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BinaryMetrics {
+    pub n: usize,
+    pub positives: usize,
+    pub auc: Option<Interval>,
+    pub accuracy: Option<f64>,
+    pub sensitivity: Option<f64>,
+    pub specificity: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub split: String,
+    pub samples: usize,
+    /// "max", "mean" or "topk(k)": how sample scores became series and patient scores.
+    pub aggregate: String,
+    pub slices: Option<BinaryMetrics>,
+    pub series: Option<BinaryMetrics>,
+    pub patients: Option<BinaryMetrics>,
+    /// Each series scored by its brightest lung voxel (binary CT tasks).
+    pub baseline_series: Option<BinaryMetrics>,
+    pub c_index: Option<Interval>,
+    pub mae: Option<f64>,
+}
+
+impl EvalReport {
+    pub fn one_line(&self) -> String {
+        let auc = |m: &Option<BinaryMetrics>| {
+            m.as_ref()
+                .and_then(|m| m.auc.as_ref())
+                .map_or("n/a".to_string(), |i| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high))
+        };
+        match (&self.series, &self.c_index, self.mae) {
+            (Some(_), _, _) => format!(
+                "{} AUC series {} patients {} | baseline {} ({} series)",
+                self.split,
+                auc(&self.series),
+                auc(&self.patients),
+                auc(&self.baseline_series),
+                self.series.as_ref().map_or(0, |m| m.n)
+            ),
+            (None, Some(c), _) => format!(
+                "{} C-index {:.3} [{:.3}, {:.3}]",
+                self.split, c.estimate, c.low, c.high
+            ),
+            (None, None, Some(mae)) => format!("{} MAE {mae:.4}", self.split),
+            _ => format!("{}: no metrics (no labelled samples)", self.split),
+        }
+    }
+}
+
+fn sigmoid(x: f32) -> f64 {
+    1.0 / (1.0 + (-(x as f64)).exp())
+}
+
+fn binary(
+    scores: &[f64],
+    labels: &[bool],
+    units: Option<&[u32]>,
+    s: &Settings,
+    seed: u64,
+) -> Option<BinaryMetrics> {
+    if scores.is_empty() {
+        return None;
+    }
+    let c = metrics::confusion(scores, labels, s.eval.threshold);
+    Some(BinaryMetrics {
+        n: scores.len(),
+        positives: labels.iter().filter(|&&l| l).count(),
+        auc: metrics::auc_with_ci(scores, labels, units, s.eval.bootstrap, seed),
+        accuracy: metrics::accuracy(scores, labels, s.eval.threshold),
+        sensitivity: c.sensitivity(),
+        specificity: c.specificity(),
+    })
+}
+
+fn aggregate_name(a: Aggregate) -> String {
+    match a {
+        Aggregate::Max => "max".into(),
+        Aggregate::Mean => "mean".into(),
+        Aggregate::TopK(k) => format!("topk({k})"),
+    }
+}
+
+/// Metrics of `preds` (all samples of `ds`).
+pub fn metrics_of(
+    preds: &[Prediction],
+    ds: &Dataset,
+    s: &Settings,
+    split: &str,
+    catalog: &Path,
+) -> Result<EvalReport> {
+    let t = ds.num_targets();
+    let mut target = vec![0.0f32; t];
+    let mut mask = vec![0.0f32; t];
+    let mut report = EvalReport {
+        split: split.to_string(),
+        samples: preds.len(),
+        aggregate: aggregate_name(s.eval.aggregate),
+        slices: None,
+        series: None,
+        patients: None,
+        baseline_series: None,
+        c_index: None,
+        mae: None,
+    };
+    let seed = s.train.seed ^ 0xE7A1;
+    match s.train.task {
+        Task::Binary => {
+            // The first label: sample level, then series and patients.
+            let (mut scores, mut labels, mut series, mut patients) = (vec![], vec![], vec![], vec![]);
+            for p in preds {
+                ds.target(p.sample, &mut target, &mut mask);
+                if mask[0] == 0.0 {
+                    continue;
+                }
+                let meta = ds.meta(p.sample);
+                scores.push(sigmoid(p.outputs[0]));
+                labels.push(target[0] >= 0.5);
+                series.push(meta.series_row as u64);
+                patients.push(meta.patient_row as u64);
+            }
+            let patient_of_series: BTreeMap<u64, u32> = preds
+                .iter()
+                .map(|p| {
+                    let m = ds.meta(p.sample);
+                    (m.series_row as u64, m.patient_row)
+                })
+                .collect();
+            let is_slices = preds.iter().any(|p| ds.meta(p.sample).slice_row.is_some());
+            if is_slices {
+                let units: Vec<u32> = patients.iter().map(|&p| p as u32).collect();
+                report.slices = binary(&scores, &labels, Some(&units), s, seed);
+            }
+            let groups = metrics::aggregate(&series, &scores, Some(&labels), s.eval.aggregate);
+            let g_scores: Vec<f64> = groups.iter().map(|g| g.score).collect();
+            let g_labels: Vec<bool> = groups.iter().map(|g| g.label.unwrap_or(false)).collect();
+            let g_units: Vec<u32> = groups.iter().map(|g| patient_of_series[&g.key]).collect();
+            report.series = binary(&g_scores, &g_labels, Some(&g_units), s, seed);
+            let pg = metrics::aggregate(&patients, &scores, Some(&labels), s.eval.aggregate);
+            let p_scores: Vec<f64> = pg.iter().map(|g| g.score).collect();
+            let p_labels: Vec<bool> = pg.iter().map(|g| g.label.unwrap_or(false)).collect();
+            report.patients = binary(&p_scores, &p_labels, None, s, seed);
+            if s.eval.baseline && !groups.is_empty() {
+                report.baseline_series = baseline(ds, catalog, &groups, &g_units, s, seed)?;
+            }
+        }
+        Task::Regression => {
+            let (mut pred, mut truth) = (vec![], vec![]);
+            for p in preds {
+                ds.target(p.sample, &mut target, &mut mask);
+                if mask[0] != 0.0 {
+                    pred.push(p.outputs[0] as f64);
+                    truth.push(target[0] as f64);
+                }
+            }
+            report.mae = metrics::mae(&pred, &truth);
+        }
+        Task::Survival => {
+            // Risk per patient: the aggregate of its samples' risks; time and event per patient.
+            let (mut keys, mut risks) = (vec![], vec![]);
+            let mut outcome: BTreeMap<u64, (f64, bool)> = BTreeMap::new();
+            for p in preds {
+                ds.target(p.sample, &mut target, &mut mask);
+                if mask[0] == 0.0 || mask[1] == 0.0 {
+                    continue;
+                }
+                let patient = ds.meta(p.sample).patient_row as u64;
+                keys.push(patient);
+                risks.push(p.outputs[0] as f64);
+                outcome.insert(patient, (target[0] as f64, target[1] >= 0.5));
+            }
+            let groups = metrics::aggregate(&keys, &risks, None, Aggregate::Mean);
+            let risk: Vec<f64> = groups.iter().map(|g| g.score).collect();
+            let time: Vec<f64> = groups.iter().map(|g| outcome[&g.key].0).collect();
+            let event: Vec<bool> = groups.iter().map(|g| outcome[&g.key].1).collect();
+            report.c_index = metrics::bootstrap(risk.len(), None, s.eval.bootstrap, s.eval.ci_level, seed, |idx| {
+                let r: Vec<f64> = idx.iter().map(|&i| risk[i]).collect();
+                let t: Vec<f64> = idx.iter().map(|&i| time[i]).collect();
+                let e: Vec<bool> = idx.iter().map(|&i| event[i]).collect();
+                metrics::c_index(&r, &t, &e)
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// The brightest-lung-voxel score of each series group, read through the HDF5 library.
+fn baseline(
+    ds: &Dataset,
+    catalog: &Path,
+    groups: &[metrics::Group],
+    units: &[u32],
+    s: &Settings,
+    seed: u64,
+) -> Result<Option<BinaryMetrics>> {
+    let cat = Catalog::open(catalog).map_err(|e| e.to_string())?;
+    let shard = cat.col_u32(crate::catalog::columns::Level::Series, "shard").map_err(|e| e.to_string())?;
+    let shard_row = cat
+        .col_u32(crate::catalog::columns::Level::Series, "shard_row")
+        .map_err(|e| e.to_string())?;
+    let rows = cat.col_u32(crate::catalog::columns::Level::Series, "rows").map_err(|e| e.to_string())?;
+    let cols = cat.col_u32(crate::catalog::columns::Level::Series, "cols").map_err(|e| e.to_string())?;
+    let paths = ds.shard_paths();
+    let mut readers: BTreeMap<u32, ShardReader> = BTreeMap::new();
+    let (mut scores, mut labels, mut kept_units) = (vec![], vec![], vec![]);
+    for (g, &unit) in groups.iter().zip(units) {
+        let row = g.key as usize;
+        let sh = shard[row];
+        if !readers.contains_key(&sh) {
+            let path = paths
+                .get(sh as usize)
+                .ok_or_else(|| format!("series row {row}: shard {sh} is not in the catalog"))?;
+            readers.insert(sh, ShardReader::open(path).map_err(|e| e.to_string())?);
+        }
+        let reader = &readers[&sh];
+        let Ok(volume) = reader.volume_i16(shard_row[row] as usize) else {
+            // Not a CT volume: no baseline for this series.
+            continue;
+        };
+        if let Some(v) = brightest_lung_voxel(volume, rows[row] as usize, cols[row] as usize) {
+            scores.push(v as f64);
+            labels.push(g.label.unwrap_or(false));
+            kept_units.push(unit);
+        }
+    }
+    // Thresholds on HU make no sense for accuracy: report the ranking only.
+    let mut m = binary(&scores, &labels, Some(&kept_units), s, seed);
+    if let Some(m) = m.as_mut() {
+        m.accuracy = None;
+        m.sensitivity = None;
+        m.specificity = None;
+    }
+    Ok(m)
+}
+
+/// Scores a split and computes its metrics (every rank returns the same report).
+pub fn evaluate<B: Backend>(
+    b: &B,
+    world: &World,
+    net: &mut Net<B>,
+    ds: &Arc<Dataset>,
+    s: &Settings,
+    catalog: &Path,
+) -> Result<EvalReport> {
+    let preds = predict_dataset(b, world, net, ds, s.train.batch_size as usize, s.num_outputs() as usize)?;
+    metrics_of(&preds, ds, s, &s.train.val_split, catalog)
+}
+
+#[derive(Deserialize)]
+struct Line {
+    epoch: u64,
+    train_loss: f64,
+    eval: Option<EvalReport>,
+}
+
+/// `loss.png` and `auc.png` (or the task's metric) from `metrics.jsonl`.
+pub fn write_curves(out: &Path) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl"))?;
+    let lines: Vec<Line> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let loss = Chart {
+        title: "training loss".into(),
+        x_label: "epoch".into(),
+        y_label: "loss".into(),
+        series: vec![Series {
+            name: "train".into(),
+            points: lines.iter().map(|l| (l.epoch as f64, l.train_loss)).collect(),
+        }],
+    };
+    plot::write_png(&loss, &out.join("loss.png"))?;
+    let pick = |f: &dyn Fn(&EvalReport) -> Option<f64>| -> Vec<(f64, f64)> {
+        lines
+            .iter()
+            .filter_map(|l| l.eval.as_ref().and_then(f).map(|v| (l.epoch as f64, v)))
+            .collect()
+    };
+    let auc = |m: &Option<BinaryMetrics>| m.as_ref().and_then(|m| m.auc.as_ref()).map(|i| i.estimate);
+    let mut series = vec![];
+    for (name, points) in [
+        ("series AUC", pick(&|e| auc(&e.series))),
+        ("patient AUC", pick(&|e| auc(&e.patients))),
+        ("baseline AUC", pick(&|e| auc(&e.baseline_series))),
+        ("C-index", pick(&|e| e.c_index.as_ref().map(|i| i.estimate))),
+        ("MAE", pick(&|e| e.mae)),
+    ] {
+        if !points.is_empty() {
+            series.push(Series {
+                name: name.into(),
+                points,
+            });
+        }
+    }
+    if !series.is_empty() {
+        let chart = Chart {
+            title: "validation".into(),
+            x_label: "epoch".into(),
+            y_label: "metric".into(),
+            series,
+        };
+        plot::write_png(&chart, &out.join("validation.png"))?;
+    }
+    Ok(())
+}
+
+fn fmt_interval(i: &Option<Interval>) -> String {
+    i.as_ref()
+        .map_or("n/a".into(), |i| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high))
+}
+
+/// Markdown rows of a report.
+pub fn report_markdown(r: &EvalReport) -> String {
+    let mut md = String::new();
+    md.push_str("| level | n | positives | AUC (95% CI) | accuracy | sensitivity | specificity |\n");
+    md.push_str("|---|---:|---:|---|---:|---:|---:|\n");
+    let pct = |v: Option<f64>| v.map_or("".to_string(), |v| format!("{:.3}", v));
+    for (name, m) in [
+        ("slices", &r.slices),
+        ("series", &r.series),
+        ("patients", &r.patients),
+        ("baseline: brightest lung voxel (series)", &r.baseline_series),
+    ] {
+        if let Some(m) = m {
+            md.push_str(&format!(
+                "| {name} | {} | {} | {} | {} | {} | {} |\n",
+                m.n,
+                m.positives,
+                fmt_interval(&m.auc),
+                pct(m.accuracy),
+                pct(m.sensitivity),
+                pct(m.specificity)
+            ));
+        }
+    }
+    if let Some(c) = &r.c_index {
+        md.push_str(&format!("\nC-index (patients): {}\n", fmt_interval(&Some(c.clone()))));
+    }
+    if let Some(mae) = r.mae {
+        md.push_str(&format!("\nMAE: {mae:.4}\n"));
+    }
+    md
+}
+
+/// `report.md` of a training run.
+pub fn write_report(out: &Path, outcome: &super::run::TrainOutcome) -> std::io::Result<()> {
+    let mut md = format!(
+        "# Training run\n\nStatus: {} after {} epochs ({} steps) on {} rank(s), {:.1} images/s.\n\n",
+        outcome.status, outcome.epochs, outcome.global_step, outcome.world_size, outcome.samples_per_second
+    );
+    if let Some(r) = &outcome.final_eval {
+        md.push_str(&format!(
+            "## Validation ({}, scores aggregated by {})\n\n",
+            r.split, r.aggregate
+        ));
+        md.push_str(&report_markdown(r));
+    }
+    md.push_str("\n![loss](loss.png)\n\n![validation](validation.png)\n");
+    if let Some(c) = &outcome.last_checkpoint {
+        md.push_str(&format!("\nLast checkpoint: `{}`\n", c.display()));
+    }
+    crate::pack::index::write_atomic(&out.join("report.md"), md.as_bytes())
+}

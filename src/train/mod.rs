@@ -1,0 +1,11 @@
+//! `train`, `eval` and `predict`: the data-parallel training loop over MPI ranks, metrics reduced
+//! across ranks, the brightest-lung-voxel baseline, curves and reports.
+
+pub mod baseline;
+pub mod cli;
+pub mod config;
+pub mod evaluate;
+pub mod metrics;
+pub mod plot;
+pub mod run;
+pub mod signals;

@@ -1,0 +1,674 @@
+//! The training loop: one model replicated on every rank, each rank a disjoint share of every global
+//! batch, gradients averaged by bucketed allreduce while backward runs, checkpoints by rank 0.
+//!
+//! Determinism: initial weights are seeded and broadcast from rank 0, samples and their augmentation
+//! are pure functions of (seed, epoch, world layout), and the CPU backend's results do not depend on
+//! its thread count. So the same seed and world size give bitwise the same weights, and a run resumed
+//! from a checkpoint continues the same trajectory.
+//!
+//! Batch-norm running statistics: every micro-batch starts from the statistics the step began with,
+//! and the statistics after the step are the mean over micro-batches and ranks. Since the running
+//! update is linear in the batch statistics, that is the update with batch statistics averaged over
+//! the global batch, and every rank holds the same running statistics.
+
+use super::config::{Settings, Task};
+use super::evaluate::{self, EvalReport};
+use super::signals;
+use crate::backend::{Backend, BceParams, RegressionLoss};
+use crate::catalog::split::Manifest;
+use crate::checkpoint::{self, TrainState};
+use crate::data::sampler::{Layout, Sampler};
+use crate::data::{Batch, Dataset, Loader};
+use crate::dist::bucket::BucketReducer;
+use crate::dist::World;
+use crate::nn::{build, Net};
+use crate::optim::{clip_grad_norm, LrSchedule, Optimizer, ScheduleKind};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn failed(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Failed(e.to_string())
+}
+
+/// Where to resume from.
+#[derive(Clone, Debug)]
+pub enum Resume {
+    No,
+    /// The newest valid checkpoint under `<out>/checkpoints`, or a fresh start when there is none.
+    Auto,
+    Dir(PathBuf),
+}
+
+pub struct TrainOptions {
+    pub settings: Settings,
+    pub catalog: PathBuf,
+    pub manifest: PathBuf,
+    pub out: PathBuf,
+    pub resume: Resume,
+    pub progress: bool,
+}
+
+/// Seconds spent per phase on this rank, summed over the run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseTimes {
+    pub data_wait: f64,
+    pub forward_backward: f64,
+    pub allreduce_wait: f64,
+    pub optimizer: f64,
+    pub total: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainOutcome {
+    /// "finished", "interrupted" (a stop signal; resume with --resume auto) or "max-steps".
+    pub status: String,
+    pub world_size: usize,
+    pub epochs: u64,
+    pub global_step: u64,
+    pub samples_per_second: f64,
+    pub last_checkpoint: Option<PathBuf>,
+    pub final_eval: Option<EvalReport>,
+    pub times: PhaseTimes,
+    pub out: PathBuf,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Serialize)]
+struct MetricsLine<'a> {
+    epoch: u64,
+    global_step: u64,
+    train_loss: f64,
+    lr: f32,
+    samples_per_second: f64,
+    eval: Option<&'a EvalReport>,
+}
+
+/// Hash of the model weights plus settings, compared across ranks after the broadcast.
+fn replica_hash(params: &[f32], state: &[f32], settings_hash: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for v in params.iter().chain(state) {
+        h.update(&v.to_le_bytes());
+    }
+    h.update(settings_hash.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// Hash of the settings that decide the weights a run reaches: not where the inputs live, how often it
+/// checkpoints or validates, how many threads it uses, or where it stops (so a run stopped by
+/// `--max-steps` or a signal resumes under the same hash).
+pub fn trajectory_hash(s: &Settings) -> String {
+    let mut s = s.clone();
+    let d = super::config::TrainSettings::default();
+    s.train.catalog = None;
+    s.train.manifest = None;
+    s.train.max_steps = None;
+    s.train.threads = None;
+    s.train.prefetch = d.prefetch;
+    s.train.checkpoint_every = d.checkpoint_every;
+    s.train.keep_checkpoints = d.keep_checkpoints;
+    s.train.eval_every = d.eval_every;
+    s.train.device = d.device;
+    s.eval = Default::default();
+    s.data.shard_dir = None;
+    checkpoint::hash_json(&s)
+}
+
+/// File-content hash of the manifest: a run resumes only on the manifest it started with.
+pub fn manifest_hash(path: &Path) -> Result<String, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::Usage(format!("{}: {e}", path.display())))?;
+    Ok(blake3::hash(&bytes).to_hex().to_string())
+}
+
+/// Test hook for the fault tests: `MEDTRAIN_FAULT=rank:R:step:S` makes rank R fail at global step S.
+fn injected_fault(rank: usize, step: u64) -> Option<String> {
+    let spec = std::env::var("MEDTRAIN_FAULT").ok()?;
+    let parts: Vec<&str> = spec.split(':').collect();
+    if let ["rank", r, "step", s] = parts.as_slice() {
+        if r.parse() == Ok(rank) && s.parse() == Ok(step) {
+            return Some(format!("injected fault (MEDTRAIN_FAULT={spec}) on rank {rank} at step {step}"));
+        }
+    }
+    None
+}
+
+/// The loss of one micro-batch: writes d(loss)/d(output) into `dout` and returns the mean loss over
+/// the batch's known labels (with the number of samples it covers).
+fn micro_batch_loss<B: Backend>(
+    b: &B,
+    world: &World,
+    settings: &Settings,
+    net: &Net<B>,
+    batch: &mut Batch,
+    dout: &mut B::Buf,
+    outputs: usize,
+) -> Result<f32, TrainError> {
+    let n = batch.samples.len();
+    let t = settings.data.labels.len();
+    // Padding rows (a repeated sample filling the last batch) do not count.
+    for row in batch.valid..n {
+        batch.mask[row * t..(row + 1) * t].fill(0.0);
+    }
+    let len = n * outputs;
+    match settings.train.task {
+        Task::Binary => {
+            let p = BceParams {
+                n: n as u32,
+                labels: outputs as u32,
+            };
+            let targets = b.upload(&batch.targets).map_err(failed)?;
+            let mask = b.upload(&batch.mask).map_err(failed)?;
+            let pw = settings
+                .train
+                .pos_weight
+                .map(|w| b.upload(&vec![w; outputs]))
+                .transpose()
+                .map_err(failed)?;
+            b.bce_with_logits(
+                &p,
+                b.view(net.output(), 0..len),
+                b.view(&targets, 0..len),
+                Some(b.view(&mask, 0..len)),
+                pw.as_ref().map(|w| b.view(w, 0..outputs)),
+                b.view_mut(dout, 0..len),
+            )
+            .map_err(failed)
+        }
+        Task::Regression => {
+            // Unknown targets are replaced by the prediction itself, so they add no loss or gradient.
+            let pred = b.download(b.view(net.output(), 0..len)).map_err(failed)?;
+            let target: Vec<f32> = (0..len)
+                .map(|i| if batch.mask[i] != 0.0 { batch.targets[i] } else { pred[i] })
+                .collect();
+            let target = b.upload(&target).map_err(failed)?;
+            b.regression_loss(
+                RegressionLoss::Mse,
+                b.view(net.output(), 0..len),
+                b.view(&target, 0..len),
+                b.view_mut(dout, 0..len),
+            )
+            .map_err(failed)
+        }
+        Task::Survival => {
+            // Risk sets span the global batch: gather every rank's risks, times and events, take the loss
+            // over all of them, and backpropagate this rank's part. The gradient average over ranks then
+            // divides by the world size once too often, so this rank's part is scaled back up.
+            let risk = b.download(b.view(net.output(), 0..n)).map_err(failed)?;
+            let mut time = Vec::with_capacity(n);
+            let mut event = Vec::with_capacity(n);
+            let mut keep = Vec::with_capacity(n);
+            for row in 0..n {
+                let known = batch.mask[row * 2] != 0.0 && batch.mask[row * 2 + 1] != 0.0;
+                time.push(batch.targets[row * 2]);
+                event.push(if known { batch.targets[row * 2 + 1] } else { 0.0 });
+                keep.push(if known { 1.0 } else { 0.0 });
+            }
+            // Unknown rows get time −∞ and no event: they are in no risk set and add no loss.
+            for row in 0..n {
+                if keep[row] == 0.0 {
+                    time[row] = f32::NEG_INFINITY;
+                }
+            }
+            let all_risk = world.allgather_f32(&risk);
+            let all_time = world.allgather_f32(&time);
+            let all_event = world.allgather_f32(&event);
+            let g = all_risk.len();
+            let (r, ti, ev) = (
+                b.upload(&all_risk).map_err(failed)?,
+                b.upload(&all_time).map_err(failed)?,
+                b.upload(&all_event).map_err(failed)?,
+            );
+            let mut dr = b.zeros(g).map_err(failed)?;
+            let loss = b
+                .cox_loss(
+                    b.view(&r, 0..g),
+                    b.view(&ti, 0..g),
+                    b.view(&ev, 0..g),
+                    b.view_mut(&mut dr, 0..g),
+                )
+                .map_err(failed)?;
+            let counts = world.allgather_f32(&[n as f32]);
+            let offset: usize = counts[..world.rank()].iter().map(|&c| c as usize).sum();
+            let mut mine = b.download(b.view(&dr, offset..offset + n)).map_err(failed)?;
+            let scale = world.size() as f32;
+            mine.iter_mut().for_each(|v| *v *= scale);
+            b.upload_into(&mine, b.view_mut(dout, 0..n)).map_err(failed)?;
+            Ok(loss)
+        }
+    }
+}
+
+/// Trains as described by `opts` on this rank; every rank calls it.
+pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    let started = Instant::now();
+    let s = &opts.settings;
+    let t = &s.train;
+    let manifest = Manifest::load(&opts.manifest).map_err(|e| TrainError::Usage(e.to_string()))?;
+    let manifest_hash = manifest_hash(&opts.manifest)?;
+    let settings_hash = trajectory_hash(s);
+    let open = |split: &str| {
+        Dataset::open(&opts.catalog, &manifest, split, &s.data).map_err(|e| TrainError::Usage(e.to_string()))
+    };
+    let train_ds = Arc::new(open(&t.train_split)?);
+    if train_ds.len() == 0 {
+        return Err(TrainError::Usage(format!(
+            "split {:?} of {} has no samples",
+            t.train_split,
+            opts.manifest.display()
+        )));
+    }
+    let val_ds = if manifest.splits.iter().any(|p| p.name == t.val_split) {
+        Some(Arc::new(open(&t.val_split)?))
+    } else {
+        tracing::warn!(split = %t.val_split, "no validation split in the manifest: metrics are skipped");
+        None
+    };
+
+    let n = t.batch_size as usize;
+    let model_cfg = s.resnet(train_ds.channels());
+    let spec = build(&model_cfg, n as u32, train_ds.extent());
+    let mut net = Net::new(b, spec, t.seed).map_err(failed)?;
+    if let Some(init) = &s.model.init {
+        let opts = checkpoint::LoadOptions {
+            skip_mismatched: s.model.skip_mismatched.clone(),
+        };
+        let report = checkpoint::load_weights(init, b, &mut net, &opts).map_err(failed)?;
+        tracing::info!(file = %init.display(), loaded = report.loaded.len(), skipped = report.skipped.len(), "initial weights");
+    }
+    let plen = net.spec.params.len();
+    let slen = net.spec.buffers.len();
+    let mut opt = Optimizer::new(b, t.optimizer.clone(), plen).map_err(failed)?;
+
+    let ckpt_root = opts.out.join("checkpoints");
+    let mut state = TrainState {
+        epoch: 0,
+        step_in_epoch: 0,
+        global_step: 0,
+        optimizer_step: 0,
+        dropout_seed: net.dropout_seed,
+        seed: t.seed,
+        world_size: world.size(),
+        config_hash: settings_hash.clone(),
+        manifest_hash: manifest_hash.clone(),
+        model: model_cfg.clone(),
+        extra: serde_json::json!({
+            "settings": s,
+            "catalog": opts.catalog,
+            "manifest": opts.manifest,
+        }),
+    };
+    let resume_from = match &opts.resume {
+        Resume::No => None,
+        Resume::Dir(d) => Some(d.clone()),
+        Resume::Auto => checkpoint::latest_valid(&ckpt_root).map_err(failed)?.map(|c| c.dir),
+    };
+    if let Some(dir) = &resume_from {
+        let restored = checkpoint::restore(dir, b, &mut net, &mut opt).map_err(failed)?;
+        for (what, ours, theirs) in [
+            ("settings", &settings_hash, &restored.config_hash),
+            ("manifest", &manifest_hash, &restored.manifest_hash),
+        ] {
+            if ours != theirs {
+                return Err(TrainError::Usage(format!(
+                    "checkpoint {} was made with other {what} than this run's; start a new --out \
+                     directory, or resume with the original {what}",
+                    dir.display()
+                )));
+            }
+        }
+        if restored.world_size != world.size() {
+            return Err(TrainError::Usage(format!(
+                "checkpoint {} was made by {} ranks, this run has {}; resume with the same number of \
+                 ranks (the sample order depends on it)",
+                dir.display(),
+                restored.world_size,
+                world.size()
+            )));
+        }
+        state = TrainState {
+            extra: state.extra,
+            ..restored
+        };
+        net.dropout_seed = state.dropout_seed;
+        tracing::info!(checkpoint = %dir.display(), epoch = state.epoch, step = state.global_step, "resumed");
+    }
+
+    // Every rank starts from rank 0's weights and statistics, and proves it holds the same replica.
+    let mut host_param = vec![0.0f32; plen];
+    let mut host_state = vec![0.0f32; slen];
+    b.download_into(b.view(&net.param, 0..plen), &mut host_param).map_err(failed)?;
+    b.download_into(b.view(&net.state, 0..slen), &mut host_state).map_err(failed)?;
+    world.broadcast_f32(0, &mut host_param);
+    world.broadcast_f32(0, &mut host_state);
+    b.upload_into(&host_param, b.view_mut(&mut net.param, 0..plen)).map_err(failed)?;
+    b.upload_into(&host_state, b.view_mut(&mut net.state, 0..slen)).map_err(failed)?;
+    let mine = replica_hash(&host_param, &host_state, &settings_hash);
+    let all = world.allgather_bytes(&mine);
+    if let Some(r) = all.iter().position(|h| h.as_slice() != mine.as_slice()) {
+        return Err(failed(format!(
+            "rank {} holds another model or settings than rank {} after the broadcast (different \
+             config files or binaries?)",
+            r,
+            world.rank()
+        )));
+    }
+    drop(host_param);
+
+    let layout = Layout {
+        rank: world.rank(),
+        size: world.size(),
+        node: world.node_index(),
+        nodes: world.nodes(),
+        local_rank: world.local_rank(),
+        local_size: world.local_size(),
+    };
+    let shard_of: Vec<u32> = (0..train_ds.len()).map(|i| train_ds.shard_of(i)).collect();
+    let class_of: Vec<Option<u32>> = (0..train_ds.len()).map(|i| train_ds.class_of(i)).collect();
+    let micro = t.micro_batches as usize;
+    let sampler = Sampler::new(&s.sampler, t.seed, shard_of, class_of, layout, n * micro);
+    let steps_per_epoch = sampler.steps_per_epoch() as u64;
+    if steps_per_epoch == 0 {
+        return Err(TrainError::Usage(format!(
+            "{} training samples are too few for {} ranks × batch {} × {} micro-batches",
+            train_ds.len(),
+            world.size(),
+            n,
+            micro
+        )));
+    }
+    let total_steps = steps_per_epoch * t.epochs as u64;
+    let schedule = LrSchedule {
+        base_lr: t.lr,
+        warmup_steps: t.warmup_steps,
+        kind: match t.schedule.as_str() {
+            "constant" => ScheduleKind::Constant,
+            _ => ScheduleKind::Cosine {
+                total_steps: total_steps.min(u32::MAX as u64) as u32,
+                min_lr: t.min_lr,
+            },
+        },
+    };
+
+    let bucket_bytes = (t.bucket_mb * 1e6) as usize;
+    let mut reducer = BucketReducer::new(world, plen, &net.param_boundaries(), bucket_bytes);
+    let buckets = reducer.buckets().to_vec();
+    let mut grad_host = vec![0.0f32; plen];
+    let mut state_start = vec![0.0f32; slen];
+    let mut state_sum = vec![0.0f32; slen];
+    let mut state_now = vec![0.0f32; slen];
+    let outputs = s.num_outputs() as usize;
+    let mut dout = b.zeros(n * outputs).map_err(failed)?;
+
+    if world.rank() == 0 {
+        std::fs::create_dir_all(&opts.out).map_err(|e| failed(format!("{}: {e}", opts.out.display())))?;
+        let settings_text = serde_json::to_string_pretty(s).expect("settings serialise");
+        crate::pack::index::write_atomic(&opts.out.join("settings.json"), settings_text.as_bytes())
+            .map_err(|e| failed(format!("{}: {e}", opts.out.display())))?;
+    }
+    tracing::info!(
+        ranks = world.size(),
+        samples = train_ds.len(),
+        steps_per_epoch,
+        epochs = t.epochs,
+        params = plen,
+        global_batch = n * micro * world.size(),
+        buckets = buckets.len(),
+        "training"
+    );
+    signals::install();
+
+    let progress = (opts.progress && world.rank() == 0).then(|| {
+        let bar = indicatif::ProgressBar::new(total_steps);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_position(state.global_step);
+        bar
+    });
+
+    let mut times = PhaseTimes::default();
+    let mut last_checkpoint = resume_from.clone();
+    let mut final_eval: Option<EvalReport> = None;
+    let mut status = "finished";
+    let mut samples_done = 0u64;
+    let run_clock = Instant::now();
+    let mut loss_epoch = (0.0f64, 0.0f64);
+    let mut lr = schedule.lr(opt.step);
+    let mut metrics_file = if world.rank() == 0 {
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(opts.out.join("metrics.jsonl"))
+                .map_err(|e| failed(format!("{}: {e}", opts.out.join("metrics.jsonl").display())))?,
+        )
+    } else {
+        None
+    };
+
+    'epochs: while state.epoch < t.epochs as u64 {
+        let epoch = state.epoch;
+        let indices = sampler.epoch(epoch);
+        let mut loader = Loader::new(
+            train_ds.clone(),
+            indices,
+            n,
+            (state.step_in_epoch as usize) * micro,
+            Some((t.seed, epoch)),
+            t.prefetch.max(1),
+        );
+        while state.step_in_epoch < steps_per_epoch {
+            if let Some(reason) = injected_fault(world.rank(), state.global_step) {
+                return Err(failed(reason));
+            }
+            b.fill(b.view_mut(&mut net.grad, 0..plen), 0.0).map_err(failed)?;
+            if slen > 0 {
+                b.download_into(b.view(&net.state, 0..slen), &mut state_start).map_err(failed)?;
+                state_sum.fill(0.0);
+            }
+            let mut loss_sum = 0.0f64;
+            let mut valid_sum = 0.0f64;
+            for m in 0..micro {
+                let wait = Instant::now();
+                let mut batch = loader
+                    .next()
+                    .ok_or_else(|| failed("the loader ended before the epoch's last step"))?
+                    .map_err(failed)?;
+                times.data_wait += wait.elapsed().as_secs_f64();
+                let fb = Instant::now();
+                if m > 0 && slen > 0 {
+                    b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen)).map_err(failed)?;
+                }
+                net.forward(b, &batch.input, true).map_err(failed)?;
+                let loss = micro_batch_loss(b, world, s, &net, &mut batch, &mut dout, outputs)?;
+                loss_sum += loss as f64 * batch.valid as f64;
+                valid_sum += batch.valid as f64;
+                if slen > 0 {
+                    b.download_into(b.view(&net.state, 0..slen), &mut state_now).map_err(failed)?;
+                    state_sum.iter_mut().zip(&state_now).for_each(|(a, v)| *a += v);
+                }
+                if m + 1 < micro {
+                    net.backward(b, &dout).map_err(failed)?;
+                } else {
+                    // Last micro-batch: buckets go out as soon as backward has finished their layers.
+                    let mut next = 0usize;
+                    let grad_host = &mut grad_host;
+                    let reducer = &mut reducer;
+                    net.backward_with(b, &dout, &mut |b, grad, frontier| {
+                        while next < buckets.len() && buckets[next].start >= frontier {
+                            let r = buckets[next].clone();
+                            b.download_into(b.view(grad, r.clone()), &mut grad_host[r.clone()])?;
+                            reducer.start(next, &grad_host[r]);
+                            next += 1;
+                        }
+                        reducer.progress();
+                        Ok(())
+                    })
+                    .map_err(failed)?;
+                }
+                samples_done += batch.valid as u64;
+                loader.recycle(batch);
+                times.forward_backward += fb.elapsed().as_secs_f64();
+            }
+            let wait = Instant::now();
+            reducer.finish(&mut grad_host);
+            times.allreduce_wait += wait.elapsed().as_secs_f64();
+            let opt_clock = Instant::now();
+            if micro > 1 {
+                let inv = 1.0 / micro as f32;
+                grad_host.iter_mut().for_each(|g| *g *= inv);
+            }
+            b.upload_into(&grad_host, b.view_mut(&mut net.grad, 0..plen)).map_err(failed)?;
+            if slen > 0 {
+                let inv = 1.0 / micro as f32;
+                state_sum.iter_mut().for_each(|v| *v *= inv);
+                world.allreduce_sum_f32(&mut state_sum);
+                let inv = 1.0 / world.size() as f32;
+                state_sum.iter_mut().for_each(|v| *v *= inv);
+                b.upload_into(&state_sum, b.view_mut(&mut net.state, 0..slen)).map_err(failed)?;
+            }
+            // One small collective per step: the loss, and whether any rank was asked to stop.
+            let stop_here = signals::requested().map_or(0.0, |_| 1.0);
+            let mut agreed = [loss_sum, valid_sum, stop_here];
+            world.allreduce_sum_f64(&mut agreed);
+            let step_loss = agreed[0] / agreed[1].max(1.0);
+            if !step_loss.is_finite() {
+                return Err(failed(format!(
+                    "the loss is {step_loss} at epoch {epoch}, step {} (global step {}); no checkpoint \
+                     is written from these weights. Lower [train] lr or check the inputs",
+                    state.step_in_epoch, state.global_step
+                )));
+            }
+            loss_epoch.0 += agreed[0];
+            loss_epoch.1 += agreed[1];
+            if let Some(max_norm) = t.grad_clip {
+                clip_grad_norm(b, &mut net.grad, max_norm).map_err(failed)?;
+            }
+            lr = schedule.lr(opt.step);
+            opt.update(b, lr, &mut net.param, &net.grad).map_err(failed)?;
+            times.optimizer += opt_clock.elapsed().as_secs_f64();
+            state.step_in_epoch += 1;
+            state.global_step += 1;
+            state.optimizer_step = opt.step;
+            state.dropout_seed = net.dropout_seed;
+            if let Some(bar) = &progress {
+                let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
+                bar.set_position(state.global_step);
+                bar.set_message(format!("epoch {} loss {step_loss:.4} {rate:.0} img/s", epoch + 1));
+            } else if world.rank() == 0 && state.global_step % 20 == 0 {
+                let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
+                tracing::info!(
+                    epoch = epoch + 1,
+                    step = state.global_step,
+                    of = total_steps,
+                    loss = format!("{step_loss:.4}"),
+                    images_per_second = format!("{rate:.1}"),
+                    "step"
+                );
+            }
+            let epoch_done = state.step_in_epoch == steps_per_epoch;
+            if epoch_done {
+                state.epoch += 1;
+                state.step_in_epoch = 0;
+            }
+            let stop = agreed[2] > 0.0;
+            let at_max = t.max_steps.is_some_and(|m| state.global_step >= m);
+            let periodic = t.checkpoint_every > 0 && state.global_step % t.checkpoint_every as u64 == 0;
+            if periodic || epoch_done || stop || at_max {
+                if world.rank() == 0 {
+                    let dir = checkpoint::save(&ckpt_root, b, &net, &opt, &state, t.keep_checkpoints)
+                        .map_err(failed)?;
+                    tracing::info!(checkpoint = %dir.display(), step = state.global_step, "checkpoint");
+                    last_checkpoint = Some(dir);
+                }
+            }
+            if stop {
+                status = "interrupted";
+                tracing::warn!(
+                    step = state.global_step,
+                    "stop requested by {}: checkpoint written, resume with --resume auto",
+                    signals::requested().map_or("another rank", signals::name)
+                );
+                break 'epochs;
+            }
+            if at_max {
+                status = "max-steps";
+                break 'epochs;
+            }
+            if epoch_done {
+                break;
+            }
+        }
+        // End of an epoch.
+        let last = state.epoch == t.epochs as u64;
+        let due = t.eval_every > 0 && state.epoch % t.eval_every as u64 == 0;
+        let mut report = None;
+        if let Some(val) = &val_ds {
+            if last || due {
+                let r = evaluate::evaluate(b, world, &mut net, val, s, &opts.catalog).map_err(failed)?;
+                if world.rank() == 0 {
+                    tracing::info!("epoch {}: {}", state.epoch, r.one_line());
+                }
+                report = Some(r);
+            }
+        }
+        if let Some(file) = metrics_file.as_mut() {
+            let line = MetricsLine {
+                epoch: state.epoch,
+                global_step: state.global_step,
+                train_loss: loss_epoch.0 / loss_epoch.1.max(1.0),
+                lr,
+                samples_per_second: samples_done as f64 * world.size() as f64
+                    / run_clock.elapsed().as_secs_f64(),
+                eval: report.as_ref(),
+            };
+            let text = serde_json::to_string(&line).expect("metrics serialise");
+            writeln!(file, "{text}").map_err(|e| failed(format!("metrics.jsonl: {e}")))?;
+            file.sync_data().ok();
+            if let Err(e) = evaluate::write_curves(&opts.out) {
+                tracing::warn!("curves: {e}");
+            }
+        }
+        loss_epoch = (0.0, 0.0);
+        if report.is_some() {
+            final_eval = report;
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    times.total = started.elapsed().as_secs_f64();
+    let outcome = TrainOutcome {
+        status: status.into(),
+        world_size: world.size(),
+        epochs: state.epoch,
+        global_step: state.global_step,
+        samples_per_second: samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64(),
+        last_checkpoint,
+        final_eval,
+        times,
+        out: opts.out.clone(),
+    };
+    if world.rank() == 0 {
+        let text = serde_json::to_string_pretty(&outcome).expect("outcome serialises");
+        crate::pack::index::write_atomic(&opts.out.join("train-status.json"), text.as_bytes())
+            .map_err(|e| failed(format!("{}: {e}", opts.out.display())))?;
+        if let Err(e) = evaluate::write_report(&opts.out, &outcome) {
+            tracing::warn!("report: {e}");
+        }
+    }
+    Ok(outcome)
+}

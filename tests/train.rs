@@ -1,0 +1,391 @@
+//! `train`, `eval` and `predict` end to end on a small phantom cohort: real DICOM → pack → catalog →
+//! manifest → training under `mpirun -np 2` and as a single process. Invariants between runs (resumed vs
+//! uninterrupted, one rank with two micro-batches vs two ranks with one each) and the fault paths
+//! (an erroring rank, SIGTERM).
+
+use crate::common::{medtrain, run, s, tempdir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A cohort small enough for seconds of training: phantom → pack → catalog with labels → split.
+pub struct Cohort {
+    pub _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub catalog: PathBuf,
+    pub manifest: PathBuf,
+}
+
+pub fn cohort(patients: u32) -> Cohort {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    let p = |x: &str| root.join(x);
+    let patients = patients.to_string();
+    let ok = |args: &[&str]| {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "{args:?}\n{out}\n{err}");
+    };
+    ok(&[
+        "phantom", "--out", s(&p("phantom")), "--patients", &patients, "--size", "32", "--slices", "12",
+        "--no-radiographs",
+    ]);
+    ok(&[
+        "pack", s(&p("phantom/dicom")), "--out", s(&p("pack")), "--key", s(&p("site.key")), "--create-key",
+    ]);
+    ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
+    ok(&[
+        "catalog", "labels", "import", s(&p("phantom/truth/slices_by_instance.csv")), "--out",
+        s(&p("catalog")), "--name", "nodule_slices", "--key", s(&p("site.key")),
+    ]);
+    ok(&[
+        "catalog", "split", s(&p("catalog")), "modality = 'CT'", "--out", s(&p("manifest.h5")), "--ratios",
+        "train=0.6,val=0.2,test=0.2", "--seed", "7",
+    ]);
+    Cohort {
+        catalog: p("catalog"),
+        manifest: p("manifest.h5"),
+        root,
+        _dir: dir,
+    }
+}
+
+/// A tiny 2.5D model; `overrides` ("key = value" lines) replace or extend the [train] table.
+pub fn write_config(dir: &Path, name: &str, overrides: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut train: Vec<(String, String)> = [
+        ("epochs", "2"),
+        ("batch_size", "4"),
+        ("lr", "0.01"),
+        ("warmup_steps", "2"),
+        ("seed", "11"),
+        ("threads", "1"),
+        ("eval_every", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for line in overrides.lines().filter(|l| !l.trim().is_empty()) {
+        let (k, v) = line.split_once('=').expect("key = value");
+        let (k, v) = (k.trim().to_string(), v.trim().to_string());
+        match train.iter_mut().find(|(key, _)| *key == k) {
+            Some(entry) => entry.1 = v,
+            None => train.push((k, v)),
+        }
+    }
+    let train: String = train.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let text = format!(
+        r#"
+[model]
+widths = [4, 8]
+blocks = [1, 1]
+stem_kernel = 3
+stem_stride = 1
+stem_pool = false
+
+[data]
+mode = "slice25d"
+context = 1
+size = [32, 32]
+labels = ["nodule_slices.nodule"]
+
+[data.augment]
+flip_lr = true
+
+[train]
+{train}
+[eval]
+bootstrap = 50
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn mpirun(np: u32, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
+        .arg(env!("CARGO_BIN_EXE_medtrain"))
+        .arg("--quiet")
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn check(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every tensor of a safetensors file, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// The newest checkpoint directory of a run.
+fn newest_checkpoint(run: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("a checkpoint")
+}
+
+fn status(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("train-status.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn train_eval_predict_single_process() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "");
+    let run_dir = c.root.join("run");
+    let (code, out, err) = run(&[
+        "train", s(&c.catalog), s(&c.manifest), "--out", s(&run_dir), "--config", s(&cfg), "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let outcome: serde_json::Value = serde_json::from_str(&out).expect("--json prints the outcome");
+    assert_eq!(outcome["status"], "finished");
+    assert_eq!(outcome["world_size"], 1);
+    assert_eq!(outcome["epochs"], 2);
+    for f in ["metrics.jsonl", "loss.png", "report.md", "settings.json", "train-status.json"] {
+        assert!(run_dir.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "one line per epoch");
+    // The validation metrics cover every validation series, with an interval around the estimate.
+    let series = &outcome["final_eval"]["series"];
+    assert!(series["n"].as_u64().unwrap() >= 1, "{outcome}");
+
+    // eval on the test split.
+    let eval_dir = c.root.join("eval");
+    let (code, out, err) = run(&["eval", s(&run_dir), "--out", s(&eval_dir), "--split", "test", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["split"], "test");
+    assert!(eval_dir.join("eval.md").is_file());
+    // An unknown split is a usage error.
+    let (code, _, err) = run(&["eval", s(&run_dir), "--out", s(&eval_dir), "--split", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope"), "{err}");
+
+    // predict on the pack without labels: one score per CT slice (10 patients × 12 slices).
+    let pred_dir = c.root.join("pred");
+    let (code, out, err) = run(&["predict", s(&run_dir), s(&c.root.join("pack")), "--out", s(&pred_dir)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let csv = std::fs::read_to_string(pred_dir.join("predictions.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 10 * 12);
+    let series_csv = std::fs::read_to_string(pred_dir.join("series-predictions.csv")).unwrap();
+    assert_eq!(series_csv.lines().count(), 1 + 10);
+}
+
+#[test]
+fn bad_train_config_is_a_usage_error_naming_the_key() {
+    let dir = tempdir();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[train]\nepochs = 0\n[data]\nlabels = [\"x.y\"]\n").unwrap();
+    let (code, _, err) = run(&["train", "a", "b", "--out", s(dir.path()), "--config", s(&cfg)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("epochs"), "{err}");
+    std::fs::write(&cfg, "[train]\nepoch = 3\n").unwrap();
+    let (code, _, err) = run(&["train", "a", "b", "--out", s(dir.path()), "--config", s(&cfg)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("epoch"), "{err}");
+}
+
+/// Two ranks, stopped mid-epoch by --max-steps and resumed, reach bitwise the weights of an
+/// uninterrupted two-rank run.
+#[test]
+fn mpirun_resume_mid_epoch_is_bitwise_identical() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "");
+    let args = |out: &Path| {
+        vec![
+            "train".to_string(),
+            s(&c.catalog).into(),
+            s(&c.manifest).into(),
+            "--out".into(),
+            s(out).into(),
+            "--config".into(),
+            s(&cfg).into(),
+            "--json".into(),
+        ]
+    };
+    let whole = c.root.join("whole");
+    let a: Vec<String> = args(&whole);
+    let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+    let out = mpirun(2, &a, &[]).output().unwrap();
+    check(&out, "uninterrupted run");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON outcome from rank 0");
+    assert_eq!(outcome["world_size"], 2, "both ranks must be in one world");
+    let steps = outcome["global_step"].as_u64().unwrap();
+    assert!(steps >= 4, "need a few steps per epoch, got {steps}");
+
+    let parts = c.root.join("parts");
+    let stop_at = (steps / 2 - 1).to_string(); // inside the first epoch
+    let mut b: Vec<String> = args(&parts);
+    b.extend(["--max-steps".to_string(), stop_at.clone()]);
+    let b: Vec<&str> = b.iter().map(|x| x.as_str()).collect();
+    let out = mpirun(2, &b, &[]).output().unwrap();
+    check(&out, "first part");
+    assert_eq!(status(&parts)["status"], "max-steps");
+    let mut r: Vec<String> = args(&parts);
+    r.extend(["--resume".to_string(), "auto".to_string()]);
+    let r: Vec<&str> = r.iter().map(|x| x.as_str()).collect();
+    let out = mpirun(2, &r, &[]).output().unwrap();
+    check(&out, "resumed part");
+    assert_eq!(status(&parts)["status"], "finished");
+    assert_eq!(status(&parts)["global_step"].as_u64().unwrap(), steps);
+
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let x = tensors(&newest_checkpoint(&whole).join(file));
+        let y = tensors(&newest_checkpoint(&parts).join(file));
+        assert_eq!(x.len(), y.len());
+        for ((nx, bx), (ny, by)) in x.iter().zip(&y) {
+            assert_eq!(nx, ny);
+            assert!(bx == by, "{file}: {nx} differs between the resumed and the uninterrupted run");
+        }
+    }
+}
+
+/// One rank with two micro-batches of 4 and two ranks with one micro-batch of 4 each take the same
+/// optimizer steps (same global batches, batch-norm statistics averaged the same way).
+#[test]
+fn one_rank_two_micro_batches_equals_two_ranks() {
+    let c = cohort(10);
+    let sgd = "optimizer = { kind = \"sgd\", momentum = 0.9, nesterov = false, weight_decay = 0.0 }\nmax_steps = 4\neval_every = 0";
+    let one = write_config(&c.root, "one.toml", &format!("micro_batches = 2\n{sgd}"));
+    let two = write_config(&c.root, "two.toml", &format!("micro_batches = 1\n{sgd}"));
+    let run_one = c.root.join("one");
+    let run_two = c.root.join("two");
+    let (code, out, err) = run(&[
+        "train", s(&c.catalog), s(&c.manifest), "--out", s(&run_one), "--config", s(&one),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let out = mpirun(
+        2,
+        &["train", s(&c.catalog), s(&c.manifest), "--out", s(&run_two), "--config", s(&two), "--json"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    check(&out, "two ranks");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["world_size"], 2);
+    let x = tensors(&newest_checkpoint(&run_one).join("model.safetensors"));
+    let y = tensors(&newest_checkpoint(&run_two).join("model.safetensors"));
+    let mut checked = 0;
+    for ((nx, bx), (ny, by)) in x.iter().zip(&y) {
+        assert_eq!(nx, ny);
+        if nx.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let (a, b) = (f32s(bx), f32s(by));
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            let tol = 1e-4 * (1.0 + p.abs().max(q.abs()));
+            assert!((p - q).abs() <= tol, "{nx}[{i}]: {p} vs {q}");
+        }
+        checked += 1;
+    }
+    assert!(checked > 10);
+}
+
+/// A rank that fails while the other waits in a collective ends the whole job quickly, with the reason.
+#[test]
+fn an_erroring_rank_ends_the_job() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "epochs = 50");
+    let started = Instant::now();
+    let mut child = mpirun(
+        2,
+        &["train", s(&c.catalog), s(&c.manifest), "--out", s(&c.root.join("run")), "--config", s(&cfg)],
+        &[("MEDTRAIN_FAULT", "rank:1:step:2")],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Duration::from_secs(120);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("the job did not end within {deadline:?} after rank 1 failed");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("injected fault"), "the reason must be printed:\n{text}");
+    assert!(text.contains("rank 1"), "{text}");
+}
+
+/// SIGTERM (Slurm's warning before the time limit) makes the run write a checkpoint and exit cleanly;
+/// `--resume auto` continues from it.
+#[test]
+fn sigterm_writes_a_checkpoint_and_resume_continues() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "epochs = 40\neval_every = 0");
+    let run_dir = c.root.join("run");
+    let mut child = medtrain()
+        .args(["train", s(&c.catalog), s(&c.manifest), "--out", s(&run_dir), "--config", s(&cfg)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the end of the first epoch (its checkpoint), then ask to stop.
+    let started = Instant::now();
+    while !run_dir.join("checkpoints").is_dir()
+        || std::fs::read_dir(run_dir.join("checkpoints")).unwrap().count() == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        assert!(child.try_wait().unwrap().is_none(), "training ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    check(&out, "training stopped by SIGTERM");
+    let st = status(&run_dir);
+    assert_eq!(st["status"], "interrupted", "{st}");
+    let stopped_at = st["global_step"].as_u64().unwrap();
+    let ck = newest_checkpoint(&run_dir);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["state"]["global_step"].as_u64().or(state["global_step"].as_u64()), Some(stopped_at));
+    // Resume for a couple of steps more.
+    let more = (stopped_at + 2).to_string();
+    let (code, out, err) = run(&[
+        "train", s(&c.catalog), s(&c.manifest), "--out", s(&run_dir), "--config", s(&cfg), "--resume", "auto",
+        "--max-steps", &more,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(status(&run_dir)["global_step"].as_u64().unwrap(), stopped_at + 2);
+}
