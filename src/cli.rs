@@ -44,6 +44,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Catalog of shards: build, label import, queries, patient-level splits.
     Catalog(crate::catalog::cli::CatalogArgs),
+    /// Benchmarks; `bench allreduce` times and checks the MPI gradient averaging.
+    Bench(crate::dist::cli::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,6 +148,7 @@ pub fn run() -> i32 {
         Command::Pack(args) => pack(args),
         Command::Inspect(args) => inspect(args),
         Command::Catalog(args) => crate::catalog::cli::run(args),
+        Command::Bench(args) => crate::dist::cli::run(args),
     };
     match result {
         Ok(code) => code,
