@@ -3,8 +3,8 @@
 //! or `srun --mpi=pmix`; it is also the test driver of the MPI layer.
 
 use super::bucket::{BucketReducer, ReduceStats, DEFAULT_BUCKET_BYTES};
-use super::{DistError, World};
-use crate::cli::{Failure, EXIT_FAILURES, EXIT_OK};
+use super::World;
+use crate::cli::{dist_failure, Failure, EXIT_FAILURES, EXIT_OK};
 use crate::config::parse_size;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -74,10 +74,7 @@ fn allreduce(args: AllreduceArgs) -> Result<i32, Failure> {
     if args.iters == 0 {
         return Err(usage("--iters must be at least 1".into()));
     }
-    let world = World::init().map_err(|e| match e {
-        DistError::BadSetting(_) => usage(e.to_string()),
-        other => Failure::Job(other.to_string()),
-    })?;
+    let world = World::init().map_err(dist_failure)?;
     let plan = Plan {
         len,
         boundaries: tensor_starts(len, args.tensors),
