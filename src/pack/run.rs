@@ -45,6 +45,8 @@ pub struct PackOptions {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PackReport {
+    /// Processes that packed this run (MPI ranks; 1 without a launcher).
+    pub workers: u64,
     pub files_seen: u64,
     pub image_files: u64,
     pub not_dicom: u64,
@@ -417,10 +419,12 @@ fn merge_shares(shares: Vec<ShareReport>) -> (PackReport, Vec<QuarantineEntry>) 
     let Some(first) = shares.next() else {
         return (PackReport::default(), Vec::new());
     };
+    let workers = 1 + shares.len() as u64;
     let mut report = first.report;
+    report.workers = workers;
     let mut quarantine = first.scan_quarantine;
     quarantine.extend(first.decode_quarantine);
-    let several = shares.len() > 0;
+    let several = workers > 1;
     for share in shares {
         let r = share.report;
         report.items_packed += r.items_packed;
