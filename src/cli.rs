@@ -4,8 +4,10 @@
 
 use crate::config::{parse_size, Config};
 use crate::deid::SiteKey;
+use crate::dist::{DistError, World};
 use crate::logging::{self, LogFormat};
-use crate::pack::run::{run_pack, PackOptions, PackReport, DEFAULT_SHARD_BYTES};
+use crate::pack::ranks::{is_usage, run_pack_ranks};
+use crate::pack::run::{PackOptions, PackReport, DEFAULT_SHARD_BYTES};
 use crate::phantom::PhantomConfig;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +52,8 @@ pub enum Command {
     Eval(crate::train::cli::EvalArgs),
     /// Scores of a trained model for unlabelled packs, per slice and per series.
     Predict(crate::train::cli::PredictArgs),
+    /// Benchmarks; `bench allreduce` times and checks the MPI gradient averaging.
+    Bench(crate::dist::cli::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +140,14 @@ fn usage(e: impl std::fmt::Display) -> Failure {
     Failure::Usage(e.to_string())
 }
 
+/// A bad `MEDTRAIN_MPI` is a usage error; a failed MPI start-up fails the job.
+pub fn dist_failure(e: DistError) -> Failure {
+    match e {
+        DistError::BadSetting(_) => usage(e),
+        other => Failure::Job(other.to_string()),
+    }
+}
+
 /// Parses the command line, runs the verb and returns the process exit code.
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
@@ -155,6 +167,7 @@ pub fn run() -> i32 {
         Command::Train(args) => crate::train::cli::run_train(args),
         Command::Eval(args) => crate::train::cli::run_eval(args),
         Command::Predict(args) => crate::train::cli::run_predict(args),
+        Command::Bench(args) => crate::dist::cli::run(args),
     };
     match result {
         Ok(code) => code,
@@ -202,13 +215,24 @@ fn phantom(args: PhantomArgs) -> Result<i32, Failure> {
     Ok(EXIT_OK)
 }
 
+/// Under an MPI launcher every rank packs its share (see `pack::ranks`); rank 0 prints the report.
 fn pack(args: PackArgs) -> Result<i32, Failure> {
+    let world = World::init().map_err(dist_failure)?;
     let config = Config::load(args.config.as_deref()).map_err(usage)?;
     let key_path = args
         .key
         .or(config.pack.key)
         .ok_or_else(|| usage("pack needs a site key: --key FILE (add --create-key the first time)"))?;
-    let key = SiteKey::load_or_create(&key_path, args.create_key).map_err(usage)?;
+    // Rank 0 creates a missing key; the others read it once it exists.
+    let key = if world.rank() == 0 {
+        let key = SiteKey::load_or_create(&key_path, args.create_key);
+        world.barrier();
+        key
+    } else {
+        world.barrier();
+        SiteKey::load_or_create(&key_path, false)
+    }
+    .map_err(usage)?;
     let shard_bytes = match args.shard_size.or(config.pack.shard_size) {
         Some(s) => parse_size("shard_size", &s).map_err(usage)?,
         None => DEFAULT_SHARD_BYTES,
@@ -218,19 +242,21 @@ fn pack(args: PackArgs) -> Result<i32, Failure> {
         out: args.out,
         key,
         shard_bytes,
-        rank: 0,
-        workers: 1,
-        progress: logging::show_progress(),
+        rank: world.rank(),
+        workers: world.size(),
+        progress: logging::show_progress() && world.rank() == 0,
     };
-    let (report, _quarantine) = run_pack(&opts).map_err(|e| match e {
+    let (report, _quarantine) = run_pack_ranks(&world, &opts).map_err(|e| match e {
         crate::pack::run::PackError::Key(k) => usage(k),
-        crate::pack::run::PackError::MissingRoot(_) => usage(e),
+        e if is_usage(&e) => usage(e),
         other => Failure::Job(other.to_string()),
     })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
-    } else {
-        print_pack_summary(&report, &opts.out);
+    if world.rank() == 0 {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+        } else {
+            print_pack_summary(&report, &opts.out);
+        }
     }
     Ok(if report.quarantined_entries > 0 {
         EXIT_FAILURES

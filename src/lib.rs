@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod deid;
 pub mod dicom;
+pub mod dist;
 pub mod logging;
 pub mod nn;
 pub mod optim;

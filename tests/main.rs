@@ -11,5 +11,6 @@ mod catalog_split;
 mod catalog_update;
 mod common;
 mod decode_conformance;
+mod dist;
 mod pack;
 mod phantom;

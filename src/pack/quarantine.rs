@@ -2,13 +2,13 @@
 //! reason. Files are named by keyed pseudonyms of their paths and by content hash, never by path
 //! (folder names carry patient IDs); `medtrain pack` logs the real path to the operator's terminal.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// File name of the quarantine report inside a pack directory.
 pub const QUARANTINE_FILE: &str = "quarantine.json";
 
 /// Where in the pipeline an input failed.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// The file could not be read or parsed as DICOM.
@@ -21,7 +21,7 @@ pub enum Stage {
     Decode,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QuarantineEntry {
     pub stage: Stage,
     pub reason: String,

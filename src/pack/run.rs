@@ -2,6 +2,7 @@
 //! pack already holds, decode batches in parallel and write them in order into shards.
 
 use super::index::{write_atomic, PackIndex, ShardEntry};
+use super::journal::{commit_journals, Journal};
 use super::quarantine::{QuarantineEntry, QuarantineReport, Stage, QUARANTINE_FILE};
 use super::shard::{PackedItem, ShardWriter, PARTIAL_SUFFIX};
 use super::tables::{ItemKind, SeriesRecord, SliceRecord};
@@ -15,7 +16,7 @@ use crate::dicom::open::has_part10_magic;
 use crate::dicom::read::{open_checked, open_header_checked, salvage_header, ReadError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,14 +35,18 @@ pub struct PackOptions {
     pub key: SiteKey,
     /// Target bytes of pixel data per shard; a shard is closed once it reaches this.
     pub shard_bytes: u64,
-    /// This worker's rank and the number of workers (MPI later); items are dealt round-robin.
+    /// This worker's rank and the number of workers (MPI ranks); items are dealt round-robin.
+    /// With more than one worker, committed shards go to the worker's journal, and only the
+    /// coordinating process (`prepare_pack`, `finish_pack`) writes `index.json`.
     pub rank: usize,
     pub workers: usize,
     pub progress: bool,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PackReport {
+    /// Processes that packed this run (MPI ranks; 1 without a launcher).
+    pub workers: u64,
     pub files_seen: u64,
     pub image_files: u64,
     pub not_dicom: u64,
@@ -73,6 +78,13 @@ pub enum PackError {
     Shard(#[from] super::shard::ShardError),
     #[error("input root {0} does not exist or is not a directory")]
     MissingRoot(PathBuf),
+    /// A failure on another MPI rank (or one reported through the rank that coordinates).
+    #[error("rank {rank}: {reason}")]
+    OnRank {
+        rank: usize,
+        usage: bool,
+        reason: String,
+    },
 }
 
 /// Rank `rank` of `workers` packs items `i` with `i % workers == rank` (items sorted by series).
@@ -178,30 +190,67 @@ fn item_entry(stage: Stage, reason: String, files: &[SourceFile], key: &SiteKey)
     entry(stage, reason, series, names, hashes)
 }
 
-/// Packs the roots into `opts.out`. Bad inputs are quarantined and reported; only problems with
-/// the output (I/O, key, index) are errors.
+/// What one worker did: its counters and what it quarantined, split by phase. Every worker scans
+/// every input (series need all their files), so scan-phase entries are the same on all workers
+/// and are kept from one; decode-phase entries belong to the worker that decoded the item.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ShareReport {
+    pub report: PackReport,
+    pub scan_quarantine: Vec<QuarantineEntry>,
+    pub decode_quarantine: Vec<QuarantineEntry>,
+}
+
+/// Packs the roots into `opts.out` in one process. Bad inputs are quarantined and reported; only
+/// problems with the output (I/O, key, index) are errors.
 pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>), PackError> {
+    prepare_pack(opts)?;
+    let share = pack_share(opts)?;
+    finish_pack(opts, vec![share])
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PackError {
+    let path = path.to_path_buf();
+    move |source| PackError::Io { path, source }
+}
+
+/// Run by one process before any worker starts: checks the roots and the key, folds the journals of
+/// an interrupted multi-worker run into `index.json` (their shards are committed), removes what was
+/// never committed and writes the index, so that every worker starts from the same one.
+pub fn prepare_pack(opts: &PackOptions) -> Result<(), PackError> {
+    for root in &opts.roots {
+        if !root.is_dir() {
+            return Err(PackError::MissingRoot(root.clone()));
+        }
+    }
+    fs::create_dir_all(&opts.out).map_err(io_error(&opts.out))?;
+    let index = load_checked(opts)?;
+    let index = commit_journals(&opts.out, index)?;
+    remove_uncommitted(&opts.out, &index).map_err(io_error(&opts.out))?;
+    index.save(&opts.out)?;
+    Ok(())
+}
+
+fn load_checked(opts: &PackOptions) -> Result<PackIndex, PackError> {
+    Ok(match PackIndex::load(&opts.out)? {
+        Some(index) => {
+            opts.key
+                .check_fingerprint(&format!("pack {}", opts.out.display()), &index.key_fingerprint)?;
+            index
+        }
+        None => PackIndex::new(&opts.key.fingerprint()),
+    })
+}
+
+/// One worker's share (items `i` with `assigned_to(i, rank, workers)`), after `prepare_pack`.
+pub fn pack_share(opts: &PackOptions) -> Result<ShareReport, PackError> {
     let start = Instant::now();
     for root in &opts.roots {
         if !root.is_dir() {
             return Err(PackError::MissingRoot(root.clone()));
         }
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PackError::Io { path, source }
-    };
-    fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let fingerprint = opts.key.fingerprint();
-    let index = match PackIndex::load(&opts.out)? {
-        Some(index) => {
-            opts.key
-                .check_fingerprint(&format!("pack {}", opts.out.display()), &index.key_fingerprint)?;
-            index
-        }
-        None => PackIndex::new(&fingerprint),
-    };
-    remove_uncommitted(&opts.out, &index).map_err(io(&opts.out))?;
+    let index = load_checked(opts)?;
 
     let mut report = PackReport::default();
     let mut quarantine: Vec<QuarantineEntry> = Vec::new();
@@ -245,6 +294,7 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
         }
     }
     quarantine.extend(damaged.into_values().flatten());
+    let scanned_quarantine = quarantine.len();
     report.items_total = items.len() as u64;
     report.duplicate_copies_dropped = items.iter().map(|i| i.duplicate_copies as u64).sum();
 
@@ -266,10 +316,12 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
 
     let progress = opts.progress.then(|| progress_bar(todo.len() as u64));
     let batch = (rayon::current_num_threads() * BATCH_PER_THREAD).max(1);
+    let journal = (opts.workers > 1).then(|| Journal::new(opts.rank, &fingerprint));
     let mut sink = ShardSink {
         out: &opts.out,
         fingerprint: &fingerprint,
         rank: opts.rank,
+        journal,
         shard_bytes: opts.shard_bytes,
         writer: None,
         index,
@@ -302,8 +354,9 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
     })?;
     let ShardSink {
         index,
+        journal,
         mut report,
-        quarantine,
+        mut quarantine,
         hu_total,
         progress,
         ..
@@ -311,12 +364,33 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    index.save(&opts.out)?;
+    match journal {
+        Some(journal) => journal.save(&opts.out)?,
+        None => index.save(&opts.out)?,
+    }
     report.voxels_clamped = hu_total.clamped;
     report.padding_voxels = hu_total.padding;
+    report.seconds = start.elapsed().as_secs_f64();
+    let decode_quarantine = quarantine.split_off(scanned_quarantine);
+    Ok(ShareReport {
+        report,
+        scan_quarantine: quarantine,
+        decode_quarantine,
+    })
+}
+
+/// Run by one process after every worker finished: commits the workers' journals into
+/// `index.json` and writes the merged quarantine report and run summary. `shares` are in rank
+/// order; counters of the scan phase (the same on every worker) come from the first.
+pub fn finish_pack(
+    opts: &PackOptions,
+    shares: Vec<ShareReport>,
+) -> Result<(PackReport, Vec<QuarantineEntry>), PackError> {
+    let index = load_checked(opts)?;
+    commit_journals(&opts.out, index)?;
+    let (mut report, quarantine) = merge_shares(shares);
     report.quarantined_entries = quarantine.len() as u64;
     report.quarantined_files = quarantine.iter().map(|e| e.files.len() as u64).sum();
-    report.seconds = start.elapsed().as_secs_f64();
     let q = QuarantineReport {
         format: "medtrain-quarantine",
         entries: quarantine.clone(),
@@ -326,7 +400,7 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
         &path,
         serde_json::to_string_pretty(&q).expect("serialisable").as_bytes(),
     )
-    .map_err(io(&path))?;
+    .map_err(io_error(&path))?;
     let path = opts.out.join(REPORT_FILE);
     write_atomic(
         &path,
@@ -334,8 +408,40 @@ pub fn run_pack(opts: &PackOptions) -> Result<(PackReport, Vec<QuarantineEntry>)
             .expect("serialisable")
             .as_bytes(),
     )
-    .map_err(io(&path))?;
+    .map_err(io_error(&path))?;
     Ok((report, quarantine))
+}
+
+/// One report for the whole pack: scan counters from the first share, work counters summed, the
+/// slowest worker's time; scan quarantine once, then every worker's decode quarantine in rank order.
+fn merge_shares(shares: Vec<ShareReport>) -> (PackReport, Vec<QuarantineEntry>) {
+    let mut shares = shares.into_iter();
+    let Some(first) = shares.next() else {
+        return (PackReport::default(), Vec::new());
+    };
+    let workers = 1 + shares.len() as u64;
+    let mut report = first.report;
+    report.workers = workers;
+    let mut quarantine = first.scan_quarantine;
+    quarantine.extend(first.decode_quarantine);
+    let several = workers > 1;
+    for share in shares {
+        let r = share.report;
+        report.items_packed += r.items_packed;
+        report.items_already_packed += r.items_already_packed;
+        report.slices_packed += r.slices_packed;
+        report.shards_written += r.shards_written;
+        report.pixel_bytes_written += r.pixel_bytes_written;
+        report.voxels_clamped += r.voxels_clamped;
+        report.padding_voxels += r.padding_voxels;
+        report.seconds = report.seconds.max(r.seconds);
+        quarantine.extend(share.decode_quarantine);
+    }
+    if several {
+        // Every item was some worker's: none is left to "other workers" in the merged view.
+        report.items_other_workers = 0;
+    }
+    (report, quarantine)
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {
@@ -356,6 +462,8 @@ struct ShardSink<'a> {
     out: &'a Path,
     fingerprint: &'a str,
     rank: usize,
+    /// Where this worker records committed shards when it is one of several (else `index`).
+    journal: Option<Journal>,
     shard_bytes: u64,
     writer: Option<ShardWriter>,
     index: PackIndex,
@@ -405,8 +513,14 @@ impl ShardSink<'_> {
         self.report.shards_written += 1;
         self.report.pixel_bytes_written += entry.pixel_bytes;
         tracing::info!(shard = %entry.file, series = entry.series, bytes = entry.bytes, "shard committed");
-        self.index.shards.push(entry);
-        self.index.save(self.out)?;
+        self.index.shards.push(entry.clone());
+        match &mut self.journal {
+            Some(journal) => {
+                journal.shards.push(entry);
+                journal.save(self.out)?;
+            }
+            None => self.index.save(self.out)?,
+        }
         Ok(())
     }
 }
@@ -433,6 +547,7 @@ fn next_shard_name(out: &Path, index: &PackIndex, rank: usize) -> String {
 }
 
 /// Removes what an interrupted run left: partial shards, and shards never entered in the index.
+/// Only safe while no worker is packing (`prepare_pack`): a worker's open shard is uncommitted too.
 fn remove_uncommitted(out: &Path, index: &PackIndex) -> std::io::Result<()> {
     for entry in fs::read_dir(out)? {
         let path = entry?.path();
