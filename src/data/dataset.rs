@@ -1,0 +1,590 @@
+//! A split of a manifest as indexed samples: catalog rows resolved once at open (series geometry,
+//! shard byte ranges, label columns), shards mapped once with `memmap2` and shared by every sample.
+//! The HDF5 library only confirms each pixel dataset's offset; pixels are read from the mapping.
+//!
+//! Samples: a slice-level manifest gives one sample per slice row; a series-level manifest one per
+//! series (2D modes then cut the middle slice, n_slices / 2).
+
+use super::config::{DataConfig, SampleMode};
+use super::transform::{resample, Augmentation, Grid, Volume};
+use super::DataError;
+use crate::catalog::columns::{cell_text, Level};
+use crate::catalog::split::Manifest;
+use crate::catalog::view::{Catalog, LABEL_PRESENT};
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The only pixel type trained on for now: HU volumes.
+const TRAIN_DTYPE: &str = "i16";
+const TRAIN_DTYPE_BYTES: u64 = 2;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleMeta {
+    pub series_row: u32,
+    pub patient_row: u32,
+    /// Catalog slice row of a slice-level sample (None for a series-level sample).
+    pub slice_row: Option<u64>,
+    /// Slice the sample is cut from or centred on (n_slices / 2 for a whole series).
+    pub slice_index: u32,
+    /// Index of the shard in `catalog.json`.
+    pub shard: u32,
+    pub series_key: String,
+    pub patient_key: String,
+}
+
+/// Where each output voxel came from: pack voxel index coordinates (slice, row, col) =
+/// affine · (z, y, x, 1) of the output grid (2D: z = 0; 2.5D neighbours are slice ± offset).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SampleTransform {
+    pub series_row: u32,
+    pub slice_index: u32,
+    pub affine: [[f64; 4]; 3],
+    /// Mirrors applied along (z, y, x).
+    pub flips: [bool; 3],
+}
+
+/// One series used by the split, resolved from the catalog's series table.
+struct SeriesInfo {
+    row: u32,
+    patient_row: u32,
+    shard: u32,        // catalog shard index
+    map: usize,        // index into Dataset::shards
+    offset: u64,       // bytes into the shard
+    length: u64,       // bytes
+    shape: [usize; 3], // (slices, rows, cols)
+    spacing: [f64; 3], // mm (slice, row, col)
+    slice_start: u64,
+    dataset: String,
+}
+
+/// Consecutive samples of one series with consecutive slices.
+struct Segment {
+    first: usize, // first sample index
+    series: u32,  // index into Dataset::series
+    first_slice: u32,
+    first_row: Option<u64>, // catalog slice row of the first sample (slice level)
+}
+
+struct Target {
+    set: usize, // index into catalog.labels
+    column: String,
+    level: Level,
+}
+
+struct ShardMap {
+    path: PathBuf,
+    map: Mmap,
+}
+
+pub struct Dataset {
+    cfg: DataConfig,
+    level: Level,
+    catalog: Catalog,
+    series: Vec<SeriesInfo>,
+    segments: Vec<Segment>,
+    len: usize,
+    shards: Vec<ShardMap>,
+    targets: Vec<Target>,
+    /// Output spacing (z, y, x) when configured.
+    spacing: Option<[f64; 3]>,
+}
+
+fn positive_or(v: f64, fallback: f64) -> f64 {
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        fallback
+    }
+}
+
+impl Dataset {
+    pub fn open(
+        catalog_dir: &Path,
+        manifest: &Manifest,
+        split: &str,
+        cfg: &DataConfig,
+    ) -> Result<Dataset, DataError> {
+        cfg.validate()?;
+        let catalog = Catalog::open(catalog_dir)?;
+        let part = manifest
+            .splits
+            .iter()
+            .find(|p| p.name == split)
+            .ok_or_else(|| DataError::Split {
+                name: split.into(),
+                available: manifest.splits.iter().map(|p| p.name.clone()).collect(),
+            })?;
+        let level = manifest.meta.level;
+        if level == Level::Patient {
+            return Err(DataError::Manifest(
+                "samples are slices or series, not patients: re-run the split with --level slices|series"
+                    .into(),
+            ));
+        }
+        if level == Level::Slice && cfg.mode == SampleMode::Volume3d {
+            return Err(DataError::Config {
+                key: "data.mode",
+                reason: "volume3d needs a series-level manifest (split --level series); \
+                         use crop3d for slice samples"
+                    .into(),
+            });
+        }
+        let rows = catalog.rows(level) as u64;
+        if let Some(bad) = part
+            .runs_start
+            .iter()
+            .zip(&part.runs_length)
+            .find(|&(&s, &n)| s + n as u64 > rows)
+        {
+            return Err(DataError::Manifest(format!(
+                "split {split} names {} rows {}..{} but catalog {} has {rows}: \
+                 was the manifest made from this catalog?",
+                level.group(),
+                bad.0,
+                bad.0 + *bad.1 as u64,
+                catalog_dir.display()
+            )));
+        }
+        let mut b = Builder::new(&catalog)?;
+        match level {
+            Level::Slice => {
+                let series_row = catalog.col_u32(Level::Slice, "series_row")?;
+                let slice_index = catalog.col_u32(Level::Slice, "slice_index")?;
+                for row in part.rows() {
+                    let r = row as usize;
+                    b.add(series_row[r], slice_index[r], Some(row))?;
+                }
+            }
+            Level::Series | Level::Patient => {
+                for row in part.rows() {
+                    let middle = b.n_slices[row as usize] / 2;
+                    b.add(row as u32, middle, None)?;
+                }
+            }
+        }
+        let Builder {
+            series,
+            segments,
+            len,
+            ..
+        } = b;
+        let mut dataset = Dataset {
+            cfg: cfg.clone(),
+            level,
+            targets: resolve_targets(&catalog, &cfg.labels)?,
+            spacing: cfg.spacing_mm.as_ref().map(|s| match s.as_slice() {
+                [r, c] => [1.0, *r, *c],
+                [z, r, c] => [*z, *r, *c],
+                _ => [1.0; 3],
+            }),
+            catalog,
+            series,
+            segments,
+            len,
+            shards: Vec::new(),
+        };
+        dataset.map_shards()?;
+        Ok(dataset)
+    }
+
+    /// Resolves each used shard's path, checks it against the catalogued byte ranges and the
+    /// HDF5 dataset offsets, and maps it.
+    fn map_shards(&mut self) -> Result<(), DataError> {
+        let mut used: Vec<u32> = self.series.iter().map(|s| s.shard).collect();
+        used.sort_unstable();
+        used.dedup();
+        let mut index = HashMap::new();
+        for &id in &used {
+            let catalogued = PathBuf::from(&self.catalog.state.shards[id as usize].path);
+            let path = match &self.cfg.shard_dir {
+                Some(dir) => dir.join(catalogued.file_name().unwrap_or(catalogued.as_os_str())),
+                None => catalogued,
+            };
+            let series: Vec<&SeriesInfo> = self.series.iter().filter(|s| s.shard == id).collect();
+            index.insert(id, self.shards.len());
+            self.shards.push(open_shard(&path, &series)?);
+        }
+        for s in &mut self.series {
+            s.map = index[&s.shard];
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn config(&self) -> &DataConfig {
+        &self.cfg
+    }
+
+    /// Level of the manifest's samples (slice or series).
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    pub fn channels(&self) -> u32 {
+        self.cfg.channels()
+    }
+
+    /// [D, H, W] of a sample ([1, H, W] in 2D).
+    pub fn extent(&self) -> [u32; 3] {
+        self.cfg.extent()
+    }
+
+    /// Floats per sample: channels × D × H × W.
+    pub fn sample_len(&self) -> usize {
+        self.channels() as usize * self.extent().iter().map(|&n| n as usize).product::<usize>()
+    }
+
+    pub fn num_targets(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// (segment, slice index, slice row) of sample `i`.
+    fn locate(&self, i: usize) -> (&Segment, u32, Option<u64>) {
+        let at = self.segments.partition_point(|s| s.first <= i) - 1;
+        let seg = &self.segments[at];
+        let k = (i - seg.first) as u32;
+        (seg, seg.first_slice + k, seg.first_row.map(|r| r + k as u64))
+    }
+
+    pub fn meta(&self, i: usize) -> SampleMeta {
+        let (seg, slice_index, slice_row) = self.locate(i);
+        let s = &self.series[seg.series as usize];
+        let key = |level: Level, name: &str, row: u32| {
+            self.catalog
+                .col_keys(level, name)
+                .ok()
+                .and_then(|k| k.get(row as usize))
+                .map(|k| cell_text(k).to_string())
+                .unwrap_or_default()
+        };
+        SampleMeta {
+            series_row: s.row,
+            patient_row: s.patient_row,
+            slice_row,
+            slice_index,
+            shard: s.shard,
+            series_key: key(Level::Series, "series_key", s.row),
+            patient_key: key(Level::Patient, "patient_key", s.patient_row),
+        }
+    }
+
+    /// Catalog shard index of sample `i` (for a shard-local sampler).
+    pub fn shard_of(&self, i: usize) -> u32 {
+        let (seg, ..) = self.locate(i);
+        self.series[seg.series as usize].shard
+    }
+
+    /// Targets of sample `i` in config order; `mask` is 0 where the label is unknown or the row is
+    /// not in the label set (and the target then 0).
+    pub fn target(&self, i: usize, out: &mut [f32], mask: &mut [f32]) {
+        let (seg, _, slice_row) = self.locate(i);
+        let s = &self.series[seg.series as usize];
+        for (t, (o, m)) in self.targets.iter().zip(out.iter_mut().zip(mask.iter_mut())) {
+            let value = self.label(t, s, slice_row);
+            *o = value.unwrap_or(0.0) as f32;
+            *m = if value.is_some() { 1.0 } else { 0.0 };
+        }
+    }
+
+    fn label(&self, t: &Target, s: &SeriesInfo, slice_row: Option<u64>) -> Option<f64> {
+        let set = &self.catalog.labels[t.set];
+        let values = set.values(&t.column).unwrap_or(&[]);
+        let states = set.states(&t.column).unwrap_or(&[]);
+        let at = |row: u64| match states.get(row as usize) {
+            Some(&LABEL_PRESENT) => values.get(row as usize).copied().filter(|v| !v.is_nan()),
+            _ => None,
+        };
+        match (t.level, slice_row) {
+            (Level::Slice, Some(row)) => at(row),
+            (Level::Slice, None) => {
+                let rows = s.slice_start..s.slice_start + s.shape[0] as u64;
+                rows.filter_map(at).reduce(f64::max)
+            }
+            (Level::Series, _) => at(s.row as u64),
+            (Level::Patient, _) => at(s.patient_row as u64),
+        }
+    }
+
+    /// Class of sample `i` for balanced sampling: its first target rounded (None when unknown).
+    pub fn class_of(&self, i: usize) -> Option<u32> {
+        let t = self.targets.first()?;
+        let (seg, _, slice_row) = self.locate(i);
+        let v = self.label(t, &self.series[seg.series as usize], slice_row)?;
+        (v >= 0.0 && v.is_finite()).then(|| v.round() as u32)
+    }
+
+    /// The shard files as opened (after `shard_dir`).
+    pub fn shard_paths(&self) -> Vec<PathBuf> {
+        self.shards.iter().map(|s| s.path.clone()).collect()
+    }
+
+    /// Loads sample `i` into `out` (len `sample_len`, layout (C, D, H, W)). `aug`: Some(seed)
+    /// applies augmentation drawn from that seed only; None is the deterministic centre transform.
+    pub fn load(&self, i: usize, aug: Option<u64>, out: &mut [f32]) -> Result<SampleTransform, DataError> {
+        if i >= self.len || out.len() != self.sample_len() {
+            return Err(DataError::Sample {
+                index: i,
+                len: self.len,
+                buffer: out.len(),
+                needed: self.sample_len(),
+            });
+        }
+        let (seg, slice_index, slice_row) = self.locate(i);
+        let s = &self.series[seg.series as usize];
+        let map = &self.shards[s.map].map;
+        let vol = Volume {
+            bytes: &map[s.offset as usize..(s.offset + s.length) as usize],
+            shape: s.shape,
+        };
+        let mode = self.cfg.mode;
+        let centre_slice = match mode {
+            SampleMode::Slice | SampleMode::Slice25d => Some(slice_index),
+            SampleMode::Crop3d => slice_row.map(|_| slice_index),
+            SampleMode::Volume3d => None,
+        };
+        let grid = Grid {
+            mode,
+            src_shape: s.shape,
+            src_spacing: s.spacing,
+            out_extent: self.extent(),
+            out_spacing: self.spacing,
+            centre_slice,
+        };
+        let augmentation = match aug {
+            Some(seed) => Augmentation::draw(&self.cfg.augment, seed, mode.is_3d()),
+            None => Augmentation::none(),
+        };
+        let affine = grid.affine(&augmentation);
+        resample(
+            &vol,
+            mode,
+            &affine,
+            self.extent(),
+            self.cfg.context,
+            &self.cfg.windows,
+            &augmentation,
+            out,
+        );
+        Ok(SampleTransform {
+            series_row: s.row,
+            slice_index,
+            affine,
+            flips: augmentation.flips,
+        })
+    }
+}
+
+/// Collects the used series and the sample segments while the manifest rows are walked.
+struct Builder<'a> {
+    cat: &'a Catalog,
+    n_slices: &'a [u32],
+    by_row: HashMap<u32, u32>,
+    series: Vec<SeriesInfo>,
+    segments: Vec<Segment>,
+    len: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(cat: &'a Catalog) -> Result<Builder<'a>, DataError> {
+        Ok(Builder {
+            cat,
+            n_slices: cat.col_u32(Level::Series, "n_slices")?,
+            by_row: HashMap::new(),
+            series: Vec::new(),
+            segments: Vec::new(),
+            len: 0,
+        })
+    }
+
+    fn add(&mut self, series_row: u32, slice: u32, slice_row: Option<u64>) -> Result<(), DataError> {
+        let idx = match self.by_row.get(&series_row) {
+            Some(&i) => i,
+            None => {
+                let info = series_info(self.cat, series_row)?;
+                let i = self.series.len() as u32;
+                self.series.push(info);
+                self.by_row.insert(series_row, i);
+                i
+            }
+        };
+        let extends = self.segments.last().is_some_and(|seg| {
+            let k = (self.len - seg.first) as u32;
+            seg.series == idx
+                && seg.first_slice + k == slice
+                && seg.first_row.map(|r| r + k as u64) == slice_row
+                && slice_row.is_some()
+        });
+        if !extends {
+            self.segments.push(Segment {
+                first: self.len,
+                series: idx,
+                first_slice: slice,
+                first_row: slice_row,
+            });
+        }
+        self.len += 1;
+        Ok(())
+    }
+}
+
+/// Reads and checks one series row: int16 single-channel volumes only, bytes = voxels × 2.
+fn series_info(cat: &Catalog, row: u32) -> Result<SeriesInfo, DataError> {
+    let r = row as usize;
+    let key = cell_text(&cat.col_keys(Level::Series, "series_key")?[r]).to_string();
+    let dtype = cell_text(&cat.tables.codes("series/dtype")?[r]).to_string();
+    let spp = cat.tables.u8s("series/samples_per_pixel")?[r];
+    let modality = cell_text(&cat.tables.codes("series/modality")?[r]).to_string();
+    if dtype != TRAIN_DTYPE || spp != 1 {
+        return Err(DataError::Unsupported {
+            series: key,
+            reason: format!(
+                "{modality} series of {dtype} with {spp} sample(s) per pixel; training reads \
+                 single-channel int16 HU volumes (CT) only: filter the split on modality"
+            ),
+        });
+    }
+    let u32col = |name| cat.col_u32(Level::Series, name).map(|c| c[r]);
+    let u64col = |name| cat.col_u64(Level::Series, name).map(|c| c[r]);
+    let shape = [
+        u32col("n_slices")? as usize,
+        u32col("rows")? as usize,
+        u32col("cols")? as usize,
+    ];
+    let length = u64col("data_length")?;
+    let voxels = shape.iter().map(|&n| n as u64).product::<u64>();
+    if voxels * TRAIN_DTYPE_BYTES != length || voxels == 0 {
+        return Err(DataError::Unsupported {
+            series: key,
+            reason: format!("{shape:?} voxels of int16 do not fill its {length} pixel bytes"),
+        });
+    }
+    let pixel = cat.col_f64(Level::Series, "pixel_spacing")?;
+    let slice_spacing = cat.col_f64(Level::Series, "slice_spacing")?[r];
+    let shard = u32col("shard")?;
+    if shard as usize >= cat.state.shards.len() {
+        return Err(DataError::Unsupported {
+            series: key,
+            reason: format!("shard index {shard} is not in the catalog's shard list"),
+        });
+    }
+    Ok(SeriesInfo {
+        row,
+        patient_row: u32col("patient_row")?,
+        shard,
+        map: 0,
+        offset: u64col("data_offset")?,
+        length,
+        shape,
+        spacing: [
+            positive_or(slice_spacing, 1.0),
+            positive_or(pixel[2 * r], 1.0),
+            positive_or(pixel[2 * r + 1], 1.0),
+        ],
+        slice_start: u64col("slice_start")?,
+        dataset: cell_text(&cat.col_keys(Level::Series, "dataset")?[r]).to_string(),
+    })
+}
+
+fn resolve_targets(cat: &Catalog, labels: &[String]) -> Result<Vec<Target>, DataError> {
+    labels
+        .iter()
+        .map(|name| {
+            let err = |reason: String| DataError::Label {
+                name: name.clone(),
+                reason,
+            };
+            let (set_name, column) = name
+                .split_once('.')
+                .ok_or_else(|| err("expected \"set.column\"".into()))?;
+            let set = cat
+                .labels
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.meta.name == set_name)
+                .max_by_key(|(_, l)| l.meta.version)
+                .map(|(i, _)| i)
+                .ok_or_else(|| {
+                    let mut known: Vec<&str> = cat.labels.iter().map(|l| l.meta.name.as_str()).collect();
+                    known.dedup();
+                    err(format!(
+                        "no label set {set_name} in the catalog (it has {known:?})"
+                    ))
+                })?;
+            let ls = &cat.labels[set];
+            if ls.column(column).is_none() {
+                let cols: Vec<&str> = ls.meta.columns.iter().map(|c| c.name.as_str()).collect();
+                return Err(err(format!(
+                    "label set {set_name} has no column {column} (it has {cols:?})"
+                )));
+            }
+            let (values, states) = (ls.values(column)?, ls.states(column)?);
+            if values.len() != states.len() {
+                return Err(err(format!(
+                    "{} values but {} states in {}",
+                    values.len(),
+                    states.len(),
+                    ls.file.path.display()
+                )));
+            }
+            Ok(Target {
+                set,
+                column: column.to_string(),
+                level: ls.meta.level,
+            })
+        })
+        .collect()
+}
+
+/// Checks one shard file against the byte ranges the catalog recorded for `series`, asks HDF5
+/// (metadata only, no file lock) where each pixel dataset starts, and maps the file read-only.
+fn open_shard(path: &Path, series: &[&SeriesInfo]) -> Result<ShardMap, DataError> {
+    let err = |reason: String| DataError::Shard {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let size = file
+        .metadata()
+        .map_err(|e| err(format!("cannot stat: {e}")))?
+        .len();
+    let needed = series.iter().map(|s| s.offset + s.length).max().unwrap_or(0);
+    if size < needed {
+        return Err(err(format!(
+            "{size} bytes, but its pixel data reach byte {needed}: truncated or incomplete copy"
+        )));
+    }
+    let h5 = hdf5::File::with_options()
+        .with_fapl(|p| p.file_locking(false))
+        .open(path)
+        .map_err(|e| err(format!("not a readable HDF5 file: {e}")))?;
+    for s in series {
+        let ds = h5
+            .dataset(&s.dataset)
+            .map_err(|e| err(format!("no pixel dataset {}: {e}", s.dataset)))?;
+        let (offset, bytes) = (ds.offset(), ds.storage_size());
+        if offset != Some(s.offset) || bytes != s.length {
+            return Err(err(format!(
+                "pixel dataset {} lies at {offset:?} ({bytes} bytes), the catalog says {} ({} bytes): \
+                 not the catalogued shard",
+                s.dataset, s.offset, s.length
+            )));
+        }
+    }
+    drop(h5);
+    // SAFETY: shards are immutable once published (pack renames them into place; staging copies
+    // them before training starts); the ranges read were checked against the file size above.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| err(format!("cannot map: {e}")))?;
+    Ok(ShardMap {
+        path: path.to_path_buf(),
+        map,
+    })
+}
