@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;

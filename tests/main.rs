@@ -9,6 +9,7 @@ mod catalog_engine;
 mod catalog_labels;
 mod catalog_split;
 mod catalog_update;
+mod checkpoint;
 mod common;
 mod decode_conformance;
 mod dist;

@@ -63,6 +63,8 @@ impl ResNetConfig {
 /// A built model: its graph and the tables of the flat parameter and running-statistics buffers.
 #[derive(Clone, Debug)]
 pub struct ModelSpec {
+    /// The configuration it was built from (checkpoints refuse weights of another one).
+    pub config: ResNetConfig,
     pub graph: Graph,
     pub params: NamedTable,
     pub buffers: NamedTable,
@@ -224,6 +226,7 @@ impl Builder<'_> {
 pub fn build(cfg: &ResNetConfig, n: u32, dims: Dims3) -> ModelSpec {
     let input_len = (n * cfg.in_channels) as usize * dims.iter().map(|&d| d as usize).product::<usize>();
     let spec = ModelSpec {
+        config: cfg.clone(),
         graph: Graph::with_input(input_len),
         params: NamedTable::default(),
         buffers: NamedTable::default(),

@@ -52,6 +52,23 @@ impl<B: Backend> Optimizer<B> {
         })
     }
 
+    /// The state buffers with their PyTorch state names: `momentum_buffer` (SGD) or `exp_avg`,
+    /// `exp_avg_sq` (AdamW); each laid out like the parameters.
+    pub fn state_buffers(&self) -> Vec<(&'static str, &B::Buf)> {
+        match &self.state_b {
+            None => vec![("momentum_buffer", &self.state_a)],
+            Some(v) => vec![("exp_avg", &self.state_a), ("exp_avg_sq", v)],
+        }
+    }
+
+    /// `state_buffers`, writable (restoring a checkpoint).
+    pub fn state_buffers_mut(&mut self) -> Vec<(&'static str, &mut B::Buf)> {
+        match &mut self.state_b {
+            None => vec![("momentum_buffer", &mut self.state_a)],
+            Some(v) => vec![("exp_avg", &mut self.state_a), ("exp_avg_sq", v)],
+        }
+    }
+
     /// One update of `param` (whole flat buffer) from `grad` with learning rate `lr`.
     pub fn update(&mut self, b: &B, lr: f32, param: &mut B::Buf, grad: &B::Buf) -> Result<()> {
         self.step += 1;
