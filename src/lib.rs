@@ -11,3 +11,4 @@ pub mod nn;
 pub mod optim;
 pub mod pack;
 pub mod phantom;
+pub mod train;
