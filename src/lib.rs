@@ -4,6 +4,7 @@ pub mod backend;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod deid;
 pub mod dicom;
 pub mod logging;
