@@ -775,6 +775,20 @@ mod tests {
                 "no line pixel near data ({v}, {v}) = pixel ({px}, {py})"
             );
         }
+        // Independently of the axis functions: the data spans the nice range 0..10 exactly, so the line
+        // runs from the plot's bottom-left corner to its top-right corner, where the axis lines are.
+        let p = f.plot;
+        assert_eq!((f.x.lo, f.x.hi, f.y.lo, f.y.hi), (0.0, 10.0, 0.0, 10.0));
+        assert!(image.near(p.left as f64, p.bottom as f64, 2, colour));
+        assert!(image.near(p.right as f64, p.top as f64, 2, colour));
+        assert!(image.near(
+            ((p.left + p.right) / 2) as f64,
+            ((p.top + p.bottom) / 2) as f64,
+            2,
+            colour
+        ));
+        assert_eq!(image.at((p.left + p.right) / 2, p.bottom), INK, "x axis line");
+        assert_eq!(image.at(p.left, (p.top + p.bottom) / 2), INK, "y axis line");
         // And not on the other diagonal.
         let (px, py) = (f.x.to_pixel(2.0), f.y.to_pixel(8.0));
         assert!(!image.near(px, py, 4, colour));
