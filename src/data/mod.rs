@@ -5,6 +5,7 @@
 pub mod config;
 pub mod dataset;
 pub mod loader;
+pub mod sampler;
 pub mod transform;
 
 pub use config::{AugmentConfig, DataConfig, SampleMode};
