@@ -259,7 +259,10 @@ fn pack_args<'a>(c: &'a Cohort, out: &'a Path) -> Vec<&'a str> {
 }
 
 /// Every series of a pack by series key: (modality, shape, pixel bytes), read through the index.
-fn series_of(out: &Path) -> BTreeMap<String, (String, (u32, u32, u32), Vec<u8>)> {
+/// (modality, (slices, rows, cols), pixel bytes) of one packed series.
+type PackedSeries = (String, (u32, u32, u32), Vec<u8>);
+
+fn series_of(out: &Path) -> BTreeMap<String, PackedSeries> {
     let index = PackIndex::load(out).unwrap().expect("index.json");
     let mut all = BTreeMap::new();
     for entry in &index.shards {
