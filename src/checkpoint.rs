@@ -366,8 +366,9 @@ fn optimizer_file<B: Backend>(b: &B, net: &Net<B>, opt: &Optimizer<B>, path: &Pa
 /// Writes `<root>/step-<global_step:010>/` {model.safetensors, optimizer.safetensors, state.json} via a
 /// `.partial` directory: files fsynced, state.json records the BLAKE3 of both safetensors files,
 /// directory renamed into place, parent fsynced; then keeps only the newest `keep` complete checkpoints
-/// (0 keeps all) and moves later steps of an abandoned trajectory aside (see `prune`). The recorded dropout seed, optimizer step and model config are taken from `net` and
-/// `opt`, so they cannot disagree with the tensors. Saving a step that exists replaces it.
+/// (0 keeps all) and moves later steps of an abandoned trajectory aside (see `prune`). The recorded
+/// dropout seed, optimizer step and model config are taken from `net` and `opt`, so they cannot disagree
+/// with the tensors. Saving a step that exists replaces it.
 pub fn save<B: Backend>(
     root: &Path,
     b: &B,
@@ -699,6 +700,9 @@ pub fn restore<B: Backend>(
     Ok(verified.state)
 }
 
+/// Where a user lists the name prefixes that may differ.
+const SKIP_HINT: &str = "LoadOptions::skip_mismatched";
+
 /// The parameter index of the first convolution on the input image (the stem).
 fn stem_weight(net_spec: &crate::nn::ModelSpec) -> Option<usize> {
     net_spec.graph.nodes.iter().find_map(|n| match &n.op {
@@ -757,10 +761,10 @@ pub fn load_weights<B: Backend>(
                     report.skipped.push(e.name.clone());
                     continue;
                 }
-                return Err(weights_err(
-                    path,
-                    format!("it has no tensor `{}`; list its prefix in skip_mismatched to keep this model's values", e.name),
-                ));
+                let name = &e.name;
+                let reason =
+                    format!("it has no tensor `{name}`; list its prefix in {SKIP_HINT} to keep ours");
+                return Err(weights_err(path, reason));
             };
             if view.dtype() != Dtype::F32 {
                 return Err(weights_err(
@@ -786,7 +790,7 @@ pub fn load_weights<B: Backend>(
                 return Err(weights_err(
                     path,
                     format!(
-                        "`{}` has shape {:?}, this model needs {:?}; list its prefix in skip_mismatched to skip it",
+                        "`{}` has shape {:?}, this model needs {:?}; list its prefix in {SKIP_HINT}",
                         e.name,
                         view.shape(),
                         e.shape
