@@ -30,6 +30,8 @@ pub const STATE_FILE: &str = "state.json";
 const DIR_PREFIX: &str = "step-";
 const STEP_DIGITS: usize = 10;
 const PARTIAL_SUFFIX: &str = ".partial";
+/// Checkpoints past the step a run resumed from are moved aside under this extension.
+const ABANDONED_EXTENSION: &str = "abandoned";
 /// PyTorch's per-batch-norm counter; we write it so strict loading succeeds and ignore it on reading.
 const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
 /// Metadata key holding the `ResNetConfig` JSON in model.safetensors.
@@ -364,8 +366,9 @@ fn optimizer_file<B: Backend>(b: &B, net: &Net<B>, opt: &Optimizer<B>, path: &Pa
 /// Writes `<root>/step-<global_step:010>/` {model.safetensors, optimizer.safetensors, state.json} via a
 /// `.partial` directory: files fsynced, state.json records the BLAKE3 of both safetensors files,
 /// directory renamed into place, parent fsynced; then keeps only the newest `keep` complete checkpoints
-/// (0 keeps all). The recorded dropout seed, optimizer step and model config are taken from `net` and
-/// `opt`, so they cannot disagree with the tensors. Saving a step that exists replaces it.
+/// (0 keeps all) and moves later steps of an abandoned trajectory aside (see `prune`). The recorded
+/// dropout seed, optimizer step and model config are taken from `net` and `opt`, so they cannot disagree
+/// with the tensors. Saving a step that exists replaces it.
 pub fn save<B: Backend>(
     root: &Path,
     b: &B,
@@ -417,21 +420,36 @@ pub fn save<B: Backend>(
     }
     fs::rename(&partial, &final_dir).map_err(io_err(&partial, "rename into place"))?;
     sync_dir(root).map_err(io_err(root, "fsync"))?;
-    prune(root, &final_dir, keep)?;
+    prune(root, &final_dir, record.state.global_step, keep)?;
     Ok(final_dir)
 }
 
 /// Keeps the newest `keep` checkpoints (always `current`) and removes leftover `.partial` directories,
-/// which only a crashed save leaves behind (rank 0 is the only writer). A failed removal is a warning:
-/// the new checkpoint is already safe.
-fn prune(root: &Path, current: &Path, keep: usize) -> Result<()> {
+/// which only a crashed save leaves behind (rank 0 is the only writer). Checkpoints of a later step than
+/// `current` belong to a trajectory the run left by resuming from an earlier one; they are renamed to
+/// `<name>.abandoned`, so that `latest_valid` cannot jump back to them, but not deleted. A failed removal
+/// is a warning: the new checkpoint is already safe.
+fn prune(root: &Path, current: &Path, current_step: u64, keep: usize) -> Result<()> {
     let mut doomed: Vec<PathBuf> = Vec::new();
+    let (mut older, later): (Vec<_>, Vec<_>) = list_checkpoints(root)?
+        .into_iter()
+        .filter(|(_, dir)| dir != current)
+        .partition(|(step, _)| *step < current_step);
+    for (_, dir) in later {
+        let aside = dir.with_extension(ABANDONED_EXTENSION);
+        tracing::warn!(
+            "{} is newer than the checkpoint just written ({}); moving it to {}",
+            dir.display(),
+            current.display(),
+            aside.display()
+        );
+        if let Err(e) = fs::rename(&dir, &aside) {
+            tracing::warn!("cannot move {} aside: {e}", dir.display());
+        }
+    }
     if keep > 0 {
-        let mut all = list_checkpoints(root)?;
-        all.retain(|(_, dir)| dir != current);
-        let others_kept = keep - 1;
-        let excess = all.len().saturating_sub(others_kept);
-        doomed.extend(all.into_iter().take(excess).map(|(_, dir)| dir));
+        let excess = older.len().saturating_sub(keep - 1);
+        doomed.extend(older.drain(..excess).map(|(_, dir)| dir));
     }
     let entries = fs::read_dir(root).map_err(io_err(root, "list the checkpoint directory"))?;
     for entry in entries.flatten() {
@@ -608,7 +626,7 @@ fn read_table(st: &SafeTensors<'_>, table: &NamedTable, prefix: &str, path: &Pat
 /// Refuses tensors the model does not have (`num_batches_tracked` excepted).
 fn refuse_extra(st: &SafeTensors<'_>, known: &[&str], path: &Path) -> Result<()> {
     for name in st.names() {
-        if !name.ends_with(NUM_BATCHES_TRACKED) && !known.contains(&name.as_str()) {
+        if !name.ends_with(&format!(".{NUM_BATCHES_TRACKED}")) && !known.contains(&name.as_str()) {
             return Err(mismatch(path, format!("holds `{name}`, which this model lacks")));
         }
     }
@@ -682,6 +700,9 @@ pub fn restore<B: Backend>(
     Ok(verified.state)
 }
 
+/// Where a user lists the name prefixes that may differ.
+const SKIP_HINT: &str = "LoadOptions::skip_mismatched";
+
 /// The parameter index of the first convolution on the input image (the stem).
 fn stem_weight(net_spec: &crate::nn::ModelSpec) -> Option<usize> {
     net_spec.graph.nodes.iter().find_map(|n| match &n.op {
@@ -740,10 +761,10 @@ pub fn load_weights<B: Backend>(
                     report.skipped.push(e.name.clone());
                     continue;
                 }
-                return Err(weights_err(
-                    path,
-                    format!("it has no tensor `{}`; list its prefix in skip_mismatched to keep this model's values", e.name),
-                ));
+                let name = &e.name;
+                let reason =
+                    format!("it has no tensor `{name}`; list its prefix in {SKIP_HINT} to keep ours");
+                return Err(weights_err(path, reason));
             };
             if view.dtype() != Dtype::F32 {
                 return Err(weights_err(
@@ -769,7 +790,7 @@ pub fn load_weights<B: Backend>(
                 return Err(weights_err(
                     path,
                     format!(
-                        "`{}` has shape {:?}, this model needs {:?}; list its prefix in skip_mismatched to skip it",
+                        "`{}` has shape {:?}, this model needs {:?}; list its prefix in {SKIP_HINT}",
                         e.name,
                         view.shape(),
                         e.shape

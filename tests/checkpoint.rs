@@ -327,6 +327,16 @@ fn checkpoint_keeps_last_k_and_falls_back_past_broken_ones() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, ["step-0000000060"]);
+
+    // A run resumed from an earlier step writes step 50: step 60 is moved aside, not picked, not deleted.
+    save(root.path(), &B, &net, &opt, &train_state(&cfg, 50), 2).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["step-0000000050", "step-0000000060.abandoned"]);
+    assert_eq!(latest_valid(root.path()).unwrap().unwrap().state.global_step, 50);
 }
 
 #[test]
