@@ -129,7 +129,7 @@ pub fn frame(chart: &Chart, width: u32, height: u32) -> Frame {
     let (width, height) = (width.max(1), height.max(1));
     let scale: i64 = if width >= 480 && height >= 320 { 2 } else { 1 };
     let (char_w, char_h) = (ADVANCE * scale, GLYPH_H * scale);
-    let finite = || chart.series.iter().flat_map(|s| finite_points(s));
+    let finite = || chart.series.iter().flat_map(finite_points);
     let (x_lo, x_hi, x_step) = nice_range(finite().map(|p| p.0));
     let (y_lo, y_hi, y_step) = nice_range(finite().map(|p| p.1));
     let mut y = Axis {
