@@ -10,6 +10,7 @@ mod catalog_labels;
 mod catalog_split;
 mod catalog_update;
 mod common;
+mod data;
 mod decode_conformance;
 mod pack;
 mod phantom;
