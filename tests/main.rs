@@ -11,6 +11,7 @@ mod catalog_split;
 mod catalog_update;
 mod checkpoint;
 mod common;
+mod data;
 mod decode_conformance;
 mod dist;
 mod pack;
