@@ -204,8 +204,13 @@ impl Sampler {
         match self.cfg.mode {
             SamplerMode::Global => {
                 let list = self.global_list(epoch);
-                let (r, size) = (self.layout.rank, self.layout.size);
-                (0..len).map(|k| list[k * size + r]).collect()
+                // Step k's global batch is the k-th run of size × batch entries of the permutation, and
+                // rank r takes the r-th block of it: one rank with m micro-batches of b sees, micro-batch
+                // by micro-batch, what m ranks with one batch of b see.
+                let (r, size, batch) = (self.layout.rank, self.layout.size, self.batch);
+                (0..len)
+                    .map(|k| list[(k / batch) * size * batch + r * batch + k % batch])
+                    .collect()
             }
             SamplerMode::ShardLocal => {
                 let stream = self.node_stream(epoch, self.layout.node);

@@ -54,7 +54,7 @@ fn flood(
 
 fn flood_idx(rows: usize, cols: usize, mark: &mut [bool], stack: &mut Vec<usize>, pass: impl Fn(usize) -> bool) {
     stack.clear();
-    let mut seed = |i: usize, mark: &mut [bool], stack: &mut Vec<usize>| {
+    let seed = |i: usize, mark: &mut [bool], stack: &mut Vec<usize>| {
         if !mark[i] && pass(i) {
             mark[i] = true;
             stack.push(i);

@@ -375,7 +375,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let shard_of: Vec<u32> = (0..train_ds.len()).map(|i| train_ds.shard_of(i)).collect();
     let class_of: Vec<Option<u32>> = (0..train_ds.len()).map(|i| train_ds.class_of(i)).collect();
     let micro = t.micro_batches as usize;
-    let sampler = Sampler::new(&s.sampler, t.seed, shard_of, class_of, layout, n * micro);
+    let sampler = Sampler::new(&s.sampler, t.seed, shard_of, class_of, layout, n * micro)
+        .map_err(|e| TrainError::Usage(e.to_string()))?;
     let steps_per_epoch = sampler.steps_per_epoch() as u64;
     if steps_per_epoch == 0 {
         return Err(TrainError::Usage(format!(
