@@ -114,7 +114,7 @@ impl DataConfig {
     /// Checks every field; errors name the key (`data.<field>`).
     pub fn validate(&self) -> Result<(), DataError> {
         let axes = self.axes();
-        if self.size.len() != axes || self.size.iter().any(|&n| n == 0) {
+        if self.size.len() != axes || self.size.contains(&0) {
             return Err(bad(
                 "data.size",
                 format!(

@@ -81,6 +81,7 @@ impl Loader {
     }
 
     /// The next batch; None at the end (or after an error was returned).
+    #[allow(clippy::should_implement_trait)] // blocking, fallible, with buffers given back: not an Iterator
     pub fn next(&mut self) -> Option<Result<Batch, DataError>> {
         let rx = self.ready.as_ref()?;
         let start = Instant::now();
