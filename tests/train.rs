@@ -26,20 +26,50 @@ pub fn cohort(patients: u32) -> Cohort {
         assert_eq!(code, 0, "{args:?}\n{out}\n{err}");
     };
     ok(&[
-        "phantom", "--out", s(&p("phantom")), "--patients", &patients, "--size", "32", "--slices", "12",
+        "phantom",
+        "--out",
+        s(&p("phantom")),
+        "--patients",
+        &patients,
+        "--size",
+        "32",
+        "--slices",
+        "12",
         "--no-radiographs",
     ]);
     ok(&[
-        "pack", s(&p("phantom/dicom")), "--out", s(&p("pack")), "--key", s(&p("site.key")), "--create-key",
+        "pack",
+        s(&p("phantom/dicom")),
+        "--out",
+        s(&p("pack")),
+        "--key",
+        s(&p("site.key")),
+        "--create-key",
     ]);
     ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
     ok(&[
-        "catalog", "labels", "import", s(&p("phantom/truth/slices_by_instance.csv")), "--out",
-        s(&p("catalog")), "--name", "nodule_slices", "--key", s(&p("site.key")),
+        "catalog",
+        "labels",
+        "import",
+        s(&p("phantom/truth/slices_by_instance.csv")),
+        "--out",
+        s(&p("catalog")),
+        "--name",
+        "nodule_slices",
+        "--key",
+        s(&p("site.key")),
     ]);
     ok(&[
-        "catalog", "split", s(&p("catalog")), "modality = 'CT'", "--out", s(&p("manifest.h5")), "--ratios",
-        "train=0.6,val=0.2,test=0.2", "--seed", "7",
+        "catalog",
+        "split",
+        s(&p("catalog")),
+        "modality = 'CT'",
+        "--out",
+        s(&p("manifest.h5")),
+        "--ratios",
+        "train=0.6,val=0.2,test=0.2",
+        "--seed",
+        "7",
     ]);
     Cohort {
         catalog: p("catalog"),
@@ -140,7 +170,10 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// The newest checkpoint directory of a run.
@@ -165,14 +198,27 @@ fn train_eval_predict_single_process() {
     let cfg = write_config(&c.root, "t.toml", "");
     let run_dir = c.root.join("run");
     let (code, out, err) = run(&[
-        "train", s(&c.catalog), s(&c.manifest), "--out", s(&run_dir), "--config", s(&cfg), "--json",
+        "train",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--out",
+        s(&run_dir),
+        "--config",
+        s(&cfg),
+        "--json",
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     let outcome: serde_json::Value = serde_json::from_str(&out).expect("--json prints the outcome");
     assert_eq!(outcome["status"], "finished");
     assert_eq!(outcome["world_size"], 1);
     assert_eq!(outcome["epochs"], 2);
-    for f in ["metrics.jsonl", "loss.png", "report.md", "settings.json", "train-status.json"] {
+    for f in [
+        "metrics.jsonl",
+        "loss.png",
+        "report.md",
+        "settings.json",
+        "train-status.json",
+    ] {
         assert!(run_dir.join(f).is_file(), "{f} missing");
     }
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
@@ -183,7 +229,15 @@ fn train_eval_predict_single_process() {
 
     // eval on the test split.
     let eval_dir = c.root.join("eval");
-    let (code, out, err) = run(&["eval", s(&run_dir), "--out", s(&eval_dir), "--split", "test", "--json"]);
+    let (code, out, err) = run(&[
+        "eval",
+        s(&run_dir),
+        "--out",
+        s(&eval_dir),
+        "--split",
+        "test",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["split"], "test");
@@ -195,7 +249,13 @@ fn train_eval_predict_single_process() {
 
     // predict on the pack without labels: one score per CT slice (10 patients × 12 slices).
     let pred_dir = c.root.join("pred");
-    let (code, out, err) = run(&["predict", s(&run_dir), s(&c.root.join("pack")), "--out", s(&pred_dir)]);
+    let (code, out, err) = run(&[
+        "predict",
+        s(&run_dir),
+        s(&c.root.join("pack")),
+        "--out",
+        s(&pred_dir),
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     let csv = std::fs::read_to_string(pred_dir.join("predictions.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 10 * 12);
@@ -240,7 +300,8 @@ fn mpirun_resume_mid_epoch_is_bitwise_identical() {
     let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
     let out = mpirun(2, &a, &[]).output().unwrap();
     check(&out, "uninterrupted run");
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON outcome from rank 0");
+    let outcome: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON outcome from rank 0");
     assert_eq!(outcome["world_size"], 2, "both ranks must be in one world");
     let steps = outcome["global_step"].as_u64().unwrap();
     assert!(steps >= 4, "need a few steps per epoch, got {steps}");
@@ -267,7 +328,10 @@ fn mpirun_resume_mid_epoch_is_bitwise_identical() {
         assert_eq!(x.len(), y.len());
         for ((nx, bx), (ny, by)) in x.iter().zip(&y) {
             assert_eq!(nx, ny);
-            assert!(bx == by, "{file}: {nx} differs between the resumed and the uninterrupted run");
+            assert!(
+                bx == by,
+                "{file}: {nx} differs between the resumed and the uninterrupted run"
+            );
         }
     }
 }
@@ -283,12 +347,27 @@ fn one_rank_two_micro_batches_equals_two_ranks() {
     let run_one = c.root.join("one");
     let run_two = c.root.join("two");
     let (code, out, err) = run(&[
-        "train", s(&c.catalog), s(&c.manifest), "--out", s(&run_one), "--config", s(&one),
+        "train",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--out",
+        s(&run_one),
+        "--config",
+        s(&one),
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     let out = mpirun(
         2,
-        &["train", s(&c.catalog), s(&c.manifest), "--out", s(&run_two), "--config", s(&two), "--json"],
+        &[
+            "train",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--out",
+            s(&run_two),
+            "--config",
+            s(&two),
+            "--json",
+        ],
         &[],
     )
     .output()
@@ -322,7 +401,15 @@ fn an_erroring_rank_ends_the_job() {
     let started = Instant::now();
     let mut child = mpirun(
         2,
-        &["train", s(&c.catalog), s(&c.manifest), "--out", s(&c.root.join("run")), "--config", s(&cfg)],
+        &[
+            "train",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--out",
+            s(&c.root.join("run")),
+            "--config",
+            s(&cfg),
+        ],
         &[("MEDTRAIN_FAULT", "rank:1:step:2")],
     )
     .stdout(Stdio::piped())
@@ -342,8 +429,15 @@ fn an_erroring_rank_ends_the_job() {
     }
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("injected fault"), "the reason must be printed:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("injected fault"),
+        "the reason must be printed:\n{text}"
+    );
     assert!(text.contains("rank 1"), "{text}");
 }
 
@@ -355,7 +449,15 @@ fn sigterm_writes_a_checkpoint_and_resume_continues() {
     let cfg = write_config(&c.root, "t.toml", "epochs = 40\neval_every = 0");
     let run_dir = c.root.join("run");
     let mut child = medtrain()
-        .args(["train", s(&c.catalog), s(&c.manifest), "--out", s(&run_dir), "--config", s(&cfg)])
+        .args([
+            "train",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--out",
+            s(&run_dir),
+            "--config",
+            s(&cfg),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -365,7 +467,10 @@ fn sigterm_writes_a_checkpoint_and_resume_continues() {
     while !run_dir.join("checkpoints").is_dir()
         || std::fs::read_dir(run_dir.join("checkpoints")).unwrap().count() == 0
     {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 120 s"
+        );
         assert!(child.try_wait().unwrap().is_none(), "training ended early");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -379,12 +484,26 @@ fn sigterm_writes_a_checkpoint_and_resume_continues() {
     let ck = newest_checkpoint(&run_dir);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ck.join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["state"]["global_step"].as_u64().or(state["global_step"].as_u64()), Some(stopped_at));
+    assert_eq!(
+        state["state"]["global_step"]
+            .as_u64()
+            .or(state["global_step"].as_u64()),
+        Some(stopped_at)
+    );
     // Resume for a couple of steps more.
     let more = (stopped_at + 2).to_string();
     let (code, out, err) = run(&[
-        "train", s(&c.catalog), s(&c.manifest), "--out", s(&run_dir), "--config", s(&cfg), "--resume", "auto",
-        "--max-steps", &more,
+        "train",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--out",
+        s(&run_dir),
+        "--config",
+        s(&cfg),
+        "--resume",
+        "auto",
+        "--max-steps",
+        &more,
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(status(&run_dir)["global_step"].as_u64().unwrap(), stopped_at + 2);

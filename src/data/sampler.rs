@@ -36,7 +36,8 @@ pub enum SamplerMode {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplerConfig {
-    /// `"global"` or `"shard-local"`.
+    /// `"global"` (the default: any rank may read any shard) or `"shard-local"` (each node reads only
+    /// the shards dealt to it: use it with `stage`).
     pub mode: SamplerMode,
     /// Shards whose samples are shuffled together on a node (shard-local); at least 1.
     pub window_shards: u32,
@@ -55,7 +56,7 @@ pub const DEFAULT_WINDOW_SHARDS: u32 = 4;
 impl Default for SamplerConfig {
     fn default() -> SamplerConfig {
         SamplerConfig {
-            mode: SamplerMode::ShardLocal,
+            mode: SamplerMode::Global,
             window_shards: DEFAULT_WINDOW_SHARDS,
             rotate_every: 0,
             balance: false,

@@ -52,7 +52,13 @@ fn flood(
     flood_idx(rows, cols, mark, stack, |i| pass(slice[i]))
 }
 
-fn flood_idx(rows: usize, cols: usize, mark: &mut [bool], stack: &mut Vec<usize>, pass: impl Fn(usize) -> bool) {
+fn flood_idx(
+    rows: usize,
+    cols: usize,
+    mark: &mut [bool],
+    stack: &mut Vec<usize>,
+    pass: impl Fn(usize) -> bool,
+) {
     stack.clear();
     let seed = |i: usize, mark: &mut [bool], stack: &mut Vec<usize>| {
         if !mark[i] && pass(i) {

@@ -137,7 +137,9 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
     }
     settings.validate().map_err(usage)?;
     if settings.train.device == "cuda" {
-        return Err(usage("--device cuda: this build has no CUDA backend yet; use auto or cpu"));
+        return Err(usage(
+            "--device cuda: this build has no CUDA backend yet; use auto or cpu",
+        ));
     }
     let (catalog, manifest) = match args.inputs.as_slice() {
         [c, m] => (c.clone(), m.clone()),
@@ -167,7 +169,10 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
         Ok(outcome) => {
             if world.rank() == 0 {
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&outcome).expect("serialisable"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&outcome).expect("serialisable")
+                    );
                 } else {
                     println!(
                         "train: {} after {} epochs, {} steps on {} rank(s), {:.1} images/s; run in {}",
@@ -232,7 +237,10 @@ fn eval_overrides(config: Option<&Path>, settings: &mut Settings) -> Result<(), 
     if let Some(path) = config {
         let config = Config::load(Some(path)).map_err(usage)?;
         if let Some(e) = &config.eval {
-            settings.eval = e.clone().try_into().map_err(|e| usage(format!("config [eval]: {e}")))?;
+            settings.eval = e
+                .clone()
+                .try_into()
+                .map_err(|e| usage(format!("config [eval]: {e}")))?;
         }
     }
     Ok(())
@@ -278,9 +286,11 @@ pub fn run_eval(args: EvalArgs) -> Result<i32, Failure> {
             settings.num_outputs() as usize,
         )
         .map_err(Failure::Job)?;
-        let report = evaluate::metrics_of(&preds, &ds, &settings, &args.split, &catalog).map_err(Failure::Job)?;
+        let report =
+            evaluate::metrics_of(&preds, &ds, &settings, &args.split, &catalog).map_err(Failure::Job)?;
         if world.rank() == 0 {
-            std::fs::create_dir_all(&args.out).map_err(|e| Failure::Job(format!("{}: {e}", args.out.display())))?;
+            std::fs::create_dir_all(&args.out)
+                .map_err(|e| Failure::Job(format!("{}: {e}", args.out.display())))?;
             let json = serde_json::to_string_pretty(&report).expect("serialisable");
             let write = |name: &str, bytes: &[u8]| {
                 crate::pack::index::write_atomic(&args.out.join(name), bytes)
@@ -391,7 +401,13 @@ pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
 /// Per-sample and per-series scores as CSV (probabilities for binary tasks, raw outputs otherwise).
 fn write_predictions(out: &Path, ds: &Dataset, preds: &[Prediction], s: &Settings) -> Result<(), String> {
     let binary = s.train.task == super::config::Task::Binary;
-    let score = |v: f32| if binary { 1.0 / (1.0 + (-(v as f64)).exp()) } else { v as f64 };
+    let score = |v: f32| {
+        if binary {
+            1.0 / (1.0 + (-(v as f64)).exp())
+        } else {
+            v as f64
+        }
+    };
     let mut csv = String::from("series_key,patient_key,slice_index,score\n");
     let mut keys = Vec::with_capacity(preds.len());
     let mut scores = Vec::with_capacity(preds.len());
@@ -399,7 +415,10 @@ fn write_predictions(out: &Path, ds: &Dataset, preds: &[Prediction], s: &Setting
     for p in preds {
         let m = ds.meta(p.sample);
         let v = score(p.outputs[0]);
-        csv.push_str(&format!("{},{},{},{v:.6}\n", m.series_key, m.patient_key, m.slice_index));
+        csv.push_str(&format!(
+            "{},{},{},{v:.6}\n",
+            m.series_key, m.patient_key, m.slice_index
+        ));
         keys.push(m.series_row as u64);
         scores.push(v);
         names.insert(m.series_row as u64, (m.series_key.clone(), m.patient_key.clone()));
@@ -413,7 +432,8 @@ fn write_predictions(out: &Path, ds: &Dataset, preds: &[Prediction], s: &Setting
     let write = |name: &str, text: &str| {
         let path = out.join(name);
         let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+        f.write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))
     };
     write("predictions.csv", &csv)?;
     write("series-predictions.csv", &series_csv)

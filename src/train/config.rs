@@ -166,7 +166,10 @@ pub struct Settings {
     pub eval: EvalSettings,
 }
 
-fn table<T: serde::de::DeserializeOwned + Default>(value: &Option<toml::Value>, name: &str) -> Result<T, String> {
+fn table<T: serde::de::DeserializeOwned + Default>(
+    value: &Option<toml::Value>,
+    name: &str,
+) -> Result<T, String> {
     match value {
         Some(v) => v.clone().try_into().map_err(|e| format!("config [{name}]: {e}")),
         None => Ok(T::default()),
@@ -191,7 +194,10 @@ impl Settings {
         let m = &self.model;
         let bad = |key: &str, why: &str| Err(format!("config {key}: {why}"));
         if m.widths.is_empty() || m.widths.len() != m.blocks.len() {
-            return bad("[model] widths/blocks", "need one width and one block count per stage");
+            return bad(
+                "[model] widths/blocks",
+                "need one width and one block count per stage",
+            );
         }
         if m.widths.iter().any(|&w| w == 0) || m.blocks.iter().any(|&b| b == 0) {
             return bad("[model] widths/blocks", "must be positive");
@@ -224,10 +230,16 @@ impl Settings {
             return bad("[train] threads", "must be at least 1");
         }
         if t.task == Task::Survival && self.data.labels.len() != 2 {
-            return bad("[data] labels", "a survival task needs exactly two labels: time and event");
+            return bad(
+                "[data] labels",
+                "a survival task needs exactly two labels: time and event",
+            );
         }
         if self.data.labels.is_empty() {
-            return bad("[data] labels", "name at least one label column, e.g. [\"nodule_slices.nodule\"]");
+            return bad(
+                "[data] labels",
+                "name at least one label column, e.g. [\"nodule_slices.nodule\"]",
+            );
         }
         if !(0.0 < self.eval.ci_level && self.eval.ci_level < 1.0) {
             return bad("[eval] ci_level", "must be between 0 and 1");
@@ -262,5 +274,52 @@ impl Settings {
             stem_stride: self.model.stem_stride,
             stem_pool: self.model.stem_pool,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped config parses, validates, and builds a model and a sample shape.
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let config = Config::load(Some(&path)).unwrap_or_else(|e| panic!("{e}"));
+            if config.train.is_none() {
+                continue;
+            }
+            let s = Settings::from_config(&config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            s.data
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let cfg = s.resnet(1);
+            assert_eq!(cfg.spatial_dims as usize, s.data.axes(), "{}", path.display());
+            seen += 1;
+        }
+        assert!(
+            seen >= 5,
+            "expected the smoke config and four templates, found {seen}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let config: Config = toml::from_str("[train]\nepoch = 3\n").unwrap();
+        let e = Settings::from_config(&config).unwrap_err();
+        assert!(e.contains("epoch"), "{e}");
+        let config: Config = toml::from_str("[train]\nlr = -1.0\n[data]\nlabels = [\"a.b\"]\n").unwrap();
+        let e = Settings::from_config(&config).unwrap_err();
+        assert!(e.contains("lr"), "{e}");
+        let config: Config =
+            toml::from_str("[train]\ntask = \"survival\"\n[data]\nlabels = [\"a.b\"]\n").unwrap();
+        let e = Settings::from_config(&config).unwrap_err();
+        assert!(e.contains("two labels"), "{e}");
     }
 }

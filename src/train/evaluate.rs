@@ -45,7 +45,8 @@ pub fn predict_dataset<B: Backend>(
         let mut loader = Loader::new(ds.clone(), mine, batch, 0, None, 2);
         while let Some(next) = loader.next() {
             let batch_data = next.map_err(|e| e.to_string())?;
-            net.forward(b, &batch_data.input, false).map_err(|e| e.to_string())?;
+            net.forward(b, &batch_data.input, false)
+                .map_err(|e| e.to_string())?;
             let out = b
                 .download(b.view(net.output(), 0..batch_data.samples.len() * outputs))
                 .map_err(|e| e.to_string())?;
@@ -106,7 +107,9 @@ impl EvalReport {
         let auc = |m: &Option<BinaryMetrics>| {
             m.as_ref()
                 .and_then(|m| m.auc.as_ref())
-                .map_or("n/a".to_string(), |i| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high))
+                .map_or("n/a".to_string(), |i| {
+                    format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high)
+                })
         };
         match (&self.series, &self.c_index, self.mae) {
             (Some(_), _, _) => format!(
@@ -252,12 +255,13 @@ pub fn metrics_of(
             let risk: Vec<f64> = groups.iter().map(|g| g.score).collect();
             let time: Vec<f64> = groups.iter().map(|g| outcome[&g.key].0).collect();
             let event: Vec<bool> = groups.iter().map(|g| outcome[&g.key].1).collect();
-            report.c_index = metrics::bootstrap(risk.len(), None, s.eval.bootstrap, s.eval.ci_level, seed, |idx| {
-                let r: Vec<f64> = idx.iter().map(|&i| risk[i]).collect();
-                let t: Vec<f64> = idx.iter().map(|&i| time[i]).collect();
-                let e: Vec<bool> = idx.iter().map(|&i| event[i]).collect();
-                metrics::c_index(&r, &t, &e)
-            });
+            report.c_index =
+                metrics::bootstrap(risk.len(), None, s.eval.bootstrap, s.eval.ci_level, seed, |idx| {
+                    let r: Vec<f64> = idx.iter().map(|&i| risk[i]).collect();
+                    let t: Vec<f64> = idx.iter().map(|&i| time[i]).collect();
+                    let e: Vec<bool> = idx.iter().map(|&i| event[i]).collect();
+                    metrics::c_index(&r, &t, &e)
+                });
         }
     }
     Ok(report)
@@ -273,12 +277,18 @@ fn baseline(
     seed: u64,
 ) -> Result<Option<BinaryMetrics>> {
     let cat = Catalog::open(catalog).map_err(|e| e.to_string())?;
-    let shard = cat.col_u32(crate::catalog::columns::Level::Series, "shard").map_err(|e| e.to_string())?;
+    let shard = cat
+        .col_u32(crate::catalog::columns::Level::Series, "shard")
+        .map_err(|e| e.to_string())?;
     let shard_row = cat
         .col_u32(crate::catalog::columns::Level::Series, "shard_row")
         .map_err(|e| e.to_string())?;
-    let rows = cat.col_u32(crate::catalog::columns::Level::Series, "rows").map_err(|e| e.to_string())?;
-    let cols = cat.col_u32(crate::catalog::columns::Level::Series, "cols").map_err(|e| e.to_string())?;
+    let rows = cat
+        .col_u32(crate::catalog::columns::Level::Series, "rows")
+        .map_err(|e| e.to_string())?;
+    let cols = cat
+        .col_u32(crate::catalog::columns::Level::Series, "cols")
+        .map_err(|e| e.to_string())?;
     let paths = ds.shard_paths();
     let mut readers: BTreeMap<u32, ShardReader> = BTreeMap::new();
     let (mut scores, mut labels, mut kept_units) = (vec![], vec![], vec![]);
@@ -321,7 +331,14 @@ pub fn evaluate<B: Backend>(
     s: &Settings,
     catalog: &Path,
 ) -> Result<EvalReport> {
-    let preds = predict_dataset(b, world, net, ds, s.train.batch_size as usize, s.num_outputs() as usize)?;
+    let preds = predict_dataset(
+        b,
+        world,
+        net,
+        ds,
+        s.train.batch_size as usize,
+        s.num_outputs() as usize,
+    )?;
     metrics_of(&preds, ds, s, &s.train.val_split, catalog)
 }
 
@@ -335,7 +352,10 @@ struct Line {
 /// `loss.png` and `auc.png` (or the task's metric) from `metrics.jsonl`.
 pub fn write_curves(out: &Path) -> std::io::Result<()> {
     let text = std::fs::read_to_string(out.join("metrics.jsonl"))?;
-    let lines: Vec<Line> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let lines: Vec<Line> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let loss = Chart {
         title: "training loss".into(),
         x_label: "epoch".into(),
@@ -381,8 +401,9 @@ pub fn write_curves(out: &Path) -> std::io::Result<()> {
 }
 
 fn fmt_interval(i: &Option<Interval>) -> String {
-    i.as_ref()
-        .map_or("n/a".into(), |i| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high))
+    i.as_ref().map_or("n/a".into(), |i| {
+        format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high)
+    })
 }
 
 /// Markdown rows of a report.
@@ -410,7 +431,10 @@ pub fn report_markdown(r: &EvalReport) -> String {
         }
     }
     if let Some(c) = &r.c_index {
-        md.push_str(&format!("\nC-index (patients): {}\n", fmt_interval(&Some(c.clone()))));
+        md.push_str(&format!(
+            "\nC-index (patients): {}\n",
+            fmt_interval(&Some(c.clone()))
+        ));
     }
     if let Some(mae) = r.mae {
         md.push_str(&format!("\nMAE: {mae:.4}\n"));

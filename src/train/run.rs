@@ -80,7 +80,20 @@ pub struct TrainOutcome {
     pub last_checkpoint: Option<PathBuf>,
     pub final_eval: Option<EvalReport>,
     pub times: PhaseTimes,
+    pub comm: CommStats,
     pub out: PathBuf,
+}
+
+/// Gradient averaging on this rank over the run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CommStats {
+    pub buckets: usize,
+    /// Gradient bytes per optimizer step.
+    pub bytes_per_step: u64,
+    /// Seconds blocked waiting for allreduces after backward (what overlap did not hide).
+    pub wait_seconds: f64,
+    /// Seconds copying gradients into and out of the bucket buffers.
+    pub copy_seconds: f64,
 }
 
 /// One line of `metrics.jsonl`.
@@ -136,7 +149,9 @@ fn injected_fault(rank: usize, step: u64) -> Option<String> {
     let parts: Vec<&str> = spec.split(':').collect();
     if let ["rank", r, "step", s] = parts.as_slice() {
         if r.parse() == Ok(rank) && s.parse() == Ok(step) {
-            return Some(format!("injected fault (MEDTRAIN_FAULT={spec}) on rank {rank} at step {step}"));
+            return Some(format!(
+                "injected fault (MEDTRAIN_FAULT={spec}) on rank {rank} at step {step}"
+            ));
         }
     }
     None
@@ -188,7 +203,13 @@ fn micro_batch_loss<B: Backend>(
             // Unknown targets are replaced by the prediction itself, so they add no loss or gradient.
             let pred = b.download(b.view(net.output(), 0..len)).map_err(failed)?;
             let target: Vec<f32> = (0..len)
-                .map(|i| if batch.mask[i] != 0.0 { batch.targets[i] } else { pred[i] })
+                .map(|i| {
+                    if batch.mask[i] != 0.0 {
+                        batch.targets[i]
+                    } else {
+                        pred[i]
+                    }
+                })
                 .collect();
             let target = b.upload(&target).map_err(failed)?;
             b.regression_loss(
@@ -310,7 +331,9 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let resume_from = match &opts.resume {
         Resume::No => None,
         Resume::Dir(d) => Some(d.clone()),
-        Resume::Auto => checkpoint::latest_valid(&ckpt_root).map_err(failed)?.map(|c| c.dir),
+        Resume::Auto => checkpoint::latest_valid(&ckpt_root)
+            .map_err(failed)?
+            .map(|c| c.dir),
     };
     if let Some(dir) = &resume_from {
         let restored = checkpoint::restore(dir, b, &mut net, &mut opt).map_err(failed)?;
@@ -346,12 +369,16 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     // Every rank starts from rank 0's weights and statistics, and proves it holds the same replica.
     let mut host_param = vec![0.0f32; plen];
     let mut host_state = vec![0.0f32; slen];
-    b.download_into(b.view(&net.param, 0..plen), &mut host_param).map_err(failed)?;
-    b.download_into(b.view(&net.state, 0..slen), &mut host_state).map_err(failed)?;
+    b.download_into(b.view(&net.param, 0..plen), &mut host_param)
+        .map_err(failed)?;
+    b.download_into(b.view(&net.state, 0..slen), &mut host_state)
+        .map_err(failed)?;
     world.broadcast_f32(0, &mut host_param);
     world.broadcast_f32(0, &mut host_state);
-    b.upload_into(&host_param, b.view_mut(&mut net.param, 0..plen)).map_err(failed)?;
-    b.upload_into(&host_state, b.view_mut(&mut net.state, 0..slen)).map_err(failed)?;
+    b.upload_into(&host_param, b.view_mut(&mut net.param, 0..plen))
+        .map_err(failed)?;
+    b.upload_into(&host_state, b.view_mut(&mut net.state, 0..slen))
+        .map_err(failed)?;
     let mine = replica_hash(&host_param, &host_state, &settings_hash);
     let all = world.allgather_bytes(&mine);
     if let Some(r) = all.iter().position(|h| h.as_slice() != mine.as_slice()) {
@@ -431,10 +458,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let progress = (opts.progress && world.rank() == 0).then(|| {
         let bar = indicatif::ProgressBar::new(total_steps);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}",
-            )
-            .expect("valid template"),
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+                .expect("valid template"),
         );
         bar.set_position(state.global_step);
         bar
@@ -477,7 +502,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             }
             b.fill(b.view_mut(&mut net.grad, 0..plen), 0.0).map_err(failed)?;
             if slen > 0 {
-                b.download_into(b.view(&net.state, 0..slen), &mut state_start).map_err(failed)?;
+                b.download_into(b.view(&net.state, 0..slen), &mut state_start)
+                    .map_err(failed)?;
                 state_sum.fill(0.0);
             }
             let mut loss_sum = 0.0f64;
@@ -491,14 +517,16 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 times.data_wait += wait.elapsed().as_secs_f64();
                 let fb = Instant::now();
                 if m > 0 && slen > 0 {
-                    b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen)).map_err(failed)?;
+                    b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen))
+                        .map_err(failed)?;
                 }
                 net.forward(b, &batch.input, true).map_err(failed)?;
                 let loss = micro_batch_loss(b, world, s, &net, &mut batch, &mut dout, outputs)?;
                 loss_sum += loss as f64 * batch.valid as f64;
                 valid_sum += batch.valid as f64;
                 if slen > 0 {
-                    b.download_into(b.view(&net.state, 0..slen), &mut state_now).map_err(failed)?;
+                    b.download_into(b.view(&net.state, 0..slen), &mut state_now)
+                        .map_err(failed)?;
                     state_sum.iter_mut().zip(&state_now).for_each(|(a, v)| *a += v);
                 }
                 if m + 1 < micro {
@@ -532,14 +560,16 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 let inv = 1.0 / micro as f32;
                 grad_host.iter_mut().for_each(|g| *g *= inv);
             }
-            b.upload_into(&grad_host, b.view_mut(&mut net.grad, 0..plen)).map_err(failed)?;
+            b.upload_into(&grad_host, b.view_mut(&mut net.grad, 0..plen))
+                .map_err(failed)?;
             if slen > 0 {
                 let inv = 1.0 / micro as f32;
                 state_sum.iter_mut().for_each(|v| *v *= inv);
                 world.allreduce_sum_f32(&mut state_sum);
                 let inv = 1.0 / world.size() as f32;
                 state_sum.iter_mut().for_each(|v| *v *= inv);
-                b.upload_into(&state_sum, b.view_mut(&mut net.state, 0..slen)).map_err(failed)?;
+                b.upload_into(&state_sum, b.view_mut(&mut net.state, 0..slen))
+                    .map_err(failed)?;
             }
             // One small collective per step: the loss, and whether any rank was asked to stop.
             let stop_here = signals::requested().map_or(0.0, |_| 1.0);
@@ -652,7 +682,15 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         bar.finish_and_clear();
     }
     times.total = started.elapsed().as_secs_f64();
+    let rs = reducer.stats();
+    let comm = CommStats {
+        buckets: buckets.len(),
+        bytes_per_step: (plen * 4) as u64,
+        wait_seconds: rs.wait_seconds,
+        copy_seconds: rs.copy_seconds,
+    };
     let outcome = TrainOutcome {
+        comm,
         status: status.into(),
         world_size: world.size(),
         epochs: state.epoch,
