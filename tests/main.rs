@@ -13,6 +13,7 @@ mod checkpoint;
 mod common;
 mod data;
 mod decode_conformance;
+mod demo;
 mod dist;
 mod pack;
 mod phantom;

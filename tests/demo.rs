@@ -1,0 +1,42 @@
+//! The README's main command, end to end: phantom → pack → catalog → split → training on 2 ranks →
+//! evaluation. The nodule task must be learned for real (validation AUC ≥ 0.9 over at least 40
+//! held-out patients) while the trivial baseline (brightest lung voxel per series) stays ≤ 0.75.
+
+use crate::common::tempdir;
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn main_command_learns_the_nodule_task_and_beats_the_baseline() {
+    let dir = tempdir();
+    let out = dir.path().join("demo");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let result = Command::new("bash")
+        .arg(root.join("scripts/quickstart.sh"))
+        .arg(&out)
+        .env("MEDTRAIN_BIN", env!("CARGO_BIN_EXE_medtrain"))
+        .env("MEDTRAIN_RANKS", "2")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("run scripts/quickstart.sh");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "quickstart failed\n{stdout}\n{stderr}");
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run/train-status.json")).unwrap()).unwrap();
+    assert_eq!(status["status"], "finished");
+    assert_eq!(status["world_size"], 2, "the demo trains on 2 ranks when mpirun is there");
+    let eval = &status["final_eval"];
+    let series = &eval["series"];
+    let patients_held_out = eval["patients"]["n"].as_u64().unwrap();
+    assert!(patients_held_out >= 40, "validation covers {patients_held_out} patients");
+    let auc = series["auc"]["estimate"].as_f64().unwrap();
+    let baseline = eval["baseline_series"]["auc"]["estimate"].as_f64().unwrap();
+    eprintln!("demo: validation series AUC {auc:.3}, brightest-lung-voxel baseline {baseline:.3}");
+    assert!(auc >= 0.9, "validation AUC {auc:.3} < 0.9\n{stdout}");
+    assert!(baseline <= 0.75, "baseline AUC {baseline:.3} > 0.75");
+    for f in ["run/report.md", "run/loss.png", "run/validation.png", "eval/eval.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+}
