@@ -16,3 +16,5 @@ mod decode_conformance;
 mod dist;
 mod pack;
 mod phantom;
+mod stage;
+mod train;

@@ -17,6 +17,11 @@ pub struct Cohort {
 }
 
 pub fn cohort(patients: u32) -> Cohort {
+    cohort_with(patients, None)
+}
+
+/// `cohort` packed into shards of about `shard_size` pixel bytes (e.g. "48KiB"), for several shards.
+pub fn cohort_with(patients: u32, shard_size: Option<&str>) -> Cohort {
     let dir = tempdir();
     let root = dir.path().to_path_buf();
     let p = |x: &str| root.join(x);
@@ -29,9 +34,13 @@ pub fn cohort(patients: u32) -> Cohort {
         "phantom", "--out", s(&p("phantom")), "--patients", &patients, "--size", "32", "--slices", "12",
         "--no-radiographs",
     ]);
-    ok(&[
+    let mut pack: Vec<&str> = vec![
         "pack", s(&p("phantom/dicom")), "--out", s(&p("pack")), "--key", s(&p("site.key")), "--create-key",
-    ]);
+    ];
+    if let Some(size) = shard_size {
+        pack.extend(["--shard-size", size]);
+    }
+    ok(&pack);
     ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
     ok(&[
         "catalog", "labels", "import", s(&p("phantom/truth/slices_by_instance.csv")), "--out",
@@ -101,7 +110,7 @@ bootstrap = 50
     path
 }
 
-fn mpirun(np: u32, args: &[&str], env: &[(&str, &str)]) -> Command {
+pub fn mpirun(np: u32, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
         .arg(env!("CARGO_BIN_EXE_medtrain"))
@@ -116,7 +125,7 @@ fn mpirun(np: u32, args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-fn check(out: &Output, what: &str) {
+pub fn check(out: &Output, what: &str) {
     assert!(
         out.status.success(),
         "{what} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
@@ -127,7 +136,7 @@ fn check(out: &Output, what: &str) {
 }
 
 /// Every tensor of a safetensors file, by name.
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut out: Vec<(String, Vec<u8>)> = st
@@ -144,7 +153,7 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// The newest checkpoint directory of a run.
-fn newest_checkpoint(run: &Path) -> PathBuf {
+pub fn newest_checkpoint(run: &Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().path())
