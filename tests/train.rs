@@ -34,9 +34,9 @@ pub fn cohort_with(patients: u32, shard_size: Option<&str>) -> Cohort {
         "phantom", "--out", s(&p("phantom")), "--patients", &patients, "--size", "32", "--slices", "12",
         "--no-radiographs",
     ]);
-    let mut pack: Vec<&str> = vec![
-        "pack", s(&p("phantom/dicom")), "--out", s(&p("pack")), "--key", s(&p("site.key")), "--create-key",
-    ];
+    let (dicom, pack_dir, key) = (p("phantom/dicom"), p("pack"), p("site.key"));
+    let mut pack: Vec<&str> =
+        vec!["pack", s(&dicom), "--out", s(&pack_dir), "--key", s(&key), "--create-key"];
     if let Some(size) = shard_size {
         pack.extend(["--shard-size", size]);
     }
