@@ -46,6 +46,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Catalog of shards: build, label import, queries, patient-level splits.
     Catalog(crate::catalog::cli::CatalogArgs),
+    /// Copy the shards each node will read to node-local disk (ranks of a node share the copying).
+    Stage(crate::stage::cli::StageArgs),
     /// Train a model on a manifest's split, on every MPI rank (or as a single process).
     Train(crate::train::cli::TrainArgs),
     /// Metrics with confidence intervals of a trained model on a split of its manifest.
@@ -164,6 +166,7 @@ pub fn run() -> i32 {
         Command::Pack(args) => pack(args),
         Command::Inspect(args) => inspect(args),
         Command::Catalog(args) => crate::catalog::cli::run(args),
+        Command::Stage(args) => crate::stage::cli::run(args),
         Command::Train(args) => crate::train::cli::run_train(args),
         Command::Eval(args) => crate::train::cli::run_eval(args),
         Command::Predict(args) => crate::train::cli::run_predict(args),

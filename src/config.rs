@@ -39,6 +39,8 @@ pub struct Config {
     pub sampler: Option<toml::Value>,
     pub train: Option<toml::Value>,
     pub eval: Option<toml::Value>,
+    /// `stage`: node-local staging (typed in `stage::cli`).
+    pub stage: Option<toml::Value>,
 }
 
 impl Config {

@@ -14,4 +14,5 @@ pub mod nn;
 pub mod optim;
 pub mod pack;
 pub mod phantom;
+pub mod stage;
 pub mod train;

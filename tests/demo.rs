@@ -26,17 +26,28 @@ fn main_command_learns_the_nodule_task_and_beats_the_baseline() {
     let status: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("run/train-status.json")).unwrap()).unwrap();
     assert_eq!(status["status"], "finished");
-    assert_eq!(status["world_size"], 2, "the demo trains on 2 ranks when mpirun is there");
+    assert_eq!(
+        status["world_size"], 2,
+        "the demo trains on 2 ranks when mpirun is there"
+    );
     let eval = &status["final_eval"];
     let series = &eval["series"];
     let patients_held_out = eval["patients"]["n"].as_u64().unwrap();
-    assert!(patients_held_out >= 40, "validation covers {patients_held_out} patients");
+    assert!(
+        patients_held_out >= 40,
+        "validation covers {patients_held_out} patients"
+    );
     let auc = series["auc"]["estimate"].as_f64().unwrap();
     let baseline = eval["baseline_series"]["auc"]["estimate"].as_f64().unwrap();
     eprintln!("demo: validation series AUC {auc:.3}, brightest-lung-voxel baseline {baseline:.3}");
     assert!(auc >= 0.9, "validation AUC {auc:.3} < 0.9\n{stdout}");
     assert!(baseline <= 0.75, "baseline AUC {baseline:.3} > 0.75");
-    for f in ["run/report.md", "run/loss.png", "run/validation.png", "eval/eval.json"] {
+    for f in [
+        "run/report.md",
+        "run/loss.png",
+        "run/validation.png",
+        "eval/eval.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
 }

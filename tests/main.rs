@@ -17,4 +17,5 @@ mod demo;
 mod dist;
 mod pack;
 mod phantom;
+mod stage;
 mod train;

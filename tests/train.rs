@@ -17,6 +17,11 @@ pub struct Cohort {
 }
 
 pub fn cohort(patients: u32) -> Cohort {
+    cohort_with(patients, None)
+}
+
+/// `cohort` packed into shards of about `shard_size` pixel bytes (e.g. "48KiB"), for several shards.
+pub fn cohort_with(patients: u32, shard_size: Option<&str>) -> Cohort {
     let dir = tempdir();
     let root = dir.path().to_path_buf();
     let p = |x: &str| root.join(x);
@@ -37,15 +42,20 @@ pub fn cohort(patients: u32) -> Cohort {
         "12",
         "--no-radiographs",
     ]);
-    ok(&[
+    let (dicom, pack_dir, key) = (p("phantom/dicom"), p("pack"), p("site.key"));
+    let mut pack: Vec<&str> = vec![
         "pack",
-        s(&p("phantom/dicom")),
+        s(&dicom),
         "--out",
-        s(&p("pack")),
+        s(&pack_dir),
         "--key",
-        s(&p("site.key")),
+        s(&key),
         "--create-key",
-    ]);
+    ];
+    if let Some(size) = shard_size {
+        pack.extend(["--shard-size", size]);
+    }
+    ok(&pack);
     ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
     ok(&[
         "catalog",
@@ -131,7 +141,7 @@ bootstrap = 50
     path
 }
 
-fn mpirun(np: u32, args: &[&str], env: &[(&str, &str)]) -> Command {
+pub fn mpirun(np: u32, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
         .arg(env!("CARGO_BIN_EXE_medtrain"))
@@ -146,7 +156,7 @@ fn mpirun(np: u32, args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-fn check(out: &Output, what: &str) {
+pub fn check(out: &Output, what: &str) {
     assert!(
         out.status.success(),
         "{what} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
@@ -157,7 +167,7 @@ fn check(out: &Output, what: &str) {
 }
 
 /// Every tensor of a safetensors file, by name.
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut out: Vec<(String, Vec<u8>)> = st
@@ -177,7 +187,7 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// The newest checkpoint directory of a run.
-fn newest_checkpoint(run: &Path) -> PathBuf {
+pub fn newest_checkpoint(run: &Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -1,5 +1,6 @@
 //! A split of a manifest as indexed samples: catalog rows resolved once at open (series geometry,
-//! shard byte ranges, label columns), shards mapped once with `memmap2` and shared by every sample.
+//! shard byte ranges, label columns), shards mapped once with `memmap2` (at open, or on first use with
+//! [`Dataset::open_lazy`]) and shared by every sample.
 //! The HDF5 library only confirms each pixel dataset's offset; pixels are read from the mapping.
 //!
 //! Samples: a slice-level manifest gives one sample per slice row; a series-level manifest one per
@@ -15,6 +16,7 @@ use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// The only pixel type trained on for now: HU volumes.
 const TRAIN_DTYPE: &str = "i16";
@@ -73,9 +75,12 @@ struct Target {
     level: Level,
 }
 
+/// One shard used by the split: its path (after `shard_dir`), the series it holds (indices into
+/// `Dataset::series`) and its mapping, made at open or, for a lazily opened dataset, on first use.
 struct ShardMap {
     path: PathBuf,
-    map: Mmap,
+    series: Vec<usize>,
+    map: OnceLock<Mmap>,
 }
 
 pub struct Dataset {
@@ -100,7 +105,24 @@ fn positive_or(v: f64, fallback: f64) -> f64 {
 }
 
 impl Dataset {
+    /// Opens the split and maps (and checks) every shard it uses now.
     pub fn open(
+        catalog_dir: &Path,
+        manifest: &Manifest,
+        split: &str,
+        cfg: &DataConfig,
+    ) -> Result<Dataset, DataError> {
+        let dataset = Dataset::open_lazy(catalog_dir, manifest, split, cfg)?;
+        for k in 0..dataset.shards.len() {
+            dataset.shard_map(k)?;
+        }
+        Ok(dataset)
+    }
+
+    /// Opens the split without touching its shard files: each shard is checked and mapped when a
+    /// sample first needs it. A node that reads only its staged shards (shard-local sampling with
+    /// `shard_dir`) never opens the others, and a staging plan needs no shard opened.
+    pub fn open_lazy(
         catalog_dir: &Path,
         manifest: &Manifest,
         split: &str,
@@ -185,13 +207,12 @@ impl Dataset {
             len,
             shards: Vec::new(),
         };
-        dataset.map_shards()?;
+        dataset.index_shards();
         Ok(dataset)
     }
 
-    /// Resolves each used shard's path, checks it against the catalogued byte ranges and the
-    /// HDF5 dataset offsets, and maps it.
-    fn map_shards(&mut self) -> Result<(), DataError> {
+    /// Resolves each used shard's path (nothing is opened yet).
+    fn index_shards(&mut self) {
         let mut used: Vec<u32> = self.series.iter().map(|s| s.shard).collect();
         used.sort_unstable();
         used.dedup();
@@ -202,14 +223,49 @@ impl Dataset {
                 Some(dir) => dir.join(catalogued.file_name().unwrap_or(catalogued.as_os_str())),
                 None => catalogued,
             };
-            let series: Vec<&SeriesInfo> = self.series.iter().filter(|s| s.shard == id).collect();
             index.insert(id, self.shards.len());
-            self.shards.push(open_shard(&path, &series)?);
+            self.shards.push(ShardMap {
+                path,
+                series: Vec::new(),
+                map: OnceLock::new(),
+            });
         }
-        for s in &mut self.series {
+        for (k, s) in self.series.iter_mut().enumerate() {
             s.map = index[&s.shard];
+            self.shards[s.map].series.push(k);
         }
-        Ok(())
+    }
+
+    /// The mapping of shard `k` (index into `self.shards`), checked and mapped on first use. Two
+    /// threads racing here both check the file; the first mapping stored wins.
+    fn shard_map(&self, k: usize) -> Result<&Mmap, DataError> {
+        let slot = &self.shards[k];
+        if let Some(map) = slot.map.get() {
+            return Ok(map);
+        }
+        let series: Vec<&SeriesInfo> = slot.series.iter().map(|&i| &self.series[i]).collect();
+        let map = open_shard(&slot.path, &series)?;
+        Ok(slot.map.get_or_init(|| map))
+    }
+
+    /// The file of catalog shard `id` as this dataset reads it (after `shard_dir`), if the split uses it.
+    pub fn shard_path(&self, id: u32) -> Option<PathBuf> {
+        self.shards
+            .iter()
+            .find(|s| self.series[s.series[0]].shard == id)
+            .map(|s| s.path.clone())
+    }
+
+    /// Catalog shard ids of the shards mapped so far, ascending.
+    pub fn mapped_shards(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .shards
+            .iter()
+            .filter(|s| s.map.get().is_some())
+            .map(|s| self.series[s.series[0]].shard)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub fn len(&self) -> usize {
@@ -340,7 +396,7 @@ impl Dataset {
         }
         let (seg, slice_index, slice_row) = self.locate(i);
         let s = &self.series[seg.series as usize];
-        let map = &self.shards[s.map].map;
+        let map = self.shard_map(s.map)?;
         let vol = Volume {
             bytes: &map[s.offset as usize..(s.offset + s.length) as usize],
             shape: s.shape,
@@ -546,7 +602,7 @@ fn resolve_targets(cat: &Catalog, labels: &[String]) -> Result<Vec<Target>, Data
 
 /// Checks one shard file against the byte ranges the catalog recorded for `series`, asks HDF5
 /// (metadata only, no file lock) where each pixel dataset starts, and maps the file read-only.
-fn open_shard(path: &Path, series: &[&SeriesInfo]) -> Result<ShardMap, DataError> {
+fn open_shard(path: &Path, series: &[&SeriesInfo]) -> Result<Mmap, DataError> {
     let err = |reason: String| DataError::Shard {
         path: path.to_path_buf(),
         reason,
@@ -582,9 +638,5 @@ fn open_shard(path: &Path, series: &[&SeriesInfo]) -> Result<ShardMap, DataError
     drop(h5);
     // SAFETY: shards are immutable once published (pack renames them into place; staging copies
     // them before training starts); the ranges read were checked against the file size above.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| err(format!("cannot map: {e}")))?;
-    Ok(ShardMap {
-        path: path.to_path_buf(),
-        map,
-    })
+    unsafe { Mmap::map(&file) }.map_err(|e| err(format!("cannot map: {e}")))
 }

@@ -19,6 +19,16 @@ use mpi::traits::*;
 /// Environment variable that forces (`always`) or forbids (`never`) MPI; `auto` detects a launcher.
 pub const MPI_ENV: &str = "MEDTRAIN_MPI";
 
+/// Environment variable that overrides this rank's node name (tests of multi-node plans on one
+/// machine). When set, the node layout (node index, local rank and size) comes from the names of all
+/// ranks instead of the shared-memory split; set it on every rank or on none.
+pub const NODE_NAME_ENV: &str = "MEDTRAIN_NODE_NAME";
+
+/// The node name given by [`NODE_NAME_ENV`], if any (empty counts as unset).
+fn node_name_override() -> Option<String> {
+    std::env::var(NODE_NAME_ENV).ok().filter(|n| !n.trim().is_empty())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DistError {
     #[error("{MPI_ENV}={0:?} is not one of always, never, auto")]
@@ -184,7 +194,11 @@ impl World {
             size: world.size() as i64,
         })?;
         let node = world.split_shared(world.rank());
-        let node_name = mpi::environment::processor_name().map_err(|_| DistError::ProcessorName { rank })?;
+        let overridden = node_name_override();
+        let node_name = match &overridden {
+            Some(name) => name.clone(),
+            None => mpi::environment::processor_name().map_err(|_| DistError::ProcessorName { rank })?,
+        };
         let mut w = World {
             rank,
             size,
@@ -205,7 +219,10 @@ impl World {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .collect();
         let slot = node_layout(&names)[rank];
-        if (slot.local_rank, slot.local_size) != (w.local_rank, w.local_size) {
+        if overridden.is_some() {
+            w.local_rank = slot.local_rank;
+            w.local_size = slot.local_size;
+        } else if (slot.local_rank, slot.local_size) != (w.local_rank, w.local_size) {
             tracing::warn!(
                 rank,
                 node = %w.node_name,
@@ -236,7 +253,7 @@ impl World {
             size: 1,
             local_rank: 0,
             local_size: 1,
-            node_name: hostname(),
+            node_name: node_name_override().unwrap_or_else(hostname),
             node_index: 0,
             nodes: 1,
             mpi: None,

@@ -50,6 +50,10 @@ pub struct TrainArgs {
     /// auto | cpu | cuda
     #[arg(long)]
     pub device: Option<String>,
+    /// Read shards from this directory (same file names) instead of the catalogued paths: the
+    /// directory `medtrain stage` printed. Sets [data] shard_dir.
+    #[arg(long)]
+    pub shard_dir: Option<PathBuf>,
     /// Print the outcome as JSON on stdout (rank 0).
     #[arg(long)]
     pub json: bool,
@@ -134,6 +138,9 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
     t.threads = args.threads.or(t.threads);
     if let Some(d) = &args.device {
         t.device = d.clone();
+    }
+    if let Some(dir) = &args.shard_dir {
+        settings.data.shard_dir = Some(dir.clone());
     }
     settings.validate().map_err(usage)?;
     if settings.train.device == "cuda" {

@@ -289,17 +289,17 @@ fn baseline(
     let cols = cat
         .col_u32(crate::catalog::columns::Level::Series, "cols")
         .map_err(|e| e.to_string())?;
-    let paths = ds.shard_paths();
     let mut readers: BTreeMap<u32, ShardReader> = BTreeMap::new();
     let (mut scores, mut labels, mut kept_units) = (vec![], vec![], vec![]);
     for (g, &unit) in groups.iter().zip(units) {
         let row = g.key as usize;
         let sh = shard[row];
         if !readers.contains_key(&sh) {
-            let path = paths
-                .get(sh as usize)
-                .ok_or_else(|| format!("series row {row}: shard {sh} is not in the catalog"))?;
-            readers.insert(sh, ShardReader::open(path).map_err(|e| e.to_string())?);
+            // By catalog shard id: the split may use only some of the catalog's shards.
+            let path = ds
+                .shard_path(sh)
+                .ok_or_else(|| format!("series row {row}: shard {sh} is not used by this split"))?;
+            readers.insert(sh, ShardReader::open(&path).map_err(|e| e.to_string())?);
         }
         let reader = &readers[&sh];
         let Ok(volume) = reader.volume_i16(shard_row[row] as usize) else {

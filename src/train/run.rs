@@ -269,6 +269,17 @@ fn micro_batch_loss<B: Backend>(
     }
 }
 
+/// The sampler of the training split, built from the settings alone: the one construction shared by
+/// `train` and the staging plan (`stage`), so the two never disagree on which shards a node reads.
+pub fn train_sampler(s: &Settings, train_ds: &Dataset, layout: Layout) -> Result<Sampler, TrainError> {
+    let t = &s.train;
+    let shard_of: Vec<u32> = (0..train_ds.len()).map(|i| train_ds.shard_of(i)).collect();
+    let class_of: Vec<Option<u32>> = (0..train_ds.len()).map(|i| train_ds.class_of(i)).collect();
+    let per_rank = t.batch_size as usize * t.micro_batches as usize;
+    Sampler::new(&s.sampler, t.seed, shard_of, class_of, layout, per_rank)
+        .map_err(|e| TrainError::Usage(e.to_string()))
+}
+
 /// Trains as described by `opts` on this rank; every rank calls it.
 pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     let started = Instant::now();
@@ -277,8 +288,13 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let manifest = Manifest::load(&opts.manifest).map_err(|e| TrainError::Usage(e.to_string()))?;
     let manifest_hash = manifest_hash(&opts.manifest)?;
     let settings_hash = trajectory_hash(s);
+    // Staged shards: a node holds only the shards it reads, so each is mapped on first use.
     let open = |split: &str| {
-        Dataset::open(&opts.catalog, &manifest, split, &s.data).map_err(|e| TrainError::Usage(e.to_string()))
+        let ds = match s.data.shard_dir {
+            Some(_) => Dataset::open_lazy(&opts.catalog, &manifest, split, &s.data),
+            None => Dataset::open(&opts.catalog, &manifest, split, &s.data),
+        };
+        ds.map_err(|e| TrainError::Usage(e.to_string()))
     };
     let train_ds = Arc::new(open(&t.train_split)?);
     if train_ds.len() == 0 {
@@ -399,11 +415,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         local_rank: world.local_rank(),
         local_size: world.local_size(),
     };
-    let shard_of: Vec<u32> = (0..train_ds.len()).map(|i| train_ds.shard_of(i)).collect();
-    let class_of: Vec<Option<u32>> = (0..train_ds.len()).map(|i| train_ds.class_of(i)).collect();
     let micro = t.micro_batches as usize;
-    let sampler = Sampler::new(&s.sampler, t.seed, shard_of, class_of, layout, n * micro)
-        .map_err(|e| TrainError::Usage(e.to_string()))?;
+    let sampler = train_sampler(s, &train_ds, layout)?;
     let steps_per_epoch = sampler.steps_per_epoch() as u64;
     if steps_per_epoch == 0 {
         return Err(TrainError::Usage(format!(

@@ -1,0 +1,298 @@
+//! The copier: one shard from the archive to the node-local job directory, verified while it
+//! streams. The bytes go to `<name>.partial` (created exclusively, mode 0600), are hashed with BLAKE3
+//! as they pass, fsynced, compared with the checksum recorded at pack time, and only then renamed to
+//! `<name>` (and the directory fsynced). So a file under its final name was verified once.
+//!
+//! A rerun re-hashes every file already under its final name instead of trusting a marker: the rerun
+//! is the recovery path (after a kill or a node problem), reading the local disk is much cheaper
+//! than the archive, and it also catches a staged file damaged after it was verified. Leftover
+//! `.partial` files are removed and copied again.
+
+use super::plan::PlannedShard;
+use crate::pack::index::sync_dir;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Suffix of a copy in progress.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// Mode of staged files: readable by the job's user only.
+pub const FILE_MODE: u32 = 0o600;
+/// Bytes moved per read/write.
+const CHUNK_BYTES: usize = 4 << 20;
+/// Copy attempts per shard before it is reported as failed.
+const ATTEMPTS: usize = 2;
+
+/// What happened to one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardOutcome {
+    /// A verified copy was already in place.
+    Skipped,
+    /// Copied and verified; `replaced` says a damaged file was in place, `partial` that a leftover
+    /// `.partial` was removed first.
+    Copied { replaced: bool, partial: bool },
+    /// Failed every attempt; the reason names the file.
+    Failed { reason: String },
+}
+
+/// A bandwidth limit: sleeps so that the bytes moved since `start` never run ahead of the rate.
+pub struct RateLimit {
+    bytes_per_second: Option<f64>,
+    start: Instant,
+    moved: u64,
+}
+
+impl RateLimit {
+    /// `None` or a non-positive rate: no limit.
+    pub fn new(bytes_per_second: Option<f64>) -> RateLimit {
+        RateLimit {
+            bytes_per_second: bytes_per_second.filter(|r| *r > 0.0 && r.is_finite()),
+            start: Instant::now(),
+            moved: 0,
+        }
+    }
+
+    fn account(&mut self, bytes: usize) {
+        self.moved += bytes as u64;
+        if let Some(rate) = self.bytes_per_second {
+            let due = Duration::from_secs_f64(self.moved as f64 / rate);
+            let elapsed = self.start.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+    }
+}
+
+/// Stages `shard` into `dir` (see the module documentation); never panics on I/O errors.
+pub fn stage_shard(shard: &PlannedShard, dir: &Path, limit: &mut RateLimit) -> ShardOutcome {
+    let target = dir.join(&shard.file);
+    let partial = partial_path(dir, &shard.file);
+    let mut replaced = false;
+    if target.exists() {
+        match hash_file(&target) {
+            Ok((hash, len)) if hash == shard.blake3 && len == shard.bytes => return ShardOutcome::Skipped,
+            Ok((hash, len)) => tracing::warn!(
+                file = %target.display(),
+                "staged copy is damaged ({len} bytes, BLAKE3 {hash}; expected {} bytes, {}): copying again",
+                shard.bytes,
+                shard.blake3
+            ),
+            Err(e) => tracing::warn!(file = %target.display(), "staged copy unreadable ({e}): copying again"),
+        }
+        if let Err(e) = fs::remove_file(&target) {
+            return ShardOutcome::Failed {
+                reason: format!("{}: cannot remove the damaged copy: {e}", target.display()),
+            };
+        }
+        replaced = true;
+    }
+    let partial_found = partial.exists();
+    let mut reasons = Vec::new();
+    for _ in 0..ATTEMPTS {
+        match copy_verified(shard, &partial, &target, dir, limit) {
+            Ok(()) => {
+                return ShardOutcome::Copied {
+                    replaced,
+                    partial: partial_found,
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(shard = %shard.source.display(), "staging failed: {reason}");
+                reasons.push(reason);
+                let _ = fs::remove_file(&partial);
+            }
+        }
+    }
+    ShardOutcome::Failed {
+        reason: format!(
+            "{} -> {}: {}",
+            shard.source.display(),
+            target.display(),
+            reasons.join("; then: ")
+        ),
+    }
+}
+
+/// `<dir>/<file>.partial`.
+pub fn partial_path(dir: &Path, file: &str) -> PathBuf {
+    dir.join(format!("{file}{PARTIAL_SUFFIX}"))
+}
+
+/// One attempt: stream source → partial while hashing, fsync, compare, rename, fsync the directory.
+fn copy_verified(
+    shard: &PlannedShard,
+    partial: &Path,
+    target: &Path,
+    dir: &Path,
+    limit: &mut RateLimit,
+) -> Result<(), String> {
+    match fs::remove_file(partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove the leftover {}: {e}", partial.display())),
+    }
+    let mut src =
+        fs::File::open(&shard.source).map_err(|e| format!("cannot open {}: {e}", shard.source.display()))?;
+    let mut dst = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    // The umask can only remove bits; make the mode exact whatever it is.
+    dst.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", partial.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut copied = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading {}: {e}", shard.source.display())),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])
+            .map_err(|e| format!("writing {}: {e}", partial.display()))?;
+        copied += n as u64;
+        limit.account(n);
+    }
+    dst.sync_all()
+        .map_err(|e| format!("fsync {}: {e}", partial.display()))?;
+    drop(dst);
+    let hash = hasher.finalize().to_hex().to_string();
+    if hash != shard.blake3 {
+        return Err(format!(
+            "checksum mismatch: copied {copied} bytes with BLAKE3 {hash}, the catalog records {}",
+            shard.blake3
+        ));
+    }
+    fs::rename(partial, target).map_err(|e| format!("cannot rename into {}: {e}", target.display()))?;
+    sync_dir(dir).map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// BLAKE3 (hex) and length of a file.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut len = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finalize().to_hex().to_string(), len))
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path` (statvfs).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    // SAFETY: statvfs is a plain C struct for which all-zero bytes are a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a writable statvfs for the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard_in(dir: &Path, bytes: &[u8]) -> PlannedShard {
+        let source = dir.join("src").join("shard-0000-000000.h5");
+        fs::create_dir_all(source.parent().unwrap()).unwrap();
+        fs::write(&source, bytes).unwrap();
+        PlannedShard {
+            id: 0,
+            file: "shard-0000-000000.h5".into(),
+            source,
+            blake3: blake3::hash(bytes).to_hex().to_string(),
+            bytes: bytes.len() as u64,
+        }
+    }
+
+    #[test]
+    fn copy_skip_and_repair() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let shard = shard_in(tmp.path(), &data);
+        let local = tmp.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        let mut limit = RateLimit::new(None);
+        let out = stage_shard(&shard, &local, &mut limit);
+        assert_eq!(
+            out,
+            ShardOutcome::Copied {
+                replaced: false,
+                partial: false
+            }
+        );
+        let target = local.join(&shard.file);
+        assert_eq!(fs::read(&target).unwrap(), data);
+        assert_eq!(
+            fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            FILE_MODE
+        );
+        assert_eq!(stage_shard(&shard, &local, &mut limit), ShardOutcome::Skipped);
+        // A flipped byte is found by the re-hash and repaired.
+        let mut bad = data.clone();
+        bad[500] ^= 0x40;
+        fs::write(&target, &bad).unwrap();
+        assert_eq!(
+            stage_shard(&shard, &local, &mut limit),
+            ShardOutcome::Copied {
+                replaced: true,
+                partial: false
+            }
+        );
+        assert_eq!(fs::read(&target).unwrap(), data);
+    }
+
+    #[test]
+    fn a_wrong_checksum_fails_twice_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut shard = shard_in(tmp.path(), b"not the catalogued bytes");
+        shard.blake3 = blake3::hash(b"the catalogued bytes").to_hex().to_string();
+        let local = tmp.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        match stage_shard(&shard, &local, &mut RateLimit::new(None)) {
+            ShardOutcome::Failed { reason } => {
+                assert!(
+                    reason.contains("checksum mismatch") && reason.contains("then:"),
+                    "{reason}"
+                );
+                assert!(reason.contains(shard.source.to_str().unwrap()), "{reason}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert_eq!(fs::read_dir(&local).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rate_limit_slows_the_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shard = shard_in(tmp.path(), &vec![3u8; 200_000]);
+        let local = tmp.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        let t = Instant::now();
+        let out = stage_shard(&shard, &local, &mut RateLimit::new(Some(1_000_000.0)));
+        assert!(matches!(out, ShardOutcome::Copied { .. }));
+        assert!(t.elapsed() >= Duration::from_millis(190), "{:?}", t.elapsed());
+    }
+}

@@ -1,0 +1,505 @@
+//! `stage` end to end on a phantom cohort packed into several shards: the plan against the shards
+//! train's sampler actually reads, two fake nodes under `mpirun` (MPMD, `MEDTRAIN_NODE_NAME`), copy
+//! verification against the catalog's BLAKE3 (re-hashed here), repair of damaged and partial copies,
+//! resume after a killed copier, capacity refusal, permissions (mode bits and an unprivileged read),
+//! clean-up, and training on the staged copies against training on the archive.
+
+use crate::common::{run, s};
+use crate::train::{check, cohort_with, newest_checkpoint, tensors, write_config, Cohort};
+use medtrain::catalog::split::Manifest;
+use medtrain::catalog::state::CatalogState;
+use medtrain::config::Config;
+use medtrain::data::sampler::Layout;
+use medtrain::data::Dataset;
+use medtrain::train::config::Settings;
+use medtrain::train::run::train_sampler;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Pixel bytes per shard: a 32×32×12 int16 series is 24 KiB, so about two series per shard.
+const SHARD_SIZE: &str = "48KiB";
+
+fn staged_cohort() -> Cohort {
+    let c = cohort_with(12, Some(SHARD_SIZE));
+    let state = CatalogState::load(&c.catalog).unwrap().unwrap();
+    assert!(
+        state.shards.len() >= 4,
+        "{} shards: the test needs several",
+        state.shards.len()
+    );
+    c
+}
+
+fn settings(config: &Path) -> Settings {
+    Settings::from_config(&Config::load(Some(config)).unwrap()).unwrap()
+}
+
+/// Catalog shard ids the ranks of each node read in a run, in order of first use, computed from what
+/// train reads: each rank's epoch sample list (the sampler train builds) mapped to shards, the node's
+/// ranks interleaved step by step, and after each evaluation epoch the validation split, which every
+/// rank reads (its share for the scores, all of it for the baseline).
+fn shards_train_reads(
+    set: &Settings,
+    train: &Dataset,
+    val: &Dataset,
+    node_of_rank: &[usize],
+) -> Vec<Vec<u32>> {
+    let size = node_of_rank.len();
+    let nodes = node_of_rank.iter().max().unwrap() + 1;
+    let mut val_ids: Vec<u32> = (0..val.len()).map(|i| val.shard_of(i)).collect();
+    val_ids.sort_unstable();
+    val_ids.dedup();
+    (0..nodes)
+        .map(|node| {
+            let ranks: Vec<usize> = (0..size).filter(|&r| node_of_rank[r] == node).collect();
+            let samplers: Vec<_> = ranks
+                .iter()
+                .enumerate()
+                .map(|(l, &r)| {
+                    let layout = Layout {
+                        rank: r,
+                        size,
+                        node,
+                        nodes,
+                        local_rank: l,
+                        local_size: ranks.len(),
+                    };
+                    train_sampler(set, train, layout).unwrap()
+                })
+                .collect();
+            let mut seen = HashSet::new();
+            let mut order = Vec::new();
+            for epoch in 0..set.train.epochs as u64 {
+                let lists: Vec<Vec<usize>> = samplers.iter().map(|s| s.epoch(epoch)).collect();
+                for k in 0..lists[0].len() {
+                    for list in &lists {
+                        let id = train.shard_of(list[k]);
+                        if seen.insert(id) {
+                            order.push(id);
+                        }
+                    }
+                }
+                if epoch == 0 {
+                    // eval_every = 1: the first evaluation follows the first epoch.
+                    for &id in &val_ids {
+                        if seen.insert(id) {
+                            order.push(id);
+                        }
+                    }
+                }
+            }
+            order
+        })
+        .collect()
+}
+
+fn mpirun_mpmd(contexts: &[(&str, Vec<String>)]) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    for (i, (node, args)) in contexts.iter().enumerate() {
+        if i > 0 {
+            cmd.arg(":");
+        }
+        cmd.args(["-np", "1", "env", &format!("MEDTRAIN_NODE_NAME={node}")])
+            .arg(env!("CARGO_BIN_EXE_medtrain"))
+            .arg("--quiet")
+            .args(args);
+    }
+    cmd
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn files_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The catalog's BLAKE3 of every shard file name.
+fn catalog_hashes(catalog: &Path) -> BTreeMap<String, String> {
+    let state = CatalogState::load(catalog).unwrap().unwrap();
+    state
+        .shards
+        .iter()
+        .map(|r| {
+            let name = Path::new(&r.path)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, r.blake3.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn plan_is_what_train_reads_and_staged_training_matches_the_archive() {
+    let c = staged_cohort();
+    // Three epochs for the plan (shards added as epochs go on), one for the runs below.
+    let set = settings(&write_config(&c.root, "plan.toml", "epochs = 3"));
+    let config = write_config(&c.root, "stage.toml", "epochs = 1");
+    let manifest = Manifest::load(&c.manifest).unwrap();
+    let train = Dataset::open_lazy(&c.catalog, &manifest, "train", &set.data).unwrap();
+    let val = Dataset::open_lazy(&c.catalog, &manifest, "val", &set.data).unwrap();
+    let state = CatalogState::load(&c.catalog).unwrap().unwrap();
+
+    // One node and two fake nodes (shard-local sampling, the default).
+    for node_of_rank in [vec![0usize], vec![0, 0], vec![0, 1]] {
+        let plan = medtrain::stage::plan::plan(&set, &state, &train, Some(&val), &node_of_rank).unwrap();
+        let expected = shards_train_reads(&set, &train, &val, &node_of_rank);
+        let got: Vec<Vec<u32>> = plan
+            .nodes
+            .iter()
+            .map(|n| n.shards.iter().map(|s| s.id).collect())
+            .collect();
+        assert_eq!(got, expected, "layout {node_of_rank:?}");
+        for n in &plan.nodes {
+            let unique: HashSet<u32> = n.shards.iter().map(|s| s.id).collect();
+            assert_eq!(
+                unique.len(),
+                n.shards.len(),
+                "a shard planned twice on node {}",
+                n.node
+            );
+            let sizes: u64 = n
+                .shards
+                .iter()
+                .map(|s| std::fs::metadata(&s.source).unwrap().len())
+                .sum();
+            assert_eq!(n.bytes, sizes);
+        }
+    }
+    // Two nodes: the training shards are split between them, disjoint and complete.
+    let plan = medtrain::stage::plan::plan(&set, &state, &train, Some(&val), &[0, 1]).unwrap();
+    let val_ids: HashSet<u32> = (0..val.len()).map(|i| val.shard_of(i)).collect();
+    let train_ids: HashSet<u32> = (0..train.len()).map(|i| train.shard_of(i)).collect();
+    let part = |n: usize| -> HashSet<u32> {
+        plan.nodes[n]
+            .shards
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| train_ids.contains(id) && !val_ids.contains(id))
+            .collect()
+    };
+    let (a, b) = (part(0), part(1));
+    assert!(!a.is_empty() && !b.is_empty());
+    assert!(a.is_disjoint(&b), "{a:?} {b:?}");
+
+    // The same plan through the command line: two fake nodes, each its own "NVMe" directory.
+    let local = |node: &str| c.root.join(format!("nvme-{node}"));
+    let stage_args = |node: &str| {
+        let mut v = strings(&[
+            "stage",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--config",
+            s(&config),
+            "--job-id",
+            "t1",
+        ]);
+        v.extend(["--local".into(), s(&local(node)).into(), "--json".into()]);
+        v
+    };
+    let out = mpirun_mpmd(&[("a", stage_args("a")), ("b", stage_args("b"))])
+        .output()
+        .unwrap();
+    check(&out, "stage on two fake nodes");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = summary["nodes"].as_array().unwrap();
+    // Both ranks in one world of 2: rank 1's report reached rank 0.
+    assert_eq!(nodes.len(), 2, "{summary}");
+    assert_eq!(nodes[0]["ranks"], serde_json::json!([0]));
+    assert_eq!(nodes[1]["ranks"], serde_json::json!([1]));
+    assert_eq!(
+        (nodes[0]["name"].as_str(), nodes[1]["name"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    let hashes = catalog_hashes(&c.catalog);
+    for (n, name) in [(0usize, "a"), (1, "b")] {
+        let dir = local(name).join("medtrain-t1");
+        let want: BTreeSet<String> = plan.nodes[n].shards.iter().map(|s| s.file.clone()).collect();
+        assert_eq!(files_in(&dir), want, "node {name}");
+        assert_eq!(nodes[n]["bytes_copied"], nodes[n]["bytes_planned"]);
+        assert_eq!(nodes[n]["bytes_planned"].as_u64().unwrap(), plan.nodes[n].bytes);
+        for f in &want {
+            let bytes = std::fs::read(dir.join(f)).unwrap();
+            assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hashes[f], "{f}");
+        }
+    }
+
+    // Train on the staged copies (each node its own directory) and on the archive: same weights.
+    let train_args = |out: &Path, shard_dir: Option<&Path>| {
+        let mut v = strings(&[
+            "train",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--config",
+            s(&config),
+            "--json",
+        ]);
+        v.extend(["--out".into(), s(out).into()]);
+        if let Some(d) = shard_dir {
+            v.extend(["--shard-dir".into(), s(d).into()]);
+        }
+        v
+    };
+    let (archive, staged) = (c.root.join("run-archive"), c.root.join("run-staged"));
+    let out = mpirun_mpmd(&[
+        ("a", train_args(&archive, None)),
+        ("b", train_args(&archive, None)),
+    ])
+    .output()
+    .unwrap();
+    check(&out, "train from the archive");
+    let dir_a = local("a").join("medtrain-t1");
+    let dir_b = local("b").join("medtrain-t1");
+    let out = mpirun_mpmd(&[
+        ("a", train_args(&staged, Some(&dir_a))),
+        ("b", train_args(&staged, Some(&dir_b))),
+    ])
+    .output()
+    .unwrap();
+    check(&out, "train from the staged copies");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["world_size"], 2);
+    assert!(outcome["global_step"].as_u64().unwrap() > 0);
+    let x = tensors(&newest_checkpoint(&archive).join("model.safetensors"));
+    let y = tensors(&newest_checkpoint(&staged).join("model.safetensors"));
+    assert!(x.len() > 10);
+    assert_eq!(x, y, "weights differ between staged and archive reads");
+}
+
+fn stage_cmd(c: &Cohort, config: &Path, local: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v = strings(&[
+        "stage",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--config",
+        s(config),
+        "--local",
+        s(local),
+        "--job-id",
+        "j7",
+    ]);
+    v.extend(strings(extra));
+    v
+}
+
+fn stage_json(args: &[String]) -> (i32, serde_json::Value, String) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = run(&args);
+    let v = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+    (code, v, format!("{out}\n{err}"))
+}
+
+#[test]
+fn copies_are_verified_repaired_resumed_private_and_cleaned() {
+    let c = staged_cohort();
+    let config = write_config(&c.root, "stage.toml", "epochs = 1");
+    let local = c.root.join("nvme");
+    let dir = local.join("medtrain-j7");
+    let hashes = catalog_hashes(&c.catalog);
+
+    // No local directory at all is a usage error.
+    let mut cmd = crate::common::medtrain();
+    cmd.args(["stage", s(&c.catalog), s(&c.manifest), "--config", s(&config)])
+        .env_remove("TMPDIR")
+        .env_remove("SLURM_TMPDIR");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Dry run: the plan and the free space, nothing created.
+    let (code, plan, log) = stage_json(&stage_cmd(&c, &config, &local, &["--dry-run", "--json"]));
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(plan["status"], "dry-run");
+    let node = &plan["nodes"][0];
+    let planned: Vec<String> = node["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let planned_bytes = node["bytes_planned"].as_u64().unwrap();
+    assert!(planned.len() >= 3, "{plan}");
+    assert!(node["free_bytes"].as_u64().unwrap() > 0);
+    assert!(!dir.exists());
+
+    // Capacity: a reserve larger than the disk is refused with the numbers.
+    let (code, _, log) = stage_json(&stage_cmd(&c, &config, &local, &["--reserve", "1000TB"]));
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("not enough space") && log.contains(&planned_bytes.to_string()) && log.contains("free"),
+        "{log}"
+    );
+    // And a real small file system when one can be mounted (as root).
+    let small = c.root.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs", s(&small)])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success());
+    if mounted {
+        let (code, _, log) = stage_json(&stage_cmd(&c, &config, &small, &[]));
+        let _ = Command::new("umount").arg(s(&small)).status();
+        assert_eq!(code, 1, "{log}");
+        assert!(
+            log.contains("not enough space") && log.contains(&planned_bytes.to_string()),
+            "{log}"
+        );
+    } else {
+        println!("tmpfs capacity check skipped: mount -t tmpfs is not permitted here");
+    }
+
+    // A slow copy (bandwidth limit) killed mid-run with SIGKILL…
+    let args = stage_cmd(&c, &config, &local, &["--bandwidth-mbps", "0.05"]);
+    let mut child = crate::common::medtrain()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !dir.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let complete: Vec<String> = planned.iter().filter(|f| dir.join(f).exists()).cloned().collect();
+    assert!(
+        complete.len() < planned.len(),
+        "the copier finished before it was killed"
+    );
+    // …resumes: the complete files are re-hashed and kept, the rest copied; all verified.
+    let (code, v, log) = stage_json(&stage_cmd(&c, &config, &local, &["--json"]));
+    assert_eq!(code, 0, "{log}");
+    let n = &v["nodes"][0];
+    assert_eq!(
+        n["shards_skipped"].as_u64().unwrap() as usize,
+        complete.len(),
+        "{v}"
+    );
+    assert_eq!(
+        n["shards_copied"].as_u64().unwrap() as usize,
+        planned.len() - complete.len(),
+        "{v}"
+    );
+    assert_eq!(
+        n["bytes_copied"].as_u64().unwrap() + n["bytes_skipped"].as_u64().unwrap(),
+        planned_bytes
+    );
+    assert_eq!(v["shard_dir"], s(&dir));
+    assert_eq!(
+        files_in(&dir),
+        planned.iter().cloned().collect::<BTreeSet<String>>()
+    );
+    for f in &planned {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hashes[f], "{f}");
+    }
+
+    // A flipped byte in one staged file, and another left as a partial copy: exactly those two redone.
+    let (flipped, partial) = (&planned[0], &planned[1]);
+    let mut bytes = std::fs::read(dir.join(flipped)).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(dir.join(flipped), &bytes).unwrap();
+    let whole = std::fs::read(dir.join(partial)).unwrap();
+    std::fs::remove_file(dir.join(partial)).unwrap();
+    std::fs::write(dir.join(format!("{partial}.partial")), &whole[..whole.len() / 3]).unwrap();
+    let (code, v, log) = stage_json(&stage_cmd(&c, &config, &local, &["--json"]));
+    assert_eq!(code, 0, "{log}");
+    let n = &v["nodes"][0];
+    assert_eq!(n["shards_copied"], 2, "{v}");
+    assert_eq!(n["shards_replaced"], 1, "{v}");
+    assert_eq!(n["partials_removed"], 1, "{v}");
+    assert_eq!(
+        n["shards_skipped"].as_u64().unwrap() as usize,
+        planned.len() - 2,
+        "{v}"
+    );
+    let redone = std::fs::metadata(dir.join(flipped)).unwrap().len() + whole.len() as u64;
+    assert_eq!(n["bytes_copied"].as_u64().unwrap(), redone);
+    for f in &planned {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hashes[f], "{f}");
+    }
+    assert_eq!(files_in(&dir).len(), planned.len(), "no partial copies left");
+
+    // Permissions by mode bits…
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for f in &planned {
+        assert_eq!(
+            std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{f}"
+        );
+    }
+    // …and by a read as an unprivileged user, with the directories above opened to everyone so that
+    // only the staging modes can stop it.
+    if unsafe { libc::geteuid() } == 0 {
+        for p in [c.root.as_path(), local.as_path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let file = dir.join(&planned[0]);
+        let read_as_nobody = |path: &Path| {
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat", s(path)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(!read_as_nobody(&file), "another user read a staged file");
+        // The file mode alone also stops it (directory opened for the check).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!read_as_nobody(&file), "the file mode did not stop another user");
+        // The check itself can succeed: a world-readable file is read.
+        let probe = dir.join("probe");
+        std::fs::write(&probe, b"x").unwrap();
+        std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            read_as_nobody(&probe),
+            "setpriv could not read an open file: the check is void"
+        );
+        std::fs::remove_file(&probe).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    } else {
+        println!("unprivileged read check skipped: not running as root");
+    }
+
+    // Clean-up removes the job directory (and needs neither catalog nor config).
+    let (code, v, log) = stage_json(&strings(&[
+        "stage",
+        "--clean",
+        "--local",
+        s(&local),
+        "--job-id",
+        "j7",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(v["nodes"][0]["removed"], true, "{v}");
+    assert!(!dir.exists());
+    assert!(local.exists());
+}
