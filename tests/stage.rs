@@ -37,6 +37,14 @@ fn settings(config: &Path) -> Settings {
     Settings::from_config(&Config::load(Some(config)).unwrap()).unwrap()
 }
 
+/// The config with `[sampler] mode = "shard-local"`: each node reads only the shards dealt to it.
+fn shard_local(config: std::path::PathBuf) -> std::path::PathBuf {
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[sampler]\nmode = \"shard-local\"\n");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// Catalog shard ids the ranks of each node read in a run, in order of first use, computed from what
 /// train reads: each rank's epoch sample list (the sampler train builds) mapped to shards, the node's
 /// ranks interleaved step by step, and after each evaluation epoch the validation split, which every
@@ -146,14 +154,14 @@ fn catalog_hashes(catalog: &Path) -> BTreeMap<String, String> {
 fn plan_is_what_train_reads_and_staged_training_matches_the_archive() {
     let c = staged_cohort();
     // Three epochs for the plan (shards added as epochs go on), one for the runs below.
-    let set = settings(&write_config(&c.root, "plan.toml", "epochs = 3"));
-    let config = write_config(&c.root, "stage.toml", "epochs = 1");
+    let set = settings(&shard_local(write_config(&c.root, "plan.toml", "epochs = 3")));
+    let config = shard_local(write_config(&c.root, "stage.toml", "epochs = 1"));
     let manifest = Manifest::load(&c.manifest).unwrap();
     let train = Dataset::open_lazy(&c.catalog, &manifest, "train", &set.data).unwrap();
     let val = Dataset::open_lazy(&c.catalog, &manifest, "val", &set.data).unwrap();
     let state = CatalogState::load(&c.catalog).unwrap().unwrap();
 
-    // One node and two fake nodes (shard-local sampling, the default).
+    // One node and two fake nodes (shard-local sampling).
     for node_of_rank in [vec![0usize], vec![0, 0], vec![0, 1]] {
         let plan = medtrain::stage::plan::plan(&set, &state, &train, Some(&val), &node_of_rank).unwrap();
         let expected = shards_train_reads(&set, &train, &val, &node_of_rank);
