@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# The job scripts on a real Slurm: starts munged, slurmctld and slurmd from the OS packages for a
+# single node (this machine, 2 CPUs) in a temporary directory, no systemd and no cgroups
+# (proctrack/linuxproc, task/none), then
+#   - packs a small phantom cohort with slurm/pack.sbatch on 2 ranks,
+#   - trains it with slurm/train.sbatch on 2 ranks (sbatch --wait) and checks the job's exit code,
+#     that MPI saw a world of 2, train-status.json "finished", a checkpoint, and the scratch cleaned,
+#   - runs slurm/scaling.sbatch on 2 ranks and checks its CSV row,
+#   - checks that the scripts refuse to run outside a job,
+# and tears the daemons down on exit. Runs as root (SlurmUser=root; CI runs as root).
+# Usage: scripts/slurm-test.sh   (MEDTRAIN_BIN: the binary, else target/debug/medtrain;
+#        MEDTRAIN_KEEP=1 keeps the temporary directory; SLURM_TEST_TIMEOUT: seconds per job, default 90)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${MEDTRAIN_BIN:-$root/target/debug/medtrain}"
+job_timeout="${SLURM_TEST_TIMEOUT:-90}"
+
+fail() {
+  echo "slurm-test: FAIL: $*" >&2
+  exit 1
+}
+for c in munged slurmctld slurmd sbatch sinfo srun scontrol scancel; do
+  command -v "$c" >/dev/null 2>&1 || {
+    echo "slurm-test: $c not found; install slurm-wlm and munge (scripts/install-deps.sh)" >&2
+    exit 2
+  }
+done
+[ "$(id -u)" = 0 ] || {
+  echo "slurm-test: needs root (the test cluster runs with SlurmUser=root)" >&2
+  exit 2
+}
+[ -x "$bin" ] || {
+  echo "slurm-test: medtrain binary $bin not found (build it or set MEDTRAIN_BIN)" >&2
+  exit 2
+}
+bin="$(realpath "$bin")"
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/medtrain-slurm.XXXXXX")"
+chmod 0755 "$tmp"
+pids=()
+teardown() {
+  local rc=$?
+  set +e
+  if [ -n "${SLURM_CONF:-}" ] && [ -r "$SLURM_CONF" ]; then
+    scancel --full --quiet "--user=$(id -un)" 2>/dev/null
+  fi
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null; done
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do wait "${pids[$i]}" 2>/dev/null; done
+  if [ "$rc" != 0 ]; then
+    for f in "$tmp"/log/*.log "$tmp"/jobs/*.out; do
+      [ -r "$f" ] && { echo "== $f (tail)"; tail -n 40 "$f"; }
+    done >&2
+  fi
+  if [ "${MEDTRAIN_KEEP:-0}" = 1 ]; then
+    echo "slurm-test: kept $tmp" >&2
+  else
+    rm -rf "$tmp"
+  fi
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$tmp/munge" "$tmp/state" "$tmp/spool" "$tmp/log" "$tmp/jobs" "$tmp/scratch"
+chmod 0700 "$tmp/munge"
+
+# Two free TCP ports on localhost for slurmctld and slurmd.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+ports=()
+p=$((20000 + $$ % 20000))
+while [ ${#ports[@]} -lt 2 ]; do
+  port_free "$p" && ports+=("$p")
+  p=$((p + 1))
+done
+
+start=$SECONDS
+# MUNGE: a fresh key and a private socket.
+dd if=/dev/urandom of="$tmp/munge/munge.key" bs=1024 count=1 status=none
+chmod 0400 "$tmp/munge/munge.key"
+munged --foreground --force --socket="$tmp/munge/munge.socket" --key-file="$tmp/munge/munge.key" \
+  --pid-file="$tmp/munge/munged.pid" --log-file="$tmp/log/munged.log" --seed-file="$tmp/munge/seed" \
+  >"$tmp/log/munged.out" 2>&1 &
+pids+=($!)
+
+host="$(hostname -s)"
+cat >"$tmp/slurm.conf" <<CONF
+ClusterName=medtrain-test
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=${ports[0]}
+SlurmdPort=${ports[1]}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$tmp/munge/munge.socket
+StateSaveLocation=$tmp/state
+SlurmdSpoolDir=$tmp/spool
+SlurmctldPidFile=$tmp/slurmctld.pid
+SlurmdPidFile=$tmp/slurmd.pid
+SlurmctldLogFile=$tmp/log/slurmctld.log
+SlurmdLogFile=$tmp/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=pmix
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+ReturnToService=2
+InactiveLimit=0
+KillWait=5
+MinJobAge=300
+NodeName=$host NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+export SLURM_CONF="$tmp/slurm.conf"
+for i in $(seq 50); do [ -S "$tmp/munge/munge.socket" ] && break; sleep 0.1; done
+[ -S "$tmp/munge/munge.socket" ] || fail "munged did not start"
+slurmctld -D -i >"$tmp/log/slurmctld.out" 2>&1 &
+pids+=($!)
+slurmd -D -N "$host" >"$tmp/log/slurmd.out" 2>&1 &
+pids+=($!)
+state=""
+for i in $(seq 60); do
+  state="$(sinfo -h -n "$host" -o %t 2>/dev/null || true)"
+  [ "$state" = idle ] && break
+  sleep 0.5
+done
+[ "$state" = idle ] || fail "node $host not idle after 30 s (state '$state')"
+echo "slurm-test: single-node Slurm up on $host (ports ${ports[*]}) in $((SECONDS - start)) s"
+
+# Submits a job and waits for it: job_wait NAME SBATCH_ARGS... ; sets $job_rc and $job_out.
+job_wait() {
+  local name="$1"
+  shift
+  job_out="$tmp/jobs/$name.out"
+  job_rc=0
+  timeout "$job_timeout" sbatch --wait --chdir="$tmp" --output="$job_out" --job-name="$name" "$@" ||
+    job_rc=$?
+  [ "$job_rc" != 124 ] || fail "$name: no result within $job_timeout s"
+  echo "slurm-test: $name exited with $job_rc ($((SECONDS - start)) s)"
+}
+
+# The cohort: phantom DICOM, then packed under Slurm by pack.sbatch on 2 ranks.
+w="$tmp/work"
+mkdir -p "$w"
+"$bin" --quiet phantom --out "$w/phantom" --patients 10 --size 32 --slices 12 --no-radiographs
+job_wait pack --ntasks=2 "$root/slurm/pack.sbatch" - "$w/pack" "$w/phantom/dicom" -- \
+  --key "$w/site.key" --create-key
+[ "$job_rc" = 0 ] || fail "pack.sbatch exited with $job_rc"
+"$bin" --quiet catalog build "$w/pack" --out "$w/catalog"
+"$bin" --quiet catalog labels import "$w/phantom/truth/slices_by_instance.csv" --out "$w/catalog" \
+  --name nodule_slices --key "$w/site.key"
+"$bin" --quiet catalog split "$w/catalog" "modality = 'CT'" --out "$w/manifest.h5" \
+  --ratios train=0.6,val=0.2,test=0.2 --seed 7
+cat >"$w/tiny.toml" <<'TOML'
+[model]
+widths = [4, 8]
+blocks = [1, 1]
+stem_kernel = 3
+stem_stride = 1
+stem_pool = false
+
+[data]
+mode = "slice25d"
+context = 1
+size = [32, 32]
+labels = ["nodule_slices.nodule"]
+
+[train]
+epochs = 1
+batch_size = 4
+lr = 0.01
+warmup_steps = 2
+seed = 11
+threads = 1
+eval_every = 1
+
+[eval]
+bootstrap = 50
+TOML
+
+# Stage + train on 2 ranks.
+export MEDTRAIN_BIN="$bin" MEDTRAIN_LOCAL_ROOT="$tmp/scratch"
+job_wait train --ntasks=2 "$root/slurm/train.sbatch" "$w/tiny.toml" "$w/catalog" "$w/manifest.h5" \
+  "$w/run" --json
+[ "$job_rc" = 0 ] || fail "train.sbatch exited with $job_rc"
+grep -q "^train.sbatch: job .* on 1 node(s), 2 task(s)" "$job_out" || fail "train.sbatch did not print its hosts"
+grep -q "^  host $host\$" "$job_out" || fail "train.sbatch did not list host $host"
+sizes="$(grep -o '"world_size": [0-9]*' "$job_out" | sort | uniq -c | awk '{ print $1 "x" $3 }' | xargs)"
+[ "$sizes" = "1x2" ] || fail "expected one outcome with world_size 2 (MPI across both ranks), got '$sizes'"
+status="$(sed -n 's/^  "status": "\(.*\)",$/\1/p' "$w/run/train-status.json")"
+[ "$status" = finished ] || fail "train-status.json says '$status', expected 'finished'"
+ls "$w"/run/checkpoints/*/ >/dev/null 2>&1 || fail "no checkpoint under $w/run/checkpoints"
+if grep -q "staging to" "$job_out"; then
+  [ ! -e "$tmp/scratch/medtrain-$(sed -n 's/^train.sbatch: job \([0-9]*\) .*/\1/p' "$job_out" | head -n 1)" ] ||
+    fail "staging directory left behind in $tmp/scratch"
+  echo "slurm-test: staged, trained, scratch cleaned"
+else
+  echo "slurm-test: this medtrain has no 'stage' verb; trained from the archive (staging not exercised)"
+fi
+[ -z "$(ls -A "$tmp/scratch")" ] || fail "scratch not empty: $(ls -A "$tmp/scratch")"
+
+# The scaling benchmark on 2 ranks: one CSV row.
+MEDTRAIN_SCALING_STEPS=2 MEDTRAIN_BENCH_BYTES=1MB job_wait scaling --ntasks=2 "$root/slurm/scaling.sbatch" \
+  "$w/tiny.toml" "$w/catalog" "$w/manifest.h5" "$w/scaling.csv"
+[ "$job_rc" = 0 ] || fail "scaling.sbatch exited with $job_rc"
+[ "$(wc -l <"$w/scaling.csv")" = 2 ] || fail "scaling.csv: expected a header and one row"
+row="$(tail -n 1 "$w/scaling.csv")"
+IFS=, read -r -a f <<<"$row"
+# nodes,ranks,steps,world_size ... bench_world_size
+[ "${f[2]}" = 1 ] && [ "${f[3]}" = 2 ] && [ "${f[4]}" = 2 ] && [ "${f[5]}" = 2 ] && [ "${f[13]}" = 2 ] ||
+  fail "scaling.csv row: $row"
+echo "slurm-test: scaling row $row"
+
+# Outside a job every script refuses with exit status 2.
+for s in pack train scaling; do
+  rc=0
+  env -u SLURM_JOB_ID bash "$root/slurm/$s.sbatch" a b c d >"$tmp/jobs/outside.txt" 2>&1 || rc=$?
+  [ "$rc" = 2 ] && grep -q "not inside a Slurm job" "$tmp/jobs/outside.txt" ||
+    fail "$s.sbatch outside a job: exit $rc, $(cat "$tmp/jobs/outside.txt")"
+done
+echo "slurm-test: ok in $((SECONDS - start)) s"
