@@ -5,6 +5,9 @@
 #   - packs a small phantom cohort with slurm/pack.sbatch on 2 ranks,
 #   - trains it with slurm/train.sbatch on 2 ranks (sbatch --wait) and checks the job's exit code,
 #     that MPI saw a world of 2, train-status.json "finished", a checkpoint, and the scratch cleaned,
+#   - sends USR1 to a longer train.sbatch job (what --signal=B:USR1@300 does before the time limit) and
+#     checks that the ranks checkpointed, the job requeued itself and the requeued job finished the
+#     run from the checkpoint (same step count as an uninterrupted run),
 #   - runs slurm/scaling.sbatch on 2 ranks and checks its CSV row,
 #   - checks that the scripts refuse to run outside a job,
 # and tears the daemons down on exit. Runs as root (SlurmUser=root; CI runs as root).
@@ -61,7 +64,7 @@ teardown() {
 }
 trap teardown EXIT
 trap 'exit 130' INT TERM
-mkdir -p "$tmp/munge" "$tmp/state" "$tmp/spool" "$tmp/log" "$tmp/jobs" "$tmp/scratch"
+mkdir -p "$tmp/munge" "$tmp/state" "$tmp/spool" "$tmp/log" "$tmp/jobs" "$tmp/scratch" "$tmp/nodetmp"
 chmod 0700 "$tmp/munge"
 
 # Two free TCP ports on localhost for slurmctld and slurmd.
@@ -83,6 +86,8 @@ munged --foreground --force --socket="$tmp/munge/munge.socket" --key-file="$tmp/
 pids+=($!)
 
 host="$(hostname -s)"
+# Job ids (and so PMIx namespaces) that differ from an earlier run's leftovers in shared /tmp.
+first_job=$((1000 + (RANDOM * 32768 + RANDOM) % 1000000))
 cat >"$tmp/slurm.conf" <<CONF
 ClusterName=medtrain-test
 SlurmctldHost=$host(127.0.0.1)
@@ -92,8 +97,10 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$tmp/munge/munge.socket
+AuthInfo=socket=$tmp/munge/munge.socket,cred_expire=5
 StateSaveLocation=$tmp/state
+TmpFS=$tmp/nodetmp
+FirstJobId=$first_job
 SlurmdSpoolDir=$tmp/spool
 SlurmctldPidFile=$tmp/slurmctld.pid
 SlurmdPidFile=$tmp/slurmd.pid
@@ -107,6 +114,8 @@ MpiDefault=pmix
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# A requeued job may start again after cred_expire; schedule it without the default 30-60 s wait.
+SchedulerParameters=bf_interval=1,sched_interval=2
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
@@ -118,6 +127,8 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF="$tmp/slurm.conf"
+# Jobs inherit this environment: their temporary files (Open MPI's session directory) stay in $tmp.
+export TMPDIR="$tmp/nodetmp"
 for i in $(seq 50); do [ -S "$tmp/munge/munge.socket" ] && break; sleep 0.1; done
 [ -S "$tmp/munge/munge.socket" ] || fail "munged did not start"
 slurmctld -D -i >"$tmp/log/slurmctld.out" 2>&1 &
@@ -204,6 +215,37 @@ else
   echo "slurm-test: this medtrain has no 'stage' verb; trained from the archive (staging not exercised)"
 fi
 [ -z "$(ls -A "$tmp/scratch")" ] || fail "scratch not empty: $(ls -A "$tmp/scratch")"
+
+# Time limit and requeue: USR1 to the batch shell once training runs; the ranks checkpoint, the script
+# requeues the job, and the requeued job resumes (--resume auto) and finishes.
+job_out="$tmp/jobs/requeue.out"
+jid="$(sbatch --parsable --chdir="$tmp" --output="$job_out" --job-name=requeue --ntasks=2 \
+  "$root/slurm/train.sbatch" "$w/tiny.toml" "$w/catalog" "$w/manifest.h5" "$w/requeue" --epochs 6)"
+for i in $(seq $((job_timeout * 10))); do
+  grep -q "training ranks=2" "$job_out" 2>/dev/null && break
+  sleep 0.1
+done
+grep -q "training ranks=2" "$job_out" || fail "requeue: training did not start within $job_timeout s"
+scancel --batch --signal=USR1 "$jid"
+for i in $(seq $((job_timeout * 2))); do
+  job_state="$(scontrol show job "$jid" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')"
+  job_restarts="$(scontrol show job "$jid" 2>/dev/null | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')"
+  [ "$job_state" = COMPLETED ] || [ "$job_state" = FAILED ] || [ "$job_state" = CANCELLED ] && break
+  sleep 0.5
+done
+echo "slurm-test: requeue job $jid ended $job_state after $job_restarts restart(s) ($((SECONDS - start)) s)"
+[ "$job_state" = COMPLETED ] || fail "requeue job ended $job_state"
+[ "$job_restarts" = 1 ] || fail "requeue job restarted $job_restarts times, expected 1"
+grep -q "got SIGUSR1" "$job_out" || fail "requeue: the batch script did not see USR1"
+grep -q "status 'interrupted'" "$job_out" || fail "requeue: the first run did not stop as interrupted"
+grep -q "requeueing job $jid" "$job_out" || fail "requeue: the script did not requeue"
+grep -q "^train.sbatch: job $jid (restart 1)" "$job_out" || fail "requeue: no second run"
+grep -q "resum" "$job_out" || fail "requeue: the second run did not resume from a checkpoint"
+status="$(sed -n 's/^  "status": "\(.*\)",$/\1/p' "$w/requeue/train-status.json")"
+steps="$(sed -n 's/^  "global_step": \([0-9]*\),$/\1/p' "$w/requeue/train-status.json")"
+[ "$status" = finished ] || fail "requeue: train-status.json says '$status'"
+# 72 training slices, global batch 8 (2 ranks x 4): 9 steps an epoch.
+[ "$steps" = 54 ] || fail "requeue: $steps steps after the resumed run, expected 6 x 9 = 54"
 
 # The scaling benchmark on 2 ranks: one CSV row.
 MEDTRAIN_SCALING_STEPS=2 MEDTRAIN_BENCH_BYTES=1MB job_wait scaling --ntasks=2 "$root/slurm/scaling.sbatch" \

@@ -87,15 +87,22 @@ fi
 echo "task ${SLURM_PROCID:-0}/${SLURM_NTASKS:-1} on $(hostname -s): local ${SLURM_LOCALID:-0}, GPU ${CUDA_VISIBLE_DEVICES:-none}" >&2
 exec "$@"'
 
-# srun with the site's PMI plug-in and the GPU binding: mt_srun [SRUN OPTIONS...] -- COMMAND...
-mt_srun() {
-  local opts=()
+# The srun command line, with the site's PMI plug-in and the GPU binding, in the array MT_CMD:
+# mt_srun_cmd [SRUN OPTIONS...] -- COMMAND...
+mt_srun_cmd() {
+  MT_CMD=(srun --mpi="$MEDTRAIN_SRUN_MPI" --kill-on-bad-exit=1)
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-    opts+=("$1")
+    MT_CMD+=("$1")
     shift
   done
   shift
-  srun --mpi="$MEDTRAIN_SRUN_MPI" --kill-on-bad-exit=1 "${opts[@]}" bash -c "$MT_RANK_WRAPPER" medtrain-rank "$@"
+  MT_CMD+=(bash -c "$MT_RANK_WRAPPER" medtrain-rank "$@")
+}
+
+# Runs that srun in the foreground: mt_srun [SRUN OPTIONS...] -- COMMAND...
+mt_srun() {
+  mt_srun_cmd "$@"
+  "${MT_CMD[@]}"
 }
 
 # The "status" of a run's train-status.json ("finished", "interrupted", "max-steps"), empty if none.

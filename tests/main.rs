@@ -16,3 +16,4 @@ mod decode_conformance;
 mod dist;
 mod pack;
 mod phantom;
+mod slurm;
