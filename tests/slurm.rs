@@ -16,7 +16,9 @@ fn on_path(name: &str) -> bool {
 #[test]
 fn slurm_job_scripts_run_on_a_single_node_cluster() {
     if !on_path("slurmctld") {
-        eprintln!("skipping: slurmctld is not installed (scripts/install-deps.sh installs slurm-wlm and munge)");
+        eprintln!(
+            "skipping: slurmctld is not installed (scripts/install-deps.sh installs slurm-wlm and munge)"
+        );
         return;
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -28,7 +30,10 @@ fn slurm_job_scripts_run_on_a_single_node_cluster() {
     let out = Command::new("bash")
         .arg(root.join("scripts/slurm-test.sh"))
         .env("MEDTRAIN_BIN", env!("CARGO_BIN_EXE_medtrain"))
-        .env("PATH", format!("{}:/usr/sbin:/sbin", std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/sbin", std::env::var("PATH").unwrap_or_default()),
+        )
         .output()
         .expect("run bash scripts/slurm-test.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -39,6 +44,9 @@ fn slurm_job_scripts_run_on_a_single_node_cluster() {
         out.status
     );
     // The script's own checks passed; its summary names what ran on 2 ranks.
-    assert!(stdout.contains("requeue job") && stdout.contains("after 1 restart(s)"), "{stdout}");
+    assert!(
+        stdout.contains("requeue job") && stdout.contains("after 1 restart(s)"),
+        "{stdout}"
+    );
     eprintln!("{stdout}");
 }
