@@ -322,9 +322,15 @@ impl Dataset {
         (v >= 0.0 && v.is_finite()).then(|| v.round() as u32)
     }
 
-    /// The shard files as opened (after `shard_dir`).
+    /// The shard files as opened (after `shard_dir`), only those this dataset's series use.
     pub fn shard_paths(&self) -> Vec<PathBuf> {
         self.shards.iter().map(|s| s.path.clone()).collect()
+    }
+
+    /// The file opened for the catalog's shard number `shard`, if a series of this dataset is in it.
+    pub fn shard_path(&self, shard: u32) -> Option<&Path> {
+        let s = self.series.iter().find(|s| s.shard == shard)?;
+        Some(self.shards[s.map].path.as_path())
     }
 
     /// Loads sample `i` into `out` (len `sample_len`, layout (C, D, H, W)). `aug`: Some(seed)

@@ -279,16 +279,16 @@ fn baseline(
         .map_err(|e| e.to_string())?;
     let rows = cat.col_u32(crate::catalog::columns::Level::Series, "rows").map_err(|e| e.to_string())?;
     let cols = cat.col_u32(crate::catalog::columns::Level::Series, "cols").map_err(|e| e.to_string())?;
-    let paths = ds.shard_paths();
     let mut readers: BTreeMap<u32, ShardReader> = BTreeMap::new();
     let (mut scores, mut labels, mut kept_units) = (vec![], vec![], vec![]);
     for (g, &unit) in groups.iter().zip(units) {
         let row = g.key as usize;
         let sh = shard[row];
         if !readers.contains_key(&sh) {
-            let path = paths
-                .get(sh as usize)
-                .ok_or_else(|| format!("series row {row}: shard {sh} is not in the catalog"))?;
+            // Catalog shard numbers, not positions among the shards this split happens to use.
+            let path = ds
+                .shard_path(sh)
+                .ok_or_else(|| format!("series row {row}: shard {sh} is not in the evaluated split"))?;
             readers.insert(sh, ShardReader::open(path).map_err(|e| e.to_string())?);
         }
         let reader = &readers[&sh];
