@@ -7,7 +7,8 @@
 #     that MPI saw a world of 2, train-status.json "finished", a checkpoint, and the scratch cleaned,
 #   - sends USR1 to a longer train.sbatch job (what --signal=B:USR1@300 does before the time limit) and
 #     checks that the ranks checkpointed, the job requeued itself and the requeued job finished the
-#     run from the checkpoint (same step count as an uninterrupted run),
+#     run from the checkpoint (same step count as an uninterrupted run); a cancelled job is not
+#     requeued,
 #   - runs slurm/scaling.sbatch on 2 ranks and checks its CSV row,
 #   - checks that the scripts refuse to run outside a job,
 # and tears the daemons down on exit. Runs as root (SlurmUser=root; CI runs as root).
@@ -216,36 +217,52 @@ else
 fi
 [ -z "$(ls -A "$tmp/scratch")" ] || fail "scratch not empty: $(ls -A "$tmp/scratch")"
 
-# Time limit and requeue: USR1 to the batch shell once training runs; the ranks checkpoint, the script
-# requeues the job, and the requeued job resumes (--resume auto) and finishes.
-job_out="$tmp/jobs/requeue.out"
-jid="$(sbatch --parsable --chdir="$tmp" --output="$job_out" --job-name=requeue --ntasks=2 \
-  "$root/slurm/train.sbatch" "$w/tiny.toml" "$w/catalog" "$w/manifest.h5" "$w/requeue" --epochs 6)"
-for i in $(seq $((job_timeout * 10))); do
-  grep -q "training ranks=2" "$job_out" 2>/dev/null && break
-  sleep 0.1
-done
-grep -q "training ranks=2" "$job_out" || fail "requeue: training did not start within $job_timeout s"
-scancel --batch --signal=USR1 "$jid"
-for i in $(seq $((job_timeout * 2))); do
-  job_state="$(scontrol show job "$jid" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')"
-  job_restarts="$(scontrol show job "$jid" 2>/dev/null | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')"
-  [ "$job_state" = COMPLETED ] || [ "$job_state" = FAILED ] || [ "$job_state" = CANCELLED ] && break
-  sleep 0.5
-done
-echo "slurm-test: requeue job $jid ended $job_state after $job_restarts restart(s) ($((SECONDS - start)) s)"
+# Submits train.sbatch for a 6-epoch run, sends SIGNAL to the batch shell (CANCEL: scancels the job) once
+# training runs, and waits for the job to end: signal_job NAME SIGNAL RUN_DIR; sets $job_out, $jid, $job_state, $job_restarts.
+signal_job() {
+  job_out="$tmp/jobs/$1.out"
+  jid="$(sbatch --parsable --chdir="$tmp" --output="$job_out" --job-name="$1" --ntasks=2 \
+    "$root/slurm/train.sbatch" "$w/tiny.toml" "$w/catalog" "$w/manifest.h5" "$3" --epochs 6)"
+  local i
+  for i in $(seq $((job_timeout * 10))); do
+    grep -q "training ranks=2" "$job_out" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q "training ranks=2" "$job_out" || fail "$1: training did not start within $job_timeout s"
+  if [ "$2" = CANCEL ]; then scancel "$jid"; else scancel --batch --signal="$2" "$jid"; fi
+  for i in $(seq $((job_timeout * 2))); do
+    job_state="$(scontrol show job "$jid" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')"
+    job_restarts="$(scontrol show job "$jid" 2>/dev/null | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')"
+    case "$job_state" in COMPLETED | FAILED | CANCELLED | TIMEOUT) break ;; esac
+    sleep 0.5
+  done
+  echo "slurm-test: $1 job $jid ended $job_state after $job_restarts restart(s) ($((SECONDS - start)) s)"
+}
+run_field() { sed -n "s/^  \"$2\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1/train-status.json"; }
+
+# Time limit and requeue: USR1 to the batch shell (what --signal=B:USR1@300 sends) once training runs;
+# the ranks checkpoint, the script requeues the job, and the requeued job resumes (--resume auto).
+signal_job requeue USR1 "$w/requeue"
 [ "$job_state" = COMPLETED ] || fail "requeue job ended $job_state"
 [ "$job_restarts" = 1 ] || fail "requeue job restarted $job_restarts times, expected 1"
 grep -q "got SIGUSR1" "$job_out" || fail "requeue: the batch script did not see USR1"
 grep -q "status 'interrupted'" "$job_out" || fail "requeue: the first run did not stop as interrupted"
 grep -q "requeueing job $jid" "$job_out" || fail "requeue: the script did not requeue"
 grep -q "^train.sbatch: job $jid (restart 1)" "$job_out" || fail "requeue: no second run"
-grep -q "resum" "$job_out" || fail "requeue: the second run did not resume from a checkpoint"
-status="$(sed -n 's/^  "status": "\(.*\)",$/\1/p' "$w/requeue/train-status.json")"
-steps="$(sed -n 's/^  "global_step": \([0-9]*\),$/\1/p' "$w/requeue/train-status.json")"
-[ "$status" = finished ] || fail "requeue: train-status.json says '$status'"
-# 72 training slices, global batch 8 (2 ranks x 4): 9 steps an epoch.
+grep -q "resumed checkpoint=" "$job_out" || fail "requeue: the second run did not resume from a checkpoint"
+[ "$(run_field "$w/requeue" status)" = finished ] || fail "requeue: $(cat "$w/requeue/train-status.json")"
+# 72 training slices, global batch 8 (2 ranks x 4): 9 steps an epoch, as an uninterrupted run takes.
+steps="$(run_field "$w/requeue" global_step)"
 [ "$steps" = 54 ] || fail "requeue: $steps steps after the resumed run, expected 6 x 9 = 54"
+
+# A cancelled job stays cancelled: no requeue of an interrupted run.
+signal_job cancel CANCEL "$w/cancel"
+[ "$job_state" = CANCELLED ] || fail "cancel: job ended $job_state"
+[ "$job_restarts" = 0 ] || fail "cancel: the job was requeued ($job_restarts restarts)"
+! grep -q "requeueing" "$job_out" || fail "cancel: the script requeued a cancelled job"
+# The exit trap cleans the scratch of the requeued and the cancelled job too (within KillWait).
+for i in $(seq 20); do [ -z "$(ls -A "$tmp/scratch")" ] && break; sleep 0.5; done
+[ -z "$(ls -A "$tmp/scratch")" ] || fail "scratch not empty after requeue and cancel: $(ls -A "$tmp/scratch")"
 
 # The scaling benchmark on 2 ranks: one CSV row.
 MEDTRAIN_SCALING_STEPS=2 MEDTRAIN_BENCH_BYTES=1MB job_wait scaling --ntasks=2 "$root/slurm/scaling.sbatch" \

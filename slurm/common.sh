@@ -62,11 +62,14 @@ mt_rank_layout() {
   local nodes="${1:-${SLURM_JOB_NUM_NODES:-1}}"
   if [ "$MEDTRAIN_GPUS_PER_NODE" -gt 0 ]; then
     echo "--nodes=$nodes --ntasks=$((nodes * MEDTRAIN_GPUS_PER_NODE)) --ntasks-per-node=$MEDTRAIN_GPUS_PER_NODE"
+  elif [ -z "${SLURM_NTASKS:-}" ]; then
+    # No task count given to sbatch: srun's default, one task per node.
+    echo "--nodes=$nodes --ntasks=$nodes --ntasks-per-node=1"
   elif [ "$nodes" = "${SLURM_JOB_NUM_NODES:-1}" ]; then
-    echo "--nodes=$nodes --ntasks=${SLURM_NTASKS:-1}"
+    echo "--nodes=$nodes --ntasks=$SLURM_NTASKS"
   else
     # A part of the allocation: as many tasks per node as the job has.
-    local per_node=$(( ${SLURM_NTASKS:-1} / ${SLURM_JOB_NUM_NODES:-1} ))
+    local per_node=$((SLURM_NTASKS / ${SLURM_JOB_NUM_NODES:-1}))
     [ "$per_node" -gt 0 ] || per_node=1
     echo "--nodes=$nodes --ntasks=$((nodes * per_node)) --ntasks-per-node=$per_node"
   fi
