@@ -9,6 +9,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin                            # MPI (mpirun) for multi-rank runs
   dcmtk                                                 # dcmdump: independent DICOM reader in tests
   python3 python3-venv python3-pip                      # reference scripts (pydicom, h5py)
+  slurm-wlm slurm-wlm-basic-plugins munge libpmix-dev   # single-node Slurm for scripts/slurm-test.sh
 )
 
 missing=()

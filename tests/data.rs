@@ -672,3 +672,72 @@ fn bad_shards_and_series_are_refused_by_name() {
         .to_string();
     assert!(e.contains("outcome.nope") && e.contains("death_5y"), "{e}");
 }
+
+#[test]
+fn shard_path_answers_by_catalog_shard_number() {
+    // One shard per series (a 1-byte shard size), then a split of the last series only: its dataset
+    // uses one shard, whose catalog number is not 0.
+    let dir = tempdir();
+    let root = dir.path();
+    let cfg = PhantomConfig {
+        seed: 5,
+        patients: 3,
+        size: SIZE,
+        slices: SLICES,
+        slice_thickness_mm: 2.5,
+        radiographs: false,
+    };
+    let summary = generate(&cfg, &root.join("phantom")).expect("phantom");
+    let keyf = key_file(root, "site.key");
+    let pack = root.join("pack");
+    let (code, _, err) = run(&[
+        "pack",
+        s(&summary.dicom_dir),
+        "--out",
+        s(&pack),
+        "--key",
+        s(&keyf),
+        "--shard-size",
+        "1B",
+    ]);
+    assert_eq!(code, 0, "pack failed: {err}");
+    let catalog = root.join("catalog");
+    build(&[pack], &catalog).expect("catalog build");
+    let cat = Catalog::open(&catalog).unwrap();
+    assert_eq!(cat.state.shards.len(), 3, "one shard per series");
+    let last = cat
+        .col_u32(Level::Series, "shard")
+        .unwrap()
+        .iter()
+        .copied()
+        .max()
+        .unwrap();
+    let m = plan(
+        &cat,
+        &SplitSpec {
+            filter: format!("modality = 'CT' and shard = {last}"),
+            level: Level::Slice,
+            splits: vec![("train".into(), 1.0)],
+            stratify: None,
+            seed: 1,
+        },
+    )
+    .unwrap();
+    let data = DataConfig {
+        size: vec![SIZE, SIZE],
+        ..DataConfig::default()
+    };
+    let ds = Dataset::open(&catalog, &m, "train", &data).unwrap();
+    assert_eq!(ds.shard_paths().len(), 1);
+    assert_eq!(
+        ds.shard_path(last),
+        Some(Path::new(&cat.state.shards[last as usize].path).to_path_buf())
+    );
+    for other in (0..3).filter(|&i| i != last) {
+        assert_eq!(
+            ds.shard_path(other),
+            None,
+            "shard {other} is not used by the split"
+        );
+    }
+}

@@ -17,5 +17,6 @@ mod demo;
 mod dist;
 mod pack;
 mod phantom;
+mod slurm;
 mod stage;
 mod train;

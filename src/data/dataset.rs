@@ -378,7 +378,7 @@ impl Dataset {
         (v >= 0.0 && v.is_finite()).then(|| v.round() as u32)
     }
 
-    /// The shard files as opened (after `shard_dir`).
+    /// The shard files as opened (after `shard_dir`), only those this dataset's series use.
     pub fn shard_paths(&self) -> Vec<PathBuf> {
         self.shards.iter().map(|s| s.path.clone()).collect()
     }
