@@ -71,6 +71,18 @@ pub fn cohort_with(patients: u32, shard_size: Option<&str>) -> Cohort {
     ]);
     ok(&[
         "catalog",
+        "labels",
+        "import",
+        s(&p("phantom/truth/patients.csv")),
+        "--out",
+        s(&p("catalog")),
+        "--name",
+        "outcome",
+        "--key",
+        s(&p("site.key")),
+    ]);
+    ok(&[
+        "catalog",
         "split",
         s(&p("catalog")),
         "modality = 'CT'",
@@ -517,4 +529,62 @@ fn sigterm_writes_a_checkpoint_and_resume_continues() {
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(status(&run_dir)["global_step"].as_u64().unwrap(), stopped_at + 2);
+}
+
+/// A risk model on two ranks: the Cox loss gathers risks from both ranks, and eval reports a C-index
+/// (with its bootstrap interval) over the patients of a split (the training split: enough of them).
+#[test]
+fn survival_task_on_two_ranks_reports_a_c_index() {
+    let c = cohort(10);
+    let cfg = write_config(
+        &c.root,
+        "surv.toml",
+        "task = \"survival\"\nmax_steps = 6\nlr = 0.001",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "labels = [\"nodule_slices.nodule\"]",
+        "labels = [\"outcome.followupdays\", \"outcome.deathevent\"]",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let run_dir = c.root.join("surv");
+    let out = mpirun(
+        2,
+        &[
+            "train",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--out",
+            s(&run_dir),
+            "--config",
+            s(&cfg),
+            "--json",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    check(&out, "survival training");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["world_size"], 2);
+    let (code, out, err) = run(&[
+        "eval",
+        s(&run_dir),
+        "--out",
+        s(&c.root.join("eval")),
+        "--split",
+        "train",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c_index = &report["c_index"];
+    let (est, low, high) = (
+        c_index["estimate"].as_f64().unwrap(),
+        c_index["low"].as_f64().unwrap(),
+        c_index["high"].as_f64().unwrap(),
+    );
+    assert!(
+        (0.0..=1.0).contains(&est) && low <= est && est <= high,
+        "{report}"
+    );
 }

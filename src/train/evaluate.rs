@@ -409,8 +409,13 @@ fn fmt_interval(i: &Option<Interval>) -> String {
 /// Markdown rows of a report.
 pub fn report_markdown(r: &EvalReport) -> String {
     let mut md = String::new();
-    md.push_str("| level | n | positives | AUC (95% CI) | accuracy | sensitivity | specificity |\n");
-    md.push_str("|---|---:|---:|---|---:|---:|---:|\n");
+    let binary = [&r.slices, &r.series, &r.patients, &r.baseline_series]
+        .iter()
+        .any(|m| m.is_some());
+    if binary {
+        md.push_str("| level | n | positives | AUC (95% CI) | accuracy | sensitivity | specificity |\n");
+        md.push_str("|---|---:|---:|---|---:|---:|---:|\n");
+    }
     let pct = |v: Option<f64>| v.map_or("".to_string(), |v| format!("{:.3}", v));
     for (name, m) in [
         ("slices", &r.slices),
