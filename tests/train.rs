@@ -178,6 +178,25 @@ pub fn check(out: &Output, what: &str) {
     );
 }
 
+/// `train --json` on two ranks; checks it succeeded in one world of two and returns the outcome.
+fn train_two_ranks(c: &Cohort, out: &Path, config: &Path) -> serde_json::Value {
+    let args = [
+        "train",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--out",
+        s(out),
+        "--config",
+        s(config),
+        "--json",
+    ];
+    let result = mpirun(2, &args, &[]).output().unwrap();
+    check(&result, "training on two ranks");
+    let outcome: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(outcome["world_size"], 2, "both ranks must be in one world");
+    outcome
+}
+
 /// Every tensor of a safetensors file, by name.
 pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -378,25 +397,7 @@ fn one_rank_two_micro_batches_equals_two_ranks() {
         s(&one),
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let out = mpirun(
-        2,
-        &[
-            "train",
-            s(&c.catalog),
-            s(&c.manifest),
-            "--out",
-            s(&run_two),
-            "--config",
-            s(&two),
-            "--json",
-        ],
-        &[],
-    )
-    .output()
-    .unwrap();
-    check(&out, "two ranks");
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(outcome["world_size"], 2);
+    train_two_ranks(&c, &run_two, &two);
     let x = tensors(&newest_checkpoint(&run_one).join("model.safetensors"));
     let y = tensors(&newest_checkpoint(&run_two).join("model.safetensors"));
     let mut checked = 0;
@@ -547,25 +548,7 @@ fn survival_task_on_two_ranks_reports_a_c_index() {
     );
     std::fs::write(&cfg, text).unwrap();
     let run_dir = c.root.join("surv");
-    let out = mpirun(
-        2,
-        &[
-            "train",
-            s(&c.catalog),
-            s(&c.manifest),
-            "--out",
-            s(&run_dir),
-            "--config",
-            s(&cfg),
-            "--json",
-        ],
-        &[],
-    )
-    .output()
-    .unwrap();
-    check(&out, "survival training");
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(outcome["world_size"], 2);
+    train_two_ranks(&c, &run_dir, &cfg);
     let (code, out, err) = run(&[
         "eval",
         s(&run_dir),
