@@ -12,6 +12,7 @@ use super::plan::PlannedShard;
 use crate::pack::index::sync_dir;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ pub const PARTIAL_SUFFIX: &str = ".partial";
 pub const FILE_MODE: u32 = 0o600;
 /// Bytes moved per read/write.
 const CHUNK_BYTES: usize = 4 << 20;
+/// Chunks read ahead of the one being hashed and written.
+const READ_AHEAD: usize = 3;
 /// Copy attempts per shard before it is reported as failed.
 const ATTEMPTS: usize = 2;
 
@@ -145,22 +148,71 @@ fn copy_verified(
     // The umask can only remove bits; make the mode exact whatever it is.
     dst.set_permissions(fs::Permissions::from_mode(FILE_MODE))
         .map_err(|e| format!("cannot set the mode of {}: {e}", partial.display()))?;
+    // A reader thread keeps the next chunks coming while this one is hashed and written, and each
+    // written chunk's writeback starts at once (sync_file_range), so the final fsync has little left to
+    // wait for: reading, hashing and writing back overlap instead of taking turns.
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
     let mut copied = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading {}: {e}", shard.source.display())),
-        };
-        hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n])
-            .map_err(|e| format!("writing {}: {e}", partial.display()))?;
-        copied += n as u64;
-        limit.account(n);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(READ_AHEAD);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..READ_AHEAD + 1 {
+        let _ = empty_tx.send(vec![0u8; CHUNK_BYTES]);
     }
+    let source = shard.source.clone();
+    let reader = std::thread::spawn(move || {
+        while let Ok(mut buf) = empty_rx.recv() {
+            buf.resize(CHUNK_BYTES, 0);
+            let n = loop {
+                match src.read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            match n {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if full_tx.send(Ok(buf)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = full_tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let fd = dst.as_raw_fd();
+    let mut result = Ok(());
+    for chunk in full_rx.iter() {
+        let buf = match chunk {
+            Ok(buf) => buf,
+            Err(e) => {
+                result = Err(format!("reading {}: {e}", source.display()));
+                break;
+            }
+        };
+        hasher.update(&buf);
+        if let Err(e) = dst.write_all(&buf) {
+            result = Err(format!("writing {}: {e}", partial.display()));
+            break;
+        }
+        // SAFETY: `fd` is the open descriptor of `dst`, which outlives this call; the range lies within
+        // what was just written. A failure only means no early writeback: fsync below still syncs all.
+        unsafe {
+            libc::sync_file_range(fd, copied as i64, buf.len() as i64, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        copied += buf.len() as u64;
+        limit.account(buf.len());
+        if empty_tx.send(buf).is_err() {
+            break;
+        }
+    }
+    drop(empty_tx);
+    drop(full_rx);
+    let _ = reader.join();
+    result?;
     dst.sync_all()
         .map_err(|e| format!("fsync {}: {e}", partial.display()))?;
     drop(dst);
