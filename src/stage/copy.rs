@@ -205,9 +205,8 @@ fn copy_verified(
         }
         copied += buf.len() as u64;
         limit.account(buf.len());
-        if empty_tx.send(buf).is_err() {
-            break;
-        }
+        // The reader may have finished (end of file) while chunks are still queued: keep draining.
+        let _ = empty_tx.send(buf);
     }
     drop(empty_tx);
     drop(full_rx);
@@ -277,6 +276,29 @@ mod tests {
             blake3: blake3::hash(bytes).to_hex().to_string(),
             bytes: bytes.len() as u64,
         }
+    }
+
+    #[test]
+    fn a_file_of_many_chunks_is_copied_whole() {
+        // More chunks than the read-ahead holds, and a short last one: the reader reaches the end of the
+        // file while chunks are still queued for writing.
+        let tmp = tempfile::tempdir().unwrap();
+        let len = CHUNK_BYTES * (READ_AHEAD + 3) + 12_345;
+        let data: Vec<u8> = (0..len as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let shard = shard_in(tmp.path(), &data);
+        let local = tmp.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        let out = stage_shard(&shard, &local, &mut RateLimit::new(None));
+        assert_eq!(
+            out,
+            ShardOutcome::Copied {
+                replaced: false,
+                partial: false
+            }
+        );
+        assert!(fs::read(local.join(&shard.file)).unwrap() == data);
     }
 
     #[test]
