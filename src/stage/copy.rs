@@ -14,6 +14,8 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Suffix of a copy in progress.
@@ -38,11 +40,16 @@ pub enum ShardOutcome {
 }
 
 /// A bandwidth limit: sleeps so that the bytes moved since `start` never run ahead of the rate.
+/// With a stop flag, a copy ends (as failed, leaving no file) soon after the flag is set.
 pub struct RateLimit {
     bytes_per_second: Option<f64>,
     start: Instant,
     moved: u64,
+    stop: Option<Arc<AtomicBool>>,
 }
+
+/// Longest sleep between two looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 impl RateLimit {
     /// `None` or a non-positive rate: no limit.
@@ -51,16 +58,32 @@ impl RateLimit {
             bytes_per_second: bytes_per_second.filter(|r| *r > 0.0 && r.is_finite()),
             start: Instant::now(),
             moved: 0,
+            stop: None,
         }
+    }
+
+    /// The same limit, and copies end early once `stop` is set.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> RateLimit {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Whether the stop flag is set.
+    pub fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
     }
 
     fn account(&mut self, bytes: usize) {
         self.moved += bytes as u64;
         if let Some(rate) = self.bytes_per_second {
             let due = Duration::from_secs_f64(self.moved as f64 / rate);
-            let elapsed = self.start.elapsed();
-            if due > elapsed {
-                std::thread::sleep(due - elapsed);
+            loop {
+                let elapsed = self.start.elapsed();
+                if due <= elapsed || self.stopped() {
+                    break;
+                }
+                let pause = due - elapsed;
+                std::thread::sleep(if self.stop.is_some() { pause.min(STOP_POLL) } else { pause });
             }
         }
     }
@@ -100,9 +123,14 @@ pub fn stage_shard(shard: &PlannedShard, dir: &Path, limit: &mut RateLimit) -> S
                 }
             }
             Err(reason) => {
+                let _ = fs::remove_file(&partial);
+                if limit.stopped() {
+                    return ShardOutcome::Failed {
+                        reason: format!("{}: stopped before it was staged", shard.source.display()),
+                    };
+                }
                 tracing::warn!(shard = %shard.source.display(), "staging failed: {reason}");
                 reasons.push(reason);
-                let _ = fs::remove_file(&partial);
             }
         }
     }
@@ -160,6 +188,9 @@ fn copy_verified(
             .map_err(|e| format!("writing {}: {e}", partial.display()))?;
         copied += n as u64;
         limit.account(n);
+        if limit.stopped() {
+            return Err("stopped".into());
+        }
     }
     dst.sync_all()
         .map_err(|e| format!("fsync {}: {e}", partial.display()))?;
