@@ -83,7 +83,11 @@ impl RateLimit {
                     break;
                 }
                 let pause = due - elapsed;
-                std::thread::sleep(if self.stop.is_some() { pause.min(STOP_POLL) } else { pause });
+                std::thread::sleep(if self.stop.is_some() {
+                    pause.min(STOP_POLL)
+                } else {
+                    pause
+                });
             }
         }
     }
@@ -325,5 +329,29 @@ mod tests {
         let out = stage_shard(&shard, &local, &mut RateLimit::new(Some(1_000_000.0)));
         assert!(matches!(out, ShardOutcome::Copied { .. }));
         assert!(t.elapsed() >= Duration::from_millis(190), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_stop_ends_a_slow_copy_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shard = shard_in(tmp.path(), &vec![5u8; 200_000]);
+        let local = tmp.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let t = Instant::now();
+        // 10 kB/s: 20 s for the whole file without the stop.
+        let mut limit = RateLimit::new(Some(10_000.0)).with_stop(stop);
+        match stage_shard(&shard, &local, &mut limit) {
+            ShardOutcome::Failed { reason } => assert!(reason.contains("stopped"), "{reason}"),
+            other => panic!("expected a stopped copy, got {other:?}"),
+        }
+        setter.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(fs::read_dir(&local).unwrap().count(), 0);
     }
 }

@@ -806,7 +806,10 @@ fn start_background(
     let state = crate::catalog::state::CatalogState::load(&opts.catalog)
         .map_err(|e| TrainError::Usage(format!("{}: {e}", opts.catalog.display())))?
         .ok_or_else(|| {
-            TrainError::Usage(format!("{}: not a catalog (no catalog.json)", opts.catalog.display()))
+            TrainError::Usage(format!(
+                "{}: not a catalog (no catalog.json)",
+                opts.catalog.display()
+            ))
         })?;
     let node_of_rank = cli::gather_nodes(world);
     let plan = plan::plan(&opts.settings, &state, train, val, &node_of_rank)
@@ -817,7 +820,8 @@ fn start_background(
         .ok_or_else(|| failed(format!("node {} has no staging plan", world.node_index())))?;
     cli::make_job_dir(&a.dir).map_err(TrainError::Failed)?;
     if world.local_rank() == 0 {
-        let free = copy::free_bytes(&a.dir).map_err(|e| failed(format!("statvfs {}: {e}", a.dir.display())))?;
+        let free =
+            copy::free_bytes(&a.dir).map_err(|e| failed(format!("statvfs {}: {e}", a.dir.display())))?;
         let present: u64 = node
             .shards
             .iter()
