@@ -2,7 +2,8 @@
 //! train's sampler actually reads, two fake nodes under `mpirun` (MPMD, `MEDTRAIN_NODE_NAME`), copy
 //! verification against the catalog's BLAKE3 (re-hashed here), repair of damaged and partial copies,
 //! resume after a killed copier, capacity refusal, permissions (mode bits and an unprivileged read),
-//! clean-up, and training on the staged copies against training on the archive.
+//! clean-up, training on the staged copies against training on the archive, and training while
+//! staging still runs (`train --stage-async`: waiting, archive fallback, wait timeout).
 
 use crate::common::{run, s};
 use crate::train::{check, cohort_with, newest_checkpoint, tensors, write_config, Cohort};
