@@ -2,7 +2,8 @@
 //! train's sampler actually reads, two fake nodes under `mpirun` (MPMD, `MEDTRAIN_NODE_NAME`), copy
 //! verification against the catalog's BLAKE3 (re-hashed here), repair of damaged and partial copies,
 //! resume after a killed copier, capacity refusal, permissions (mode bits and an unprivileged read),
-//! clean-up, and training on the staged copies against training on the archive.
+//! clean-up, training on the staged copies against training on the archive, and training while
+//! staging still runs (`train --stage-async`: waiting, archive fallback, wait timeout).
 
 use crate::common::{run, s};
 use crate::train::{check, cohort_with, newest_checkpoint, tensors, write_config, Cohort};
@@ -510,4 +511,200 @@ fn copies_are_verified_repaired_resumed_private_and_cleaned() {
     assert_eq!(v["nodes"][0]["removed"], true, "{v}");
     assert!(!dir.exists());
     assert!(local.exists());
+}
+
+/// `train --stage-async` on two ranks of one node, against training from the archive: with a small
+/// bandwidth the first step comes before staging ends, the weights are bitwise the same, and every
+/// planned shard ends up verified in the job directory. Then, with `--stage-fallback archive` and a
+/// copier far too slow to keep up, training finishes anyway, reading shards from the archive.
+#[test]
+fn async_staging_trains_while_copying_and_matches_the_archive() {
+    let c = staged_cohort();
+    // Shard-local sampling, one shard per window: the first steps need the first shard only.
+    let config = shard_local(write_config(&c.root, "async.toml", "epochs = 1"));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("window_shards = 1\n");
+    std::fs::write(&config, text).unwrap();
+    let set = settings(&config);
+    let manifest = Manifest::load(&c.manifest).unwrap();
+    let train = Dataset::open_lazy(&c.catalog, &manifest, "train", &set.data).unwrap();
+    let val = Dataset::open_lazy(&c.catalog, &manifest, "val", &set.data).unwrap();
+    let state = CatalogState::load(&c.catalog).unwrap().unwrap();
+    // Two ranks on this one machine: one node.
+    let plan = medtrain::stage::plan::plan(&set, &state, &train, Some(&val), &[0, 0]).unwrap();
+    let node = &plan.nodes[0];
+    assert!(node.shards.len() >= 4, "{} planned shards", node.shards.len());
+
+    let train_args = |out: &Path, extra: &[&str]| {
+        let mut v = strings(&[
+            "train",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--config",
+            s(&config),
+            "--json",
+            "--out",
+            s(out),
+        ]);
+        v.extend(strings(extra));
+        v
+    };
+    let two_ranks = |args: Vec<String>, what: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = crate::train::mpirun(2, &args, &[]).output().unwrap();
+        check(&out, what);
+        let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            outcome["world_size"], 2,
+            "both ranks must be in one world: {outcome}"
+        );
+        outcome
+    };
+    let archive = c.root.join("run-archive");
+    two_ranks(train_args(&archive, &[]), "train from the archive");
+    let reference = tensors(&newest_checkpoint(&archive).join("model.safetensors"));
+    assert!(reference.len() > 10);
+
+    // About six seconds of copying for the whole plan.
+    let local = c.root.join("nvme");
+    let mbps = node.bytes as f64 / 6e6;
+    let run = c.root.join("run-async");
+    let outcome = two_ranks(
+        train_args(
+            &run,
+            &[
+                "--stage-async",
+                s(&local),
+                "--job-id",
+                "a1",
+                "--bandwidth-mbps",
+                &format!("{mbps}"),
+            ],
+        ),
+        "train with asynchronous staging",
+    );
+    let st = &outcome["staging"];
+    println!("asynchronous staging: {st}");
+    let first = st["first_step_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{outcome}"));
+    let staged = st["staging_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{outcome}"));
+    assert!(
+        first < staged,
+        "the first step ({first} s) came after staging ended ({staged} s): {st}"
+    );
+    assert!(
+        staged >= 5.5,
+        "staging took {staged} s at {mbps} MB/s: the limit was not applied"
+    );
+    assert!(st["waited_for_shards_seconds"].as_f64().unwrap() > 0.0, "{st}");
+    assert_eq!(st["archive_reads"], 0, "{st}");
+    assert_eq!(st["shards_failed"], 0, "{st}");
+    assert_eq!(
+        st["shards_copied"].as_u64().unwrap() as usize,
+        node.shards.len(),
+        "{st}"
+    );
+    assert_eq!(st["bytes_copied"].as_u64().unwrap(), node.bytes, "{st}");
+    let got = tensors(&newest_checkpoint(&run).join("model.safetensors"));
+    assert_eq!(
+        got, reference,
+        "weights differ between asynchronous staging and archive reads"
+    );
+    let dir = local.join("medtrain-a1");
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let want: BTreeSet<String> = node.shards.iter().map(|s| s.file.clone()).collect();
+    assert_eq!(
+        files_in(&dir),
+        want,
+        "exactly the planned shards, no partial copies"
+    );
+    let hashes = catalog_hashes(&c.catalog);
+    for f in &want {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hashes[f], "{f}");
+    }
+
+    // A copier at 2 kB/s would need many minutes (each shard takes minutes): the archive fallback
+    // trains now, on the same bytes.
+    let run = c.root.join("run-fallback");
+    let clock = Instant::now();
+    let outcome = two_ranks(
+        train_args(
+            &run,
+            &[
+                "--stage-async",
+                s(&local),
+                "--job-id",
+                "a2",
+                "--bandwidth-mbps",
+                "0.002",
+                "--stage-fallback",
+                "archive",
+            ],
+        ),
+        "train with the archive fallback",
+    );
+    let st = &outcome["staging"];
+    println!("archive fallback: {st}");
+    assert!(st["archive_reads"].as_u64().unwrap() >= 1, "{st}");
+    assert_eq!(st["fallback"], "archive", "{st}");
+    assert!(
+        st["staging_seconds"].is_null(),
+        "staging cannot have finished: {st}"
+    );
+    assert_eq!(outcome["status"], "finished");
+    assert!(
+        clock.elapsed() < Duration::from_secs(120).min(Duration::from_secs(node.bytes / 2000)),
+        "training waited for the slow copier ({:?})",
+        clock.elapsed()
+    );
+    let got = tensors(&newest_checkpoint(&run).join("model.safetensors"));
+    assert_eq!(
+        got, reference,
+        "weights differ between archive fallback and archive reads"
+    );
+    // Whatever was staged is complete and verified; the copy in progress was removed.
+    for f in files_in(&local.join("medtrain-a2")) {
+        assert!(want.contains(&f), "unexpected file {f}");
+        let bytes = std::fs::read(local.join("medtrain-a2").join(&f)).unwrap();
+        assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hashes[&f], "{f}");
+    }
+
+    // Waiting has a limit, and running into it names the shard and the way out.
+    let out = crate::train::mpirun(
+        2,
+        &train_args(
+            &c.root.join("run-timeout"),
+            &[
+                "--stage-async",
+                s(&local),
+                "--job-id",
+                "a3",
+                "--bandwidth-mbps",
+                "0.002",
+                "--stage-wait-timeout",
+                "0.5",
+            ],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+        &[],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "training did not wait for a shard: {err}");
+    assert!(
+        err.contains("not staged after waiting")
+            && err.contains("medtrain-a3")
+            && err.contains("--stage-fallback"),
+        "{err}"
+    );
 }

@@ -16,7 +16,13 @@ use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+/// Where a lazily opened dataset finds a shard, asked once per shard before it is mapped: the catalog
+/// shard id in, the file to map out. It may block (a shard still being staged) and its error ends
+/// the read that needed the shard. Without one, a shard is read from its catalogued path (after
+/// `shard_dir`).
+pub type ShardSource = Arc<dyn Fn(u32) -> Result<PathBuf, DataError> + Send + Sync>;
 
 /// The only pixel type trained on for now: HU volumes.
 const TRAIN_DTYPE: &str = "i16";
@@ -94,6 +100,7 @@ pub struct Dataset {
     targets: Vec<Target>,
     /// Output spacing (z, y, x) when configured.
     spacing: Option<[f64; 3]>,
+    source: Option<ShardSource>,
 }
 
 fn positive_or(v: f64, fallback: f64) -> f64 {
@@ -206,6 +213,7 @@ impl Dataset {
             segments,
             len,
             shards: Vec::new(),
+            source: None,
         };
         dataset.index_shards();
         Ok(dataset)
@@ -244,8 +252,17 @@ impl Dataset {
             return Ok(map);
         }
         let series: Vec<&SeriesInfo> = slot.series.iter().map(|&i| &self.series[i]).collect();
-        let map = open_shard(&slot.path, &series)?;
+        let map = match &self.source {
+            Some(source) => open_shard(&source(self.series[slot.series[0]].shard)?, &series)?,
+            None => open_shard(&slot.path, &series)?,
+        };
         Ok(slot.map.get_or_init(|| map))
+    }
+
+    /// Asks `source` for each shard not mapped yet instead of using its catalogued path (see
+    /// [`ShardSource`]); meant for a dataset from [`Dataset::open_lazy`].
+    pub fn set_shard_source(&mut self, source: ShardSource) {
+        self.source = Some(source);
     }
 
     /// The file of catalog shard `id` as this dataset reads it (after `shard_dir`), if the split uses it.

@@ -292,8 +292,8 @@ pub fn run(args: StageArgs) -> Result<i32, Failure> {
     finish(&world, Ok(summary), args.json)
 }
 
-/// Every rank's node index, in rank order.
-fn gather_nodes(world: &World) -> Vec<usize> {
+/// Every rank's node index, in rank order (a collective: every rank calls it).
+pub fn gather_nodes(world: &World) -> Vec<usize> {
     world
         .allgather_bytes(&(world.node_index() as u64).to_le_bytes())
         .iter()
@@ -322,20 +322,26 @@ fn make_plan(
     plan::plan(settings, &state, &train, val.as_ref(), node_of_rank)
 }
 
+/// Creates the per-job staging directory (and its parents) with mode 0700; an existing one is kept
+/// and its mode set. Safe for several ranks of a node at once.
+pub fn make_job_dir(dir: &Path) -> Result<(), String> {
+    if let Some(root) = dir.parent() {
+        fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    }
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
+}
+
 /// Local rank 0: creates the job directory (mode 0700) unless this is a dry run, and measures free
 /// space and the bytes of planned files already in place (with their planned size).
 fn prepare(dir: &Path, dry_run: bool, node: &plan::NodePlan, report: &mut RankReport) -> Result<(), String> {
     if !dry_run {
-        if let Some(root) = dir.parent() {
-            fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-        }
-        match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
-        }
-        fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+        make_job_dir(dir)?;
     }
     // A dry run measures the nearest existing directory on the way to the job directory.
     let probe = dir.ancestors().find(|p| p.is_dir()).unwrap_or(Path::new("/"));

@@ -15,6 +15,8 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Suffix of a copy in progress.
@@ -41,11 +43,16 @@ pub enum ShardOutcome {
 }
 
 /// A bandwidth limit: sleeps so that the bytes moved since `start` never run ahead of the rate.
+/// With a stop flag, a copy ends (as failed, leaving no file) soon after the flag is set.
 pub struct RateLimit {
     bytes_per_second: Option<f64>,
     start: Instant,
     moved: u64,
+    stop: Option<Arc<AtomicBool>>,
 }
+
+/// Longest sleep between two looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 impl RateLimit {
     /// `None` or a non-positive rate: no limit.
@@ -54,16 +61,36 @@ impl RateLimit {
             bytes_per_second: bytes_per_second.filter(|r| *r > 0.0 && r.is_finite()),
             start: Instant::now(),
             moved: 0,
+            stop: None,
         }
+    }
+
+    /// The same limit, and copies end early once `stop` is set.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> RateLimit {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Whether the stop flag is set.
+    pub fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
     }
 
     fn account(&mut self, bytes: usize) {
         self.moved += bytes as u64;
         if let Some(rate) = self.bytes_per_second {
             let due = Duration::from_secs_f64(self.moved as f64 / rate);
-            let elapsed = self.start.elapsed();
-            if due > elapsed {
-                std::thread::sleep(due - elapsed);
+            loop {
+                let elapsed = self.start.elapsed();
+                if due <= elapsed || self.stopped() {
+                    break;
+                }
+                let pause = due - elapsed;
+                std::thread::sleep(if self.stop.is_some() {
+                    pause.min(STOP_POLL)
+                } else {
+                    pause
+                });
             }
         }
     }
@@ -103,9 +130,14 @@ pub fn stage_shard(shard: &PlannedShard, dir: &Path, limit: &mut RateLimit) -> S
                 }
             }
             Err(reason) => {
+                let _ = fs::remove_file(&partial);
+                if limit.stopped() {
+                    return ShardOutcome::Failed {
+                        reason: format!("{}: stopped before it was staged", shard.source.display()),
+                    };
+                }
                 tracing::warn!(shard = %shard.source.display(), "staging failed: {reason}");
                 reasons.push(reason);
-                let _ = fs::remove_file(&partial);
             }
         }
     }
@@ -205,6 +237,10 @@ fn copy_verified(
         }
         copied += buf.len() as u64;
         limit.account(buf.len());
+        if limit.stopped() {
+            result = Err("stopped".into());
+            break;
+        }
         // The reader may have finished (end of file) while chunks are still queued: keep draining.
         let _ = empty_tx.send(buf);
     }
@@ -368,5 +404,29 @@ mod tests {
         let out = stage_shard(&shard, &local, &mut RateLimit::new(Some(1_000_000.0)));
         assert!(matches!(out, ShardOutcome::Copied { .. }));
         assert!(t.elapsed() >= Duration::from_millis(190), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_stop_ends_a_slow_copy_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shard = shard_in(tmp.path(), &vec![5u8; 200_000]);
+        let local = tmp.path().join("local");
+        fs::create_dir_all(&local).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let t = Instant::now();
+        // 10 kB/s: 20 s for the whole file without the stop.
+        let mut limit = RateLimit::new(Some(10_000.0)).with_stop(stop);
+        match stage_shard(&shard, &local, &mut limit) {
+            ShardOutcome::Failed { reason } => assert!(reason.contains("stopped"), "{reason}"),
+            other => panic!("expected a stopped copy, got {other:?}"),
+        }
+        setter.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(fs::read_dir(&local).unwrap().count(), 0);
     }
 }

@@ -15,6 +15,8 @@ use crate::data::{Dataset, SampleMode};
 use crate::dist::World;
 use crate::nn::{build, Net};
 use crate::optim::Optimizer;
+use crate::stage::background::{AsyncOptions, Fallback};
+use crate::stage::cli::{job_id, StageConfig, DIR_PREFIX};
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,23 @@ pub struct TrainArgs {
     /// directory `medtrain stage` printed. Sets [data] shard_dir.
     #[arg(long)]
     pub shard_dir: Option<PathBuf>,
+    /// Stage this node's shards into DIR/medtrain-<job>/ (as `medtrain stage --local DIR` would) in
+    /// the background while training runs; shards are read from there once staged.
+    #[arg(long, value_name = "DIR")]
+    pub stage_async: Option<PathBuf>,
+    /// With --stage-async, a shard not staged yet is waited for ("wait") or read from the archive
+    /// ("archive").
+    #[arg(long, default_value = "wait")]
+    pub stage_fallback: String,
+    /// With --stage-async and --stage-fallback wait: seconds to wait for one shard before failing.
+    #[arg(long, default_value_t = 600.0)]
+    pub stage_wait_timeout: f64,
+    /// With --stage-async: copy bandwidth per node in MB/s (else [stage] bandwidth_mbps).
+    #[arg(long)]
+    pub bandwidth_mbps: Option<f64>,
+    /// With --stage-async: job id naming the staging directory (else $SLURM_JOB_ID, else "manual").
+    #[arg(long)]
+    pub job_id: Option<String>,
     /// Print the outcome as JSON on stdout (rank 0).
     #[arg(long)]
     pub json: bool,
@@ -161,10 +180,12 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
         "auto" => Resume::Auto,
         dir => Resume::Dir(PathBuf::from(dir)),
     };
+    let stage_async = stage_async_options(&args, &config)?;
     let world = init_world()?;
     let _span = tracing::info_span!("rank", r = world.rank()).entered();
     set_threads(&world, settings.train.threads);
     let opts = TrainOptions {
+        stage_async,
         settings,
         catalog,
         manifest,
@@ -201,6 +222,46 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
         Err(TrainError::Failed(m)) => Err(Failure::Job(m)),
     };
     finish(&world, result)
+}
+
+/// The settings of `--stage-async`, checked before any rank starts.
+fn stage_async_options(args: &TrainArgs, config: &Config) -> Result<Option<AsyncOptions>, Failure> {
+    let Some(root) = &args.stage_async else {
+        return Ok(None);
+    };
+    if args.shard_dir.is_some() {
+        return Err(usage(
+            "--stage-async reads shards from its staging directory: do not also give --shard-dir",
+        ));
+    }
+    let stage_cfg: StageConfig = match &config.stage {
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e| usage(format!("config [stage]: {e}")))?,
+        None => StageConfig::default(),
+    };
+    let bandwidth_mbps = args.bandwidth_mbps.or(stage_cfg.bandwidth_mbps);
+    if let Some(b) = bandwidth_mbps {
+        if !(b > 0.0 && b.is_finite()) {
+            return Err(usage(format!(
+                "--bandwidth-mbps {b}: must be a positive number of MB/s"
+            )));
+        }
+    }
+    let timeout = args.stage_wait_timeout;
+    if !(timeout > 0.0 && timeout.is_finite() && timeout < 1e9) {
+        return Err(usage(format!(
+            "--stage-wait-timeout {timeout}: must be a positive number of seconds"
+        )));
+    }
+    let job = job_id(args.job_id.as_deref(), |k| std::env::var(k).ok()).map_err(usage)?;
+    Ok(Some(AsyncOptions {
+        dir: root.join(format!("{DIR_PREFIX}{job}")),
+        bandwidth_mbps,
+        fallback: Fallback::parse(&args.stage_fallback).map_err(usage)?,
+        wait_timeout: std::time::Duration::from_secs_f64(timeout),
+    }))
 }
 
 /// The checkpoint of a run directory (newest valid) or the checkpoint directory itself.

@@ -23,6 +23,7 @@ use crate::dist::bucket::BucketReducer;
 use crate::dist::World;
 use crate::nn::{build, Net};
 use crate::optim::{clip_grad_norm, LrSchedule, Optimizer, ScheduleKind};
+use crate::stage::background::{AsyncOptions, BackgroundStage, CopierReport, Fallback};
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ pub struct TrainOptions {
     pub out: PathBuf,
     pub resume: Resume,
     pub progress: bool,
+    /// Stage the node's shards in the background while training runs, and read them from there.
+    pub stage_async: Option<AsyncOptions>,
 }
 
 /// Seconds spent per phase on this rank, summed over the run.
@@ -82,6 +85,31 @@ pub struct TrainOutcome {
     pub times: PhaseTimes,
     pub comm: CommStats,
     pub out: PathBuf,
+    /// Asynchronous staging (`--stage-async`), over all ranks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staging: Option<StagingStats>,
+}
+
+/// Asynchronous staging over the run, summed or maximised over all ranks. Times are seconds from the
+/// start of `train`, so `first_step_seconds < staging_seconds` says training ran before staging ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct StagingStats {
+    /// The per-job staging directory.
+    pub dir: PathBuf,
+    pub fallback: Fallback,
+    /// When the last rank's share of the staging was done; None when training ended first and the
+    /// copiers were stopped (the archive fallback, or a run stopped early).
+    pub staging_seconds: Option<f64>,
+    /// When the first optimizer step of this run was done (the latest rank); None without a step.
+    pub first_step_seconds: Option<f64>,
+    /// Seconds the ranks' readers waited for shards to be staged, summed over ranks.
+    pub waited_for_shards_seconds: f64,
+    /// Shards read from the archive because they were not staged yet, summed over ranks.
+    pub archive_reads: u64,
+    pub shards_copied: u64,
+    pub shards_skipped: u64,
+    pub bytes_copied: u64,
+    pub shards_failed: u64,
 }
 
 /// Gradient averaging on this rank over the run.
@@ -289,14 +317,15 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let manifest_hash = manifest_hash(&opts.manifest)?;
     let settings_hash = trajectory_hash(s);
     // Staged shards: a node holds only the shards it reads, so each is mapped on first use.
+    let lazy = s.data.shard_dir.is_some() || opts.stage_async.is_some();
     let open = |split: &str| {
-        let ds = match s.data.shard_dir {
-            Some(_) => Dataset::open_lazy(&opts.catalog, &manifest, split, &s.data),
-            None => Dataset::open(&opts.catalog, &manifest, split, &s.data),
+        let ds = match lazy {
+            true => Dataset::open_lazy(&opts.catalog, &manifest, split, &s.data),
+            false => Dataset::open(&opts.catalog, &manifest, split, &s.data),
         };
         ds.map_err(|e| TrainError::Usage(e.to_string()))
     };
-    let train_ds = Arc::new(open(&t.train_split)?);
+    let mut train_ds = open(&t.train_split)?;
     if train_ds.len() == 0 {
         return Err(TrainError::Usage(format!(
             "split {:?} of {} has no samples",
@@ -304,12 +333,25 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             opts.manifest.display()
         )));
     }
-    let val_ds = if manifest.splits.iter().any(|p| p.name == t.val_split) {
-        Some(Arc::new(open(&t.val_split)?))
+    let mut val_ds = if manifest.splits.iter().any(|p| p.name == t.val_split) {
+        Some(open(&t.val_split)?)
     } else {
         tracing::warn!(split = %t.val_split, "no validation split in the manifest: metrics are skipped");
         None
     };
+    let background = match &opts.stage_async {
+        Some(a) => {
+            let bg = start_background(world, opts, a, &train_ds, val_ds.as_ref(), started)?;
+            train_ds.set_shard_source(bg.source());
+            if let Some(v) = val_ds.as_mut() {
+                v.set_shard_source(bg.source());
+            }
+            Some(bg)
+        }
+        None => None,
+    };
+    let train_ds = Arc::new(train_ds);
+    let val_ds = val_ds.map(Arc::new);
 
     let n = t.batch_size as usize;
     let model_cfg = s.resnet(train_ds.channels());
@@ -486,6 +528,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let run_clock = Instant::now();
     let mut loss_epoch = (0.0f64, 0.0f64);
     let mut lr = schedule.lr(opt.step);
+    let mut first_step: Option<f64> = None;
     let mut metrics_file = if world.rank() == 0 {
         Some(
             std::fs::OpenOptions::new()
@@ -608,6 +651,13 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             state.global_step += 1;
             state.optimizer_step = opt.step;
             state.dropout_seed = net.dropout_seed;
+            if first_step.is_none() {
+                let seconds = started.elapsed().as_secs_f64();
+                first_step = Some(seconds);
+                if background.is_some() {
+                    tracing::info!(seconds = format!("{seconds:.3}"), "first training step done");
+                }
+            }
             if let Some(bar) = &progress {
                 let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
                 bar.set_position(state.global_step);
@@ -702,7 +752,17 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         wait_seconds: rs.wait_seconds,
         copy_seconds: rs.copy_seconds,
     };
+    let staging = match (background, &opts.stage_async) {
+        (Some(bg), Some(a)) => {
+            // In wait mode every planned shard was needed, so the copiers are (nearly) done; with the
+            // archive fallback or a run stopped early they stop after the shard in progress.
+            let report = bg.finish(status == "finished" && a.fallback == Fallback::Wait);
+            Some(staging_stats(world, a, &report, first_step))
+        }
+        _ => None,
+    };
     let outcome = TrainOutcome {
+        staging,
         comm,
         status: status.into(),
         world_size: world.size(),
@@ -723,4 +783,120 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         }
     }
     Ok(outcome)
+}
+
+/// Plans this node's staging exactly as `stage` does, prepares the job directory (refusing early when
+/// the local disk cannot hold the plan), and starts this rank's copier. A collective.
+fn start_background(
+    world: &World,
+    opts: &TrainOptions,
+    a: &AsyncOptions,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    origin: Instant,
+) -> Result<BackgroundStage, TrainError> {
+    use crate::stage::{cli, copy, plan};
+    if opts.settings.data.shard_dir.is_some() {
+        return Err(TrainError::Usage(
+            "--stage-async reads shards from its staging directory: do not also give --shard-dir or \
+             [data] shard_dir"
+                .into(),
+        ));
+    }
+    let state = crate::catalog::state::CatalogState::load(&opts.catalog)
+        .map_err(|e| TrainError::Usage(format!("{}: {e}", opts.catalog.display())))?
+        .ok_or_else(|| {
+            TrainError::Usage(format!(
+                "{}: not a catalog (no catalog.json)",
+                opts.catalog.display()
+            ))
+        })?;
+    let node_of_rank = cli::gather_nodes(world);
+    let plan = plan::plan(&opts.settings, &state, train, val, &node_of_rank)
+        .map_err(|e| TrainError::Usage(e.to_string()))?;
+    let node = plan
+        .nodes
+        .get(world.node_index())
+        .ok_or_else(|| failed(format!("node {} has no staging plan", world.node_index())))?;
+    cli::make_job_dir(&a.dir).map_err(TrainError::Failed)?;
+    if world.local_rank() == 0 {
+        let free =
+            copy::free_bytes(&a.dir).map_err(|e| failed(format!("statvfs {}: {e}", a.dir.display())))?;
+        let present: u64 = node
+            .shards
+            .iter()
+            .filter(|s| std::fs::metadata(a.dir.join(&s.file)).is_ok_and(|m| m.len() == s.bytes))
+            .map(|s| s.bytes)
+            .sum();
+        let needed = node.bytes.saturating_sub(present);
+        if needed > free {
+            return Err(TrainError::Usage(format!(
+                "node {} ({}): not enough space in {}: the plan needs {needed} more bytes ({} planned, \
+                 {present} already staged), but {free} bytes are free",
+                world.node_index(),
+                world.node_name(),
+                a.dir.display(),
+                node.bytes
+            )));
+        }
+        tracing::info!(
+            dir = %a.dir.display(),
+            shards = node.shards.len(),
+            bytes = node.bytes,
+            bandwidth_mbps = a.bandwidth_mbps.unwrap_or(0.0),
+            "staging in the background"
+        );
+    }
+    let archive = state.shards.iter().map(|r| PathBuf::from(&r.path)).collect();
+    Ok(BackgroundStage::start(
+        node,
+        world.local_rank(),
+        world.local_size(),
+        archive,
+        a,
+        origin,
+    ))
+}
+
+/// Sums and maxima of every rank's staging report. A collective.
+fn staging_stats(world: &World, a: &AsyncOptions, r: &CopierReport, first_step: Option<f64>) -> StagingStats {
+    let mut sums = [
+        r.waited_seconds,
+        r.archive_reads as f64,
+        r.shards_copied as f64,
+        r.shards_skipped as f64,
+        r.bytes_copied as f64,
+        r.failed.len() as f64,
+    ];
+    world.allreduce_sum_f64(&mut sums);
+    // Nanoseconds; u64::MAX stands for "not done" and wins the maximum.
+    let nanos = |s: Option<f64>| s.map_or(u64::MAX, |v| (v * 1e9) as u64);
+    let mut latest = [nanos(r.finished_seconds), nanos(first_step)];
+    world.allreduce_max_u64(&mut latest);
+    let seconds = |n: u64| (n != u64::MAX).then(|| n as f64 * 1e-9);
+    for f in &r.failed {
+        tracing::warn!(shard = %f.path.display(), "staging failed: {}", f.reason);
+    }
+    let stats = StagingStats {
+        dir: a.dir.clone(),
+        fallback: a.fallback,
+        staging_seconds: seconds(latest[0]),
+        first_step_seconds: seconds(latest[1]),
+        waited_for_shards_seconds: sums[0],
+        archive_reads: sums[1] as u64,
+        shards_copied: sums[2] as u64,
+        shards_skipped: sums[3] as u64,
+        bytes_copied: sums[4] as u64,
+        shards_failed: sums[5] as u64,
+    };
+    if world.rank() == 0 {
+        tracing::info!(
+            first_step_seconds = ?stats.first_step_seconds,
+            staging_seconds = ?stats.staging_seconds,
+            waited_for_shards_seconds = format!("{:.3}", stats.waited_for_shards_seconds),
+            archive_reads = stats.archive_reads,
+            "asynchronous staging"
+        );
+    }
+    stats
 }
