@@ -57,30 +57,25 @@ pub fn cohort_with(patients: u32, shard_size: Option<&str>) -> Cohort {
     }
     ok(&pack);
     ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
-    ok(&[
-        "catalog",
-        "labels",
-        "import",
-        s(&p("phantom/truth/slices_by_instance.csv")),
-        "--out",
-        s(&p("catalog")),
-        "--name",
-        "nodule_slices",
-        "--key",
-        s(&p("site.key")),
-    ]);
-    ok(&[
-        "catalog",
-        "labels",
-        "import",
-        s(&p("phantom/truth/patients.csv")),
-        "--out",
-        s(&p("catalog")),
-        "--name",
-        "outcome",
-        "--key",
-        s(&p("site.key")),
-    ]);
+    let (catalog, key) = (p("catalog"), p("site.key"));
+    for (csv, name) in [
+        ("slices_by_instance.csv", "nodule_slices"),
+        ("patients.csv", "outcome"),
+    ] {
+        let csv = p(&format!("phantom/truth/{csv}"));
+        ok(&[
+            "catalog",
+            "labels",
+            "import",
+            s(&csv),
+            "--out",
+            s(&catalog),
+            "--name",
+            name,
+            "--key",
+            s(&key),
+        ]);
+    }
     ok(&[
         "catalog",
         "split",
