@@ -190,6 +190,7 @@ pub fn metrics_of(
         Task::Binary => {
             // The first label: sample level, then series and patients.
             let (mut scores, mut labels, mut series, mut patients) = (vec![], vec![], vec![], vec![]);
+            let mut patient_of_series: BTreeMap<u64, u32> = BTreeMap::new();
             for p in preds {
                 ds.target(p.sample, &mut target, &mut mask);
                 if mask[0] == 0.0 {
@@ -200,16 +201,9 @@ pub fn metrics_of(
                 labels.push(target[0] >= 0.5);
                 series.push(meta.series_row as u64);
                 patients.push(meta.patient_row as u64);
+                patient_of_series.insert(meta.series_row as u64, meta.patient_row);
             }
-            let patient_of_series: BTreeMap<u64, u32> = preds
-                .iter()
-                .map(|p| {
-                    let m = ds.meta(p.sample);
-                    (m.series_row as u64, m.patient_row)
-                })
-                .collect();
-            let is_slices = preds.iter().any(|p| ds.meta(p.sample).slice_row.is_some());
-            if is_slices {
+            if ds.level() == crate::catalog::columns::Level::Slice {
                 let units: Vec<u32> = patients.iter().map(|&p| p as u32).collect();
                 report.slices = binary(&scores, &labels, Some(&units), s, seed);
             }
