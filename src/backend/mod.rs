@@ -48,6 +48,13 @@ pub enum BackendError {
         value: f32,
         classes: usize,
     },
+    /// A call into the device runtime (driver, cuDNN, cuBLAS, NVRTC) failed.
+    #[error("{op}: {backend} error: {reason}")]
+    Device {
+        op: &'static str,
+        backend: &'static str,
+        reason: String,
+    },
     #[error("backend {backend} does not support {what}; use the cpu backend or f32")]
     Unsupported { backend: &'static str, what: String },
 }
