@@ -8,6 +8,7 @@
 //! - Every reduction is deterministic: the same inputs give the same bits for any thread count.
 
 pub mod cpu;
+pub mod cuda;
 pub mod params;
 
 use std::ops::Range;
@@ -142,6 +143,10 @@ pub trait Backend: Send + Sync {
 
     fn name(&self) -> &'static str;
     fn dtype(&self) -> DType;
+    /// High-water mark of device memory this backend has used, in bytes; None for host backends.
+    fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
 
     // ---- storage ----
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
