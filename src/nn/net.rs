@@ -92,7 +92,8 @@ impl<B: Backend> Net<B> {
     pub fn forward(&mut self, b: &B, input: &[f32], training: bool) -> Result<()> {
         self.training = training;
         check_len("model forward", "input", self.input_len(), input.len())?;
-        self.acts[0] = b.upload(input)?;
+        // Into the buffer allocated once: no device allocation per step.
+        b.upload_into(input, b.view_mut(&mut self.acts[0], 0..input.len()))?;
         self.last_dropout_seed = self.dropout_seed;
         for i in 0..self.spec.graph.nodes.len() {
             let start = Instant::now();

@@ -5,6 +5,8 @@ use super::config::Settings;
 use super::evaluate::{self, Prediction};
 use super::run::{train, Resume, TrainError, TrainOptions};
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::{self, CudaBackend};
+use crate::backend::Backend;
 use crate::catalog::columns::Level;
 use crate::catalog::split::{Manifest, SplitSpec};
 use crate::catalog::view::Catalog;
@@ -96,6 +98,9 @@ pub struct EvalArgs {
     /// Settings for [eval] (aggregation, bootstrap); the model and data settings come from the checkpoint.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// auto | cpu | cuda
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -113,6 +118,9 @@ pub struct PredictArgs {
     pub filter: String,
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// auto | cpu | cuda
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -129,6 +137,54 @@ fn set_threads(world: &World, threads: Option<usize>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = threads.unwrap_or((cores / world.local_size().max(1)).max(1));
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+/// The backend `--device` resolved to on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// auto: CUDA when every CUDA library loads and a device is visible, else the CPU (logged); cuda: the
+/// same probe, and a usage error naming what is missing when it fails. Runs before MPI starts.
+pub fn resolve_device(setting: &str) -> Result<Device, Failure> {
+    match setting {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => match cuda::probe() {
+            Ok(_) => Ok(Device::Cuda),
+            Err(e) => Err(usage(format!("--device cuda: {e}"))),
+        },
+        "auto" => match cuda::probe() {
+            Ok(info) => {
+                tracing::info!(devices = info.visible_devices, "device auto: using CUDA");
+                Ok(Device::Cuda)
+            }
+            Err(e) => {
+                tracing::info!("device auto: {e}; using the CPU");
+                Ok(Device::Cpu)
+            }
+        },
+        other => Err(usage(format!("--device {other:?}: use auto, cpu or cuda"))),
+    }
+}
+
+/// A job written once, generic over the backend, and run on the one `--device` chose.
+trait OnBackend {
+    fn run<B: Backend>(self, b: &B) -> Result<i32, Failure>;
+}
+
+/// Creates this rank's backend (CUDA: the GPU chosen from its node-local rank) and runs `job` on it.
+fn run_on(device: Device, world: &World, job: impl OnBackend) -> Result<i32, Failure> {
+    match device {
+        Device::Cpu => job.run(&CpuBackend),
+        Device::Cuda => {
+            let b = CudaBackend::for_local_rank(world.local_rank(), world.local_size())
+                .map_err(|e| usage(format!("--device cuda on rank {}: {e}", world.rank())))?;
+            tracing::info!(ordinal = b.ordinal(), device = b.device_name(), "CUDA backend");
+            job.run(&b)
+        }
+    }
 }
 
 fn init_world() -> Result<World, Failure> {
@@ -162,11 +218,7 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
         settings.data.shard_dir = Some(dir.clone());
     }
     settings.validate().map_err(usage)?;
-    if settings.train.device == "cuda" {
-        return Err(usage(
-            "--device cuda: this build has no CUDA backend yet; use auto or cpu",
-        ));
-    }
+    let device = resolve_device(&settings.train.device)?;
     let (catalog, manifest) = match args.inputs.as_slice() {
         [c, m] => (c.clone(), m.clone()),
         [] => match (&settings.train.catalog, &settings.train.manifest) {
@@ -193,35 +245,55 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
         resume,
         progress: crate::logging::show_progress(),
     };
-    let result = match train(&CpuBackend, &world, &opts) {
-        Ok(outcome) => {
-            if world.rank() == 0 {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&outcome).expect("serialisable")
-                    );
-                } else {
-                    println!(
-                        "train: {} after {} epochs, {} steps on {} rank(s), {:.1} images/s; run in {}",
-                        outcome.status,
-                        outcome.epochs,
-                        outcome.global_step,
-                        outcome.world_size,
-                        outcome.samples_per_second,
-                        outcome.out.display()
-                    );
-                    if let Some(r) = &outcome.final_eval {
-                        println!("  {}", r.one_line());
+    let result = run_on(
+        device,
+        &world,
+        TrainJob {
+            world: &world,
+            opts: &opts,
+            json: args.json,
+        },
+    );
+    finish(&world, result)
+}
+
+struct TrainJob<'a> {
+    world: &'a World,
+    opts: &'a TrainOptions,
+    json: bool,
+}
+
+impl OnBackend for TrainJob<'_> {
+    fn run<B: Backend>(self, b: &B) -> Result<i32, Failure> {
+        match train(b, self.world, self.opts) {
+            Ok(outcome) => {
+                if self.world.rank() == 0 {
+                    if self.json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&outcome).expect("serialisable")
+                        );
+                    } else {
+                        println!(
+                            "train: {} after {} epochs, {} steps on {} rank(s), {:.1} images/s; run in {}",
+                            outcome.status,
+                            outcome.epochs,
+                            outcome.global_step,
+                            outcome.world_size,
+                            outcome.samples_per_second,
+                            outcome.out.display()
+                        );
+                        if let Some(r) = &outcome.final_eval {
+                            println!("  {}", r.one_line());
+                        }
                     }
                 }
+                Ok(EXIT_OK)
             }
-            Ok(EXIT_OK)
+            Err(TrainError::Usage(m)) => Err(Failure::Usage(m)),
+            Err(TrainError::Failed(m)) => Err(Failure::Job(m)),
         }
-        Err(TrainError::Usage(m)) => Err(Failure::Usage(m)),
-        Err(TrainError::Failed(m)) => Err(Failure::Job(m)),
-    };
-    finish(&world, result)
+    }
 }
 
 /// The settings of `--stage-async`, checked before any rank starts.
@@ -284,8 +356,12 @@ fn recorded_path(state: &TrainState, key: &str) -> Option<PathBuf> {
 }
 
 /// A network holding the checkpoint's weights, for a batch of `batch` samples of `ds`'s shape.
-fn load_net(ck: &CheckpointInfo, settings: &Settings, ds: &Dataset) -> Result<Net<CpuBackend>, Failure> {
-    let b = CpuBackend;
+fn load_net<B: Backend>(
+    b: &B,
+    ck: &CheckpointInfo,
+    settings: &Settings,
+    ds: &Dataset,
+) -> Result<Net<B>, Failure> {
     let cfg = settings.resnet(ds.channels());
     if cfg != ck.state.model {
         return Err(usage(format!(
@@ -294,10 +370,10 @@ fn load_net(ck: &CheckpointInfo, settings: &Settings, ds: &Dataset) -> Result<Ne
         )));
     }
     let spec = build(&cfg, settings.train.batch_size, ds.extent());
-    let mut net = Net::new(&b, spec, settings.train.seed).map_err(|e| Failure::Job(e.to_string()))?;
-    let mut opt = Optimizer::new(&b, settings.train.optimizer.clone(), net.spec.params.len())
+    let mut net = Net::new(b, spec, settings.train.seed).map_err(|e| Failure::Job(e.to_string()))?;
+    let mut opt = Optimizer::new(b, settings.train.optimizer.clone(), net.spec.params.len())
         .map_err(|e| Failure::Job(e.to_string()))?;
-    checkpoint::restore(&ck.dir, &b, &mut net, &mut opt).map_err(|e| Failure::Job(e.to_string()))?;
+    checkpoint::restore(&ck.dir, b, &mut net, &mut opt).map_err(|e| Failure::Job(e.to_string()))?;
     Ok(net)
 }
 
@@ -323,10 +399,12 @@ pub fn run_eval(args: EvalArgs) -> Result<i32, Failure> {
     eval_overrides(args.config.as_deref(), &mut settings)?;
     let catalog = args
         .catalog
+        .clone()
         .or_else(|| recorded_path(&ck.state, "catalog"))
         .ok_or_else(|| usage("eval: give --catalog"))?;
     let manifest_path = args
         .manifest
+        .clone()
         .or_else(|| recorded_path(&ck.state, "manifest"))
         .ok_or_else(|| usage("eval: give --manifest"))?;
     let manifest = Manifest::load(&manifest_path).map_err(usage)?;
@@ -339,14 +417,71 @@ pub fn run_eval(args: EvalArgs) -> Result<i32, Failure> {
             names.join(", ")
         )));
     }
+    let device = resolve_device(&args.device)?;
     let world = init_world()?;
     let _span = tracing::info_span!("rank", r = world.rank()).entered();
     set_threads(&world, settings.train.threads);
-    let result = (|| {
+    let result = run_on(
+        device,
+        &world,
+        EvalJob {
+            world: &world,
+            args: &args,
+            ck: &ck,
+            settings: &settings,
+            catalog: &catalog,
+            manifest: &manifest,
+        },
+    );
+    finish(&world, result)
+}
+
+pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
+    let ck = find_checkpoint(&args.inputs[0])?;
+    let mut settings = settings_of(&ck.state)?;
+    eval_overrides(args.config.as_deref(), &mut settings)?;
+    let packs = args.inputs[1..].to_vec();
+    let device = resolve_device(&args.device)?;
+    let world = init_world()?;
+    let _span = tracing::info_span!("rank", r = world.rank()).entered();
+    set_threads(&world, settings.train.threads);
+    let result = run_on(
+        device,
+        &world,
+        PredictJob {
+            world: &world,
+            args: &args,
+            ck: &ck,
+            settings: &settings,
+            packs: &packs,
+        },
+    );
+    finish(&world, result)
+}
+
+struct EvalJob<'a> {
+    world: &'a World,
+    args: &'a EvalArgs,
+    ck: &'a CheckpointInfo,
+    settings: &'a Settings,
+    catalog: &'a Path,
+    manifest: &'a Manifest,
+}
+
+impl OnBackend for EvalJob<'_> {
+    fn run<B: Backend>(self, b: &B) -> Result<i32, Failure> {
+        let EvalJob {
+            world,
+            args,
+            ck,
+            settings,
+            catalog,
+            manifest,
+        } = self;
         let ds = Arc::new(Dataset::open(&catalog, &manifest, &args.split, &settings.data).map_err(usage)?);
-        let mut net = load_net(&ck, &settings, &ds)?;
+        let mut net = load_net(b, ck, settings, &ds)?;
         let preds = evaluate::predict_dataset(
-            &CpuBackend,
+            b,
             &world,
             &mut net,
             &ds,
@@ -366,14 +501,14 @@ pub fn run_eval(args: EvalArgs) -> Result<i32, Failure> {
             };
             write("eval.json", json.as_bytes())?;
             let md = format!(
-                "# Evaluation of {} on split {}\n\nScores aggregated by {}; intervals: {:.0}% percentile bootstrap over patients ({} resamples).\n\n{}",
-                ck.dir.display(),
-                args.split,
-                report.aggregate,
-                settings.eval.ci_level * 100.0,
-                settings.eval.bootstrap,
-                evaluate::report_markdown(&report)
-            );
+                    "# Evaluation of {} on split {}\n\nScores aggregated by {}; intervals: {:.0}% percentile bootstrap over patients ({} resamples).\n\n{}",
+                    ck.dir.display(),
+                    args.split,
+                    report.aggregate,
+                    settings.eval.ci_level * 100.0,
+                    settings.eval.bootstrap,
+                    evaluate::report_markdown(&report)
+                );
             write("eval.md", md.as_bytes())?;
             if args.json {
                 println!("{json}");
@@ -383,19 +518,26 @@ pub fn run_eval(args: EvalArgs) -> Result<i32, Failure> {
             }
         }
         Ok(EXIT_OK)
-    })();
-    finish(&world, result)
+    }
 }
 
-pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
-    let ck = find_checkpoint(&args.inputs[0])?;
-    let mut settings = settings_of(&ck.state)?;
-    eval_overrides(args.config.as_deref(), &mut settings)?;
-    let packs = args.inputs[1..].to_vec();
-    let world = init_world()?;
-    let _span = tracing::info_span!("rank", r = world.rank()).entered();
-    set_threads(&world, settings.train.threads);
-    let result = (|| {
+struct PredictJob<'a> {
+    world: &'a World,
+    args: &'a PredictArgs,
+    ck: &'a CheckpointInfo,
+    settings: &'a Settings,
+    packs: &'a [PathBuf],
+}
+
+impl OnBackend for PredictJob<'_> {
+    fn run<B: Backend>(self, b: &B) -> Result<i32, Failure> {
+        let PredictJob {
+            world,
+            args,
+            ck,
+            settings,
+            packs,
+        } = self;
         // A catalog of the given packs (rank 0 builds it, the others wait) and one split of everything.
         let catalog_dir = args.out.join("catalog");
         let manifest_path = args.out.join("predict-manifest.h5");
@@ -433,9 +575,9 @@ pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
         data.labels.clear();
         data.augment = Default::default();
         let ds = Arc::new(Dataset::open(&catalog_dir, &manifest, "all", &data).map_err(usage)?);
-        let mut net = load_net(&ck, &settings, &ds)?;
+        let mut net = load_net(b, ck, settings, &ds)?;
         let preds = evaluate::predict_dataset(
-            &CpuBackend,
+            b,
             &world,
             &mut net,
             &ds,
@@ -462,8 +604,7 @@ pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
             }
         }
         Ok(EXIT_OK)
-    })();
-    finish(&world, result)
+    }
 }
 
 /// Per-sample and per-series scores as CSV (probabilities for binary tasks, raw outputs otherwise).

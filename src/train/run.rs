@@ -85,6 +85,11 @@ pub struct TrainOutcome {
     pub times: PhaseTimes,
     pub comm: CommStats,
     pub out: PathBuf,
+    /// The backend the run used ("cpu" or "cuda").
+    pub device: String,
+    /// Peak device memory of rank 0's GPU in bytes (None on the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_device_bytes: Option<u64>,
     /// Asynchronous staging (`--stage-async`), over all ranks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub staging: Option<StagingStats>,
@@ -773,6 +778,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         final_eval,
         times,
         out: opts.out.clone(),
+        device: b.name().into(),
+        peak_device_bytes: b.peak_device_bytes(),
     };
     if world.rank() == 0 {
         let text = serde_json::to_string_pretty(&outcome).expect("outcome serialises");
