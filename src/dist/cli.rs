@@ -19,6 +19,13 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Bucketed gradient allreduce vs one blocking allreduce (run under mpirun or srun).
     Allreduce(AllreduceArgs),
+    /// Training-step throughput (images/s) and peak device memory on synthetic data; one process.
+    Step(crate::backend::cuda::bench::StepArgs),
+    /// Every backend op on the device against the CPU reference (atol + rtol·|ref| per op); exit 1 on
+    /// a mismatch.
+    Parity(crate::backend::cuda::bench::ParityArgs),
+    /// The same seeded training run on the CPU and on the device; exit 1 when the loss curves differ.
+    Curve(crate::backend::cuda::bench::CurveArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,6 +59,9 @@ const MIN_FLOATS_PER_TENSOR: usize = 16;
 pub fn run(args: BenchArgs) -> Result<i32, Failure> {
     match args.what {
         BenchCommand::Allreduce(a) => allreduce(a),
+        BenchCommand::Step(a) => crate::backend::cuda::bench::step(a),
+        BenchCommand::Parity(a) => crate::backend::cuda::bench::parity(a),
+        BenchCommand::Curve(a) => crate::backend::cuda::bench::curve(a),
     }
 }
 
