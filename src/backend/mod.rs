@@ -147,6 +147,11 @@ pub trait Backend: Send + Sync {
     fn peak_device_bytes(&self) -> Option<u64> {
         None
     }
+    /// Device allocations made through this backend so far (None for host backends): a training
+    /// step that allocates nothing leaves it unchanged.
+    fn device_allocations(&self) -> Option<u64> {
+        None
+    }
 
     // ---- storage ----
     fn zeros(&self, len: usize) -> Result<Self::Buf>;

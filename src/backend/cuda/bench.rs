@@ -79,6 +79,8 @@ pub struct StepReport {
     pub seconds_per_step: f64,
     pub images_per_second: f64,
     pub peak_device_bytes: Option<u64>,
+    /// Device allocations during the timed steps (0: buffers and workspaces were sized before).
+    pub allocations_in_timed_steps: Option<u64>,
     pub tf32: bool,
     pub final_loss: f32,
 }
@@ -181,6 +183,7 @@ fn time_steps<B: Backend>(
     for _ in 0..args.warmup {
         t.step(b, 0.01).map_err(job)?;
     }
+    let allocations_before = b.device_allocations();
     let start = Instant::now();
     let mut loss = 0.0;
     for _ in 0..args.steps {
@@ -204,6 +207,7 @@ fn time_steps<B: Backend>(
         seconds_per_step: secs,
         images_per_second: n as f64 / secs,
         peak_device_bytes: b.peak_device_bytes(),
+        allocations_in_timed_steps: b.device_allocations().zip(allocations_before).map(|(a, b)| a - b),
         tf32: false,
         final_loss: loss,
     })

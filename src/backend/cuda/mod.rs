@@ -70,6 +70,8 @@ struct Dnn {
 struct Memory {
     baseline: u64,
     peak: AtomicU64,
+    /// Allocations made (buffers, workspace, ones).
+    allocations: AtomicU64,
 }
 
 pub struct CudaBackend {
@@ -145,6 +147,7 @@ impl CudaBackend {
             memory: Memory {
                 baseline: (total - free) as u64,
                 peak: AtomicU64::new(0),
+                allocations: AtomicU64::new(0),
             },
             stream,
             ctx,
@@ -182,6 +185,7 @@ impl CudaBackend {
 
     /// Samples device memory in use; called after every allocation the backend makes.
     fn note_allocation(&self) {
+        self.memory.allocations.fetch_add(1, Ordering::Relaxed);
         if let Ok((free, total)) = self.ctx.mem_get_info() {
             let used = ((total - free) as u64).saturating_sub(self.memory.baseline);
             self.memory.peak.fetch_max(used, Ordering::Relaxed);
@@ -276,6 +280,9 @@ impl Backend for CudaBackend {
     }
     fn peak_device_bytes(&self) -> Option<u64> {
         Some(self.memory.peak.load(Ordering::Relaxed))
+    }
+    fn device_allocations(&self) -> Option<u64> {
+        Some(self.memory.allocations.load(Ordering::Relaxed))
     }
 
     // ---- storage ----
