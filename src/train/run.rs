@@ -190,8 +190,43 @@ fn injected_fault(rank: usize, step: u64) -> Option<String> {
     None
 }
 
+/// Device copies of a step's small host inputs to the loss (targets, masks, weights), allocated in
+/// the first step and refilled in place after it, so a training step allocates no device memory.
+struct LossInputs<B: Backend> {
+    slots: Vec<Option<B::Buf>>,
+}
+
+impl<B: Backend> LossInputs<B> {
+    fn new() -> Self {
+        LossInputs { slots: Vec::new() }
+    }
+
+    /// Slot `i` holding `len` elements (contents unspecified until written).
+    fn ensure(&mut self, b: &B, i: usize, len: usize) -> crate::backend::Result<&mut B::Buf> {
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        let slot = &mut self.slots[i];
+        if slot.as_ref().is_none_or(|buf| b.len(buf) != len) {
+            *slot = Some(b.zeros(len)?);
+        }
+        Ok(slot.as_mut().expect("slot filled above"))
+    }
+
+    /// Copies `host` into slot `i`.
+    fn put(&mut self, b: &B, i: usize, host: &[f32]) -> crate::backend::Result<()> {
+        let buf = self.ensure(b, i, host.len())?;
+        b.upload_into(host, b.view_mut(buf, 0..host.len()))
+    }
+
+    fn get(&self, i: usize) -> &B::Buf {
+        self.slots[i].as_ref().expect("slot written before it is read")
+    }
+}
+
 /// The loss of one micro-batch: writes d(loss)/d(output) into `dout` and returns the mean loss over
 /// the batch's known labels (with the number of samples it covers).
+#[allow(clippy::too_many_arguments)]
 fn micro_batch_loss<B: Backend>(
     b: &B,
     world: &World,
@@ -200,6 +235,7 @@ fn micro_batch_loss<B: Backend>(
     batch: &mut Batch,
     dout: &mut B::Buf,
     outputs: usize,
+    inputs: &mut LossInputs<B>,
 ) -> Result<f32, TrainError> {
     let n = batch.samples.len();
     let t = settings.data.labels.len();
@@ -214,20 +250,20 @@ fn micro_batch_loss<B: Backend>(
                 n: n as u32,
                 labels: outputs as u32,
             };
-            let targets = b.upload(&batch.targets).map_err(failed)?;
-            let mask = b.upload(&batch.mask).map_err(failed)?;
-            let pw = settings
-                .train
-                .pos_weight
-                .map(|w| b.upload(&vec![w; outputs]))
-                .transpose()
-                .map_err(failed)?;
+            inputs.put(b, 0, &batch.targets).map_err(failed)?;
+            inputs.put(b, 1, &batch.mask).map_err(failed)?;
+            if let Some(w) = settings.train.pos_weight {
+                inputs.put(b, 2, &vec![w; outputs]).map_err(failed)?;
+            }
             b.bce_with_logits(
                 &p,
                 b.view(net.output(), 0..len),
-                b.view(&targets, 0..len),
-                Some(b.view(&mask, 0..len)),
-                pw.as_ref().map(|w| b.view(w, 0..outputs)),
+                b.view(inputs.get(0), 0..len),
+                Some(b.view(inputs.get(1), 0..len)),
+                settings
+                    .train
+                    .pos_weight
+                    .map(|_| b.view(inputs.get(2), 0..outputs)),
                 b.view_mut(dout, 0..len),
             )
             .map_err(failed)
@@ -244,11 +280,11 @@ fn micro_batch_loss<B: Backend>(
                     }
                 })
                 .collect();
-            let target = b.upload(&target).map_err(failed)?;
+            inputs.put(b, 0, &target).map_err(failed)?;
             b.regression_loss(
                 RegressionLoss::Mse,
                 b.view(net.output(), 0..len),
-                b.view(&target, 0..len),
+                b.view(inputs.get(0), 0..len),
                 b.view_mut(dout, 0..len),
             )
             .map_err(failed)
@@ -277,23 +313,28 @@ fn micro_batch_loss<B: Backend>(
             let all_time = world.allgather_f32(&time);
             let all_event = world.allgather_f32(&event);
             let g = all_risk.len();
-            let (r, ti, ev) = (
-                b.upload(&all_risk).map_err(failed)?,
-                b.upload(&all_time).map_err(failed)?,
-                b.upload(&all_event).map_err(failed)?,
-            );
-            let mut dr = b.zeros(g).map_err(failed)?;
+            inputs.put(b, 0, &all_risk).map_err(failed)?;
+            inputs.put(b, 1, &all_time).map_err(failed)?;
+            inputs.put(b, 2, &all_event).map_err(failed)?;
+            inputs.ensure(b, 3, g).map_err(failed)?;
+            let [r, ti, ev, dr] = &mut inputs.slots[..4] else {
+                unreachable!("four slots ensured above")
+            };
+            let (r, ti, ev) = (r.as_ref(), ti.as_ref(), ev.as_ref());
+            let dr = dr.as_mut().expect("slot ensured above");
             let loss = b
                 .cox_loss(
-                    b.view(&r, 0..g),
-                    b.view(&ti, 0..g),
-                    b.view(&ev, 0..g),
-                    b.view_mut(&mut dr, 0..g),
+                    b.view(r.expect("risk written"), 0..g),
+                    b.view(ti.expect("time written"), 0..g),
+                    b.view(ev.expect("event written"), 0..g),
+                    b.view_mut(dr, 0..g),
                 )
                 .map_err(failed)?;
             let counts = world.allgather_f32(&[n as f32]);
             let offset: usize = counts[..world.rank()].iter().map(|&c| c as usize).sum();
-            let mut mine = b.download(b.view(&dr, offset..offset + n)).map_err(failed)?;
+            let mut mine = b
+                .download(b.view(inputs.get(3), offset..offset + n))
+                .map_err(failed)?;
             let scale = world.size() as f32;
             mine.iter_mut().for_each(|v| *v *= scale);
             b.upload_into(&mine, b.view_mut(dout, 0..n)).map_err(failed)?;
@@ -496,6 +537,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let mut state_now = vec![0.0f32; slen];
     let outputs = s.num_outputs() as usize;
     let mut dout = b.zeros(n * outputs).map_err(failed)?;
+    let mut loss_inputs = LossInputs::new();
 
     if world.rank() == 0 {
         std::fs::create_dir_all(&opts.out).map_err(|e| failed(format!("{}: {e}", opts.out.display())))?;
@@ -582,7 +624,16 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                         .map_err(failed)?;
                 }
                 net.forward(b, &batch.input, true).map_err(failed)?;
-                let loss = micro_batch_loss(b, world, s, &net, &mut batch, &mut dout, outputs)?;
+                let loss = micro_batch_loss(
+                    b,
+                    world,
+                    s,
+                    &net,
+                    &mut batch,
+                    &mut dout,
+                    outputs,
+                    &mut loss_inputs,
+                )?;
                 loss_sum += loss as f64 * batch.valid as f64;
                 valid_sum += batch.valid as f64;
                 if slen > 0 {

@@ -207,7 +207,15 @@ impl CudaBackend {
         Ok(g)
     }
 
+    /// Makes the backend's context current on the calling thread: raw driver, cuDNN and cuBLAS calls
+    /// act on the current context, and the backend may be called from a thread other than the one
+    /// that created it.
+    fn bind(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))
+    }
+
     fn dnn(&self) -> Result<MutexGuard<'_, Dnn>> {
+        self.bind()?;
         self.dnn.lock().map_err(|_| poisoned("cuDNN state"))
     }
 
@@ -244,6 +252,7 @@ impl CudaBackend {
     }
 
     fn blas(&self) -> Result<MutexGuard<'_, CudaBlas>> {
+        self.bind()?;
         self.blas.lock().map_err(|_| poisoned("cuBLAS handle"))
     }
 }
@@ -314,6 +323,7 @@ impl Backend for CudaBackend {
         if out.is_empty() {
             return Ok(());
         }
+        self.bind()?;
         let src = rd(&x, &self.stream) as cudarc::driver::sys::CUdeviceptr;
         if out.len() < PINNED_MIN_FLOATS {
             // SAFETY: `src` holds out.len() floats; the stream is synchronised before `out` is used.
@@ -339,6 +349,7 @@ impl Backend for CudaBackend {
         if host.is_empty() {
             return Ok(());
         }
+        self.bind()?;
         let dst = wr(&mut y, &self.stream) as cudarc::driver::sys::CUdeviceptr;
         if host.len() < PINNED_MIN_FLOATS {
             // SAFETY: `dst` holds host.len() floats; the copy is complete before return (synchronised),
@@ -387,6 +398,7 @@ impl Backend for CudaBackend {
         if y.is_empty() {
             return Ok(());
         }
+        self.bind()?;
         let dst = wr(&mut y, &self.stream) as cudarc::driver::sys::CUdeviceptr;
         // SAFETY: `dst` holds y.len() 32-bit words; a 32-bit memset writes value's bit pattern to each.
         unsafe {
