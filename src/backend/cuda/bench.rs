@@ -45,7 +45,7 @@ fn check_device(device: &str) -> std::result::Result<(), Failure> {
 
 #[derive(clap::Args, Debug)]
 pub struct StepArgs {
-    /// resnet18 (1×224×224) or resnet3d (1×96×96×96).
+    /// resnet18 (also spelled resnet18-2d; 1×224×224) or resnet3d (1×96×96×96).
     #[arg(long, default_value = "resnet18")]
     pub model: String,
     /// Images per step (default: 64 for resnet18, 8 for resnet3d).
@@ -98,9 +98,9 @@ struct Trainer<B: Backend> {
 
 fn model_config(name: &str) -> std::result::Result<(ResNetConfig, u32, u32), Failure> {
     match name {
-        "resnet18" => Ok((ResNetConfig::resnet18(1, 2, 64), 64, 224)),
+        "resnet18" | "resnet18-2d" => Ok((ResNetConfig::resnet18(1, 2, 64), 64, 224)),
         "resnet3d" => Ok((ResNetConfig::resnet3d(1, 2, 32), 8, 96)),
-        other => Err(usage(format!("--model {other:?}: use resnet18 or resnet3d"))),
+        other => Err(usage(format!("--model {other:?}: use resnet18 (or resnet18-2d) or resnet3d"))),
     }
 }
 
