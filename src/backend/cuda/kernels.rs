@@ -704,3 +704,224 @@ pub fn adamw_step(
         b.arg(&mut param).arg(&grad).arg(&mut m).arg(&mut v);
     })
 }
+
+/// GPU parity of every launch against the CPU backend. Skipped with a printed reason when no GPU (or
+/// no CUDA library) is present; `MEDTRAIN_REQUIRE_GPU=1` turns a skip into a failure.
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::Backend;
+
+    fn skip(reason: &str) -> Option<(Arc<CudaStream>, Kernels)> {
+        if std::env::var("MEDTRAIN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("MEDTRAIN_REQUIRE_GPU=1 but {reason}");
+        }
+        eprintln!("skipped: {reason}");
+        None
+    }
+
+    fn gpu() -> Option<(Arc<CudaStream>, Kernels)> {
+        // SAFETY: only tries to dlopen the libraries; nothing is called through them here.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return skip("the CUDA driver library (libcuda) is not present");
+        }
+        // SAFETY: as above.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return skip("the NVRTC library (libnvrtc) is not present");
+        }
+        match CudaContext::device_count() {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return skip("no CUDA device is visible"),
+            Err(e) => return skip(&format!("the CUDA driver did not initialise: {e}")),
+        }
+        let ctx = CudaContext::new(0).expect("CUDA context on device 0");
+        let stream = ctx.default_stream();
+        let kernels = Kernels::new(&ctx).expect("NVRTC compiles and loads every kernel");
+        Some((stream, kernels))
+    }
+
+    fn uniform(r: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| r.gen_range(lo..hi)).collect()
+    }
+
+    /// |got − want| ≤ atol + rtol·|want| elementwise.
+    fn assert_close(op: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) {
+        assert_eq!(got.len(), want.len(), "{op}: lengths");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let ok = (g as f64 - w as f64).abs() <= atol + rtol * (w as f64).abs();
+            assert!(
+                ok,
+                "{op}: element {i}: gpu {g:e}, cpu {w:e} (atol {atol}, rtol {rtol})"
+            );
+        }
+    }
+
+    fn up(s: &Arc<CudaStream>, x: &[f32]) -> CudaSlice<f32> {
+        s.clone_htod(x).expect("upload")
+    }
+
+    fn down(s: &Arc<CudaStream>, x: &CudaSlice<f32>) -> Vec<f32> {
+        s.clone_dtoh(x).expect("download")
+    }
+
+    #[test]
+    fn elementwise_and_updates_are_exact_on_the_gpu() {
+        let Some((s, k)) = gpu() else { return };
+        let cpu = CpuBackend;
+        let mut r = ChaCha8Rng::seed_from_u64(1);
+        let n = 1_000_003;
+        let (a, b) = (uniform(&mut r, n, -2.0, 2.0), uniform(&mut r, n, -2.0, 2.0));
+        let (da, db) = (up(&s, &a), up(&s, &b));
+        let mut dy = s.alloc_zeros::<f32>(n).unwrap();
+        let mut want = vec![0.0; n];
+
+        add(&k, &s, da.slice(..), db.slice(..), dy.slice_mut(..)).unwrap();
+        cpu.add(&a, &b, &mut want).unwrap();
+        assert_close("add", &down(&s, &dy), &want, 0.0, 0.0);
+
+        leaky_relu_backward(&k, &s, 0.1, da.slice(..), db.slice(..), dy.slice_mut(..)).unwrap();
+        cpu.leaky_relu_backward(0.1, &a, &b, &mut want).unwrap();
+        assert_close("leaky_relu backward", &down(&s, &dy), &want, 0.0, 0.0);
+
+        let p = DropoutParams { prob: 0.3, seed: 7 };
+        dropout_forward(&k, &s, &p, da.slice(..), dy.slice_mut(..)).unwrap();
+        cpu.dropout_forward(&p, &a, &mut want).unwrap();
+        assert_close("dropout", &down(&s, &dy), &want, 0.0, 0.0);
+
+        let h = AdamWHyper {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step: 3,
+        };
+        let (mut gp, mut gm, mut gv) = (
+            up(&s, &a),
+            up(&s, &b),
+            up(&s, &b.iter().map(|v| v * v).collect::<Vec<_>>()),
+        );
+        let (mut wp, mut wm, mut wv) = (a.clone(), b.clone(), b.iter().map(|v| v * v).collect::<Vec<_>>());
+        adamw_step(
+            &k,
+            &s,
+            &h,
+            gp.slice_mut(..),
+            db.slice(..),
+            gm.slice_mut(..),
+            gv.slice_mut(..),
+        )
+        .unwrap();
+        cpu.adamw_step(&h, &mut wp, &b, &mut wm, &mut wv).unwrap();
+        assert_close("adamw param", &down(&s, &gp), &wp, 0.0, 0.0);
+
+        let sgd = SgdHyper {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: true,
+        };
+        sgd_step(&k, &s, &sgd, gp.slice_mut(..), db.slice(..), gm.slice_mut(..)).unwrap();
+        cpu.sgd_step(&sgd, &mut wp, &b, &mut wm).unwrap();
+        assert_close("sgd param", &down(&s, &gp), &wp, 0.0, 0.0);
+
+        let got = sum_squares(&k, &s, da.slice(..)).unwrap();
+        let want = cpu.sum_squares(&a).unwrap();
+        assert!(
+            (got - want).abs() <= 1e-12 * want,
+            "sum_squares: gpu {got}, cpu {want}"
+        );
+    }
+
+    #[test]
+    fn losses_match_the_cpu_on_the_gpu() {
+        let Some((s, k)) = gpu() else { return };
+        let cpu = CpuBackend;
+        let mut r = ChaCha8Rng::seed_from_u64(2);
+        let (atol, rtol) = (1e-7, 1e-6);
+
+        let (n, classes) = (300, 5);
+        let logits = uniform(&mut r, n * classes, -5.0, 5.0);
+        let targets: Vec<f32> = (0..n).map(|_| r.gen_range(0..classes) as f32).collect();
+        let weights = uniform(&mut r, classes, 0.5, 2.0);
+        let p = CrossEntropyParams {
+            n: n as u32,
+            classes: classes as u32,
+            label_smoothing: 0.1,
+        };
+        let (dl, dt, dw) = (up(&s, &logits), up(&s, &targets), up(&s, &weights));
+        let mut dd = s.alloc_zeros::<f32>(n * classes).unwrap();
+        let mut want = vec![0.0; n * classes];
+        let gl = cross_entropy(
+            &k,
+            &s,
+            &p,
+            dl.slice(..),
+            dt.slice(..),
+            Some(dw.slice(..)),
+            dd.slice_mut(..),
+        )
+        .unwrap();
+        let wl = cpu
+            .cross_entropy(&p, &logits, &targets, Some(&weights), &mut want)
+            .unwrap();
+        assert_close("cross_entropy loss", &[gl], &[wl], atol, rtol);
+        assert_close("cross_entropy dlogits", &down(&s, &dd), &want, atol, rtol);
+
+        let total = n * classes;
+        let labels01: Vec<f32> = (0..total).map(|_| r.gen_range(0..2) as f32).collect();
+        let mask: Vec<f32> = (0..total).map(|i| (i % 4 != 0) as u8 as f32).collect();
+        let bp = BceParams {
+            n: n as u32,
+            labels: classes as u32,
+        };
+        let (dy01, dm) = (up(&s, &labels01), up(&s, &mask));
+        let gl = bce_with_logits(
+            &k,
+            &s,
+            &bp,
+            dl.slice(..),
+            dy01.slice(..),
+            Some(dm.slice(..)),
+            Some(dw.slice(..)),
+            dd.slice_mut(..),
+        )
+        .unwrap();
+        let wl = cpu
+            .bce_with_logits(&bp, &logits, &labels01, Some(&mask), Some(&weights), &mut want)
+            .unwrap();
+        assert_close("bce loss", &[gl], &[wl], atol, rtol);
+        assert_close("bce dlogits", &down(&s, &dd), &want, atol, rtol);
+
+        let kind = RegressionLoss::Huber { delta: 1.0 };
+        let target = uniform(&mut r, total, -5.0, 5.0);
+        let dtarget = up(&s, &target);
+        let gl = regression_loss(&k, &s, kind, dl.slice(..), dtarget.slice(..), dd.slice_mut(..)).unwrap();
+        let wl = cpu.regression_loss(kind, &logits, &target, &mut want).unwrap();
+        assert_close("huber loss", &[gl], &[wl], atol, rtol);
+        assert_close("huber dpred", &down(&s, &dd), &want, atol, rtol);
+
+        let time: Vec<f32> = (0..n).map(|_| r.gen_range(0..20) as f32).collect();
+        let event: Vec<f32> = (0..n).map(|_| r.gen_range(0..2) as f32).collect();
+        let (dtime, devent) = (up(&s, &time), up(&s, &event));
+        let mut drisk = s.alloc_zeros::<f32>(n).unwrap();
+        let mut want = vec![0.0; n];
+        let risk = &logits[..n];
+        let gl = cox_loss(
+            &k,
+            &s,
+            dl.slice(..n),
+            dtime.slice(..),
+            devent.slice(..),
+            drisk.slice_mut(..),
+        )
+        .unwrap();
+        let wl = cpu.cox_loss(risk, &time, &event, &mut want).unwrap();
+        assert_close("cox loss", &[gl], &[wl], atol, rtol);
+        assert_close("cox drisk", &down(&s, &drisk), &want, atol, rtol);
+    }
+}
