@@ -9,6 +9,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod kernels;
 pub mod params;
 
 use std::ops::Range;
