@@ -100,7 +100,9 @@ fn model_config(name: &str) -> std::result::Result<(ResNetConfig, u32, u32), Fai
     match name {
         "resnet18" | "resnet18-2d" => Ok((ResNetConfig::resnet18(1, 2, 64), 64, 224)),
         "resnet3d" => Ok((ResNetConfig::resnet3d(1, 2, 32), 8, 96)),
-        other => Err(usage(format!("--model {other:?}: use resnet18 (or resnet18-2d) or resnet3d"))),
+        other => Err(usage(format!(
+            "--model {other:?}: use resnet18 (or resnet18-2d) or resnet3d"
+        ))),
     }
 }
 
