@@ -112,7 +112,7 @@ pub fn select_layers(spec: &ModelSpec, wanted: &[String]) -> std::result::Result
 
 /// Grad-CAM maps of one batch at one layer, on the input grid and normalised per sample.
 pub struct CamBatch {
-    /// (N, D, H, W) on the network input grid, each map in [0, 1].
+    /// (N, D, H, W) on the network input grid, each map in [0, 1] when normalised.
     pub maps: Vec<f32>,
     /// (N, D', H', W') at the layer's own resolution, before normalisation.
     pub raw: Vec<f32>,
@@ -124,6 +124,7 @@ pub struct CamBatch {
 
 /// Runs Grad-CAM for `output` (an index into the model outputs) at `layer` on a full batch `input`
 /// (N, C, D, H, W) of the net's batch size: inference forward, backward to the layer only, maps.
+/// `normalise` false skips the per-map min-max step (for maps normalised later over a whole series).
 pub fn grad_cam<B: GradCamOps>(
     b: &B,
     net: &mut Net<B>,
@@ -131,6 +132,7 @@ pub fn grad_cam<B: GradCamOps>(
     layer: &CamLayer,
     output: usize,
     method: Method,
+    normalise: bool,
 ) -> Result<CamBatch> {
     net.forward(b, input, false)?;
     let out_len = net.spec.graph.tensor_len[net.spec.graph.output()];
@@ -187,7 +189,9 @@ pub fn grad_cam<B: GradCamOps>(
         b.view(&cam, 0..n * sp),
         b.view_mut(&mut up, 0..n * in_sp),
     )?;
-    b.cam_normalise(n, in_sp, b.view_mut(&mut up, 0..n * in_sp))?;
+    if normalise {
+        b.cam_normalise(n, in_sp, b.view_mut(&mut up, 0..n * in_sp))?;
+    }
     Ok(CamBatch {
         maps: b.download(b.view(&up, 0..n * in_sp))?,
         raw: b.download(b.view(&cam, 0..n * sp))?,

@@ -4,9 +4,12 @@
 //! randomisation sanity check).
 
 pub mod cam;
+pub mod cli;
 pub mod layers;
 pub mod mapback;
+pub mod overlay;
 pub mod quality;
+pub mod truth;
 
 pub use cam::{CamShape, GradCamOps, Method};
 pub use layers::{cam_layers, grad_cam, select_layers, CamBatch, CamLayer};

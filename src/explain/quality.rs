@@ -93,25 +93,18 @@ fn ranked(map: &[f32]) -> Vec<usize> {
     order
 }
 
-/// Deletion and insertion AUC (Petsiuk et al.) with `steps` equal steps. Deletion: the most salient
-/// voxels of every channel are set to `baseline` first and the score should drop fast (low AUC is
-/// good). Insertion: from an all-`baseline` input, the most salient voxels are restored first and
-/// the score should rise fast (high AUC is good). `score` maps an input (C, S) to the model's score
-/// in [0, 1]; the curves have `steps + 1` points and the AUC is their trapezoid mean.
-pub fn deletion_insertion<E>(
-    input: &[f32],
-    map: &[f32],
-    baseline: f32,
-    steps: usize,
-    mut score: impl FnMut(&[f32]) -> Result<f64, E>,
-) -> Result<(f64, f64), E> {
+/// Inputs of the deletion and insertion curves (Petsiuk et al.), `steps + 1` each. Deletion: the
+/// most salient voxels of every channel are set to `baseline` first, so the score should drop fast
+/// (low AUC is good). Insertion: from an all-`baseline` input the most salient voxels are restored
+/// first, so the score should rise fast (high AUC is good). `input` is (C, S), `map` (S).
+pub fn perturbation_inputs(input: &[f32], map: &[f32], baseline: f32, steps: usize) -> [Vec<Vec<f32>>; 2] {
     let sp = map.len();
     let channels = if sp == 0 { 0 } else { input.len() / sp };
     let order = ranked(map);
     let steps = steps.max(1);
     let mut deleted = input.to_vec();
     let mut inserted = vec![baseline; input.len()];
-    let (mut del, mut ins) = (vec![score(&deleted)?], vec![score(&inserted)?]);
+    let (mut del, mut ins) = (vec![deleted.clone()], vec![inserted.clone()]);
     for k in 1..=steps {
         let (from, to) = ((k - 1) * sp / steps, k * sp / steps);
         for &v in &order[from..to] {
@@ -120,10 +113,24 @@ pub fn deletion_insertion<E>(
                 inserted[c * sp + v] = input[c * sp + v];
             }
         }
-        del.push(score(&deleted)?);
-        ins.push(score(&inserted)?);
+        del.push(deleted.clone());
+        ins.push(inserted.clone());
     }
-    Ok((trapezoid_mean(&del), trapezoid_mean(&ins)))
+    [del, ins]
+}
+
+/// Deletion and insertion AUC: the trapezoid means of `score` over [`perturbation_inputs`].
+pub fn deletion_insertion<E>(
+    input: &[f32],
+    map: &[f32],
+    baseline: f32,
+    steps: usize,
+    mut score: impl FnMut(&[f32]) -> Result<f64, E>,
+) -> Result<(f64, f64), E> {
+    let [del, ins] = perturbation_inputs(input, map, baseline, steps);
+    let d: Vec<f64> = del.iter().map(|x| score(x)).collect::<Result<_, E>>()?;
+    let i: Vec<f64> = ins.iter().map(|x| score(x)).collect::<Result<_, E>>()?;
+    Ok((trapezoid_mean(&d), trapezoid_mean(&i)))
 }
 
 /// Area under a curve sampled at equal steps on [0, 1].

@@ -265,7 +265,7 @@ fn stage_async_options(args: &TrainArgs, config: &Config) -> Result<Option<Async
 }
 
 /// The checkpoint of a run directory (newest valid) or the checkpoint directory itself.
-fn find_checkpoint(path: &Path) -> Result<CheckpointInfo, Failure> {
+pub(crate) fn find_checkpoint(path: &Path) -> Result<CheckpointInfo, Failure> {
     if path.join("checkpoints").is_dir() {
         return checkpoint::latest_valid(&path.join("checkpoints"))
             .map_err(|e| Failure::Job(e.to_string()))?
@@ -274,17 +274,21 @@ fn find_checkpoint(path: &Path) -> Result<CheckpointInfo, Failure> {
     checkpoint::inspect(path).map_err(|e| usage(e.to_string()))
 }
 
-fn settings_of(state: &TrainState) -> Result<Settings, Failure> {
+pub(crate) fn settings_of(state: &TrainState) -> Result<Settings, Failure> {
     serde_json::from_value(state.extra["settings"].clone())
         .map_err(|e| usage(format!("checkpoint settings: {e}")))
 }
 
-fn recorded_path(state: &TrainState, key: &str) -> Option<PathBuf> {
+pub(crate) fn recorded_path(state: &TrainState, key: &str) -> Option<PathBuf> {
     state.extra[key].as_str().map(PathBuf::from)
 }
 
 /// A network holding the checkpoint's weights, for a batch of `batch` samples of `ds`'s shape.
-fn load_net(ck: &CheckpointInfo, settings: &Settings, ds: &Dataset) -> Result<Net<CpuBackend>, Failure> {
+pub(crate) fn load_net(
+    ck: &CheckpointInfo,
+    settings: &Settings,
+    ds: &Dataset,
+) -> Result<Net<CpuBackend>, Failure> {
     let b = CpuBackend;
     let cfg = settings.resnet(ds.channels());
     if cfg != ck.state.model {
@@ -301,7 +305,7 @@ fn load_net(ck: &CheckpointInfo, settings: &Settings, ds: &Dataset) -> Result<Ne
     Ok(net)
 }
 
-fn eval_overrides(config: Option<&Path>, settings: &mut Settings) -> Result<(), Failure> {
+pub(crate) fn eval_overrides(config: Option<&Path>, settings: &mut Settings) -> Result<(), Failure> {
     if let Some(path) = config {
         let config = Config::load(Some(path)).map_err(usage)?;
         if let Some(e) = &config.eval {
