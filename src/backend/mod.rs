@@ -8,6 +8,8 @@
 //! - Every reduction is deterministic: the same inputs give the same bits for any thread count.
 
 pub mod cpu;
+pub mod cuda;
+pub mod kernels;
 pub mod params;
 
 use std::ops::Range;

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# GPU check, run ON a GPU node from the bundle made by scripts/gpu-bundle.sh (no Rust, no MPI needed):
+# CPU-vs-GPU parity of every layer, a 20-step loss curve against the CPU run, medtrain's step throughput
+# (ResNet-18 2D at batch 64 and 256, 3D CNN at batch 8) and PyTorch eager on the same GPU, all written
+# to ONE file: <dir>/gpu-check.json (dir = $1, else $OUT, else ./gpu-check-results). Each command's
+# exit code is recorded and the check goes on; it never stops at the first failure.
+#     bash gpu-bundle/gpu-check.sh [results-dir]
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RESULTS=${1:-${OUT:-$PWD/gpu-check-results}}
+mkdir -p "$RESULTS/gpu-check-logs"
+RESULTS=$(cd "$RESULTS" && pwd)
+LOGS=$RESULTS/gpu-check-logs
+JSON=$RESULTS/gpu-check.json
+STEP_TIMEOUT=${GPU_CHECK_TIMEOUT:-1800}
+
+# The binary and the torch peer: from the bundle, or from a checkout when rehearsing (MEDTRAIN_BIN).
+BIN=${MEDTRAIN_BIN:-$HERE/medtrain}
+TORCH_PEER=$HERE/benches/gpu_torch.py
+[ -f "$TORCH_PEER" ] || TORCH_PEER=$HERE/../benches/gpu_torch.py
+PYTHON=${PYTHON:-python3}
+
+# ---- libraries: the bundle's own, then wherever this node keeps the CUDA libraries ----
+LIBPATH=$HERE/lib
+# One pass over the local file systems (network mounts pruned, at most 300 s); stub libraries skipped.
+# libcuda (the driver) is searched only when the loader does not already know it.
+patterns=(-name 'libcudnn.so*' -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libnvrtc.so*')
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then patterns+=(-o -name 'libcuda.so*'); fi
+CUDA_LIB_DIRS=$(timeout 300 find / \( -fstype lustre -o -fstype nfs -o -fstype nfs4 -o -fstype gpfs \
+  -o -fstype beegfs -o -fstype proc -o -fstype sysfs -o -fstype fuse.sshfs \) -prune \
+  -o \( "${patterns[@]}" \) -print 2>/dev/null | grep -v '/stubs/' | xargs -r -n1 dirname | sort -u |
+  paste -sd: -)
+export LD_LIBRARY_PATH=$LIBPATH${CUDA_LIB_DIRS:+:$CUDA_LIB_DIRS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# A single process: no MPI initialisation at all.
+export MEDTRAIN_MPI=never
+
+# ---- JSON helpers (no jq or python required) ----
+json_str() { # stdin → one JSON string literal
+  LC_ALL=C awk 'BEGIN { ORS = ""; print "\"" }
+    { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); gsub(/\t/, "\\t"); gsub(/\r/, "\\r");
+      gsub(/[\001-\010\013\014\016-\037\177]/, "?"); if (NR > 1) print "\\n"; print }
+    END { print "\"" }'
+}
+is_json() { # file: is it one valid JSON value? (needs python3; without it, embed as text)
+  command -v "$PYTHON" >/dev/null 2>&1 && "$PYTHON" -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null
+}
+
+RECORDS=()
+FAILED=()
+run_step() { # <name> <command...>: runs it, records exit code, time, stdout (as JSON when it is JSON)
+  local name=$1
+  shift
+  local out=$LOGS/$name.out err=$LOGS/$name.err start end code
+  echo "== $name: $*" >&2
+  start=$(date +%s.%N)
+  timeout "$STEP_TIMEOUT" "$@" >"$out" 2>"$err"
+  code=$?
+  end=$(date +%s.%N)
+  echo "   exit $code" >&2
+  [ "$code" = 0 ] || FAILED+=("$name")
+  local stdout
+  if [ -s "$out" ] && is_json "$out"; then stdout=$(cat "$out"); else stdout=$(json_str <"$out"); fi
+  RECORDS+=("{\"name\": $(printf '%s' "$name" | json_str), \"command\": $(printf '%s ' "$@" | json_str),
+   \"exit_code\": $code, \"timed_out\": $([ "$code" = 124 ] && echo true || echo false),
+   \"seconds\": $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }'),
+   \"stdout\": $stdout, \"stderr_tail\": $(tail -c 4000 "$err" | json_str)}")
+}
+
+# ---- the checks ----
+run_step nvidia-smi nvidia-smi
+run_step nvidia-smi-query nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm \
+  --format=csv
+run_step ldd ldd "$BIN"
+run_step version "$BIN" --version
+run_step parity "$BIN" bench parity --device cuda --json
+run_step curve "$BIN" bench curve --steps 20 --json
+run_step step-resnet18-2d-b64 "$BIN" bench step --device cuda --model resnet18-2d --batch 64
+run_step step-resnet18-2d-b256 "$BIN" bench step --device cuda --model resnet18-2d --batch 256
+run_step step-resnet3d-b8 "$BIN" bench step --device cuda --model resnet3d --batch 8
+run_step torch-eager "$PYTHON" "$TORCH_PEER"
+
+# ---- one results file ----
+{
+  echo "{"
+  echo " \"check\": \"medtrain gpu-check\","
+  echo " \"host\": $(hostname | json_str),"
+  echo " \"date_utc\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
+  echo " \"bundle\": $(cat "$HERE/VERSION" 2>/dev/null | json_str),"
+  echo " \"binary\": $(printf '%s' "$BIN" | json_str),"
+  echo " \"cuda_library_dirs\": $(printf '%s' "$CUDA_LIB_DIRS" | json_str),"
+  echo " \"ld_library_path\": $(printf '%s' "$LD_LIBRARY_PATH" | json_str),"
+  printf ' "failed": ['
+  for i in "${!FAILED[@]}"; do
+    [ "$i" -gt 0 ] && printf ', '
+    printf '%s' "${FAILED[$i]}" | json_str
+  done
+  echo "],"
+  echo " \"steps\": ["
+  for i in "${!RECORDS[@]}"; do
+    [ "$i" -gt 0 ] && echo "  ,"
+    echo "  ${RECORDS[$i]}"
+  done
+  echo " ]"
+  echo "}"
+} >"$JSON"
+echo "results: $JSON" >&2
+if is_json "$JSON"; then echo "results file is valid JSON" >&2; else echo "warning: could not validate $JSON" >&2; fi
+# Exit status: 0 only when every step succeeded (the results file is written either way).
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "failed steps: ${FAILED[*]}" >&2
+  exit 1
+fi
