@@ -26,36 +26,8 @@ impl CamShape {
     }
 }
 
-/// Kernel arguments of `kernels/gradcam.cu` (mirrored there field for field): one layer's shape.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GradCamParams {
-    pub n: u32,
-    pub c: u32,
-    pub dims: Dims3,
-}
-
-/// Kernel arguments of `mt_gradcam_upsample`: the layer's grid and the input grid.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UpsampleParams {
-    pub n: u32,
-    pub from: Dims3,
-    pub to: Dims3,
-}
-
 /// The CUDA source of the Grad-CAM kernels (compiled at run time by NVRTC with `mt.cuh`).
 pub const GRADCAM_CU: &str = include_str!("../../kernels/gradcam.cu");
-
-impl From<&CamShape> for GradCamParams {
-    fn from(s: &CamShape) -> Self {
-        GradCamParams {
-            n: s.n as u32,
-            c: s.c as u32,
-            dims: s.dims,
-        }
-    }
-}
 
 /// How channel weights are made from the gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
