@@ -2,7 +2,8 @@
 # The main job end to end on the embedded default: a generated phantom cohort written as real
 # DICOM → pack into de-identified HDF5 shards → a verified summary of the pack → catalog with the
 # phantom's labels → cohort queries → a patient-level, stratified train/val/test manifest → training
-# on 2 MPI ranks (a single process when mpirun is missing) → evaluation on the held-out test split.
+# on 2 MPI ranks (a single process when mpirun is missing) → evaluation on the held-out test split →
+# Grad-CAM overlays and explanation quality against the phantom's lesions (layer chosen on val).
 # Usage: scripts/quickstart.sh [OUT_DIR]   (default: ./demo)
 # MEDTRAIN_BIN=/path/to/medtrain skips the release build; MEDTRAIN_RANKS sets the number of ranks.
 set -euo pipefail
@@ -42,13 +43,18 @@ set -x
 "$bin" catalog query "$out/catalog" "modality = 'CT'" --level patients --group-by outcome.death_5y
 "$bin" catalog split "$out/catalog" "modality = 'CT'" --out "$out/manifest.h5" \
   --ratios train=0.6,val=0.25,test=0.15 --stratify series_labels.nodule --seed 2026
-rm -rf "$out/run" "$out/eval"
+rm -rf "$out/run" "$out/eval" "$out/explain"
 "${launch[@]}" "$bin" train "$out/catalog" "$out/manifest.h5" --out "$out/run" --config configs/smoke.toml
 "$bin" eval "$out/run" --split test --out "$out/eval"
+"$bin" explain "$out/run" test --out "$out/explain" --evaluate \
+  --truth "$out/phantom/truth/lesions.csv" --key "$out/site.key" \
+  --layer layer2.0.conv2,layer3.0.conv2,last --max-series 6
 set +x
 echo
 echo "== report: $out/run/report.md (curves: $out/run/loss.png, $out/run/validation.png)"
 cat "$out/run/report.md"
 echo "== test split: $out/eval/eval.md"
 cat "$out/eval/eval.md"
+echo "== explanations: $out/explain/report.md (quality per layer: $out/explain/quality.md)"
+cat "$out/explain/quality.md"
 echo "== done in $((SECONDS - start)) s"

@@ -54,6 +54,9 @@ pub enum Command {
     Eval(crate::train::cli::EvalArgs),
     /// Scores of a trained model for unlabelled packs, per slice and per series.
     Predict(crate::train::cli::PredictArgs),
+    /// Grad-CAM maps of a trained model: overlays, montages, maps.h5, report.md; --evaluate scores
+    /// them against ground-truth lesions per layer.
+    Explain(crate::explain::cli::ExplainArgs),
     /// Benchmarks; `bench allreduce` times and checks the MPI gradient averaging.
     Bench(crate::dist::cli::BenchArgs),
 }
@@ -170,6 +173,7 @@ pub fn run() -> i32 {
         Command::Train(args) => crate::train::cli::run_train(args),
         Command::Eval(args) => crate::train::cli::run_eval(args),
         Command::Predict(args) => crate::train::cli::run_predict(args),
+        Command::Explain(args) => crate::explain::cli::run_explain(args),
         Command::Bench(args) => crate::dist::cli::run(args),
     };
     match result {

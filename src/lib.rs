@@ -9,6 +9,7 @@ pub mod data;
 pub mod deid;
 pub mod dicom;
 pub mod dist;
+pub mod explain;
 pub mod logging;
 pub mod nn;
 pub mod optim;

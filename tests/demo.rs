@@ -47,7 +47,28 @@ fn main_command_learns_the_nodule_task_and_beats_the_baseline() {
         "run/loss.png",
         "run/validation.png",
         "eval/eval.json",
+        "explain/report.md",
+        "explain/quality.md",
+        "explain/maps.h5",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // The explanation quality table parses: a best layer chosen on val, numbers for it on test.
+    let quality: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("explain/quality.json")).unwrap()).unwrap();
+    let best = quality["best_layer"].as_str().unwrap();
+    assert_eq!(
+        quality["validation"].as_array().unwrap().len(),
+        3,
+        "three layers scored"
+    );
+    let hit_rate = quality["best"]["hit_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&hit_rate));
+    assert!(quality["sanity"]["correlations"].as_array().unwrap().len() >= 2);
+    eprintln!("demo: explain best layer {best}, test pointing-game hit rate {hit_rate:.3}");
+    let pngs = std::fs::read_dir(out.join("explain"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))
+        .count();
+    assert!(pngs >= 2, "{pngs} overlay images");
 }

@@ -16,6 +16,7 @@ mod data;
 mod decode_conformance;
 mod demo;
 mod dist;
+mod explain;
 mod pack;
 mod phantom;
 mod slurm;

@@ -456,6 +456,49 @@ impl Dataset {
     }
 }
 
+/// A series' HU volume as stored in its pack, for outputs aligned with the series (overlays, maps).
+#[derive(Clone, Debug)]
+pub struct SeriesVolume {
+    pub series_row: u32,
+    /// (slices, rows, cols)
+    pub shape: [usize; 3],
+    /// mm (slice, row, col)
+    pub spacing: [f64; 3],
+    pub hu: Vec<i16>, // (slices, rows, cols)
+}
+
+impl Dataset {
+    /// The catalog the dataset was opened from.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The whole pack volume of sample `i`'s series.
+    pub fn series_volume(&self, i: usize) -> Result<SeriesVolume, DataError> {
+        if i >= self.len {
+            return Err(DataError::Sample {
+                index: i,
+                len: self.len,
+                buffer: 0,
+                needed: 0,
+            });
+        }
+        let (seg, ..) = self.locate(i);
+        let s = &self.series[seg.series as usize];
+        let map = self.shard_map(s.map)?;
+        let bytes = &map[s.offset as usize..(s.offset + s.length) as usize];
+        Ok(SeriesVolume {
+            series_row: s.row,
+            shape: s.shape,
+            spacing: s.spacing,
+            hu: bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        })
+    }
+}
+
 /// Collects the used series and the sample segments while the manifest rows are walked.
 struct Builder<'a> {
     cat: &'a Catalog,

@@ -9,7 +9,7 @@ pub mod sampler;
 pub mod transform;
 
 pub use config::{AugmentConfig, DataConfig, SampleMode};
-pub use dataset::{Dataset, SampleMeta, SampleTransform};
+pub use dataset::{Dataset, SampleMeta, SampleTransform, SeriesVolume};
 pub use loader::{Batch, Loader};
 
 use std::path::PathBuf;

@@ -197,6 +197,112 @@ impl<B: Backend> Net<B> {
         ready(b, &self.grad, 0)
     }
 
+    /// Backpropagates `d_output` only through the nodes after `node`, so that afterwards
+    /// [`Net::node_output`] and [`Net::node_output_grad`] hold that node's forward output and the
+    /// gradient of the output with respect to it (what Grad-CAM needs; nothing below is computed).
+    /// Parameter gradients of the visited nodes accumulate into `grad` as in `backward`. After an
+    /// inference forward, batch-norm nodes use the derivative of the inference transform,
+    /// γ/√(running var + ε) per channel, rather than the batch-statistics one.
+    pub fn backward_to(&mut self, b: &B, d_output: &B::Buf, node: usize) -> Result<()> {
+        let nodes = self.spec.graph.nodes.len();
+        if node >= nodes {
+            return Err(crate::backend::BackendError::Params {
+                op: "backward_to",
+                reason: format!("node {node} does not exist (the model has {nodes})"),
+            });
+        }
+        let out = self.spec.graph.output();
+        let len = self.spec.graph.tensor_len[out];
+        b.copy(
+            b.view(d_output, 0..len),
+            b.view_mut(&mut self.act_grads[out], 0..len),
+        )?;
+        self.written.fill(false);
+        self.written[out] = true;
+        for i in (node + 1..nodes).rev() {
+            let is_bn = matches!(self.spec.graph.nodes[i].op, Op::BatchNorm { .. });
+            if is_bn && !self.training {
+                self.backward_bn_inference(b, i)?;
+            } else {
+                self.backward_node(b, i)?;
+            }
+        }
+        if !self.written[self.spec.graph.nodes[node].output] {
+            return Err(crate::backend::BackendError::Params {
+                op: "backward_to",
+                reason: format!("the output does not depend on node {node}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The forward output of node `node` (after the last forward).
+    pub fn node_output(&self, node: usize) -> &B::Buf {
+        &self.acts[self.spec.graph.nodes[node].output]
+    }
+
+    /// The gradient with respect to node `node`'s output (after `backward_to(.., node)`).
+    pub fn node_output_grad(&self, node: usize) -> &B::Buf {
+        &self.act_grads[self.spec.graph.nodes[node].output]
+    }
+
+    /// Inference batch norm is y = s·x + t per channel, so dx = s·dy: run as the input gradient of a
+    /// depthwise 1×1 convolution with weights s, which every backend already provides.
+    fn backward_bn_inference(&mut self, b: &B, index: usize) -> Result<()> {
+        let node = self.spec.graph.nodes[index].clone();
+        let Op::BatchNorm { p, gamma, stats } = node.op else {
+            return Ok(());
+        };
+        let c = p.c as usize;
+        let gamma_host = b.download(b.view(&self.param, self.spec.params.range(gamma)))?;
+        let var_host = b.download(b.view(&self.state, self.spec.buffers.range(stats + 1)))?;
+        let scale: Vec<f32> = gamma_host
+            .iter()
+            .zip(&var_host)
+            .map(|(g, v)| g / (v + p.eps).sqrt())
+            .collect();
+        let w = b.upload(&scale)?;
+        let mut dw = b.zeros(c)?;
+        let cp = crate::backend::ConvParams {
+            n: p.n,
+            c_in: p.c,
+            c_out: p.c,
+            groups: p.c,
+            in_dims: [1, 1, p.spatial],
+            kernel: [1; 3],
+            stride: [1; 3],
+            pad: [0; 3],
+            dilation: [1; 3],
+        };
+        let x_id = node.inputs[0];
+        if x_id == 0 {
+            return Ok(());
+        }
+        let fresh = !self.written[x_id];
+        {
+            let lens = &self.spec.graph.tensor_len;
+            let (grads_before, grads_after) = self.act_grads.split_at_mut(node.output);
+            let dy = b.view(&grads_after[0], 0..lens[node.output]);
+            let x = b.view(&self.acts[x_id], 0..lens[x_id]);
+            let target = if fresh {
+                &mut grads_before[x_id]
+            } else {
+                &mut self.scratch
+            };
+            let dx = b.view_mut(target, 0..lens[x_id]);
+            b.conv_backward(
+                &cp,
+                x,
+                b.view(&w, 0..c),
+                dy,
+                Some(dx),
+                b.view_mut(&mut dw, 0..c),
+                None,
+            )?;
+        }
+        self.route(b, index, x_id, fresh)
+    }
+
     /// The first parameter tensor a node owns (weight or gamma), if any.
     fn first_param_of(&self, index: usize) -> Option<usize> {
         match &self.spec.graph.nodes[index].op {

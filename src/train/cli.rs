@@ -337,7 +337,7 @@ fn stage_async_options(args: &TrainArgs, config: &Config) -> Result<Option<Async
 }
 
 /// The checkpoint of a run directory (newest valid) or the checkpoint directory itself.
-fn find_checkpoint(path: &Path) -> Result<CheckpointInfo, Failure> {
+pub(crate) fn find_checkpoint(path: &Path) -> Result<CheckpointInfo, Failure> {
     if path.join("checkpoints").is_dir() {
         return checkpoint::latest_valid(&path.join("checkpoints"))
             .map_err(|e| Failure::Job(e.to_string()))?
@@ -346,17 +346,17 @@ fn find_checkpoint(path: &Path) -> Result<CheckpointInfo, Failure> {
     checkpoint::inspect(path).map_err(|e| usage(e.to_string()))
 }
 
-fn settings_of(state: &TrainState) -> Result<Settings, Failure> {
+pub(crate) fn settings_of(state: &TrainState) -> Result<Settings, Failure> {
     serde_json::from_value(state.extra["settings"].clone())
         .map_err(|e| usage(format!("checkpoint settings: {e}")))
 }
 
-fn recorded_path(state: &TrainState, key: &str) -> Option<PathBuf> {
+pub(crate) fn recorded_path(state: &TrainState, key: &str) -> Option<PathBuf> {
     state.extra[key].as_str().map(PathBuf::from)
 }
 
 /// A network holding the checkpoint's weights, for a batch of `batch` samples of `ds`'s shape.
-fn load_net<B: Backend>(
+pub(crate) fn load_net<B: Backend>(
     b: &B,
     ck: &CheckpointInfo,
     settings: &Settings,
@@ -377,7 +377,7 @@ fn load_net<B: Backend>(
     Ok(net)
 }
 
-fn eval_overrides(config: Option<&Path>, settings: &mut Settings) -> Result<(), Failure> {
+pub(crate) fn eval_overrides(config: Option<&Path>, settings: &mut Settings) -> Result<(), Failure> {
     if let Some(path) = config {
         let config = Config::load(Some(path)).map_err(usage)?;
         if let Some(e) = &config.eval {

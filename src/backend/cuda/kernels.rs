@@ -157,6 +157,12 @@ impl Kernels {
     }
 }
 
+// The CUDA backend holds `Kernels` inside a `Backend`, which must be Send + Sync.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Kernels>();
+};
+
 struct ScratchGuard<'a> {
     guard: MutexGuard<'a, Option<CudaSlice<f64>>>,
 }

@@ -1,0 +1,926 @@
+//! `medtrain explain <checkpoint> <split | MANIFEST:SPLIT | series key> --out DIR`: Grad-CAM maps of
+//! a trained model for the series of a split, mapped back into pack geometry, written as overlays,
+//! montages, HDF5 maps and `report.md`; with `--evaluate`, explanation quality against ground-truth
+//! lesions per layer (best layer chosen on the validation split, reported on the given split).
+//! A single process on the CPU backend.
+
+use super::cam::Method;
+use super::layers::{grad_cam, select_layers, CamLayer};
+use super::mapback::map_to_pack;
+use super::overlay::{self, SliceView};
+use super::quality::{self, SanityCheck};
+use super::truth::{lesion_mask, series_geometry, LesionTruth};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::catalog::split::Manifest;
+use crate::checkpoint::CheckpointInfo;
+use crate::cli::{Failure, EXIT_OK};
+use crate::data::{Dataset, SeriesVolume};
+use crate::deid::SiteKey;
+use crate::nn::Net;
+use crate::train::cli::{eval_overrides, find_checkpoint, load_net, recorded_path, settings_of};
+use crate::train::config::{Settings, Task};
+use clap::Args;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Steps of the deletion and insertion curves.
+pub const DEFAULT_STEPS: usize = 8;
+/// Pointing-game margin: a maximum this close (mm) to a lesion voxel counts as a hit.
+pub const DEFAULT_MARGIN_MM: f64 = 5.0;
+/// Series scored for the randomisation sanity check (it re-runs Grad-CAM once per stage).
+const SANITY_SERIES: usize = 4;
+/// Slices in a montage.
+const MONTAGE_SLICES: usize = 8;
+/// The value deleted voxels take (every channel): the bottom of the HU window (air).
+const DELETION_BASELINE: f32 = 0.0;
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// A run or checkpoint directory, then what to explain: a split of the checkpoint's manifest
+    /// (default "test"), MANIFEST:SPLIT, or a series key.
+    #[arg(required = true, num_args = 1..=2)]
+    pub inputs: Vec<PathBuf>,
+    /// Where overlays, montages, maps.h5, report.md (and quality.json) go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Settings for [eval]; the model and data settings come from the checkpoint.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override the catalog and manifest recorded in the checkpoint.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Layers: names (layer4.1.conv2, relu12), node indices, "last" (default) or "all"; repeat or
+    /// separate with commas.
+    #[arg(long)]
+    pub layer: Vec<String>,
+    /// Output explained: an output index, a label name of the model, or "risk" (survival models).
+    #[arg(long, default_value = "0")]
+    pub target: String,
+    /// gradcam | gradcam++
+    #[arg(long, default_value = "gradcam")]
+    pub method: String,
+    /// CT window of the overlays: lung, mediastinum, or WIDTH,LEVEL in HU.
+    #[arg(long, default_value = "lung")]
+    pub window: String,
+    /// Explain at most this many series (with --evaluate: of those with lesions, per split).
+    #[arg(long)]
+    pub max_series: Option<usize>,
+    /// Score the maps against ground-truth lesions per layer (needs --truth and --key).
+    #[arg(long)]
+    pub evaluate: bool,
+    /// Ground-truth lesions (the phantom's truth/lesions.csv).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// The site key the packs were made with (to match the truth's UIDs to pseudonymised series).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Split the best layer is chosen on.
+    #[arg(long, default_value = "val")]
+    pub val_split: String,
+    /// Pointing-game margin in mm.
+    #[arg(long, default_value_t = DEFAULT_MARGIN_MM)]
+    pub margin_mm: f64,
+    /// Steps of the deletion/insertion curves.
+    #[arg(long, default_value_t = DEFAULT_STEPS)]
+    pub steps: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn usage(e: impl std::fmt::Display) -> Failure {
+    Failure::Usage(e.to_string())
+}
+fn job(e: impl std::fmt::Display) -> Failure {
+    Failure::Job(e.to_string())
+}
+
+/// What the explain run works on, resolved from the arguments.
+struct Plan {
+    ck: CheckpointInfo,
+    settings: Settings,
+    catalog: PathBuf,
+    manifest: Manifest,
+    split: String,
+    series_filter: Option<String>,
+    output: usize,
+    target_name: String,
+    method: Method,
+    window: [f32; 2],
+}
+
+fn resolve_target(text: &str, s: &Settings) -> Result<(usize, String), Failure> {
+    let outputs = s.num_outputs() as usize;
+    if let Ok(i) = text.parse::<usize>() {
+        if i < outputs {
+            let name = s
+                .data
+                .labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("output{i}"));
+            return Ok((i, name));
+        }
+        return Err(usage(format!("--target {i}: the model has {outputs} output(s)")));
+    }
+    if text == "risk" {
+        return match s.train.task {
+            Task::Survival => Ok((0, "risk".into())),
+            _ => Err(usage("--target risk: the model is not a survival (risk) model")),
+        };
+    }
+    s.data
+        .labels
+        .iter()
+        .position(|l| l == text || l.rsplit('.').next() == Some(text))
+        .map(|i| (i, s.data.labels[i].clone()))
+        .ok_or_else(|| {
+            usage(format!(
+                "--target {text:?}: not an output index, \"risk\" or one of the labels {:?}",
+                s.data.labels
+            ))
+        })
+}
+
+fn plan(args: &ExplainArgs) -> Result<Plan, Failure> {
+    let ck = find_checkpoint(&args.inputs[0])?;
+    let mut settings = settings_of(&ck.state)?;
+    eval_overrides(args.config.as_deref(), &mut settings)?;
+    settings.data.augment = Default::default();
+    let catalog = args
+        .catalog
+        .clone()
+        .or_else(|| recorded_path(&ck.state, "catalog"))
+        .ok_or_else(|| usage("explain: give --catalog"))?;
+    let what = args
+        .inputs
+        .get(1)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "test".into());
+    let (manifest_path, split_or_series) = match what.rsplit_once(':') {
+        Some((path, split)) if Path::new(path).is_file() => (PathBuf::from(path), split.to_string()),
+        _ => (
+            args.manifest
+                .clone()
+                .or_else(|| recorded_path(&ck.state, "manifest"))
+                .ok_or_else(|| usage("explain: give --manifest or MANIFEST:SPLIT"))?,
+            what.clone(),
+        ),
+    };
+    let manifest = Manifest::load(&manifest_path).map_err(usage)?;
+    let names: Vec<String> = manifest.splits.iter().map(|p| p.name.clone()).collect();
+    let (split, series_filter) = if names.contains(&split_or_series) {
+        (split_or_series, None)
+    } else {
+        // A series key: explain it from whichever split holds it.
+        let split =
+            find_series_split(&catalog, &manifest, &split_or_series, &settings)?.ok_or_else(|| {
+                usage(format!(
+                    "{split_or_series:?} is neither a split of {} ({}) nor a series key in it",
+                    manifest_path.display(),
+                    names.join(", ")
+                ))
+            })?;
+        (split, Some(split_or_series))
+    };
+    let (output, target_name) = resolve_target(&args.target, &settings)?;
+    let method = Method::parse(&args.method)
+        .ok_or_else(|| usage(format!("--method {:?}: use gradcam or gradcam++", args.method)))?;
+    let window = overlay::parse_window(&args.window).ok_or_else(|| {
+        usage(format!(
+            "--window {:?}: use lung, mediastinum or WIDTH,LEVEL (HU, width > 0)",
+            args.window
+        ))
+    })?;
+    if args.evaluate && (args.truth.is_none() || args.key.is_none()) {
+        return Err(usage("--evaluate needs --truth LESIONS.csv and --key SITE.key"));
+    }
+    if args.steps == 0 {
+        return Err(usage("--steps must be at least 1"));
+    }
+    Ok(Plan {
+        ck,
+        settings,
+        catalog,
+        manifest,
+        split,
+        series_filter,
+        output,
+        target_name,
+        method,
+        window,
+    })
+}
+
+fn find_series_split(
+    catalog: &Path,
+    manifest: &Manifest,
+    key: &str,
+    s: &Settings,
+) -> Result<Option<String>, Failure> {
+    for part in &manifest.splits {
+        let ds = Dataset::open_lazy(catalog, manifest, &part.name, &s.data).map_err(usage)?;
+        if (0..ds.len()).any(|i| ds.meta(i).series_key == key) {
+            return Ok(Some(part.name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// The samples of one series, in sample order.
+struct SeriesSamples {
+    series_row: u32,
+    key: String,
+    samples: Vec<usize>,
+}
+
+fn group_series(ds: &Dataset, filter: Option<&str>) -> Vec<SeriesSamples> {
+    let mut groups: Vec<SeriesSamples> = Vec::new();
+    for i in 0..ds.len() {
+        let m = ds.meta(i);
+        if filter.is_some_and(|f| f != m.series_key) {
+            continue;
+        }
+        match groups.last_mut() {
+            Some(g) if g.series_row == m.series_row => g.samples.push(i),
+            _ => groups.push(SeriesSamples {
+                series_row: m.series_row,
+                key: m.series_key,
+                samples: vec![i],
+            }),
+        }
+    }
+    groups
+}
+
+/// One series explained at one layer.
+struct SeriesMap {
+    volume: SeriesVolume,
+    /// (slices, rows, cols), normalised to [0, 1] over the series; 0 where no sample reached.
+    map: Vec<f32>,
+    /// Score (probability for binary tasks, raw output otherwise) per sample.
+    scores: Vec<f64>,
+    /// Sample inputs and maps on the input grid (not normalised), per sample.
+    inputs: Vec<Vec<f32>>,
+    input_maps: Vec<Vec<f32>>,
+}
+
+impl SeriesMap {
+    fn score(&self) -> f64 {
+        self.scores.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+struct Ctx<'a> {
+    ds: &'a Dataset,
+    net: Net<CpuBackend>,
+    batch: usize,
+    output: usize,
+    outputs: usize,
+    method: Method,
+    probability: bool,
+}
+
+impl Ctx<'_> {
+    fn to_score(&self, logit: f32) -> f64 {
+        if self.probability {
+            1.0 / (1.0 + (-(logit as f64)).exp())
+        } else {
+            logit as f64
+        }
+    }
+
+    /// Scores of whole inputs (each one sample long), in batches.
+    fn score_inputs(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<f64>, Failure> {
+        let b = CpuBackend;
+        let len = self.ds.sample_len();
+        let mut scores = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(self.batch) {
+            let mut x = vec![0.0f32; self.batch * len];
+            for (row, slot) in x.chunks_exact_mut(len).enumerate() {
+                slot.copy_from_slice(&chunk[row.min(chunk.len() - 1)]);
+            }
+            self.net.forward(&b, &x, false).map_err(job)?;
+            let out = b
+                .download(b.view(self.net.output(), 0..self.batch * self.outputs))
+                .map_err(job)?;
+            for row in 0..chunk.len() {
+                scores.push(self.to_score(out[row * self.outputs + self.output]));
+            }
+        }
+        Ok(scores)
+    }
+
+    fn explain_series(&mut self, g: &SeriesSamples, layer: &CamLayer) -> Result<SeriesMap, Failure> {
+        let b = CpuBackend;
+        let len = self.ds.sample_len();
+        let volume = self.ds.series_volume(g.samples[0]).map_err(job)?;
+        let mut map = vec![0.0f32; volume.hu.len()];
+        let extent = self.ds.extent().map(|e| e as usize);
+        let in_sp: usize = extent.iter().product();
+        let (mut scores, mut inputs, mut input_maps) = (vec![], vec![], vec![]);
+        for chunk in g.samples.chunks(self.batch) {
+            let mut x = vec![0.0f32; self.batch * len];
+            let mut ts = Vec::with_capacity(chunk.len());
+            for (row, slot) in x.chunks_exact_mut(len).enumerate() {
+                let t = self
+                    .ds
+                    .load(chunk[row.min(chunk.len() - 1)], None, slot)
+                    .map_err(job)?;
+                if row < chunk.len() {
+                    ts.push(t);
+                }
+            }
+            let cams =
+                grad_cam(&b, &mut self.net, &x, layer, self.output, self.method, false).map_err(job)?;
+            for (row, t) in ts.into_iter().enumerate() {
+                let m = &cams.maps[row * in_sp..(row + 1) * in_sp];
+                map_to_pack(m, extent, &t, volume.shape, &mut map);
+                scores.push(self.to_score(cams.outputs[row * self.outputs + self.output]));
+                inputs.push(x[row * len..(row + 1) * len].to_vec());
+                input_maps.push(m.to_vec());
+            }
+        }
+        let n = map.len();
+        crate::explain::cam::normalise(1, n, &mut map);
+        Ok(SeriesMap {
+            volume,
+            map,
+            scores,
+            inputs,
+            input_maps,
+        })
+    }
+}
+
+/// Quality of one series' map against its lesions.
+#[derive(Clone, Debug, Serialize)]
+struct SeriesQuality {
+    series_key: String,
+    score: f64,
+    hit: Option<bool>,
+    energy_inside: Option<f64>,
+    deletion_auc: f64,
+    insertion_auc: f64,
+}
+
+/// Quality of one layer over a split.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerQuality {
+    pub layer: String,
+    pub node: usize,
+    pub series: usize,
+    pub hits: usize,
+    pub hit_rate: Option<f64>,
+    pub energy_inside: Option<f64>,
+    pub deletion_auc: Option<f64>,
+    pub insertion_auc: Option<f64>,
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| s / n as f64)
+}
+
+fn series_quality(
+    ctx: &mut Ctx<'_>,
+    sm: &SeriesMap,
+    key: &str,
+    mask: &[bool],
+    margin_mm: f64,
+    steps: usize,
+) -> Result<SeriesQuality, Failure> {
+    let hit = quality::pointing_hit(
+        &sm.map,
+        mask,
+        sm.volume.shape.map(|e| e as u32),
+        sm.volume.spacing,
+        margin_mm,
+    );
+    let energy = quality::energy_inside(&sm.map, mask);
+    // Deletion/insertion on the sample holding the series' peak (largest map on its input grid).
+    let peak = (0..sm.input_maps.len())
+        .max_by(|&a, &b| {
+            let ma = sm.input_maps[a].iter().copied().fold(f32::MIN, f32::max);
+            let mb = sm.input_maps[b].iter().copied().fold(f32::MIN, f32::max);
+            ma.total_cmp(&mb)
+        })
+        .unwrap_or(0);
+    let [del, ins] =
+        quality::perturbation_inputs(&sm.inputs[peak], &sm.input_maps[peak], DELETION_BASELINE, steps);
+    let del_scores = ctx.score_inputs(&del)?;
+    let ins_scores = ctx.score_inputs(&ins)?;
+    Ok(SeriesQuality {
+        series_key: key.to_string(),
+        score: sm.score(),
+        hit,
+        energy_inside: energy,
+        deletion_auc: quality::trapezoid_mean(&del_scores),
+        insertion_auc: quality::trapezoid_mean(&ins_scores),
+    })
+}
+
+fn summarise(layer: &CamLayer, rows: &[SeriesQuality]) -> LayerQuality {
+    let judged: Vec<bool> = rows.iter().filter_map(|r| r.hit).collect();
+    LayerQuality {
+        layer: layer.name.clone(),
+        node: layer.node,
+        series: judged.len(),
+        hits: judged.iter().filter(|&&h| h).count(),
+        hit_rate: mean(judged.iter().map(|&h| if h { 1.0 } else { 0.0 })),
+        energy_inside: mean(rows.iter().filter_map(|r| r.energy_inside)),
+        deletion_auc: mean(rows.iter().map(|r| r.deletion_auc)),
+        insertion_auc: mean(rows.iter().map(|r| r.insertion_auc)),
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.3}"))
+}
+
+/// The per-layer table in Markdown (also printed).
+pub fn quality_table(split: &str, rows: &[LayerQuality]) -> String {
+    let mut s = format!(
+        "| split | layer | node | series | pointing hits | hit rate | energy in lesion | deletion AUC | insertion AUC |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        s += &format!(
+            "| {split} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.layer,
+            r.node,
+            r.series,
+            r.hits,
+            fmt_opt(r.hit_rate),
+            fmt_opt(r.energy_inside),
+            fmt_opt(r.deletion_auc),
+            fmt_opt(r.insertion_auc)
+        );
+    }
+    s
+}
+
+/// Best layer: highest hit rate, then highest energy inside, then the deeper layer.
+fn best_layer(rows: &[LayerQuality]) -> Option<usize> {
+    (0..rows.len()).max_by(|&a, &b| {
+        let key = |r: &LayerQuality| {
+            (
+                r.hit_rate.unwrap_or(-1.0),
+                r.energy_inside.unwrap_or(-1.0),
+                r.node,
+            )
+        };
+        let (ka, kb) = (key(&rows[a]), key(&rows[b]));
+        ka.0.total_cmp(&kb.0)
+            .then(ka.1.total_cmp(&kb.1))
+            .then(ka.2.cmp(&kb.2))
+    })
+}
+
+fn open_split(p: &Plan, split: &str) -> Result<Dataset, Failure> {
+    Dataset::open(&p.catalog, &p.manifest, split, &p.settings.data).map_err(usage)
+}
+
+fn new_ctx<'a>(p: &Plan, ds: &'a Dataset) -> Result<Ctx<'a>, Failure> {
+    Ok(Ctx {
+        ds,
+        net: load_net(&CpuBackend, &p.ck, &p.settings, ds)?,
+        batch: p.settings.train.batch_size as usize,
+        output: p.output,
+        outputs: p.settings.num_outputs() as usize,
+        method: p.method,
+        probability: p.settings.train.task == Task::Binary,
+    })
+}
+
+/// Series with lesions first (when judged), limited to `max`.
+fn choose_series(
+    ds: &Dataset,
+    filter: Option<&str>,
+    truth: Option<&LesionTruth>,
+    only_lesions: bool,
+    max: Option<usize>,
+) -> Vec<SeriesSamples> {
+    let mut groups = group_series(ds, filter);
+    if let Some(t) = truth {
+        let has = |g: &SeriesSamples| !t.of_series(ds.catalog(), g.series_row).is_empty();
+        if only_lesions {
+            groups.retain(has);
+        } else {
+            groups.sort_by_key(|g| !has(g));
+        }
+    }
+    if let Some(m) = max {
+        groups.truncate(m);
+    }
+    groups
+}
+
+fn masks_for(
+    ds: &Dataset,
+    truth: &LesionTruth,
+    g: &SeriesSamples,
+    shape: [usize; 3],
+) -> Result<Vec<bool>, Failure> {
+    let lesions = truth.of_series(ds.catalog(), g.series_row);
+    let geom = series_geometry(ds.catalog(), g.series_row).map_err(job)?;
+    Ok(lesion_mask(shape, &geom, &lesions))
+}
+
+/// Every layer's quality over the chosen series of one split.
+fn evaluate_split(
+    p: &Plan,
+    args: &ExplainArgs,
+    truth: &LesionTruth,
+    split: &str,
+    layers: &[CamLayer],
+) -> Result<Vec<LayerQuality>, Failure> {
+    let ds = open_split(p, split)?;
+    let mut ctx = new_ctx(p, &ds)?;
+    let groups = choose_series(
+        &ds,
+        p.series_filter.as_deref(),
+        Some(truth),
+        true,
+        args.max_series,
+    );
+    let mut masks = Vec::with_capacity(groups.len());
+    let mut table = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let mut rows = Vec::with_capacity(groups.len());
+        for (i, g) in groups.iter().enumerate() {
+            let sm = ctx.explain_series(g, layer)?;
+            if masks.len() <= i {
+                masks.push(masks_for(&ds, truth, g, sm.volume.shape)?);
+            }
+            rows.push(series_quality(
+                &mut ctx,
+                &sm,
+                &g.key,
+                &masks[i],
+                args.margin_mm,
+                args.steps,
+            )?);
+        }
+        let q = summarise(layer, &rows);
+        tracing::info!(split, layer = %layer.name, hit_rate = ?q.hit_rate, "explain quality");
+        table.push(q);
+    }
+    Ok(table)
+}
+
+/// Parameter groups from the top of the network down (fc, then the last stage, ...): each stage of
+/// the sanity check re-initialises one more group.
+fn randomisation_groups(net: &Net<CpuBackend>) -> Vec<Vec<std::ops::Range<usize>>> {
+    let mut groups: Vec<(String, Vec<std::ops::Range<usize>>)> = Vec::new();
+    for e in net.spec.params.entries() {
+        let top = e.name.split('.').next().unwrap_or("").to_string();
+        let top = if top == "conv1" || top == "bn1" {
+            "stem".to_string()
+        } else {
+            top
+        };
+        match groups.last_mut() {
+            Some((name, ranges)) if *name == top => ranges.push(e.range.clone()),
+            _ => groups.push((top, vec![e.range.clone()])),
+        }
+    }
+    groups.into_iter().rev().map(|(_, r)| r).collect()
+}
+
+/// The cascading randomisation check at one layer over up to `SANITY_SERIES` series.
+fn sanity(
+    p: &Plan,
+    ds: &Dataset,
+    groups: &[SeriesSamples],
+    layer: &CamLayer,
+) -> Result<SanityCheck, Failure> {
+    let mut ctx = new_ctx(p, ds)?;
+    let b = CpuBackend;
+    let n = ctx.net.spec.params.len();
+    let trained = b.download(b.view(&ctx.net.param, 0..n)).map_err(job)?;
+    let mut random = vec![0.0f32; n];
+    crate::nn::init::init_params(
+        &ctx.net.spec.params,
+        &mut random,
+        p.settings.train.seed ^ 0x5A17_C4EC,
+    );
+    let stages = randomisation_groups(&ctx.net);
+    let chosen: Vec<&SeriesSamples> = groups.iter().take(SANITY_SERIES).collect();
+    let mut maps: Vec<Vec<Vec<f32>>> = Vec::with_capacity(stages.len() + 1);
+    let mut params = trained.clone();
+    for stage in 0..=stages.len() {
+        if stage > 0 {
+            for r in &stages[stage - 1] {
+                params[r.clone()].copy_from_slice(&random[r.clone()]);
+            }
+        }
+        b.upload_into(&params, b.view_mut(&mut ctx.net.param, 0..n))
+            .map_err(job)?;
+        let mut stage_maps = Vec::with_capacity(chosen.len());
+        for g in &chosen {
+            stage_maps.push(ctx.explain_series(g, layer)?.map);
+        }
+        maps.push(stage_maps);
+    }
+    Ok(quality::sanity_check(&maps))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    crate::pack::index::write_atomic(path, bytes).map_err(|e| job(format!("{}: {e}", path.display())))
+}
+
+/// Overlays, montage and the map dataset of one series; returns the report lines.
+#[allow(clippy::too_many_arguments)]
+fn write_series(
+    out: &Path,
+    h5: &hdf5::File,
+    ds: &Dataset,
+    g: &SeriesSamples,
+    sm: &SeriesMap,
+    p: &Plan,
+    layer: &CamLayer,
+    quality_row: Option<&SeriesQuality>,
+) -> Result<String, Failure> {
+    let [slices, rows, cols] = sm.volume.shape;
+    let geom = series_geometry(ds.catalog(), g.series_row).map_err(job)?;
+    let (flip_cols, flip_rows) = overlay::radiological_flips(geom.col_step, geom.row_step);
+    let plane = rows * cols;
+    let slice_max: Vec<f32> = (0..slices)
+        .map(|k| {
+            sm.map[k * plane..(k + 1) * plane]
+                .iter()
+                .copied()
+                .fold(0.0, f32::max)
+        })
+        .collect();
+    let peak = (0..slices)
+        .max_by(|&a, &b| slice_max[a].total_cmp(&slice_max[b]))
+        .unwrap_or(0);
+    let view = |k: usize| SliceView {
+        hu: &sm.volume.hu[k * plane..(k + 1) * plane],
+        map: &sm.map[k * plane..(k + 1) * plane],
+        rows,
+        cols,
+        spacing: [sm.volume.spacing[1], sm.volume.spacing[2]],
+        flip_cols,
+        flip_rows,
+    };
+    let score_line = if p.settings.train.task == Task::Binary {
+        format!(
+            "P({}) = {:.3}",
+            p.target_name.rsplit('.').next().unwrap_or(""),
+            sm.score()
+        )
+    } else {
+        format!("{} = {:.3}", p.target_name, sm.score())
+    };
+    let short = &g.key[..g.key.len().min(12)];
+    let lines = vec![
+        format!("{short} slice {peak}"),
+        score_line.clone(),
+        format!("{} {}", p.method.name(), layer.name),
+    ];
+    let slice_img = overlay::render_slice(&view(peak), p.window, 256);
+    let overlay_name = format!("{short}-{}.png", layer.name);
+    write(
+        &out.join(&overlay_name),
+        &overlay::annotated(&slice_img, &lines).encode_png(),
+    )?;
+    // Montage: the slices with the strongest map, in slice order.
+    let mut order: Vec<usize> = (0..slices).collect();
+    order.sort_by(|&a, &b| slice_max[b].total_cmp(&slice_max[a]));
+    order.truncate(MONTAGE_SLICES);
+    order.sort_unstable();
+    let tiles: Vec<_> = order
+        .iter()
+        .map(|&k| (overlay::render_slice(&view(k), p.window, 128), format!("{k}")))
+        .collect();
+    let montage_name = format!("{short}-{}-montage.png", layer.name);
+    let mont = overlay::montage(&tiles, 4);
+    write(
+        &out.join(&montage_name),
+        &overlay::annotated(&mont, &lines[1..]).encode_png(),
+    )?;
+    write_map_dataset(h5, g, sm, p, layer).map_err(|e| job(format!("maps.h5 {}: {e}", g.key)))?;
+    let q = quality_row.map_or(String::new(), |q| {
+        format!(
+            " | pointing {} | energy in lesion {} | deletion {:.3} | insertion {:.3}",
+            q.hit.map_or("n/a", |h| if h { "hit" } else { "miss" }),
+            fmt_opt(q.energy_inside),
+            q.deletion_auc,
+            q.insertion_auc
+        )
+    });
+    Ok(format!(
+        "- `{}` ({score_line}{q}): [overlay]({overlay_name}) · [montage]({montage_name}) · maps.h5 `{}/{}`\n",
+        g.key, layer.name, g.key
+    ))
+}
+
+fn write_map_dataset(
+    h5: &hdf5::File,
+    g: &SeriesSamples,
+    sm: &SeriesMap,
+    p: &Plan,
+    layer: &CamLayer,
+) -> hdf5::Result<()> {
+    use hdf5::types::VarLenUnicode;
+    let group = match h5.group(&layer.name) {
+        Ok(gr) => gr,
+        Err(_) => h5.create_group(&layer.name)?,
+    };
+    let d = group
+        .new_dataset::<f32>()
+        .shape(sm.volume.shape)
+        .create(g.key.as_str())?;
+    d.write_raw(&sm.map)?;
+    let text = |name: &str, value: &str| -> hdf5::Result<()> {
+        let v: VarLenUnicode = value.parse().map_err(|_| hdf5::Error::from("attribute text"))?;
+        d.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
+    };
+    text("layer", &layer.name)?;
+    text("target", &p.target_name)?;
+    text("method", p.method.name())?;
+    text("series_key", &g.key)?;
+    text(
+        "normalisation",
+        "min-max over the series; 0 where no sample covered the voxel; axes (slice, row, col) of the pack volume",
+    )?;
+    d.new_attr::<f64>().create("score")?.write_scalar(&sm.score())?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct QualityJson {
+    method: String,
+    target: String,
+    margin_mm: f64,
+    steps: usize,
+    validation_split: String,
+    split: String,
+    validation: Vec<LayerQuality>,
+    test: Vec<LayerQuality>,
+    best_layer: String,
+    best: LayerQuality,
+    sanity: SanityCheck,
+}
+
+pub fn run_explain(args: ExplainArgs) -> Result<i32, Failure> {
+    let p = plan(&args)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| job(format!("{}: {e}", args.out.display())))?;
+    let truth = match (&args.truth, &args.key) {
+        (Some(t), Some(k)) => {
+            let key = SiteKey::load(k).map_err(usage)?;
+            Some(LesionTruth::load(t, &key).map_err(usage)?)
+        }
+        (Some(_), None) => return Err(usage("--truth needs --key (the site key of the packs)")),
+        _ => None,
+    };
+    let ds = open_split(&p, &p.split)?;
+    let spec = load_net(&CpuBackend, &p.ck, &p.settings, &ds)?.spec;
+    let mut layers = select_layers(&spec, &args.layer).map_err(usage)?;
+    let mut quality_json = None;
+    if args.evaluate {
+        let truth = truth.as_ref().expect("checked in plan");
+        let val = evaluate_split(&p, &args, truth, &args.val_split, &layers)?;
+        let best = best_layer(&val).ok_or_else(|| job("no layer to evaluate"))?;
+        let test = evaluate_split(&p, &args, truth, &p.split, &layers)?;
+        let groups = choose_series(
+            &ds,
+            p.series_filter.as_deref(),
+            Some(truth),
+            true,
+            args.max_series,
+        );
+        let check = sanity(&p, &ds, &groups, &layers[best])?;
+        let table = format!(
+            "{}{}",
+            quality_table(&args.val_split, &val),
+            quality_table(&p.split, &test)[..]
+                .lines()
+                .skip(2)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        );
+        let summary = QualityJson {
+            method: p.method.name().into(),
+            target: p.target_name.clone(),
+            margin_mm: args.margin_mm,
+            steps: args.steps,
+            validation_split: args.val_split.clone(),
+            split: p.split.clone(),
+            best_layer: layers[best].name.clone(),
+            best: test[best].clone(),
+            validation: val,
+            test,
+            sanity: check,
+        };
+        write(&args.out.join("quality.md"), table.as_bytes())?;
+        let json = serde_json::to_string_pretty(&summary).expect("serialisable");
+        write(&args.out.join("quality.json"), json.as_bytes())?;
+        layers = vec![layers[best].clone()];
+        quality_json = Some((summary, table));
+    }
+    // Overlays, montages and maps of the chosen series at the chosen layer(s).
+    let groups = choose_series(
+        &ds,
+        p.series_filter.as_deref(),
+        truth.as_ref(),
+        false,
+        args.max_series,
+    );
+    if groups.is_empty() {
+        return Err(usage(format!("split {} has no series to explain", p.split)));
+    }
+    let h5_path = args.out.join("maps.h5");
+    let h5 = hdf5::File::create(&h5_path).map_err(|e| job(format!("{}: {e}", h5_path.display())))?;
+    let mut ctx = new_ctx(&p, &ds)?;
+    let mut report = format!(
+        "# Explanations of {} on split {}\n\n{} maps of `{}` (output {}), min-max normalised per series, \
+         mapped back into each series' pack grid. Overlays in radiological orientation (patient right on \
+         image left), CT window {:?} (center, width HU), viridis colour map; montages show the {} slices \
+         with the strongest map. Raw maps: `maps.h5` (group per layer, dataset per series key).\n\n",
+        p.ck.dir.display(),
+        p.split,
+        p.method.name(),
+        p.target_name,
+        p.output,
+        p.window,
+        MONTAGE_SLICES
+    );
+    for layer in &layers {
+        report += &format!("## Layer {} (node {})\n\n", layer.name, layer.node);
+        for g in &groups {
+            let sm = ctx.explain_series(g, layer)?;
+            let q = match &truth {
+                Some(t) => {
+                    let mask = masks_for(&ds, t, g, sm.volume.shape)?;
+                    Some(series_quality(
+                        &mut ctx,
+                        &sm,
+                        &g.key,
+                        &mask,
+                        args.margin_mm,
+                        args.steps,
+                    )?)
+                }
+                None => None,
+            };
+            report += &write_series(&args.out, &h5, &ds, g, &sm, &p, layer, q.as_ref())?;
+        }
+        report += "\n";
+    }
+    if let Some((summary, table)) = &quality_json {
+        report += &format!(
+            "## Explanation quality\n\nPointing game margin {} mm; deletion/insertion with {} steps; best layer \
+             chosen on split {}: **{}**, reported on split {} (hit rate {}).\n\n{}\n\
+             Randomisation sanity check (Spearman correlation with the trained model's maps, top layers \
+             randomised first): {:?} → {}\n",
+            summary.margin_mm,
+            summary.steps,
+            summary.validation_split,
+            summary.best_layer,
+            summary.split,
+            fmt_opt(summary.best.hit_rate),
+            table,
+            summary
+                .sanity
+                .correlations
+                .iter()
+                .map(|c| (c * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>(),
+            if summary.sanity.passed { "passed" } else { "FAILED" }
+        );
+    }
+    write(&args.out.join("report.md"), report.as_bytes())?;
+    if args.json {
+        let v = match &quality_json {
+            Some((s, _)) => serde_json::to_value(s).expect("serialisable"),
+            None => {
+                serde_json::json!({ "series": groups.len(), "layers": layers.iter().map(|l| &l.name).collect::<Vec<_>>() })
+            }
+        };
+        println!("{v}");
+    } else {
+        if let Some((s, table)) = &quality_json {
+            print!("{table}");
+            println!(
+                "explain: best layer {} (chosen on {}); {} hit rate {} ; sanity check {}",
+                s.best_layer,
+                s.validation_split,
+                s.split,
+                fmt_opt(s.best.hit_rate),
+                if s.sanity.passed { "passed" } else { "FAILED" }
+            );
+        }
+        println!(
+            "explain: {} series, report {}",
+            groups.len(),
+            args.out.join("report.md").display()
+        );
+    }
+    Ok(EXIT_OK)
+}

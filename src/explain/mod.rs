@@ -1,0 +1,17 @@
+//! `medtrain explain`: where the model looked. Grad-CAM (and Grad-CAM++) at any convolution,
+//! batch-norm or ReLU node, mapped back into pack geometry, drawn as overlays a reader can check,
+//! and scored against ground-truth lesions (pointing game, energy inside, deletion/insertion AUC,
+//! randomisation sanity check).
+
+pub mod cam;
+pub mod cli;
+pub mod emulate;
+pub mod layers;
+pub mod mapback;
+pub mod overlay;
+pub mod quality;
+pub mod truth;
+
+pub use cam::{CamShape, GradCamOps, Method};
+pub use layers::{cam_layers, grad_cam, select_layers, CamBatch, CamLayer};
+pub use mapback::{map_to_pack, SeriesGeometry};
