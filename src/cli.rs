@@ -224,7 +224,9 @@ fn phantom(args: PhantomArgs) -> Result<i32, Failure> {
 fn pack(mut args: PackArgs) -> Result<i32, Failure> {
     let world = World::init().map_err(dist_failure)?;
     if args.archive.from.is_some() && world.size() > 1 {
-        return Err(usage("pack --from runs as one process; start it without an MPI launcher"));
+        return Err(usage(
+            "pack --from runs as one process; start it without an MPI launcher",
+        ));
     }
     let config = Config::load(args.config.as_deref()).map_err(usage)?;
     let key_path = args

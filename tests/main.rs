@@ -16,6 +16,7 @@ mod decode_conformance;
 mod demo;
 mod dist;
 mod pack;
+mod pacs;
 mod phantom;
 mod slurm;
 mod stage;

@@ -175,7 +175,12 @@ pub(crate) fn entry(
     }
 }
 
-pub(crate) fn item_entry(stage: Stage, reason: String, files: &[SourceFile], key: &SiteKey) -> QuarantineEntry {
+pub(crate) fn item_entry(
+    stage: Stage,
+    reason: String,
+    files: &[SourceFile],
+    key: &SiteKey,
+) -> QuarantineEntry {
     let series = files
         .first()
         .map(|f| key.pseudonym(IdKind::Series, &f.header.series_uid));

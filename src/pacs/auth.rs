@@ -120,7 +120,9 @@ mod tests {
         // RFC 7617 example encoding of "Aladdin:open sesame".
         let aladdin = Credentials::parse("Aladdin:open sesame").unwrap();
         assert_eq!(aladdin.header().unwrap(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
-        assert!(matches!(basic, Credentials::Basic { ref user, ref password } if user == "alice" && password == "s3:cret"));
+        assert!(
+            matches!(basic, Credentials::Basic { ref user, ref password } if user == "alice" && password == "s3:cret")
+        );
         let bearer = Credentials::parse("Bearer abc.def").unwrap();
         assert_eq!(bearer.header().unwrap(), "Bearer abc.def");
         assert!(Credentials::parse("").is_err());

@@ -83,7 +83,10 @@ pub fn pull(args: ArchiveArgs, pack: PackOptions, config: &PackConfig, json: boo
         }
     })?;
     if report.series_matched == 0 {
-        eprintln!("warning: the query matched no series in {}; nothing packed", super::client::display_url(&url));
+        eprintln!(
+            "warning: the query matched no series in {}; nothing packed",
+            super::client::display_url(&url)
+        );
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));

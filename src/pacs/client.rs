@@ -12,7 +12,10 @@ use std::time::Duration;
 
 /// Media type of QIDO-RS results.
 const DICOM_JSON: &str = "application/dicom+json";
-/// What WADO-RS is asked for: whole Part 10 objects, one per part.
+/// What WADO-RS is asked for: whole Part 10 objects, one per part, as stored (no transcoding).
+const MULTIPART_DICOM_AS_STORED: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+/// The same without the transfer syntax, for archives that refuse `*` (406); they send their
+/// default (Explicit VR Little Endian for uncompressed objects).
 const MULTIPART_DICOM: &str = "multipart/related; type=\"application/dicom\"";
 /// A QIDO-RS JSON response larger than this is refused (bytes).
 const MAX_JSON_BYTES: u64 = 256 << 20;
@@ -130,7 +133,11 @@ pub struct DicomWebClient {
 
 /// The base URL as it may be written to reports: scheme, host, port and path, no query.
 pub fn display_url(base: &str) -> String {
-    base.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/').to_string()
+    base.split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 fn root_certs(path: &Path) -> Result<ureq::tls::RootCerts, ClientError> {
@@ -191,7 +198,11 @@ impl DicomWebClient {
         &self.base
     }
 
-    fn get(&self, path_and_query: &str, accept: &str) -> Result<ureq::http::Response<ureq::Body>, FetchError> {
+    fn get(
+        &self,
+        path_and_query: &str,
+        accept: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, FetchError> {
         let mut req = self
             .agent
             .get(format!("{}{path_and_query}", self.base))
@@ -218,7 +229,10 @@ impl DicomWebClient {
             match attempt() {
                 Ok(v) => return Ok((v, tries)),
                 Err(e) if e.is_transient() && tries <= self.retries => {
-                    let wait = self.backoff.saturating_mul(1 << (tries - 1).min(16)).min(MAX_BACKOFF);
+                    let wait = self
+                        .backoff
+                        .saturating_mul(1 << (tries - 1).min(16))
+                        .min(MAX_BACKOFF);
                     let jitter = rand::thread_rng().gen_range(0.5..1.5);
                     tracing::debug!(attempt = tries, "request failed ({e}); retrying");
                     std::thread::sleep(wait.mul_f64(jitter));
@@ -274,14 +288,21 @@ impl DicomWebClient {
     }
 
     /// WADO-RS: every object of one series, read from the multipart stream part by part.
-    pub fn fetch_series(&self, study_uid: &str, series_uid: &str) -> Result<FetchedSeries, (FetchError, u32)> {
+    pub fn fetch_series(
+        &self,
+        study_uid: &str,
+        series_uid: &str,
+    ) -> Result<FetchedSeries, (FetchError, u32)> {
         let url = format!(
             "/studies/{}/series/{}",
             encode_query(study_uid),
             encode_query(series_uid)
         );
         self.with_retries(|| {
-            let resp = self.get(&url, MULTIPART_DICOM)?;
+            let resp = match self.get(&url, MULTIPART_DICOM_AS_STORED) {
+                Err(FetchError::Status { status: 406 }) => self.get(&url, MULTIPART_DICOM)?,
+                other => other?,
+            };
             let content_type = resp
                 .headers()
                 .get("content-type")
@@ -294,7 +315,9 @@ impl DicomWebClient {
             while let Some(part) = parts.next_part().map_err(multipart_error)? {
                 let kind = part.header("content-type").unwrap_or("application/dicom");
                 if !kind.to_ascii_lowercase().starts_with("application/dicom") {
-                    return Err(FetchError::Protocol(format!("a part is {kind}, not application/dicom")));
+                    return Err(FetchError::Protocol(format!(
+                        "a part is {kind}, not application/dicom"
+                    )));
                 }
                 instances.push(part.body);
             }
@@ -341,11 +364,17 @@ mod tests {
     #[test]
     fn urls_with_credentials_or_odd_schemes_are_refused() {
         let mut o = ClientOptions::new("http://user:pw@host/dicom-web");
-        assert!(matches!(DicomWebClient::new(&o), Err(ClientError::CredentialsInUrl)));
+        assert!(matches!(
+            DicomWebClient::new(&o),
+            Err(ClientError::CredentialsInUrl)
+        ));
         o.base_url = "ftp://host".into();
         assert!(matches!(DicomWebClient::new(&o), Err(ClientError::BadUrl(_))));
         o.base_url = "https://host:8443/dicom-web/?x=1".into();
-        assert_eq!(DicomWebClient::new(&o).unwrap().base(), "https://host:8443/dicom-web");
+        assert_eq!(
+            DicomWebClient::new(&o).unwrap().base(),
+            "https://host:8443/dicom-web"
+        );
         assert_eq!(encode_query("1.2.3 &x"), "1.2.3%20%26x");
     }
 }

@@ -91,7 +91,10 @@ impl FetchManifest {
             Ok(bytes) => {
                 let m: FetchManifest = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
                 if m.format != MANIFEST_FORMAT || m.version != MANIFEST_VERSION {
-                    return Err(invalid(format!("format {} version {} is not ours", m.format, m.version)));
+                    return Err(invalid(format!(
+                        "format {} version {} is not ours",
+                        m.format, m.version
+                    )));
                 }
                 if m.key_fingerprint != key_fingerprint {
                     return Err(invalid("written with another site key".into()));

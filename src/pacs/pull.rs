@@ -61,7 +61,11 @@ pub enum PullError {
     #[error(transparent)]
     Auth(#[from] super::auth::AuthError),
     #[error("the archive {url} refused the credentials ({kind}): HTTP {status}; nothing was packed")]
-    Refused { url: String, kind: &'static str, status: u16 },
+    Refused {
+        url: String,
+        kind: &'static str,
+        status: u16,
+    },
     #[error("archive {url}: {source}")]
     Query { url: String, source: QueryError },
     #[error(transparent)]
@@ -85,7 +89,8 @@ impl PullError {
 /// The query as recorded in the manifest: UIDs only as pseudonyms.
 fn query_record(q: &SeriesQuery, key: &SiteKey) -> serde_json::Value {
     let mut v = serde_json::to_value(q).expect("serialisable");
-    let pseudo = |kind, uids: &[String]| -> Vec<String> { uids.iter().map(|u| key.pseudonym(kind, u)).collect() };
+    let pseudo =
+        |kind, uids: &[String]| -> Vec<String> { uids.iter().map(|u| key.pseudonym(kind, u)).collect() };
     v["study_uids"] = serde_json::json!(pseudo(IdKind::Study, &q.study_uids));
     v["series_uids"] = serde_json::json!(pseudo(IdKind::Series, &q.series_uids));
     v
@@ -121,23 +126,26 @@ pub fn run_pull(opts: &PullOptions) -> Result<PullReport, PullError> {
     let index = load_checked(&opts.pack)?;
     let mut manifest =
         FetchManifest::load_or_new(&opts.pack.out, &url, &fingerprint, query_record(&opts.query, key))?;
+    let mut report = PackReport::default();
     let todo: Vec<SeriesRef> = series
         .into_iter()
         .filter(|s| {
-            let packed = manifest.is_packed(&key.pseudonym(IdKind::Series, &s.series_uid), |h| {
-                index.contains_source(h)
-            });
-            pull.series_already_packed += packed as u64;
+            let series_key = key.pseudonym(IdKind::Series, &s.series_uid);
+            let packed = manifest.is_packed(&series_key, |h| index.contains_source(h));
+            if packed {
+                pull.series_already_packed += 1;
+                report.items_already_packed += manifest.series[&series_key].sources.len() as u64;
+            }
             !packed
         })
         .collect();
-    let progress = None;
-    let mut sink = ShardSink::new(&opts.pack, &fingerprint, index, PackReport::default(), Vec::new(), progress);
+    let mut sink = ShardSink::new(&opts.pack, &fingerprint, index, report, Vec::new(), None);
     let next = AtomicUsize::new(0);
     let hold = hold_point();
     let workers = opts.concurrency.clamp(1, todo.len().max(1));
     let outcome: Result<(), PullError> = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<FetchedSeries, (FetchError, u32)>)>(workers);
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<(usize, Result<FetchedSeries, (FetchError, u32)>)>(workers);
         for _ in 0..workers {
             let tx = tx.clone();
             let (client, todo, next, hold) = (&client, &todo, &next, &hold);
@@ -149,7 +157,10 @@ pub fn run_pull(opts: &PullOptions) -> Result<PullReport, PullError> {
                         wait_at_gate(gate);
                     }
                 }
-                if tx.send((i, client.fetch_series(&s.study_uid, &s.series_uid))).is_err() {
+                if tx
+                    .send((i, client.fetch_series(&s.study_uid, &s.series_uid)))
+                    .is_err()
+                {
                     break;
                 }
             });
@@ -243,7 +254,10 @@ fn fetch_failed(
 /// The name an object fetched over the network goes by (it has no path); only its pseudonym
 /// reaches reports.
 fn object_name(key: &SiteKey, s: &SeriesRef, n: usize) -> PathBuf {
-    PathBuf::from(format!("dicomweb/{}/{n:06}", key.pseudonym(IdKind::Series, &s.series_uid)))
+    PathBuf::from(format!(
+        "dicomweb/{}/{n:06}",
+        key.pseudonym(IdKind::Series, &s.series_uid)
+    ))
 }
 
 /// Scans, assembles, decodes and writes one fetched series; returns its manifest entry.
@@ -274,13 +288,23 @@ fn pack_fetched(
     for name in names {
         match scan_object(name, &objects[name], key, &s.series_uid) {
             Ok(Some(f)) => files.push(f),
-            Ok(None) => *sink.report_mut().non_image_skipped.entry("from archive".into()).or_default() += 1,
+            Ok(None) => {
+                *sink
+                    .report_mut()
+                    .non_image_skipped
+                    .entry("from archive".into())
+                    .or_default() += 1
+            }
             Err(e) => failed.push(e),
         }
     }
     sink.report_mut().image_files += files.len() as u64;
     if !failed.is_empty() {
-        let reason = format!("{} of its objects could not be read (first: {})", failed.len(), failed[0].reason);
+        let reason = format!(
+            "{} of its objects could not be read (first: {})",
+            failed.len(),
+            failed[0].reason
+        );
         tracing::warn!("series quarantined: {reason}");
         for f in failed {
             sink.quarantine(f);
@@ -303,7 +327,8 @@ fn pack_fetched(
             return Ok(m);
         }
     };
-    sink.report_mut().duplicate_copies_dropped += items.iter().map(|i| i.duplicate_copies as u64).sum::<u64>();
+    sink.report_mut().duplicate_copies_dropped +=
+        items.iter().map(|i| i.duplicate_copies as u64).sum::<u64>();
     m.sources = items.iter().map(|i| i.source_hash.clone()).collect();
     let todo: Vec<&PackItem> = items
         .iter()
@@ -317,7 +342,10 @@ fn pack_fetched(
         let bytes = objects.get(&f.path).map(Vec::as_slice).unwrap_or_default();
         open_checked_bytes(&f.path, bytes)
     };
-    let decoded: Vec<Decoded> = todo.par_iter().map(|item| pack_item_with(item, key, &open)).collect();
+    let decoded: Vec<Decoded> = todo
+        .par_iter()
+        .map(|item| pack_item_with(item, key, &open))
+        .collect();
     for result in decoded {
         if result.is_err() {
             m.status = FetchStatus::Partial;
@@ -336,8 +364,11 @@ fn scan_object(
 ) -> Result<Option<SourceFile>, QuarantineEntry> {
     let file_key = key.pseudonym(IdKind::Path, &name.to_string_lossy());
     let series = Some(key.pseudonym(IdKind::Series, series_uid));
-    let bad = |stage, reason: String, hash: Vec<String>| entry(stage, reason, series.clone(), vec![file_key.clone()], hash);
-    let opened = open_header_checked_bytes(name, bytes).map_err(|e| bad(Stage::Read, e.to_string(), vec![]))?;
+    let bad = |stage, reason: String, hash: Vec<String>| {
+        entry(stage, reason, series.clone(), vec![file_key.clone()], hash)
+    };
+    let opened =
+        open_header_checked_bytes(name, bytes).map_err(|e| bad(Stage::Read, e.to_string(), vec![]))?;
     let hash = opened.content_hash.to_hex().to_string();
     match read_header(&opened.object) {
         Ok(FileKind::NonImage { .. }) => Ok(None),

@@ -238,7 +238,11 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.csv");
-        std::fs::write(&path, "patient,\"AccessionNumber\",StudyInstanceUID\nx,A1,\ny,,1.2.840.5\n\n").unwrap();
+        std::fs::write(
+            &path,
+            "patient,\"AccessionNumber\",StudyInstanceUID\nx,A1,\ny,,1.2.840.5\n\n",
+        )
+        .unwrap();
         let keys = read_query_csv(&path).unwrap();
         assert_eq!(keys.accession_numbers, vec!["A1"]);
         assert_eq!(keys.study_uids, vec!["1.2.840.5"]);
