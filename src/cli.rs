@@ -223,11 +223,6 @@ fn phantom(args: PhantomArgs) -> Result<i32, Failure> {
 /// Under an MPI launcher every rank packs its share (see `pack::ranks`); rank 0 prints the report.
 fn pack(mut args: PackArgs) -> Result<i32, Failure> {
     let world = World::init().map_err(dist_failure)?;
-    if args.archive.from.is_some() && world.size() > 1 {
-        return Err(usage(
-            "pack --from runs as one process; start it without an MPI launcher",
-        ));
-    }
     let config = Config::load(args.config.as_deref()).map_err(usage)?;
     let key_path = args
         .key
@@ -258,7 +253,7 @@ fn pack(mut args: PackArgs) -> Result<i32, Failure> {
     };
     if args.archive.from.is_some() {
         let archive = std::mem::take(&mut args.archive);
-        return crate::pacs::cli::pull(archive, opts, &config.pack, args.json);
+        return crate::pacs::cli::pull(&world, archive, opts, &config.pack, args.json);
     }
     let (report, _quarantine) = run_pack_ranks(&world, &opts).map_err(|e| match e {
         crate::pack::run::PackError::Key(k) => usage(k),

@@ -528,3 +528,66 @@ fn pacs_server_stopped_mid_transfer_then_a_rerun_completes_the_pack() {
         "{m}"
     );
 }
+
+#[test]
+fn pacs_pull_on_two_mpi_ranks_shares_the_series_and_equals_the_disk_pack() {
+    let Some(c) = cohort() else { return };
+    let out = c.root.join("pulled");
+    let mpirun = |out: &Path| {
+        let mut cmd = c.archive.in_ns("mpirun");
+        cmd.args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+            "2",
+            env!("CARGO_BIN_EXE_medtrain"),
+        ])
+        .args(["--quiet", "pack", "--from"])
+        .arg(format!("{}/dicom-web", c.archive.url()))
+        .args([
+            "--out",
+            s(out),
+            "--key",
+            s(&c.key),
+            "--json",
+            "--concurrency",
+            "2",
+        ])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("MEDTRAIN_DICOMWEB_USER", USER)
+        .env("MEDTRAIN_DICOMWEB_PASSWORD", PASSWORD)
+        .env_remove("MEDTRAIN_MPI");
+        output(cmd.output().expect("run mpirun"))
+    };
+    let (code, r, stderr) = mpirun(&out);
+    assert_eq!(code, 0, "{stderr}");
+    // One report from a world of 2 (two singletons would print two reports of one worker each).
+    assert_eq!(r["pack"]["workers"], 2, "{r}");
+    assert_eq!(r["series_fetched"], 4);
+    assert_eq!(r["instances_fetched"], 26);
+    let index = PackIndex::load(&out).unwrap().unwrap();
+    for rank in ["shard-0000-", "shard-0001-"] {
+        assert!(
+            index.shards.iter().any(|e| e.file.starts_with(rank)),
+            "no shard from {rank}"
+        );
+    }
+    assert_eq!(
+        packed_items(&out),
+        packed_items(&c.disk),
+        "two ranks pulled another pack than the disk pack"
+    );
+    let m = manifest(&out);
+    assert_eq!(m["series"].as_object().unwrap().len(), 4, "{m}");
+    assert!(
+        !out.join("fetch-manifest-0001.json").exists(),
+        "rank manifests are folded into one"
+    );
+
+    let (code, r, stderr) = mpirun(&out);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r["series_already_packed"], 4, "{r}");
+    assert_eq!(r["series_fetched"], 0, "{r}");
+}

@@ -4,10 +4,11 @@
 
 use super::auth::Credentials;
 use super::client::ClientOptions;
-use super::pull::{run_pull, PullOptions, DEFAULT_CONCURRENCY};
+use super::pull::{run_pull_ranks, PullOptions, PullReport, DEFAULT_CONCURRENCY};
 use super::query::SeriesQuery;
 use crate::cli::{print_pack_summary, usage, Failure, EXIT_FAILURES, EXIT_OK};
 use crate::config::PackConfig;
+use crate::dist::World;
 use crate::pack::run::PackOptions;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,7 +52,13 @@ pub struct ArchiveArgs {
 }
 
 /// Runs `pack --from` with the pack options already resolved.
-pub fn pull(args: ArchiveArgs, pack: PackOptions, config: &PackConfig, json: bool) -> Result<i32, Failure> {
+pub fn pull(
+    world: &World,
+    args: ArchiveArgs,
+    pack: PackOptions,
+    config: &PackConfig,
+    json: bool,
+) -> Result<i32, Failure> {
     let url = args.from.unwrap_or_default();
     if args.concurrency == 0 {
         return Err(usage("--concurrency must be at least 1"));
@@ -75,21 +82,33 @@ pub fn pull(args: ArchiveArgs, pack: PackOptions, config: &PackConfig, json: boo
         },
         concurrency: args.concurrency,
     };
-    let report = run_pull(&opts).map_err(|e| {
+    let report = run_pull_ranks(world, &opts).map_err(|e| {
         if e.is_usage() {
             usage(e)
         } else {
             Failure::Job(e.to_string())
         }
     })?;
+    // Every rank has the same report; rank 0 prints it.
+    if world.rank() == 0 {
+        print_report(&report, &url, &opts.pack.out, json);
+    }
+    Ok(if report.pack.quarantined_entries > 0 {
+        EXIT_FAILURES
+    } else {
+        EXIT_OK
+    })
+}
+
+fn print_report(report: &PullReport, url: &str, out: &std::path::Path, json: bool) {
     if report.series_matched == 0 {
         eprintln!(
             "warning: the query matched no series in {}; nothing packed",
-            super::client::display_url(&url)
+            super::client::display_url(url)
         );
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+        println!("{}", serde_json::to_string_pretty(report).expect("serialisable"));
     } else if report.series_matched > 0 {
         println!(
             "fetched {} of {} series ({} objects, {:.1} MB); {} already packed, {} failed",
@@ -100,11 +119,6 @@ pub fn pull(args: ArchiveArgs, pack: PackOptions, config: &PackConfig, json: boo
             report.series_already_packed,
             report.series_failed
         );
-        print_pack_summary(&report.pack, &opts.pack.out);
+        print_pack_summary(&report.pack, out);
     }
-    Ok(if report.pack.quarantined_entries > 0 {
-        EXIT_FAILURES
-    } else {
-        EXIT_OK
-    })
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 pub const MANIFEST_FILE: &str = "fetch-manifest.json";
 /// Identifies a fetch manifest.
 pub const MANIFEST_FORMAT: &str = "medtrain-fetch-manifest";
+/// A rank's own manifest while several ranks pull: `fetch-manifest-<rank>.json`.
+pub const RANK_FILE_PREFIX: &str = "fetch-manifest-";
 /// Version of the manifest layout.
 pub const MANIFEST_VERSION: u32 = 1;
 
@@ -113,9 +115,52 @@ impl FetchManifest {
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), ManifestError> {
-        let path = dir.join(MANIFEST_FILE);
+        self.save_as(dir, MANIFEST_FILE)
+    }
+
+    /// Writes the manifest under another name (a rank's own file while several ranks pull).
+    pub fn save_as(&self, dir: &Path, name: &str) -> Result<(), ManifestError> {
+        let path = dir.join(name);
         let text = serde_json::to_string_pretty(self).expect("serialisable");
         write_atomic(&path, text.as_bytes()).map_err(|source| ManifestError::Write { path, source })
+    }
+
+    /// Folds the ranks' manifests (`fetch-manifest-<rank>.json`, left by a run on several ranks,
+    /// finished or killed) into this one, saves it, then removes them.
+    pub fn fold_rank_files(&mut self, dir: &Path) -> Result<(), ManifestError> {
+        let invalid = |path: &Path, reason: String| ManifestError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut found = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| invalid(dir, e.to_string()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| invalid(dir, e.to_string()))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with(RANK_FILE_PREFIX) && name.ends_with(".json") {
+                found.push(path);
+            }
+        }
+        found.sort();
+        for path in &found {
+            let bytes = std::fs::read(path).map_err(|e| invalid(path, e.to_string()))?;
+            let m: FetchManifest =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(path, e.to_string()))?;
+            if m.key_fingerprint != self.key_fingerprint || m.base_url != self.base_url {
+                return Err(invalid(
+                    path,
+                    "written with another key or for another archive".into(),
+                ));
+            }
+            self.series.extend(m.series);
+        }
+        if !found.is_empty() {
+            self.save(dir)?;
+            for path in &found {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(())
     }
 
     /// Whether the series was packed by an earlier run and its items are all still committed.
@@ -124,4 +169,9 @@ impl FetchManifest {
             e.status == FetchStatus::Packed && !e.sources.is_empty() && e.sources.iter().all(|s| committed(s))
         })
     }
+}
+
+/// File name of rank `rank`'s manifest.
+pub fn rank_file(rank: usize) -> String {
+    format!("{RANK_FILE_PREFIX}{rank:04}.json")
 }

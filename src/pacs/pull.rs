@@ -5,23 +5,29 @@
 //! its pseudonymised URL and HTTP status, and the rest goes on.
 
 use super::client::{display_url, ClientError, ClientOptions, DicomWebClient, FetchError, FetchedSeries};
-use super::manifest::{FetchManifest, FetchStatus, ManifestError, SeriesEntry};
+use super::manifest::{rank_file, FetchManifest, FetchStatus, ManifestError, SeriesEntry, MANIFEST_FILE};
 use super::query::{find_series, QueryError, SeriesQuery, SeriesRef};
 use crate::deid::{IdKind, SiteKey};
 use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::read::{open_checked_bytes, open_header_checked_bytes, Opened, ReadError};
 use crate::dicom::series::{assemble, PackItem, SourceFile};
+use crate::dist::World;
+use crate::pack::index::PackIndex;
+use crate::pack::journal::commit_journals;
 use crate::pack::quarantine::{QuarantineEntry, Stage};
 use crate::pack::run::{
-    entry, finish_pack, item_entry, load_checked, pack_item_with, prepare_pack, Decoded, PackError,
-    PackOptions, PackReport, ShardSink,
+    assigned_to, entry, finish_pack, item_entry, load_checked, pack_item_with, prepare_pack, Decoded,
+    PackError, PackOptions, PackReport, ShardSink, ShareReport,
 };
 use rayon::prelude::*;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// The rank that queries, prepares the pack directory and commits.
+const ROOT: usize = 0;
 /// Default number of concurrent WADO-RS requests.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 /// Test hook: `N:PATH` makes the fetcher create PATH before fetching the series at position N
@@ -41,7 +47,7 @@ pub struct PullOptions {
 }
 
 /// What a pull did.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PullReport {
     /// Series the query matched.
     pub series_matched: u64,
@@ -72,6 +78,13 @@ pub enum PullError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A failure on another MPI rank (or reported through the root).
+    #[error("rank {rank}: {reason}")]
+    OnRank {
+        rank: usize,
+        usage: bool,
+        reason: String,
+    },
 }
 
 impl PullError {
@@ -82,6 +95,7 @@ impl PullError {
             PullError::Query { source, .. } => matches!(source, QueryError::Csv { .. }),
             PullError::Pack(e) => crate::pack::ranks::is_usage(e),
             PullError::Manifest(_) => false,
+            PullError::OnRank { usage, .. } => *usage,
         }
     }
 }
@@ -96,45 +110,217 @@ fn query_record(q: &SeriesQuery, key: &SiteKey) -> serde_json::Value {
     v
 }
 
-/// Pulls the query's series into `opts.pack.out` in this process. Returns `Ok` with nothing
-/// matched (and nothing written) when the query selects no series.
+/// Pulls the query's series into `opts.pack.out` in this process.
 pub fn run_pull(opts: &PullOptions) -> Result<PullReport, PullError> {
+    run_pull_ranks(&World::single(), opts)
+}
+
+/// A step's result as sent between ranks.
+#[derive(Serialize, Deserialize)]
+enum Outcome<T> {
+    Done(T),
+    Failed {
+        rank: usize,
+        usage: bool,
+        reason: String,
+    },
+}
+
+fn encode<T: Serialize>(rank: usize, result: Result<&T, &PullError>) -> Vec<u8> {
+    let outcome: Outcome<&T> = match result {
+        Ok(v) => Outcome::Done(v),
+        Err(e) => Outcome::Failed {
+            rank,
+            usage: e.is_usage(),
+            reason: e.to_string(),
+        },
+    };
+    serde_json::to_vec(&outcome).expect("outcomes serialise")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PullError> {
+    match serde_json::from_slice(bytes).expect("every rank sends an outcome") {
+        Outcome::Done(v) => Ok(v),
+        Outcome::Failed { rank, usage, reason } => Err(PullError::OnRank { rank, usage, reason }),
+    }
+}
+
+/// `step` run on the root, its result given to every rank.
+fn on_root<T: Serialize + DeserializeOwned>(
+    world: &World,
+    step: impl FnOnce() -> Result<T, PullError>,
+) -> Result<T, PullError> {
+    if world.size() == 1 {
+        return step();
+    }
+    let result = (world.rank() == ROOT).then(step);
+    let mut bytes = match &result {
+        Some(r) => encode(ROOT, r.as_ref()),
+        None => Vec::new(),
+    };
+    world.broadcast_bytes(ROOT, &mut bytes);
+    match result {
+        Some(r) => r,
+        None => decode(&bytes),
+    }
+}
+
+/// Pulls the query's series into `opts.pack.out` with every rank of `world` (`opts.pack.rank` and
+/// `workers` must be the world's): the root runs the query and prepares the pack directory, every
+/// rank fetches and packs series `i` with `assigned_to(i, rank, workers)` into its own shards,
+/// journal and manifest, and the root commits them. Returns the same report on every rank; `Ok`
+/// with nothing matched (and nothing written) when the query selects no series.
+pub fn run_pull_ranks(world: &World, opts: &PullOptions) -> Result<PullReport, PullError> {
     let start = Instant::now();
     let client = DicomWebClient::new(&opts.client)?;
     let url = display_url(client.base());
-    let series = find_series(&client, &opts.query).map_err(|source| match source.fetch() {
+    let series = on_root(world, || query(&client, opts, &url))?;
+    if series.is_empty() {
+        return Ok(PullReport::default());
+    }
+    let key = &opts.pack.key;
+    let fingerprint = key.fingerprint();
+    let record = query_record(&opts.query, key);
+    on_root(world, || {
+        prepare_pack(&opts.pack)?;
+        FetchManifest::load_or_new(&opts.pack.out, &url, &fingerprint, record.clone())?
+            .fold_rank_files(&opts.pack.out)?;
+        Ok(())
+    })?;
+    let share = pull_share(opts, &client, &url, &series, start);
+    if world.size() == 1 {
+        let (share, pull) = share?;
+        return finish_pull(opts, &url, vec![share], vec![pull], series.len());
+    }
+    if let Err(e) = &share {
+        tracing::error!(rank = world.rank(), "pulling this rank's share failed: {e}");
+    }
+    let gathered = world.gather_bytes(ROOT, &encode(world.rank(), share.as_ref()));
+    on_root(world, move || {
+        let mut shares = Vec::new();
+        let mut pulls = Vec::new();
+        let mut failure = None;
+        for bytes in gathered.expect("the root gathers") {
+            match decode::<(ShareReport, PullReport)>(&bytes) {
+                Ok((share, pull)) => {
+                    shares.push(share);
+                    pulls.push(pull);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            None => finish_pull(opts, &url, shares, pulls, series.len()),
+            Some(e) => {
+                // What the other ranks committed stays committed.
+                if let Ok(Some(index)) = PackIndex::load(&opts.pack.out) {
+                    let _ = commit_journals(&opts.pack.out, index);
+                }
+                Err(e)
+            }
+        }
+    })
+}
+
+fn query(client: &DicomWebClient, opts: &PullOptions, url: &str) -> Result<Vec<SeriesRef>, PullError> {
+    find_series(client, &opts.query).map_err(|source| match source.fetch() {
         Some(f) if f.is_auth() => PullError::Refused {
-            url: url.clone(),
+            url: url.to_string(),
             kind: opts.client.credentials.kind(),
             status: f.status().unwrap_or_default(),
         },
         _ => PullError::Query {
-            url: url.clone(),
+            url: url.to_string(),
             source,
         },
-    })?;
+    })
+}
+
+/// The root, after every rank finished: one pack report (the scan counters summed over the ranks:
+/// each scanned only its own series), journals committed, the ranks' manifests folded into one.
+fn finish_pull(
+    opts: &PullOptions,
+    url: &str,
+    mut shares: Vec<ShareReport>,
+    pulls: Vec<PullReport>,
+    matched: usize,
+) -> Result<PullReport, PullError> {
     let mut pull = PullReport {
-        series_matched: series.len() as u64,
+        series_matched: matched as u64,
         ..PullReport::default()
     };
-    if series.is_empty() {
-        return Ok(pull);
+    let mut scan = PackReport::default();
+    for (p, s) in pulls.iter().zip(&shares) {
+        pull.series_already_packed += p.series_already_packed;
+        pull.series_fetched += p.series_fetched;
+        pull.series_failed += p.series_failed;
+        pull.instances_fetched += p.instances_fetched;
+        pull.bytes_fetched += p.bytes_fetched;
+        let r = &s.report;
+        scan.image_files += r.image_files;
+        scan.duplicate_copies_dropped += r.duplicate_copies_dropped;
+        scan.items_total += r.items_packed + r.items_already_packed;
+        for (k, v) in &r.non_image_skipped {
+            *scan.non_image_skipped.entry(k.clone()).or_default() += v;
+        }
     }
+    if let Some(first) = shares.first_mut() {
+        let r = &mut first.report;
+        r.files_seen = pull.instances_fetched;
+        r.image_files = scan.image_files;
+        r.duplicate_copies_dropped = scan.duplicate_copies_dropped;
+        r.items_total = scan.items_total;
+        r.non_image_skipped = scan.non_image_skipped;
+    }
+    let (report, _quarantine) = finish_pack(&opts.pack, shares)?;
     let key = &opts.pack.key;
-    prepare_pack(&opts.pack)?;
+    FetchManifest::load_or_new(
+        &opts.pack.out,
+        url,
+        &key.fingerprint(),
+        query_record(&opts.query, key),
+    )?
+    .fold_rank_files(&opts.pack.out)?;
+    pull.pack = report;
+    Ok(pull)
+}
+
+/// This rank's share of `series`: fetched, scanned, decoded and written to its shards; its manifest
+/// entries saved after each series (the shared manifest with one rank, its own file with several).
+fn pull_share(
+    opts: &PullOptions,
+    client: &DicomWebClient,
+    url: &str,
+    series: &[SeriesRef],
+    start: Instant,
+) -> Result<(ShareReport, PullReport), PullError> {
+    let key = &opts.pack.key;
     let fingerprint = key.fingerprint();
     let index = load_checked(&opts.pack)?;
-    let mut manifest =
-        FetchManifest::load_or_new(&opts.pack.out, &url, &fingerprint, query_record(&opts.query, key))?;
+    let shared =
+        FetchManifest::load_or_new(&opts.pack.out, url, &fingerprint, query_record(&opts.query, key))?;
+    let (mut manifest, manifest_name) = if opts.pack.workers > 1 {
+        let mut own = shared.clone();
+        own.series.clear();
+        (own, rank_file(opts.pack.rank))
+    } else {
+        (shared.clone(), MANIFEST_FILE.to_string())
+    };
+    let mut pull = PullReport::default();
     let mut report = PackReport::default();
-    let todo: Vec<SeriesRef> = series
-        .into_iter()
+    let todo: Vec<&SeriesRef> = series
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| assigned_to(*i, opts.pack.rank, opts.pack.workers))
+        .map(|(_, s)| s)
         .filter(|s| {
             let series_key = key.pseudonym(IdKind::Series, &s.series_uid);
-            let packed = manifest.is_packed(&series_key, |h| index.contains_source(h));
+            let packed = shared.is_packed(&series_key, |h| index.contains_source(h));
             if packed {
                 pull.series_already_packed += 1;
-                report.items_already_packed += manifest.series[&series_key].sources.len() as u64;
+                report.items_already_packed += shared.series[&series_key].sources.len() as u64;
             }
             !packed
         })
@@ -148,7 +334,7 @@ pub fn run_pull(opts: &PullOptions) -> Result<PullReport, PullError> {
             std::sync::mpsc::sync_channel::<(usize, Result<FetchedSeries, (FetchError, u32)>)>(workers);
         for _ in 0..workers {
             let tx = tx.clone();
-            let (client, todo, next, hold) = (&client, &todo, &next, &hold);
+            let (todo, next, hold) = (&todo, &next, &hold);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(s) = todo.get(i) else { break };
@@ -167,24 +353,19 @@ pub fn run_pull(opts: &PullOptions) -> Result<PullReport, PullError> {
         }
         drop(tx);
         for (i, fetched) in rx {
-            let s = &todo[i];
+            let s = todo[i];
             let entry = match fetched {
                 Ok(f) => pack_fetched(&mut sink, key, s, f, &mut pull)?,
-                Err((e, attempts)) => fetch_failed(&mut sink, key, &url, s, e, attempts, &mut pull),
+                Err((e, attempts)) => fetch_failed(&mut sink, key, url, s, e, attempts, &mut pull),
             };
             manifest.series.insert(entry.series.clone(), entry);
-            manifest.save(&opts.pack.out)?;
+            manifest.save_as(&opts.pack.out, &manifest_name)?;
         }
         Ok(())
     });
     outcome?;
     sink.close()?;
-    let mut share = sink.finish(start, 0)?;
-    share.report.files_seen = pull.instances_fetched;
-    share.report.items_total = share.report.items_packed + share.report.items_already_packed;
-    let (report, _quarantine) = finish_pack(&opts.pack, vec![share])?;
-    pull.pack = report;
-    Ok(pull)
+    Ok((sink.finish(start, 0)?, pull))
 }
 
 /// The hook's position and gate file, when set.

@@ -32,7 +32,7 @@ pub struct SeriesQuery {
 }
 
 /// One series to fetch.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct SeriesRef {
     pub study_uid: String,
     pub series_uid: String,
