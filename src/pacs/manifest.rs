@@ -175,3 +175,61 @@ impl FetchManifest {
 pub fn rank_file(rank: usize) -> String {
     format!("{RANK_FILE_PREFIX}{rank:04}.json")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(series: &str, status: FetchStatus, sources: &[&str]) -> SeriesEntry {
+        SeriesEntry {
+            study: "st".into(),
+            series: series.into(),
+            modality: "CT".into(),
+            instances: 3,
+            bytes: 10,
+            attempts: 1,
+            status,
+            http_status: None,
+            reason: None,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn rank_files_fold_into_one_and_only_committed_packed_series_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "http://archive/dicom-web";
+        let mut main = FetchManifest::load_or_new(dir.path(), url, "fp", serde_json::Value::Null).unwrap();
+        main.series
+            .insert("a".into(), entry("a", FetchStatus::Packed, &["h1"]));
+        main.save(dir.path()).unwrap();
+        let mut rank1 = main.clone();
+        rank1.series.clear();
+        rank1
+            .series
+            .insert("b".into(), entry("b", FetchStatus::Packed, &["h2", "h3"]));
+        rank1
+            .series
+            .insert("c".into(), entry("c", FetchStatus::Failed, &[]));
+        rank1.save_as(dir.path(), &rank_file(1)).unwrap();
+
+        let mut m = FetchManifest::load_or_new(dir.path(), url, "fp", serde_json::Value::Null).unwrap();
+        m.fold_rank_files(dir.path()).unwrap();
+        assert!(!dir.path().join(rank_file(1)).exists());
+        let reread = FetchManifest::load_or_new(dir.path(), url, "fp", serde_json::Value::Null).unwrap();
+        assert_eq!(reread.series.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+
+        let committed = |h: &str| h == "h1" || h == "h2";
+        assert!(reread.is_packed("a", committed));
+        assert!(
+            !reread.is_packed("b", committed),
+            "h3 was never committed: fetch again"
+        );
+        assert!(!reread.is_packed("c", committed));
+        assert!(!reread.is_packed("unknown", committed));
+
+        // Another key or archive: the pseudonyms would not match.
+        assert!(FetchManifest::load_or_new(dir.path(), url, "other", serde_json::Value::Null).is_err());
+        assert!(FetchManifest::load_or_new(dir.path(), "http://x", "fp", serde_json::Value::Null).is_err());
+    }
+}
