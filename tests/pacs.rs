@@ -407,6 +407,31 @@ fn pacs_pull_equals_packing_the_files_and_reruns_skip_what_is_packed() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(r["series_fetched"], 1);
 
+    // A CSV of accession numbers and study UIDs selects those studies (each has one series here).
+    let (code, body) = c.archive.curl(&["/dicom-web/studies"]);
+    assert_eq!(code, 200, "{body}");
+    let studies: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let tag = |s: &serde_json::Value, t: &str| s[t]["Value"][0].as_str().unwrap().to_string();
+    let csv = c.root.join("cohort.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "PatientLabel,AccessionNumber,StudyInstanceUID\nx,{},\ny,,{}\n",
+            tag(&studies[0], "00080050"),
+            tag(&studies[1], "0020000D")
+        ),
+    )
+    .unwrap();
+    let listed = c.root.join("listed");
+    let (code, r, stderr) = output(
+        c.archive
+            .pack_cmd(&listed, &c.key, PASSWORD, &["--query-csv", s(&csv)])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r["series_fetched"], 2, "{r}");
+
     // Wrong credentials: a clear error, exit 2, nothing packed, the password not echoed.
     let refused = c.root.join("refused");
     let wrong = "not-the-password";
