@@ -30,11 +30,13 @@ cat > "$work/orthanc.json" <<JSON
   "Plugins": [ "$plugin" ], "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
 JSON
 unshare -n sleep 7200 & ns=$!
+orthanc=
 trap 'kill $orthanc $ns 2>/dev/null || true' EXIT
 sleep 0.2
 inns() { nsenter -t "$ns" -n "$@"; }
 inns ip link set lo up
-inns Orthanc "$work/orthanc.json" > "$work/orthanc.log" 2>&1 & orthanc=$!
+# nsenter runs Orthanc in its own process, so $! is the server (a shell function would be a subshell).
+nsenter -t "$ns" -n Orthanc "$work/orthanc.json" > "$work/orthanc.log" 2>&1 & orthanc=$!
 url=http://127.0.0.1:8042
 until inns curl -sf -u bench:bench-pw "$url/system" >/dev/null; do sleep 0.2; done
 (cd "$dicom" && python3 -m zipfile -c "$work/cohort.zip" .)
