@@ -30,6 +30,11 @@ def header(path):
 
 def pack_series(paths):
     slices = [pydicom.dcmread(p) for p in paths]
+    return str(slices[0].SeriesInstanceUID), to_volume(slices)
+
+
+def to_volume(slices):
+    """One CT series (pydicom data sets, any order) as an int16 HU volume along the normal."""
     iop = np.array(slices[0].ImageOrientationPatient, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
     slices.sort(key=lambda ds: float(np.dot(np.array(ds.ImagePositionPatient, dtype=float), normal)))
@@ -44,7 +49,7 @@ def pack_series(paths):
                 pad -= 65536
             hu[stored == pad] = -1024
         volume[i] = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
-    return str(slices[0].SeriesInstanceUID), volume
+    return volume
 
 
 def main():

@@ -10,6 +10,7 @@ PACKAGES=(
   dcmtk                                                 # dcmdump: independent DICOM reader in tests
   python3 python3-venv python3-pip                      # reference scripts (pydicom, h5py)
   slurm-wlm slurm-wlm-basic-plugins munge libpmix-dev   # single-node Slurm for scripts/slurm-test.sh
+  orthanc orthanc-dicomweb curl                         # DICOMweb archive for the `pack --from` tests
 )
 
 missing=()

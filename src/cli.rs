@@ -104,8 +104,10 @@ pub struct PhantomArgs {
 #[derive(clap::Args, Debug)]
 pub struct PackArgs {
     /// DICOM root directories (walked recursively).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
     pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub archive: crate::pacs::cli::ArchiveArgs,
     /// Pack directory (created if needed; re-packing into it skips what it already holds).
     #[arg(long)]
     pub out: PathBuf,
@@ -141,7 +143,7 @@ where
     }
 }
 
-fn usage(e: impl std::fmt::Display) -> Failure {
+pub(crate) fn usage(e: impl std::fmt::Display) -> Failure {
     Failure::Usage(e.to_string())
 }
 
@@ -223,12 +225,12 @@ fn phantom(args: PhantomArgs) -> Result<i32, Failure> {
 }
 
 /// Under an MPI launcher every rank packs its share (see `pack::ranks`); rank 0 prints the report.
-fn pack(args: PackArgs) -> Result<i32, Failure> {
+fn pack(mut args: PackArgs) -> Result<i32, Failure> {
     let world = World::init().map_err(dist_failure)?;
     let config = Config::load(args.config.as_deref()).map_err(usage)?;
     let key_path = args
         .key
-        .or(config.pack.key)
+        .or(config.pack.key.clone())
         .ok_or_else(|| usage("pack needs a site key: --key FILE (add --create-key the first time)"))?;
     // Rank 0 creates a missing key; the others read it once it exists.
     let key = if world.rank() == 0 {
@@ -240,7 +242,7 @@ fn pack(args: PackArgs) -> Result<i32, Failure> {
         SiteKey::load_or_create(&key_path, false)
     }
     .map_err(usage)?;
-    let shard_bytes = match args.shard_size.or(config.pack.shard_size) {
+    let shard_bytes = match args.shard_size.or(config.pack.shard_size.clone()) {
         Some(s) => parse_size("shard_size", &s).map_err(usage)?,
         None => DEFAULT_SHARD_BYTES,
     };
@@ -253,6 +255,10 @@ fn pack(args: PackArgs) -> Result<i32, Failure> {
         workers: world.size(),
         progress: logging::show_progress() && world.rank() == 0,
     };
+    if args.archive.from.is_some() {
+        let archive = std::mem::take(&mut args.archive);
+        return crate::pacs::cli::pull(&world, archive, opts, &config.pack, args.json);
+    }
     let (report, _quarantine) = run_pack_ranks(&world, &opts).map_err(|e| match e {
         crate::pack::run::PackError::Key(k) => usage(k),
         e if is_usage(&e) => usage(e),
@@ -272,7 +278,7 @@ fn pack(args: PackArgs) -> Result<i32, Failure> {
     })
 }
 
-fn print_pack_summary(r: &PackReport, out: &std::path::Path) {
+pub(crate) fn print_pack_summary(r: &PackReport, out: &std::path::Path) {
     println!(
         "packed {} items ({} slices) into {} new shard(s) in {}",
         r.items_packed,

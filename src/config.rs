@@ -22,6 +22,10 @@ pub struct PackConfig {
     pub shard_size: Option<String>,
     /// Site key file.
     pub key: Option<PathBuf>,
+    /// `pack --from`: PEM file with the archive's CA certificate(s).
+    pub ca_file: Option<PathBuf>,
+    /// `pack --from`: credentials file (`user:password` or `bearer TOKEN`).
+    pub auth_file: Option<PathBuf>,
 }
 
 /// The whole file; each verb reads its own table.

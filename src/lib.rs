@@ -14,6 +14,7 @@ pub mod logging;
 pub mod nn;
 pub mod optim;
 pub mod pack;
+pub mod pacs;
 pub mod phantom;
 pub mod stage;
 pub mod train;

@@ -18,6 +18,7 @@ mod demo;
 mod dist;
 mod explain;
 mod pack;
+mod pacs;
 mod phantom;
 mod slurm;
 mod stage;

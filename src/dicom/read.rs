@@ -31,6 +31,21 @@ pub fn open_checked(path: &Path) -> Result<Opened, ReadError> {
     Ok(Opened { object, content_hash })
 }
 
+/// Hashes, checks and parses one object already in memory (fetched over the network); `name`
+/// only names it in errors.
+pub fn open_checked_bytes(name: &Path, bytes: &[u8]) -> Result<Opened, ReadError> {
+    let content_hash = blake3::hash(bytes);
+    let object = open_bytes(name, bytes)?;
+    Ok(Opened { object, content_hash })
+}
+
+/// Like `open_checked_bytes`, but parses the header only (the whole object is still checked).
+pub fn open_header_checked_bytes(name: &Path, bytes: &[u8]) -> Result<Opened, ReadError> {
+    let content_hash = blake3::hash(bytes);
+    let object = open_header_bytes(name, bytes)?;
+    Ok(Opened { object, content_hash })
+}
+
 /// Reads and hashes one file, checks its whole structure and parses its header only.
 pub fn open_header_checked(path: &Path) -> Result<Opened, ReadError> {
     let bytes = std::fs::read(path)?;

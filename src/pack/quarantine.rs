@@ -19,6 +19,8 @@ pub enum Stage {
     Geometry,
     /// Pixel data could not be decoded or converted.
     Decode,
+    /// The series could not be fetched from the archive (`pack --from`).
+    Fetch,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

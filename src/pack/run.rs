@@ -13,7 +13,7 @@ use crate::dicom::guard::PREAMBLE_LEN;
 use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::modality::{modality_lut, ModalityLut};
 use crate::dicom::open::has_part10_magic;
-use crate::dicom::read::{open_checked, open_header_checked, salvage_header, ReadError};
+use crate::dicom::read::{open_checked, open_header_checked, salvage_header, Opened, ReadError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,7 @@ fn scan(path: &Path, key: &SiteKey) -> Scanned {
     }
 }
 
-fn entry(
+pub(crate) fn entry(
     stage: Stage,
     reason: String,
     series: Option<String>,
@@ -175,7 +175,12 @@ fn entry(
     }
 }
 
-fn item_entry(stage: Stage, reason: String, files: &[SourceFile], key: &SiteKey) -> QuarantineEntry {
+pub(crate) fn item_entry(
+    stage: Stage,
+    reason: String,
+    files: &[SourceFile],
+    key: &SiteKey,
+) -> QuarantineEntry {
     let series = files
         .first()
         .map(|f| key.pseudonym(IdKind::Series, &f.header.series_uid));
@@ -230,7 +235,7 @@ pub fn prepare_pack(opts: &PackOptions) -> Result<(), PackError> {
     Ok(())
 }
 
-fn load_checked(opts: &PackOptions) -> Result<PackIndex, PackError> {
+pub(crate) fn load_checked(opts: &PackOptions) -> Result<PackIndex, PackError> {
     Ok(match PackIndex::load(&opts.out)? {
         Some(index) => {
             opts.key
@@ -316,20 +321,7 @@ pub fn pack_share(opts: &PackOptions) -> Result<ShareReport, PackError> {
 
     let progress = opts.progress.then(|| progress_bar(todo.len() as u64));
     let batch = (rayon::current_num_threads() * BATCH_PER_THREAD).max(1);
-    let journal = (opts.workers > 1).then(|| Journal::new(opts.rank, &fingerprint));
-    let mut sink = ShardSink {
-        out: &opts.out,
-        fingerprint: &fingerprint,
-        rank: opts.rank,
-        journal,
-        shard_bytes: opts.shard_bytes,
-        writer: None,
-        index,
-        report,
-        quarantine,
-        hu_total: HuStats::default(),
-        progress,
-    };
+    let mut sink = ShardSink::new(opts, &fingerprint, index, report, quarantine, progress);
     // Decoding (rayon) and writing (one thread: HDF5 is serial) overlap: batch k is written while
     // batch k+1 is decoded. A writer error (disk full) stops the decoding at the next batch.
     sink = std::thread::scope(|scope| {
@@ -352,31 +344,7 @@ pub fn pack_share(opts: &PackOptions) -> Result<ShareReport, PackError> {
         drop(tx);
         handle.join().expect("the shard writer thread does not panic")
     })?;
-    let ShardSink {
-        index,
-        journal,
-        mut report,
-        mut quarantine,
-        hu_total,
-        progress,
-        ..
-    } = sink;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    match journal {
-        Some(journal) => journal.save(&opts.out)?,
-        None => index.save(&opts.out)?,
-    }
-    report.voxels_clamped = hu_total.clamped;
-    report.padding_voxels = hu_total.padding;
-    report.seconds = start.elapsed().as_secs_f64();
-    let decode_quarantine = quarantine.split_off(scanned_quarantine);
-    Ok(ShareReport {
-        report,
-        scan_quarantine: quarantine,
-        decode_quarantine,
-    })
+    sink.finish(start, scanned_quarantine)
 }
 
 /// Run by one process after every worker finished: commits the workers' journals into
@@ -455,10 +423,10 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-type Decoded = Result<(PackedItem, HuStats), QuarantineEntry>;
+pub(crate) type Decoded = Result<(PackedItem, HuStats), QuarantineEntry>;
 
 /// The writing end of the pipeline: fills shards in order and commits each one when it is full.
-struct ShardSink<'a> {
+pub(crate) struct ShardSink<'a> {
     out: &'a Path,
     fingerprint: &'a str,
     rank: usize,
@@ -473,8 +441,78 @@ struct ShardSink<'a> {
     progress: Option<indicatif::ProgressBar>,
 }
 
-impl ShardSink<'_> {
-    fn accept(&mut self, result: Decoded) -> Result<(), PackError> {
+impl<'a> ShardSink<'a> {
+    /// A sink for one worker's share; `report` and `quarantine` carry what the scan found.
+    pub(crate) fn new(
+        opts: &'a PackOptions,
+        fingerprint: &'a str,
+        index: PackIndex,
+        report: PackReport,
+        quarantine: Vec<QuarantineEntry>,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> ShardSink<'a> {
+        ShardSink {
+            out: &opts.out,
+            fingerprint,
+            rank: opts.rank,
+            journal: (opts.workers > 1).then(|| Journal::new(opts.rank, fingerprint)),
+            shard_bytes: opts.shard_bytes,
+            writer: None,
+            index,
+            report,
+            quarantine,
+            hu_total: HuStats::default(),
+            progress,
+        }
+    }
+
+    /// Whether the committed shards (including this run's) hold an item with this source hash.
+    pub(crate) fn holds_source(&self, source_hash: &str) -> bool {
+        self.index.contains_source(source_hash)
+    }
+
+    /// Saves the index or journal and returns the share's report; the first `scanned_quarantine`
+    /// entries are the scan phase's. Call after `close`.
+    pub(crate) fn finish(self, start: Instant, scanned_quarantine: usize) -> Result<ShareReport, PackError> {
+        let ShardSink {
+            out,
+            index,
+            journal,
+            mut report,
+            mut quarantine,
+            hu_total,
+            progress,
+            ..
+        } = self;
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
+        }
+        match journal {
+            Some(journal) => journal.save(out)?,
+            None => index.save(out)?,
+        }
+        report.voxels_clamped = hu_total.clamped;
+        report.padding_voxels = hu_total.padding;
+        report.seconds = start.elapsed().as_secs_f64();
+        let decode_quarantine = quarantine.split_off(scanned_quarantine.min(quarantine.len()));
+        Ok(ShareReport {
+            report,
+            scan_quarantine: quarantine,
+            decode_quarantine,
+        })
+    }
+
+    /// Counters of the share so far (the fetch stage adds its own).
+    pub(crate) fn report_mut(&mut self) -> &mut PackReport {
+        &mut self.report
+    }
+
+    /// Records an input that failed before decoding.
+    pub(crate) fn quarantine(&mut self, entry: QuarantineEntry) {
+        self.quarantine.push(entry);
+    }
+
+    pub(crate) fn accept(&mut self, result: Decoded) -> Result<(), PackError> {
         if let Some(bar) = &self.progress {
             bar.inc(1);
         }
@@ -501,7 +539,7 @@ impl ShardSink<'_> {
     }
 
     /// Commits the open shard, if any.
-    fn close(&mut self) -> Result<(), PackError> {
+    pub(crate) fn close(&mut self) -> Result<(), PackError> {
         if self.writer.is_some() {
             self.commit()?;
         }
@@ -568,8 +606,18 @@ fn remove_uncommitted(out: &Path, index: &PackIndex) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Decodes one item and builds its table rows.
+/// Decodes one item read from files and builds its table rows.
 fn pack_item(item: &PackItem, key: &SiteKey) -> Result<(PackedItem, HuStats), QuarantineEntry> {
+    pack_item_with(item, key, &|file: &SourceFile| open_checked(&file.path))
+}
+
+/// Decodes one item whose objects `open` yields (read from files, or from bytes fetched over the
+/// network) and builds its table rows.
+pub(crate) fn pack_item_with(
+    item: &PackItem,
+    key: &SiteKey,
+    open: &(dyn Fn(&SourceFile) -> Result<Opened, ReadError> + Sync),
+) -> Result<(PackedItem, HuStats), QuarantineEntry> {
     let fail = |file: &SourceFile, reason: String| {
         tracing::warn!(path = %file.path.display(), "quarantined: {reason}");
         item_entry(Stage::Decode, reason, &item.files, key)
@@ -591,7 +639,7 @@ fn pack_item(item: &PackItem, key: &SiteKey) -> Result<(PackedItem, HuStats), Qu
     let mut spp = first.samples_per_pixel;
     for file in &item.files {
         let h = &file.header;
-        let opened = open_checked(&file.path).map_err(|e| fail(file, e.to_string()))?;
+        let opened = open(file).map_err(|e| fail(file, e.to_string()))?;
         // Hashing again costs a pass over bytes already in memory, and is what keeps the source
         // hash in the index true to the pixels in the shard (idempotent re-packing relies on it).
         if opened.content_hash != file.content_hash {
