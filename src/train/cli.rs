@@ -478,11 +478,11 @@ impl OnBackend for EvalJob<'_> {
             catalog,
             manifest,
         } = self;
-        let ds = Arc::new(Dataset::open(&catalog, &manifest, &args.split, &settings.data).map_err(usage)?);
+        let ds = Arc::new(Dataset::open(catalog, manifest, &args.split, &settings.data).map_err(usage)?);
         let mut net = load_net(b, ck, settings, &ds)?;
         let preds = evaluate::predict_dataset(
             b,
-            &world,
+            world,
             &mut net,
             &ds,
             settings.train.batch_size as usize,
@@ -490,7 +490,7 @@ impl OnBackend for EvalJob<'_> {
         )
         .map_err(Failure::Job)?;
         let report =
-            evaluate::metrics_of(&preds, &ds, &settings, &args.split, &catalog).map_err(Failure::Job)?;
+            evaluate::metrics_of(&preds, &ds, settings, &args.split, catalog).map_err(Failure::Job)?;
         if world.rank() == 0 {
             std::fs::create_dir_all(&args.out)
                 .map_err(|e| Failure::Job(format!("{}: {e}", args.out.display())))?;
@@ -549,7 +549,7 @@ impl OnBackend for PredictJob<'_> {
         if world.rank() == 0 {
             let made = (|| -> Result<(), String> {
                 std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-                crate::catalog::build::build(&packs, &catalog_dir).map_err(|e| e.to_string())?;
+                crate::catalog::build::build(packs, &catalog_dir).map_err(|e| e.to_string())?;
                 let cat = Catalog::open(&catalog_dir).map_err(|e| e.to_string())?;
                 let spec = SplitSpec {
                     filter: args.filter.clone(),
@@ -578,7 +578,7 @@ impl OnBackend for PredictJob<'_> {
         let mut net = load_net(b, ck, settings, &ds)?;
         let preds = evaluate::predict_dataset(
             b,
-            &world,
+            world,
             &mut net,
             &ds,
             settings.train.batch_size as usize,
@@ -586,7 +586,7 @@ impl OnBackend for PredictJob<'_> {
         )
         .map_err(Failure::Job)?;
         if world.rank() == 0 {
-            write_predictions(&args.out, &ds, &preds, &settings).map_err(Failure::Job)?;
+            write_predictions(&args.out, &ds, &preds, settings).map_err(Failure::Job)?;
             if args.json {
                 let summary = serde_json::json!({
                     "samples": preds.len(),

@@ -890,9 +890,8 @@ fn bn_descs<'a>(
     cache: &'a mut HashMap<[u32; 3], batchnorm::BnDescs>,
     p: &BatchNormParams,
 ) -> Result<&'a batchnorm::BnDescs> {
-    let key = [p.n, p.c, p.spatial];
-    if !cache.contains_key(&key) {
-        cache.insert(key, batchnorm::BnDescs::new(p)?);
-    }
-    Ok(&cache[&key])
+    Ok(match cache.entry([p.n, p.c, p.spatial]) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(batchnorm::BnDescs::new(p)?),
+    })
 }

@@ -17,9 +17,12 @@ pub struct Unavailable {
     pub reason: String,
 }
 
+/// (what it is, cudarc's library stem, cudarc's presence check).
+type Library = (&'static str, &'static str, unsafe fn() -> bool);
+
 /// The libraries the CUDA backend loads, in the order it needs them, with cudarc's own presence check
 /// (which tries the same file names as the loader it uses later).
-fn libraries() -> [(&'static str, &'static str, unsafe fn() -> bool); 4] {
+fn libraries() -> [Library; 4] {
     [
         (
             "the CUDA driver (libcuda)",
