@@ -601,7 +601,6 @@ pub fn bce_with_logits(
             b.arg(&t64).arg(&mut grads).arg(&inv).arg(&mut dlogits);
         },
     )?;
-    drop(inv);
     Ok(read_out(s, OP, &out)?[0] as f32)
 }
 
