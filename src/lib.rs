@@ -14,5 +14,6 @@ pub mod nn;
 pub mod optim;
 pub mod pack;
 pub mod phantom;
+pub mod remedy;
 pub mod stage;
 pub mod train;
