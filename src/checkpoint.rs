@@ -62,8 +62,11 @@ pub struct TrainState {
 pub enum CheckpointError {
     #[error(
         "{path}: cannot {action}: {source}{}",
-        crate::remedy::io_remedy(source, "resume with --resume auto (the newest complete checkpoint is \
-         kept; [train] keep_checkpoints bounds the space)")
+        crate::remedy::io_remedy(
+            source,
+            "resume with --resume auto (the newest complete checkpoint is \
+         kept; [train] keep_checkpoints bounds the space)"
+        )
     )]
     Io {
         path: PathBuf,

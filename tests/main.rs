@@ -15,6 +15,7 @@ mod data;
 mod decode_conformance;
 mod demo;
 mod dist;
+mod faults;
 mod pack;
 mod phantom;
 mod slurm;

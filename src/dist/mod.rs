@@ -439,7 +439,10 @@ impl AbortHandle {
             self.rank,
             self.size
         );
-        eprintln!("medtrain: rank {} of {} aborts the job: {reason}", self.rank, self.size);
+        eprintln!(
+            "medtrain: rank {} of {} aborts the job: {reason}",
+            self.rank, self.size
+        );
         if self.mpi {
             // SAFETY: MPI was initialised by the World this handle came from and is not finalised
             // while training runs; MPI_Abort does not return.

@@ -25,7 +25,10 @@ pub const VOLUMES_GROUP: &str = "volumes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
-    #[error("HDF5 error in shard {path}: {source}{}", crate::remedy::low_space_remedy(path, RERUN))]
+    #[error(
+        "HDF5 error in shard {path}: {source}{}",
+        crate::remedy::low_space_remedy(path, RERUN)
+    )]
     Hdf5 { path: PathBuf, source: hdf5::Error },
     #[error("shard {path}: {source}{}", crate::remedy::low_space_remedy(path, RERUN))]
     Table { path: PathBuf, source: TableError },

@@ -12,10 +12,10 @@
 //! the global batch, and every rank holds the same running statistics.
 
 use super::config::{OnNonfinite, Settings, Task};
-use super::faults::{Fault, FaultKind};
-use super::watchdog::{Phase, Watchdog};
 use super::evaluate::{self, EvalReport};
+use super::faults::{Fault, FaultKind};
 use super::signals;
+use super::watchdog::{Phase, Watchdog};
 use crate::backend::{Backend, BceParams, RegressionLoss};
 use crate::catalog::split::Manifest;
 use crate::checkpoint::{self, TrainState};
@@ -558,10 +558,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
 
     let mut skipped_steps = 0u64;
     let mut skipped_epoch = 0u64;
-    let watchdog = Watchdog::start(
-        std::time::Duration::from_secs(t.watchdog_s),
-        world.abort_handle(),
-    );
+    let watchdog = Watchdog::start(std::time::Duration::from_secs(t.watchdog_s), world.abort_handle());
     'epochs: while state.epoch < t.epochs as u64 {
         let epoch = state.epoch;
         let indices = sampler.epoch(epoch);
@@ -689,7 +686,11 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             // One small collective per step: the loss, and whether any rank was asked to stop.
             // The non-finite flag is agreed too, so every rank skips or stops at the same step.
             let stop_here = signals::requested().map_or(0.0, |_| 1.0);
-            let grad_bad = if bad_layer.is_some() || !grad_squares.is_finite() { 1.0 } else { 0.0 };
+            let grad_bad = if bad_layer.is_some() || !grad_squares.is_finite() {
+                1.0
+            } else {
+                0.0
+            };
             let mut agreed = [loss_sum, valid_sum, stop_here, grad_bad];
             world.allreduce_sum_f64(&mut agreed);
             let step_loss = agreed[0] / agreed[1].max(1.0);
@@ -701,7 +702,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                     state.step_in_epoch,
                     state.global_step,
                     match &bad_layer {
-                        Some(layer) => format!("first non-finite gradient in {layer} on rank {}", world.rank()),
+                        Some(layer) =>
+                            format!("first non-finite gradient in {layer} on rank {}", world.rank()),
                         None if agreed[3] != 0.0 => "non-finite gradient on another rank".to_string(),
                         None => "gradient finite".to_string(),
                     }

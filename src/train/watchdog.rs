@@ -93,7 +93,8 @@ impl Watchdog {
         let p = &self.progress;
         p.step.store(step, Ordering::Relaxed);
         p.phase.store(phase as u8, Ordering::Relaxed);
-        p.entered_ms.store(p.origin.elapsed().as_millis() as u64, Ordering::Release);
+        p.entered_ms
+            .store(p.origin.elapsed().as_millis() as u64, Ordering::Release);
     }
 }
 
