@@ -15,8 +15,9 @@ for t in dicom_decode hdf5_shard pack_index manifest catalog_query label_csv con
   mkdir -p "$corpus/$t"
   if [ -d "fuzz/seeds/$t" ]; then cp -f fuzz/seeds/"$t"/* "$corpus/$t/" 2>/dev/null || true; fi
 done
-cargo build -j"${CARGO_BUILD_JOBS:-1}" --locked --quiet
-bin="$root/target/debug/medtrain"
+# Any recent medtrain will do (seeds only need valid files); build one when there is none.
+bin="${MEDTRAIN_BIN:-$root/target/debug/medtrain}"
+[ -x "$bin" ] || cargo build -j"${CARGO_BUILD_JOBS:-1}" --locked --quiet
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$bin" --quiet phantom --out "$work/phantom" --patients 2 --size 16 --slices 4 >/dev/null
