@@ -45,7 +45,7 @@ for t in "${targets[@]}"; do
     -artifact_prefix="artifacts/$t/" >"$log" 2>&1
   rc=$?
   set -e
-  execs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log" | tail -n1)
+  execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log" | tail -n1)
   if [ $rc -ne 0 ]; then
     status=1
     summary+=("$t: FAILED (exit $rc, ${execs:-?} executions) — see fuzz/$log and fuzz/artifacts/$t/")
