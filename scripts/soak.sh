@@ -43,9 +43,9 @@ cfg="$work/soak.toml"
 # The smoke configuration; a checkpoint every 5 steps so that kills land between and inside them.
 sed -e 's/^eval_every = 1/eval_every = 0\ncheckpoint_every = 5\nthreads = 1/' configs/smoke.toml >"$cfg"
 
-train() { # out-dir [extra args...]
+train() { # out-dir [extra args...]; run in the background (`train … &`): mpirun replaces the subshell
   local out="$1"; shift
-  mpirun --allow-run-as-root --oversubscribe -np 2 "$bin" --quiet train "$work/catalog" \
+  exec mpirun --allow-run-as-root --oversubscribe -np 2 "$bin" --quiet train "$work/catalog" \
     "$work/manifest.h5" --out "$out" --config "$cfg" "$@"
 }
 
