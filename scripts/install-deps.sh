@@ -13,11 +13,28 @@ PACKAGES=(
   orthanc orthanc-dicomweb curl                         # DICOMweb archive for the `pack --from` tests
 )
 
+# cargo-fuzz (scripts/fuzz.sh) needs a nightly toolchain; both installed once, when rustup is there.
+# MEDTRAIN_SKIP_FUZZ_INSTALL=1 leaves them out (fuzz.sh then skips, with the reason).
+install_fuzz_tools() {
+  [ "${MEDTRAIN_SKIP_FUZZ_INSTALL:-0}" = "1" ] && return 0
+  command -v rustup >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/rustup" ] || return 0
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "installing the nightly Rust toolchain (for cargo fuzz)" >&2
+    rustup toolchain install nightly --profile minimal >&2 || echo "warning: nightly not installed" >&2
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked >&2 || echo "warning: cargo-fuzz not installed" >&2
+  fi
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
+  install_fuzz_tools
   exit 0
 fi
 echo "installing OS packages: ${missing[*]}" >&2
@@ -33,3 +50,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_fuzz_tools

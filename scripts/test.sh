@@ -18,3 +18,8 @@ log="$root/target/test.log"
 set -o pipefail
 cargo test --locked --lib --test integration "$@" 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# Fuzz targets for their CI budget (seconds per target); skipped with the reason without nightly or
+# cargo-fuzz unless MEDTRAIN_REQUIRE_FUZZ=1. MEDTRAIN_FUZZ_SECONDS=0 leaves fuzzing out.
+if [ "${MEDTRAIN_FUZZ_SECONDS:-20}" != "0" ]; then
+  bash scripts/fuzz.sh "${MEDTRAIN_FUZZ_SECONDS:-20}"
+fi

@@ -60,7 +60,14 @@ pub struct TrainState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: cannot {action}: {source}")]
+    #[error(
+        "{path}: cannot {action}: {source}{}",
+        crate::remedy::io_remedy(
+            source,
+            "resume with --resume auto (the newest complete checkpoint is \
+         kept; [train] keep_checkpoints bounds the space)"
+        )
+    )]
     Io {
         path: PathBuf,
         action: &'static str,
@@ -402,6 +409,7 @@ pub fn save<B: Backend>(
         };
         files.insert(file.to_string(), record);
     }
+    crate::train::faults::checkpoint_kill_point(state.global_step);
     let state_path = partial.join(STATE_FILE);
     let record = StateFile {
         format: FORMAT_NAME.to_string(),
@@ -526,7 +534,8 @@ fn verify(dir: &Path) -> Result<Verified> {
         return Err(corrupt(
             &state_path,
             format!(
-                "format {} version {}, this build reads {FORMAT_NAME} version {FORMAT_VERSION}",
+                "format {} version {}, this build reads {FORMAT_NAME} version {FORMAT_VERSION}: resume \
+                 it with the medtrain release that wrote it, or start again in a new --out directory",
                 record.format, record.version
             ),
         ));

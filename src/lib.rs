@@ -16,5 +16,6 @@ pub mod optim;
 pub mod pack;
 pub mod pacs;
 pub mod phantom;
+pub mod remedy;
 pub mod stage;
 pub mod train;

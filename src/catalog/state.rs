@@ -104,7 +104,8 @@ impl CatalogState {
                 &path,
                 format!(
                     "format {} version {}; this medtrain reads {CATALOG_FORMAT} version \
-                     {CATALOG_FORMAT_VERSION}: rebuild the catalog",
+                     {CATALOG_FORMAT_VERSION}: rebuild the catalog with `medtrain catalog build \
+                     <packs> --out <dir>` (and import its labels again)",
                     state.format, state.format_version
                 ),
             ));

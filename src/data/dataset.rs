@@ -667,7 +667,18 @@ fn open_shard(path: &Path, series: &[&SeriesInfo]) -> Result<Mmap, DataError> {
         path: path.to_path_buf(),
         reason,
     };
-    let file = fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let file = fs::File::open(path).map_err(|e| {
+        let remedy = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "; the catalog lists it: put the pack back where it was built (or give the staged \
+                 copy with --shard-dir), or rebuild the catalog with `medtrain catalog build` on the \
+                 packs that exist"
+            }
+            std::io::ErrorKind::PermissionDenied => "; make the shard readable for this user",
+            _ => "",
+        };
+        err(format!("cannot open: {e}{remedy}"))
+    })?;
     let size = file
         .metadata()
         .map_err(|e| err(format!("cannot stat: {e}")))?

@@ -397,6 +397,15 @@ impl World {
         Some(split_by_counts(&flat, &counts))
     }
 
+    /// A handle that can end the job from any thread (a watchdog), like `abort`.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            rank: self.rank,
+            size: self.size,
+            mpi: self.mpi.is_some(),
+        }
+    }
+
     /// Logs `reason` with the rank and ends every rank: MPI_Abort(code) under MPI (the launcher
     /// kills the other ranks, even those waiting in a collective), `exit(code)` in a world of one.
     pub fn abort(&self, code: i32, reason: &str) -> ! {
@@ -410,6 +419,38 @@ impl World {
             Some(m) => m.world.abort(code),
             None => std::process::exit(code),
         }
+    }
+}
+
+/// Ends the job from any thread: MPI_Abort on MPI_COMM_WORLD under MPI, `exit` in a world of one.
+#[derive(Clone, Copy, Debug)]
+pub struct AbortHandle {
+    rank: usize,
+    size: usize,
+    mpi: bool,
+}
+
+impl AbortHandle {
+    pub fn abort(&self, code: i32, reason: &str) -> ! {
+        tracing::error!(
+            rank = self.rank,
+            size = self.size,
+            "rank {} of {} aborts the job: {reason}",
+            self.rank,
+            self.size
+        );
+        eprintln!(
+            "medtrain: rank {} of {} aborts the job: {reason}",
+            self.rank, self.size
+        );
+        if self.mpi {
+            // SAFETY: MPI was initialised by the World this handle came from and is not finalised
+            // while training runs; MPI_Abort does not return.
+            unsafe {
+                mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, code);
+            }
+        }
+        std::process::exit(code)
     }
 }
 

@@ -68,7 +68,10 @@ pub struct PackReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("pack directory {path}: {source}")]
+    #[error(
+        "pack directory {path}: {source}{}",
+        crate::remedy::io_remedy(source, "run the same pack command again (committed shards are kept)")
+    )]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Index(#[from] super::index::IndexError),

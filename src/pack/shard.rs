@@ -25,14 +25,27 @@ pub const VOLUMES_GROUP: &str = "volumes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
-    #[error("HDF5 error in shard {path}: {source}")]
+    #[error(
+        "HDF5 error in shard {path}: {source}{}",
+        crate::remedy::low_space_remedy(path, RERUN)
+    )]
     Hdf5 { path: PathBuf, source: hdf5::Error },
-    #[error("shard {path}: {source}")]
+    #[error("shard {path}: {source}{}", crate::remedy::low_space_remedy(path, RERUN))]
     Table { path: PathBuf, source: TableError },
-    #[error("I/O error on {path}: {source} (check free space and permissions)")]
+    #[error("I/O error on {path}: {source}{}", io_remedy(source, path))]
     Io { path: PathBuf, source: std::io::Error },
     #[error("shard {path}: pixel dataset {dataset} has no contiguous offset")]
     NoOffset { path: PathBuf, dataset: String },
+}
+
+/// What to do once the cause of a failed shard write is fixed.
+const RERUN: &str = "run the same pack command again (committed shards are kept)";
+
+fn io_remedy(e: &std::io::Error, path: &Path) -> String {
+    match crate::remedy::io_remedy(e, RERUN) {
+        hint if hint.is_empty() => crate::remedy::low_space_remedy(path, RERUN),
+        hint => hint,
+    }
 }
 
 /// Pixels of one item ready for a shard, with its table rows (dataset fields filled in by the writer).

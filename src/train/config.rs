@@ -92,6 +92,21 @@ pub struct TrainSettings {
     pub max_steps: Option<u64>,
     /// "auto" or "cpu" (the CUDA backend plugs in here).
     pub device: String,
+    /// Seconds a rank may stay in one phase of the loop (data, forward/backward, allreduce, optimizer,
+    /// checkpoint, evaluation) before its watchdog ends the job with MPI_Abort; 0 turns it off. Must
+    /// exceed the longest validation pass and checkpoint write.
+    pub watchdog_s: u64,
+    /// A non-finite loss or gradient: "stop" the run (no checkpoint from those weights) or "skip" the
+    /// step (no optimizer update; counted in the metrics).
+    pub on_nonfinite: OnNonfinite,
+}
+
+/// What a step with a non-finite loss or gradient does (`[train] on_nonfinite`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonfinite {
+    Stop,
+    Skip,
 }
 
 impl Default for TrainSettings {
@@ -126,6 +141,8 @@ impl Default for TrainSettings {
             threads: None,
             max_steps: None,
             device: "auto".into(),
+            watchdog_s: 600,
+            on_nonfinite: OnNonfinite::Stop,
         }
     }
 }

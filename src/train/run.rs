@@ -11,9 +11,11 @@
 //! update is linear in the batch statistics, that is the update with batch statistics averaged over
 //! the global batch, and every rank holds the same running statistics.
 
-use super::config::{Settings, Task};
+use super::config::{OnNonfinite, Settings, Task};
 use super::evaluate::{self, EvalReport};
+use super::faults::{Fault, FaultKind};
 use super::signals;
+use super::watchdog::{Phase, Watchdog};
 use crate::backend::{Backend, BceParams, RegressionLoss};
 use crate::catalog::split::Manifest;
 use crate::checkpoint::{self, TrainState};
@@ -80,6 +82,8 @@ pub struct TrainOutcome {
     pub epochs: u64,
     pub global_step: u64,
     pub samples_per_second: f64,
+    /// Steps skipped for a non-finite loss or gradient (`[train] on_nonfinite = "skip"`) in this run.
+    pub skipped_steps: u64,
     pub last_checkpoint: Option<PathBuf>,
     pub final_eval: Option<EvalReport>,
     pub times: PhaseTimes,
@@ -137,6 +141,8 @@ struct MetricsLine<'a> {
     train_loss: f64,
     lr: f32,
     samples_per_second: f64,
+    /// Steps of the epoch skipped for a non-finite loss or gradient.
+    skipped_steps: u64,
     eval: Option<&'a EvalReport>,
 }
 
@@ -165,6 +171,7 @@ pub fn trajectory_hash(s: &Settings) -> String {
     s.train.keep_checkpoints = d.keep_checkpoints;
     s.train.eval_every = d.eval_every;
     s.train.device = d.device;
+    s.train.watchdog_s = d.watchdog_s;
     s.eval = Default::default();
     s.data.shard_dir = None;
     checkpoint::hash_json(&s)
@@ -176,18 +183,12 @@ pub fn manifest_hash(path: &Path) -> Result<String, TrainError> {
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
-/// Test hook for the fault tests: `MEDTRAIN_FAULT=rank:R:step:S` makes rank R fail at global step S.
-fn injected_fault(rank: usize, step: u64) -> Option<String> {
-    let spec = std::env::var("MEDTRAIN_FAULT").ok()?;
-    let parts: Vec<&str> = spec.split(':').collect();
-    if let ["rank", r, "step", s] = parts.as_slice() {
-        if r.parse() == Ok(rank) && s.parse() == Ok(step) {
-            return Some(format!(
-                "injected fault (MEDTRAIN_FAULT={spec}) on rank {rank} at step {step}"
-            ));
-        }
-    }
-    None
+/// The first parameter tensor of `net` whose gradient in `grad` holds a NaN or infinity, by name.
+fn first_nonfinite_layer<B: Backend>(net: &Net<B>, grad: &[f32]) -> Option<String> {
+    let table = &net.spec.params;
+    (0..table.entries().len())
+        .find(|&i| grad[table.range(i)].iter().any(|g| !g.is_finite()))
+        .map(|i| table.entries()[i].name.clone())
 }
 
 /// Device copies of a step's small host inputs to the loss (targets, masks, weights), allocated in
@@ -359,6 +360,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let started = Instant::now();
     let s = &opts.settings;
     let t = &s.train;
+    let fault = Fault::from_env().map_err(TrainError::Usage)?;
     let manifest = Manifest::load(&opts.manifest).map_err(|e| TrainError::Usage(e.to_string()))?;
     let manifest_hash = manifest_hash(&opts.manifest)?;
     let settings_hash = trajectory_hash(s);
@@ -434,6 +436,15 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     };
     let resume_from = match &opts.resume {
         Resume::No => None,
+        Resume::Dir(d) if !d.join(checkpoint::STATE_FILE).is_file() => {
+            return Err(TrainError::Usage(format!(
+                "--resume {}: not a checkpoint (no {}); give a step directory under {}, or \
+                 --resume auto for the newest valid checkpoint there",
+                d.display(),
+                checkpoint::STATE_FILE,
+                ckpt_root.display()
+            )))
+        }
         Resume::Dir(d) => Some(d.clone()),
         Resume::Auto => checkpoint::latest_valid(&ckpt_root)
             .map_err(failed)?
@@ -540,10 +551,14 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let mut loss_inputs = LossInputs::new();
 
     if world.rank() == 0 {
-        std::fs::create_dir_all(&opts.out).map_err(|e| failed(format!("{}: {e}", opts.out.display())))?;
+        let out_err = |e: std::io::Error| {
+            let hint = crate::remedy::io_remedy(&e, "run again with --resume auto");
+            failed(format!("output directory {}: {e}{hint}", opts.out.display()))
+        };
+        std::fs::create_dir_all(&opts.out).map_err(out_err)?;
         let settings_text = serde_json::to_string_pretty(s).expect("settings serialise");
         crate::pack::index::write_atomic(&opts.out.join("settings.json"), settings_text.as_bytes())
-            .map_err(|e| failed(format!("{}: {e}", opts.out.display())))?;
+            .map_err(out_err)?;
     }
     tracing::info!(
         ranks = world.size(),
@@ -588,6 +603,9 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         None
     };
 
+    let mut skipped_steps = 0u64;
+    let mut skipped_epoch = 0u64;
+    let watchdog = Watchdog::start(std::time::Duration::from_secs(t.watchdog_s), world.abort_handle());
     'epochs: while state.epoch < t.epochs as u64 {
         let epoch = state.epoch;
         let indices = sampler.epoch(epoch);
@@ -600,8 +618,25 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             t.prefetch.max(1),
         );
         while state.step_in_epoch < steps_per_epoch {
-            if let Some(reason) = injected_fault(world.rank(), state.global_step) {
-                return Err(failed(reason));
+            watchdog.enter(Phase::Data, state.global_step);
+            if let Some(f) = &fault {
+                let (rank, step) = (world.rank(), state.global_step);
+                if f.hits(FaultKind::Error, rank, step) {
+                    return Err(failed(format!(
+                        "injected fault ({}={}) on rank {rank} at step {step}",
+                        super::faults::FAULT_ENV,
+                        f.spec
+                    )));
+                }
+                if f.hits(FaultKind::Kill, rank, step) {
+                    super::faults::kill_self(&format!("rank {rank} before step {step}"));
+                }
+                if f.hits(FaultKind::Stall, rank, step) {
+                    tracing::warn!(rank, step, "injected stall: this rank stops making progress");
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
             }
             b.fill(b.view_mut(&mut net.grad, 0..plen), 0.0).map_err(failed)?;
             if slen > 0 {
@@ -612,12 +647,14 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             let mut loss_sum = 0.0f64;
             let mut valid_sum = 0.0f64;
             for m in 0..micro {
+                watchdog.enter(Phase::Data, state.global_step);
                 let wait = Instant::now();
                 let mut batch = loader
                     .next()
                     .ok_or_else(|| failed("the loader ended before the epoch's last step"))?
                     .map_err(failed)?;
                 times.data_wait += wait.elapsed().as_secs_f64();
+                watchdog.enter(Phase::ForwardBackward, state.global_step);
                 let fb = Instant::now();
                 if m > 0 && slen > 0 {
                     b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen))
@@ -664,14 +701,33 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 loader.recycle(batch);
                 times.forward_backward += fb.elapsed().as_secs_f64();
             }
+            watchdog.enter(Phase::Allreduce, state.global_step);
             let wait = Instant::now();
             reducer.finish(&mut grad_host);
             times.allreduce_wait += wait.elapsed().as_secs_f64();
+            watchdog.enter(Phase::Optimizer, state.global_step);
             let opt_clock = Instant::now();
             if micro > 1 {
                 let inv = 1.0 / micro as f32;
                 grad_host.iter_mut().for_each(|g| *g *= inv);
             }
+            if let Some(f) = &fault {
+                let (rank, step) = (world.rank(), state.global_step);
+                if f.hits(FaultKind::Nan, rank, step) {
+                    tracing::warn!(rank, step, "injected NaN in the gradient");
+                    grad_host[0] = f32::NAN;
+                }
+                if f.hits(FaultKind::Inf, rank, step) {
+                    tracing::warn!(rank, step, "injected infinity in the loss");
+                    loss_sum = f64::INFINITY;
+                }
+            }
+            // The gradient's sum of squares is finite exactly when every element is; the layer is
+            // looked for only when it is not.
+            let grad_squares: f64 = grad_host.iter().map(|&g| g as f64 * g as f64).sum();
+            let bad_layer = (!grad_squares.is_finite())
+                .then(|| first_nonfinite_layer(&net, &grad_host))
+                .flatten();
             b.upload_into(&grad_host, b.view_mut(&mut net.grad, 0..plen))
                 .map_err(failed)?;
             if slen > 0 {
@@ -684,24 +740,53 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                     .map_err(failed)?;
             }
             // One small collective per step: the loss, and whether any rank was asked to stop.
+            // The non-finite flag is agreed too, so every rank skips or stops at the same step.
             let stop_here = signals::requested().map_or(0.0, |_| 1.0);
-            let mut agreed = [loss_sum, valid_sum, stop_here];
+            let grad_bad = if bad_layer.is_some() || !grad_squares.is_finite() {
+                1.0
+            } else {
+                0.0
+            };
+            let mut agreed = [loss_sum, valid_sum, stop_here, grad_bad];
             world.allreduce_sum_f64(&mut agreed);
             let step_loss = agreed[0] / agreed[1].max(1.0);
-            if !step_loss.is_finite() {
-                return Err(failed(format!(
-                    "the loss is {step_loss} at epoch {epoch}, step {} (global step {}); no checkpoint \
-                     is written from these weights. Lower [train] lr or check the inputs",
-                    state.step_in_epoch, state.global_step
-                )));
+            let nonfinite = !step_loss.is_finite() || agreed[3] != 0.0;
+            if nonfinite {
+                let what = format!(
+                    "non-finite training step at epoch {epoch}, step {} (global step {}): loss {step_loss}, \
+                     {}",
+                    state.step_in_epoch,
+                    state.global_step,
+                    match &bad_layer {
+                        Some(layer) =>
+                            format!("first non-finite gradient in {layer} on rank {}", world.rank()),
+                        None if agreed[3] != 0.0 => "non-finite gradient on another rank".to_string(),
+                        None => "gradient finite".to_string(),
+                    }
+                );
+                if t.on_nonfinite == OnNonfinite::Stop {
+                    return Err(failed(format!(
+                        "{what}; stopped, and no checkpoint is written from these weights. Lower [train] \
+                         lr, check the inputs, or set [train] on_nonfinite = \"skip\""
+                    )));
+                }
+                tracing::warn!("{what}; step skipped ([train] on_nonfinite = \"skip\")");
+                skipped_steps += 1;
+                skipped_epoch += 1;
+                // The batch statistics of the poisoned step are dropped with its update.
+                if slen > 0 {
+                    b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen))
+                        .map_err(failed)?;
+                }
+            } else {
+                loss_epoch.0 += agreed[0];
+                loss_epoch.1 += agreed[1];
+                if let Some(max_norm) = t.grad_clip {
+                    clip_grad_norm(b, &mut net.grad, max_norm).map_err(failed)?;
+                }
+                lr = schedule.lr(opt.step);
+                opt.update(b, lr, &mut net.param, &net.grad).map_err(failed)?;
             }
-            loss_epoch.0 += agreed[0];
-            loss_epoch.1 += agreed[1];
-            if let Some(max_norm) = t.grad_clip {
-                clip_grad_norm(b, &mut net.grad, max_norm).map_err(failed)?;
-            }
-            lr = schedule.lr(opt.step);
-            opt.update(b, lr, &mut net.param, &net.grad).map_err(failed)?;
             times.optimizer += opt_clock.elapsed().as_secs_f64();
             state.step_in_epoch += 1;
             state.global_step += 1;
@@ -738,6 +823,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             let at_max = t.max_steps.is_some_and(|m| state.global_step >= m);
             let periodic = t.checkpoint_every > 0 && state.global_step % t.checkpoint_every as u64 == 0;
             if periodic || epoch_done || stop || at_max {
+                watchdog.enter(Phase::Checkpoint, state.global_step);
                 if world.rank() == 0 {
                     let dir = checkpoint::save(&ckpt_root, b, &net, &opt, &state, t.keep_checkpoints)
                         .map_err(failed)?;
@@ -768,6 +854,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         let mut report = None;
         if let Some(val) = &val_ds {
             if last || due {
+                watchdog.enter(Phase::Evaluation, state.global_step);
                 let r = evaluate::evaluate(b, world, &mut net, val, s, &opts.catalog).map_err(failed)?;
                 if world.rank() == 0 {
                     tracing::info!("epoch {}: {}", state.epoch, r.one_line());
@@ -783,6 +870,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 lr,
                 samples_per_second: samples_done as f64 * world.size() as f64
                     / run_clock.elapsed().as_secs_f64(),
+                skipped_steps: skipped_epoch,
                 eval: report.as_ref(),
             };
             let text = serde_json::to_string(&line).expect("metrics serialise");
@@ -793,10 +881,12 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             }
         }
         loss_epoch = (0.0, 0.0);
+        skipped_epoch = 0;
         if report.is_some() {
             final_eval = report;
         }
     }
+    drop(watchdog);
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -825,6 +915,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         epochs: state.epoch,
         global_step: state.global_step,
         samples_per_second: samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64(),
+        skipped_steps,
         last_checkpoint,
         final_eval,
         times,

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Generates the binary seed corpora of the fuzz targets from real product output (a small phantom
+# packed, catalogued and split), the pydicom test files when present, and the checkpoint fixtures.
+# Text seeds (queries, CSV, TOML, index JSON) are committed under fuzz/seeds/. Idempotent.
+# Usage: scripts/fuzz-seeds.sh   (writes fuzz/corpus/<target>/)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+. scripts/lib.sh
+ensure_cargo
+corpus="$root/fuzz/corpus"
+stamp="$corpus/.seeded"
+[ -f "$stamp" ] && exit 0
+for t in dicom_decode hdf5_shard pack_index manifest catalog_query label_csv config_toml checkpoint_load; do
+  mkdir -p "$corpus/$t"
+  if [ -d "fuzz/seeds/$t" ]; then cp -f fuzz/seeds/"$t"/* "$corpus/$t/" 2>/dev/null || true; fi
+done
+# Any recent medtrain will do (seeds only need valid files); build one when there is none.
+bin="${MEDTRAIN_BIN:-$root/target/debug/medtrain}"
+[ -x "$bin" ] || cargo build -j"${CARGO_BUILD_JOBS:-1}" --locked --quiet
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$bin" --quiet phantom --out "$work/phantom" --patients 2 --size 16 --slices 4 >/dev/null
+"$bin" --quiet pack "$work/phantom/dicom" --out "$work/pack" --key "$work/site.key" --create-key >/dev/null
+"$bin" --quiet catalog build "$work/pack" --out "$work/catalog" >/dev/null
+"$bin" --quiet catalog split "$work/catalog" "modality = 'CT'" --out "$work/manifest.h5" \
+  --ratios train=0.5,val=0.5 --seed 1 >/dev/null
+# A few phantom DICOM files of each modality (small ones first).
+find "$work/phantom/dicom" -type f -size -40k | sort | head -n 12 | while read -r f; do
+  cp "$f" "$corpus/dicom_decode/phantom-$(basename "$(dirname "$f")")-$(basename "$f")"
+done
+# Every transfer syntax pydicom ships a test file for (decode conformance data), when fetched.
+data="${MEDTRAIN_PYDICOM_DATA:-$root/target/test-data/pydicom/data/test_files}"
+if [ -d "$data" ]; then
+  find "$data" -maxdepth 1 -name '*.dcm' -size -64k | sort | head -n 60 | while read -r f; do
+    cp "$f" "$corpus/dicom_decode/"
+  done
+fi
+cp "$work"/pack/shard-*.h5 "$corpus/hdf5_shard/"
+cp "$work/pack/index.json" "$corpus/pack_index/index.json"
+cp "$work/manifest.h5" "$corpus/manifest/manifest.h5"
+cp tests/reference/fixtures/torch_ckpt_stem3.safetensors tests/reference/fixtures/*_io.safetensors \
+  "$corpus/checkpoint_load/"
+cp configs/*.toml "$corpus/config_toml/"
+find "$work/phantom/truth" -name '*.csv' -size -64k -exec cp {} "$corpus/label_csv/" \;
+touch "$stamp"
+echo "seed corpora in $corpus" >&2

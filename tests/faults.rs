@@ -1,0 +1,681 @@
+//! Fault injection on real processes and file systems: a full disk (a size-limited tmpfs) under pack
+//! and checkpoints, SIGKILL of `pack` at seeded random moments and of a training rank mid-step and
+//! mid-checkpoint, a stalled rank ended by the watchdog, NaN/Inf steps stopped or skipped in agreement
+//! across ranks, and read-only, missing or wrong-version inputs refused with the remedy. Each test
+//! compares with an undisturbed run or with what a reader independent of the writer accepts.
+
+use crate::common::{key_file, medtrain, run, s, tempdir};
+use crate::train::{check, cohort, mpirun, newest_checkpoint, tensors, write_config, Cohort};
+use medtrain::pack::index::PackIndex;
+use medtrain::pack::reader::ShardReader;
+use medtrain::phantom::{generate, PhantomConfig};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tmpfs of `size` at `dir`, unmounted on drop; None (with the reason printed) where mounting is
+/// not allowed, so the test is skipped rather than failed on machines without the privilege.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", s(dir)])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs at {} ({}); disk-full tests need root",
+                    dir.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount ({e}); disk-full tests need root");
+                None
+            }
+        }
+    }
+
+    /// Frees space the way an operator would: a bigger file system under the same path.
+    fn grow(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}"), s(&self.dir)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn remount_read_only(&self) {
+        let out = Command::new("mount")
+            .args(["-o", "remount,ro", s(&self.dir)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount ro: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits for `child` at most `limit`; kills it and fails the test when it does not end.
+fn wait_at_most(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} did not end within {limit:?}:\n{}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// pack
+
+struct Dicom {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    dicom: PathBuf,
+    key: PathBuf,
+}
+
+fn dicom(patients: u32) -> Dicom {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    let cfg = PhantomConfig {
+        seed: 5,
+        patients,
+        size: 32,
+        slices: 12,
+        slice_thickness_mm: 2.5,
+        radiographs: true,
+    };
+    let summary = generate(&cfg, &root.join("phantom")).expect("phantom");
+    Dicom {
+        key: key_file(&root, "site.key"),
+        dicom: summary.dicom_dir,
+        root,
+        _dir: dir,
+    }
+}
+
+fn pack_cmd(d: &Dicom, out: &Path) -> Command {
+    let mut cmd = medtrain();
+    cmd.args([
+        "pack",
+        s(&d.dicom),
+        "--out",
+        s(out),
+        "--key",
+        s(&d.key),
+        "--shard-size",
+        "16KiB",
+    ]);
+    cmd
+}
+
+/// What a reader accepts from a pack: for every indexed shard that opens and verifies, each source's
+/// pixel hash. Shards the index does not list are not part of the pack.
+fn pack_contents(dir: &Path) -> BTreeSet<(String, String)> {
+    let Some(index) = PackIndex::load(dir).unwrap() else {
+        return BTreeSet::new();
+    };
+    let mut seen = BTreeSet::new();
+    for shard in &index.shards {
+        let reader = ShardReader::open(&dir.join(&shard.file))
+            .unwrap_or_else(|e| panic!("an indexed shard must open: {e}"));
+        for i in 0..reader.series.len() {
+            let pixels = reader.pixel_bytes(i).unwrap();
+            seen.insert((
+                reader.series[i].source_hash.clone(),
+                blake3::hash(pixels).to_hex().to_string(),
+            ));
+        }
+    }
+    seen
+}
+
+/// `inspect --verify` (checksums of every indexed shard) must accept what a killed or failed run left.
+fn assert_verifies(dir: &Path) {
+    if !dir.join("index.json").exists() {
+        return;
+    }
+    let (code, out, err) = run(&["inspect", s(dir), "--verify", "--json"]);
+    assert_eq!(code, 0, "what an interrupted pack left must verify:\n{out}{err}");
+}
+
+fn bytes_of(dir: &Path) -> u64 {
+    walkdir(dir)
+        .iter()
+        .map(|p| p.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn fault_pack_on_a_full_disk_fails_naming_the_path_and_a_rerun_completes() {
+    let d = dicom(4);
+    let reference = d.root.join("reference");
+    check(&pack_cmd(&d, &reference).output().unwrap(), "undisturbed pack");
+    let want = pack_contents(&reference);
+    let total = bytes_of(&reference);
+    assert!(!want.is_empty());
+
+    let mnt = d.root.join("small");
+    let Some(fs) = Tmpfs::mount(&mnt, &format!("{}", (total / 2 / 4096 + 1) * 4096)) else {
+        return;
+    };
+    let out_dir = mnt.join("pack");
+    let out = pack_cmd(&d, &out_dir).output().unwrap();
+    let msg = text(&out);
+    assert!(
+        !out.status.success(),
+        "a pack twice the disk's size must fail:\n{msg}"
+    );
+    assert!(
+        msg.contains("no space left on device"),
+        "the need must be named:\n{msg}"
+    );
+    assert!(msg.contains(s(&out_dir)), "the path must be named:\n{msg}");
+    // Nothing a reader accepts is incomplete: the index lists only verified shards.
+    assert_verifies(&out_dir);
+    let partial = pack_contents(&out_dir);
+    assert!(partial.is_subset(&want) && partial.len() < want.len(), "{msg}");
+
+    fs.grow("64m");
+    check(
+        &pack_cmd(&d, &out_dir).output().unwrap(),
+        "pack after space was freed",
+    );
+    assert_eq!(
+        pack_contents(&out_dir),
+        want,
+        "the rerun must give the undisturbed result"
+    );
+}
+
+/// SIGKILL at seeded random moments of a pack (scan, decode, shard write, index commit), then a
+/// rerun: never a shard a reader accepts that is incomplete, and always the undisturbed result.
+#[test]
+fn fault_pack_killed_at_random_points_resumes_to_the_same_result() {
+    use rand::{Rng, SeedableRng};
+    let d = dicom(4);
+    let reference = d.root.join("reference");
+    let started = Instant::now();
+    check(&pack_cmd(&d, &reference).output().unwrap(), "undisturbed pack");
+    let whole = started.elapsed();
+    let want = pack_contents(&reference);
+    for seed in [1u64, 2, 3, 4] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let at = whole.mul_f64(rng.gen_range(0.05..0.95));
+        let out_dir = d.root.join(format!("killed-{seed}"));
+        let mut child = pack_cmd(&d, &out_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        assert_verifies(&out_dir);
+        assert!(pack_contents(&out_dir).is_subset(&want), "seed {seed}");
+        check(&pack_cmd(&d, &out_dir).output().unwrap(), "pack after the kill");
+        assert_eq!(pack_contents(&out_dir), want, "seed {seed}: killed after {at:?}");
+        let leftovers: Vec<PathBuf> = walkdir(&out_dir)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "seed {seed}: {leftovers:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// train
+
+fn train_args<'a>(c: &'a Cohort, out: &'a Path, cfg: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "train",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--out",
+        s(out),
+        "--config",
+        s(cfg),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn final_tensors(run: &Path) -> Vec<(String, Vec<u8>)> {
+    let dir = newest_checkpoint(run);
+    let mut all = tensors(&dir.join("model.safetensors"));
+    all.extend(tensors(&dir.join("optimizer.safetensors")));
+    all
+}
+
+fn assert_same_weights(a: &Path, b: &Path, what: &str) {
+    let (x, y) = (final_tensors(a), final_tensors(b));
+    assert_eq!(x.len(), y.len(), "{what}");
+    for ((nx, bx), (ny, by)) in x.iter().zip(&y) {
+        assert_eq!(nx, ny, "{what}");
+        assert!(bx == by, "{what}: {nx} differs from the undisturbed run");
+    }
+}
+
+fn all_finite(run: &Path) -> bool {
+    tensors(&newest_checkpoint(run).join("model.safetensors"))
+        .iter()
+        .filter(|(n, _)| !n.ends_with("num_batches_tracked"))
+        .all(|(_, b)| {
+            b.chunks_exact(4)
+                .all(|c| f32::from_le_bytes(c.try_into().unwrap()).is_finite())
+        })
+}
+
+/// Every checkpoint directory not marked partial must verify (hashes of its files).
+fn assert_checkpoints_verify(run: &Path) {
+    let Ok(entries) = std::fs::read_dir(run.join("checkpoints")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() && !name.contains('.') {
+            medtrain::checkpoint::inspect(&p)
+                .unwrap_or_else(|err| panic!("{} is accepted as complete but: {err}", p.display()));
+        }
+    }
+}
+
+fn status(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("train-status.json")).unwrap()).unwrap()
+}
+
+/// Two ranks, a checkpoint every other step; rank 1 SIGKILLed before a step, then rank 0 SIGKILLed in
+/// the middle of a checkpoint write (weights written, state not yet): each time the job ends, the
+/// partial checkpoint is not taken, and `--resume auto` reaches bitwise the undisturbed weights.
+#[test]
+fn fault_training_rank_killed_mid_step_and_mid_checkpoint_resumes_bitwise() {
+    let c = cohort(10);
+    let cfg = write_config(
+        &c.root,
+        "t.toml",
+        "checkpoint_every = 2\neval_every = 0\nkeep_checkpoints = 10",
+    );
+    let whole = c.root.join("whole");
+    let out = mpirun(2, &train_args(&c, &whole, &cfg, &["--json"]), &[])
+        .output()
+        .unwrap();
+    check(&out, "undisturbed run");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["world_size"], 2, "both ranks must be in one world");
+    let steps = outcome["global_step"].as_u64().unwrap();
+    assert!(steps >= 6, "need a few steps, got {steps}");
+
+    let parts = c.root.join("parts");
+    let faults = [
+        format!("kill@{}:rank:1", steps / 3),
+        format!("kill-in-checkpoint@{}", 2 * steps / 3 / 2 * 2),
+    ];
+    for fault in &faults {
+        let out = mpirun(
+            2,
+            &train_args(&c, &parts, &cfg, &["--resume", "auto"]),
+            &[("MEDTRAIN_FAULT", fault)],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            !out.status.success(),
+            "{fault}: the job must end with the killed rank:\n{}",
+            text(&out)
+        );
+        assert_checkpoints_verify(&parts);
+    }
+    let partials: Vec<_> = std::fs::read_dir(parts.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert_eq!(partials.len(), 1, "the checkpoint write was interrupted");
+    let out = mpirun(
+        2,
+        &train_args(&c, &parts, &cfg, &["--resume", "auto", "--json"]),
+        &[],
+    )
+    .output()
+    .unwrap();
+    check(&out, "resumed run");
+    let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resumed["world_size"], 2);
+    assert_eq!(resumed["global_step"].as_u64().unwrap(), steps);
+    assert_same_weights(&whole, &parts, "killed and resumed");
+}
+
+/// A rank that stops calling collectives: the watchdog ends the job with the rank and phase named.
+#[test]
+fn fault_stalled_rank_is_ended_by_the_watchdog() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "epochs = 50\nwatchdog_s = 3");
+    let run_dir = c.root.join("run");
+    let child = mpirun(
+        2,
+        &train_args(&c, &run_dir, &cfg, &[]),
+        &[("MEDTRAIN_FAULT", "stall@2:rank:1")],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = wait_at_most(child, Duration::from_secs(90), "a job with a stalled rank");
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        msg.contains("watchdog: no progress"),
+        "the watchdog must say why:\n{msg}"
+    );
+    assert!(
+        msg.contains("of 2 aborts the job"),
+        "rank and world size must be named:\n{msg}"
+    );
+    assert!(
+        msg.contains("in phase \"data loading\"") || msg.contains("in phase \"gradient allreduce\""),
+        "the phase must be named:\n{msg}"
+    );
+}
+
+/// NaN in one rank's gradient (after the allreduce, so only that rank sees it): every rank stops at the
+/// same step, rank 1 names the layer, and no checkpoint is written from the poisoned step.
+#[test]
+fn fault_nonfinite_gradient_on_one_rank_stops_every_rank_without_a_checkpoint() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "checkpoint_every = 1\neval_every = 0");
+    let run_dir = c.root.join("run");
+    let out = mpirun(
+        2,
+        &train_args(&c, &run_dir, &cfg, &[]),
+        &[("MEDTRAIN_FAULT", "nan@3:rank:1")],
+    )
+    .output()
+    .unwrap();
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("global step 3"), "the step must be named:\n{msg}");
+    // Rank 1 names its layer; rank 0 knows only through the agreed flag (so both are in one world).
+    assert!(msg.contains("first non-finite gradient in "), "{msg}");
+    assert!(msg.contains("on rank 1"), "{msg}");
+    assert!(
+        msg.contains("non-finite gradient on another rank"),
+        "rank 0 must stop too:\n{msg}"
+    );
+    let newest = newest_checkpoint(&run_dir);
+    assert!(
+        newest.ends_with(medtrain::checkpoint::checkpoint_name(3)),
+        "{}",
+        newest.display()
+    );
+    assert!(all_finite(&run_dir));
+    assert_checkpoints_verify(&run_dir);
+}
+
+/// `on_nonfinite = "skip"`: an infinite loss on one rank skips that step on both ranks, counted in the
+/// outcome and the metrics; the skipped step leaves weights and batch-norm statistics as they were.
+#[test]
+fn fault_nonfinite_loss_skipped_in_agreement_and_counted() {
+    let c = cohort(10);
+    let cfg = write_config(
+        &c.root,
+        "t.toml",
+        "on_nonfinite = \"skip\"\ncheckpoint_every = 1\nkeep_checkpoints = 100\neval_every = 0",
+    );
+    let run_dir = c.root.join("run");
+    let out = mpirun(
+        2,
+        &train_args(&c, &run_dir, &cfg, &["--json"]),
+        &[("MEDTRAIN_FAULT", "inf@2:rank:0")],
+    )
+    .output()
+    .unwrap();
+    check(&out, "a run that skips a step");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["world_size"], 2, "both ranks must be in one world");
+    assert_eq!(outcome["skipped_steps"], 1, "{outcome}");
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let skipped: u64 = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["skipped_steps"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(skipped, 1, "{metrics}");
+    assert!(all_finite(&run_dir));
+    // Step 3's checkpoint (after the skipped step with global index 2) holds step 2's weights.
+    let ckpt = |step: u64| -> Vec<(String, Vec<u8>)> {
+        let dir = run_dir
+            .join("checkpoints")
+            .join(medtrain::checkpoint::checkpoint_name(step));
+        tensors(&dir.join("model.safetensors"))
+            .into_iter()
+            .filter(|(n, _)| !n.ends_with("num_batches_tracked"))
+            .collect()
+    };
+    assert!(
+        ckpt(2) == ckpt(3),
+        "a skipped step must leave weights and statistics unchanged"
+    );
+    assert!(ckpt(3) != ckpt(4), "the step after it trains again");
+}
+
+/// Checkpoints on a full disk: the run fails naming the path and the need, no incomplete checkpoint is
+/// accepted, and after space is freed `--resume auto` reaches the undisturbed weights bitwise.
+#[test]
+fn fault_checkpoint_on_a_full_disk_fails_cleanly_and_resume_is_bitwise() {
+    let c = cohort(10);
+    let cfg = write_config(
+        &c.root,
+        "t.toml",
+        "checkpoint_every = 1\neval_every = 0\nkeep_checkpoints = 2",
+    );
+    let whole = c.root.join("whole");
+    let (code, o, e) = run(&train_args(&c, &whole, &cfg, &[]));
+    assert_eq!(code, 0, "{o}{e}");
+    let one = std::fs::read_dir(newest_checkpoint(&whole))
+        .unwrap()
+        .flatten()
+        .map(|f| f.metadata().unwrap().len())
+        .sum::<u64>();
+
+    let mnt = c.root.join("small");
+    // Room for about three checkpoints: keep_checkpoints = 2 plus the one being written does not fit.
+    let Some(fs) = Tmpfs::mount(&mnt, &format!("{}", (one * 5 / 2 / 4096 + 2) * 4096)) else {
+        return;
+    };
+    let run_dir = mnt.join("run");
+    let (code, o, e) = run(&train_args(&c, &run_dir, &cfg, &[]));
+    let msg = format!("{o}{e}");
+    assert_ne!(code, 0, "training must fail on a full disk:\n{msg}");
+    assert!(
+        msg.contains("no space left on device"),
+        "the need must be named:\n{msg}"
+    );
+    assert!(msg.contains(s(&run_dir)), "the path must be named:\n{msg}");
+    assert!(msg.contains("--resume auto"), "the remedy must be named:\n{msg}");
+    assert_checkpoints_verify(&run_dir);
+
+    fs.grow("64m");
+    let (code, o, e) = run(&train_args(&c, &run_dir, &cfg, &["--resume", "auto"]));
+    assert_eq!(code, 0, "{o}{e}");
+    assert_eq!(status(&run_dir)["status"], "finished");
+    assert_same_weights(&whole, &run_dir, "resumed after the disk was freed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// read-only, missing and wrong-version inputs
+
+#[test]
+fn fault_read_only_missing_and_wrong_version_inputs_name_the_remedy() {
+    let c = cohort(6);
+    let cfg = write_config(&c.root, "t.toml", "max_steps = 2\neval_every = 0");
+    let expect = |args: &[&str], needles: &[&str], what: &str| {
+        let (code, o, e) = run(args);
+        let msg = format!("{o}{e}");
+        assert_ne!(code, 0, "{what} must fail:\n{msg}");
+        for n in needles {
+            assert!(msg.contains(n), "{what}: the message must contain {n:?}:\n{msg}");
+        }
+    };
+
+    // A missing checkpoint to resume from.
+    let run_dir = c.root.join("run");
+    let missing = c.root.join("no-such-checkpoint");
+    expect(
+        &train_args(&c, &run_dir, &cfg, &["--resume", s(&missing)]),
+        &[s(&missing), "--resume auto"],
+        "a missing checkpoint",
+    );
+
+    // A checkpoint of another format version.
+    let (code, o, e) = run(&train_args(&c, &run_dir, &cfg, &[]));
+    assert_eq!(code, 0, "{o}{e}");
+    let ckpt = newest_checkpoint(&run_dir);
+    let state = ckpt.join("state.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    v["version"] = 99.into();
+    std::fs::write(&state, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    expect(
+        &train_args(&c, &run_dir, &cfg, &["--resume", s(&ckpt)]),
+        &[s(&ckpt), "version 99", "medtrain"],
+        "a checkpoint of another version",
+    );
+
+    // A read-only output directory.
+    if let Some(ro) = Tmpfs::mount(&c.root.join("ro"), "1m") {
+        ro.remount_read_only();
+        let out = c.root.join("ro/run");
+        expect(
+            &train_args(&c, &out, &cfg, &[]),
+            &[s(&c.root.join("ro")), "read-only"],
+            "a read-only output directory",
+        );
+    }
+
+    // A missing catalog and a catalog of another version.
+    let nowhere = c.root.join("no-catalog");
+    let args = [
+        "train",
+        s(&nowhere),
+        s(&c.manifest),
+        "--out",
+        s(&run_dir),
+        "--config",
+        s(&cfg),
+    ];
+    expect(&args, &[s(&nowhere), "catalog build"], "a missing catalog");
+
+    let catalog_json = c.catalog.join("catalog.json");
+    let original = std::fs::read_to_string(&catalog_json).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let key = ["format_version", "version"]
+        .into_iter()
+        .find(|k| v.get(*k).is_some())
+        .expect("catalog.json carries a version");
+    v[key] = 99.into();
+    std::fs::write(&catalog_json, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    expect(
+        &train_args(&c, &c.root.join("run2"), &cfg, &[]),
+        &[s(&catalog_json), "99", "catalog build"],
+        "a catalog of another version",
+    );
+    std::fs::write(&catalog_json, original).unwrap();
+
+    // A shard that disappeared from under the catalog.
+    let pack = c.root.join("pack");
+    let shard = PackIndex::load(&pack).unwrap().unwrap().shards[0].file.clone();
+    let shard = pack.join(shard);
+    std::fs::rename(&shard, shard.with_extension("moved")).unwrap();
+    expect(
+        &train_args(&c, &c.root.join("run3"), &cfg, &[]),
+        &[s(&shard), "catalog build"],
+        "a missing shard",
+    );
+    std::fs::rename(shard.with_extension("moved"), &shard).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// fuzzing findings
+
+/// Found by `scripts/fuzz.sh` (target `manifest`): a manifest whose global heap is corrupt makes the
+/// system libhdf5 (1.10, `H5HG_read` under `H5Aread` of the `format` attribute) loop forever, so
+/// `train` would hang at start-up instead of refusing the file. Open: ignored until the manifest is
+/// read without libhdf5's global heap or checked before HDF5 opens it (see RELIABILITY.md).
+#[test]
+#[ignore = "open finding: libhdf5 loops on a corrupt global heap (RELIABILITY.md)"]
+fn fuzz_manifest_with_a_corrupt_global_heap_is_refused_not_hung() {
+    let dir = tempdir();
+    let path = dir.path().join("manifest.h5");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/manifest-global-heap-hang.h5.gz"
+    );
+    let out = Command::new("gzip")
+        .args(["-dc", fixture])
+        .output()
+        .expect("gzip");
+    assert!(out.status.success());
+    std::fs::write(&path, &out.stdout).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(medtrain::catalog::split::Manifest::load(&path).is_err());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(refused) => assert!(refused, "a corrupt manifest must be refused"),
+        Err(_) => panic!("Manifest::load did not return within 10 s on a corrupt manifest"),
+    }
+}
