@@ -653,10 +653,9 @@ fn fault_read_only_missing_and_wrong_version_inputs_name_the_remedy() {
 
 /// Found by `scripts/fuzz.sh` (target `manifest`): a manifest whose global heap is corrupt makes the
 /// system libhdf5 (1.10, `H5HG_read` under `H5Aread` of the `format` attribute) loop forever, so
-/// `train` would hang at start-up instead of refusing the file. Open: ignored until the manifest is
-/// read without libhdf5's global heap or checked before HDF5 opens it (see RELIABILITY.md).
+/// `train` would hang at start-up instead of refusing the file. Fixed: catalog and manifest text
+/// attributes are byte arrays, and a variable-length string attribute is refused before its data is read.
 #[test]
-#[ignore = "open finding: libhdf5 loops on a corrupt global heap (RELIABILITY.md)"]
 fn fuzz_manifest_with_a_corrupt_global_heap_is_refused_not_hung() {
     let dir = tempdir();
     let path = dir.path().join("manifest.h5");

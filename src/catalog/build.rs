@@ -4,7 +4,7 @@
 
 use super::columns::{ascii_bytes, level_columns, ColType, ColumnSpec, Level, SHARD_SERIES, SHARD_SLICES};
 use super::state::{CatalogState, ShardRef, STATE_FILE};
-use super::store::{le_bytes, open_read, read_text_attr, MappedFile, TableWriter};
+use super::store::{le_bytes, open_read, read_text_attr, read_vlen_text_attr, MappedFile, TableWriter};
 use super::{h5err, ioerr, CatalogError};
 use crate::pack::index::PackIndex;
 use crate::pack::shard::{hash_file, SHARD_FORMAT};
@@ -125,14 +125,14 @@ fn column_index(specs: &[ColumnSpec], name: &str) -> usize {
 
 fn open_shard(path: &Path, fingerprint: &str) -> Result<hdf5::File, CatalogError> {
     let file = open_read(path)?;
-    let format = read_text_attr(&file, "format").unwrap_or_default();
+    let format = read_vlen_text_attr(&file, "format").unwrap_or_default();
     if format != SHARD_FORMAT {
         return Err(CatalogError::invalid(
             path,
             format!("not a medtrain shard (format {format:?})"),
         ));
     }
-    let found = read_text_attr(&file, "key_fingerprint").map_err(h5err(path))?;
+    let found = read_vlen_text_attr(&file, "key_fingerprint").map_err(h5err(path))?;
     if found != fingerprint {
         return Err(CatalogError::invalid(
             path,
@@ -206,7 +206,7 @@ pub fn build(inputs: &[PathBuf], out: &Path) -> Result<BuildReport, CatalogError
         (None, None) => match inputs.first() {
             Some(s) => {
                 let file = open_read(&s.path)?;
-                read_text_attr(&file, "key_fingerprint").map_err(h5err(&s.path))?
+                read_vlen_text_attr(&file, "key_fingerprint").map_err(h5err(&s.path))?
             }
             None => {
                 return Err(CatalogError::invalid(
