@@ -23,7 +23,7 @@ const C: usize = 3;
 const CLASSES: usize = 2;
 
 /// Seeded values in [-1, 1) without a generator crate (a fixed LCG).
-fn values(n: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
@@ -36,7 +36,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// conv 3×3 (1 → C, pad 1, no bias) [→ batch norm → ReLU] → global average pool → linear (C → 2).
-fn hand_built(with_bn: bool) -> ModelSpec {
+pub(crate) fn hand_built(with_bn: bool) -> ModelSpec {
     let conv = ConvParams::conv2d(N as u32, 1, C as u32, [H as u32, W as u32], 3, 1, 1);
     let mut params = NamedTable::default();
     let mut buffers = NamedTable::default();

@@ -17,6 +17,7 @@ mod decode_conformance;
 mod demo;
 mod dist;
 mod explain;
+mod explain_cuda;
 mod faults;
 mod pack;
 mod pacs;

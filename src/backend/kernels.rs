@@ -8,6 +8,7 @@ pub mod emulate;
 #[cfg(test)]
 mod tests;
 
+use super::params::PoolParams;
 use super::{
     check_len, AdamWHyper, BackendError, BceParams, CrossEntropyParams, DropoutParams, RegressionLoss, Result,
 };
@@ -70,6 +71,28 @@ pub const SOURCES: &[KernelSource] = &[
         source: include_str!("../../kernels/optim.cu"),
         functions: &["mt_sgd_step", "mt_adamw_step"],
     },
+    KernelSource {
+        file: "gradcam.cu",
+        source: include_str!("../../kernels/gradcam.cu"),
+        functions: &[
+            "mt_gradcam_pool_weights",
+            "mt_gradcam_pp_weights",
+            "mt_gradcam_weighted_sum",
+            "mt_gradcam_upsample",
+            "mt_gradcam_minmax",
+            "mt_gradcam_normalise",
+        ],
+    },
+    KernelSource {
+        file: "pool.cu",
+        source: include_str!("../../kernels/pool.cu"),
+        functions: &[
+            "mt_max_pool_forward",
+            "mt_max_pool_backward",
+            "mt_avg_pool_forward",
+            "mt_avg_pool_backward",
+        ],
+    },
 ];
 
 /// A kernel source with its `#include "mt.cuh"` replaced by the header text, as NVRTC compiles it
@@ -79,6 +102,55 @@ pub fn standalone_source(src: &KernelSource) -> String {
         .source
         .replace("#include \"mt.cuh\"", "// mt.cuh: prepended above");
     format!("{HEADER}\n// ---- {} ----\n{body}", src.file)
+}
+
+/// The geometry arguments shared by the kernels of `pool.cu`, in their order: planes (N·C), input
+/// extents (d, h, w), window, stride, padding. Rejects windows the kernels (and the CPU reference)
+/// cannot pool: a zero window or stride, a window larger than the padded input, or padding as wide as
+/// the window (an output whose window holds no input element).
+pub fn pool_args(op: &'static str, p: &PoolParams) -> Result<[u64; 13]> {
+    let fits = (0..3).all(|a| {
+        p.kernel[a] > 0
+            && p.stride[a] > 0
+            && p.pad[a] < p.kernel[a]
+            && p.in_dims[a] as u64 + 2 * p.pad[a] as u64 >= p.kernel[a] as u64
+    });
+    if !fits {
+        return Err(BackendError::Params {
+            op,
+            reason: format!(
+                "window {:?} stride {:?} padding {:?} does not fit input {:?}",
+                p.kernel, p.stride, p.pad, p.in_dims
+            ),
+        });
+    }
+    let [d, h, w] = p.in_dims.map(u64::from);
+    let [kd, kh, kw] = p.kernel.map(u64::from);
+    let [sd, sh, sw] = p.stride.map(u64::from);
+    let [pd, ph, pw] = p.pad.map(u64::from);
+    Ok([
+        p.n as u64 * p.c as u64,
+        d,
+        h,
+        w,
+        kd,
+        kh,
+        kw,
+        sd,
+        sh,
+        sw,
+        pd,
+        ph,
+        pw,
+    ])
+}
+
+/// Length checks of pooling: `x_len` input-sized, `y_len` output-sized.
+pub fn check_pool(op: &'static str, p: &PoolParams, x_len: usize, y_len: usize) -> Result<[u64; 13]> {
+    let args = pool_args(op, p)?;
+    check_len(op, "input", p.input_len(), x_len)?;
+    check_len(op, "output", p.output_len(), y_len)?;
+    Ok(args)
 }
 
 /// Threads per block of every elementwise launch.

@@ -2,15 +2,16 @@
 //! a trained model for the series of a split, mapped back into pack geometry, written as overlays,
 //! montages, HDF5 maps and `report.md`; with `--evaluate`, explanation quality against ground-truth
 //! lesions per layer (best layer chosen on the validation split, reported on the given split).
-//! A single process on the CPU backend.
+//! A single process on the backend `--device` chooses (Grad-CAM kernels on CUDA, `cuda.rs`).
 
-use super::cam::Method;
+use super::cam::{GradCamOps, Method};
 use super::layers::{grad_cam, select_layers, CamLayer};
 use super::mapback::map_to_pack;
 use super::overlay::{self, SliceView};
 use super::quality::{self, SanityCheck};
 use super::truth::{lesion_mask, series_geometry, LesionTruth};
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaBackend;
 use crate::backend::Backend;
 use crate::catalog::split::Manifest;
 use crate::checkpoint::CheckpointInfo;
@@ -18,7 +19,9 @@ use crate::cli::{Failure, EXIT_OK};
 use crate::data::{Dataset, SeriesVolume};
 use crate::deid::SiteKey;
 use crate::nn::Net;
-use crate::train::cli::{eval_overrides, find_checkpoint, load_net, recorded_path, settings_of};
+use crate::train::cli::{
+    eval_overrides, find_checkpoint, load_net, recorded_path, resolve_device, settings_of, Device,
+};
 use crate::train::config::{Settings, Task};
 use clap::Args;
 use serde::Serialize;
@@ -86,6 +89,9 @@ pub struct ExplainArgs {
     /// Steps of the deletion/insertion curves.
     #[arg(long, default_value_t = DEFAULT_STEPS)]
     pub steps: usize,
+    /// auto | cpu | cuda
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -273,9 +279,10 @@ impl SeriesMap {
     }
 }
 
-struct Ctx<'a> {
+struct Ctx<'a, B: GradCamOps> {
+    b: &'a B,
     ds: &'a Dataset,
-    net: Net<CpuBackend>,
+    net: Net<B>,
     batch: usize,
     output: usize,
     outputs: usize,
@@ -283,7 +290,7 @@ struct Ctx<'a> {
     probability: bool,
 }
 
-impl Ctx<'_> {
+impl<B: GradCamOps> Ctx<'_, B> {
     fn to_score(&self, logit: f32) -> f64 {
         if self.probability {
             1.0 / (1.0 + (-(logit as f64)).exp())
@@ -294,7 +301,7 @@ impl Ctx<'_> {
 
     /// Scores of whole inputs (each one sample long), in batches.
     fn score_inputs(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<f64>, Failure> {
-        let b = CpuBackend;
+        let b = self.b;
         let len = self.ds.sample_len();
         let mut scores = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(self.batch) {
@@ -302,7 +309,7 @@ impl Ctx<'_> {
             for (row, slot) in x.chunks_exact_mut(len).enumerate() {
                 slot.copy_from_slice(&chunk[row.min(chunk.len() - 1)]);
             }
-            self.net.forward(&b, &x, false).map_err(job)?;
+            self.net.forward(b, &x, false).map_err(job)?;
             let out = b
                 .download(b.view(self.net.output(), 0..self.batch * self.outputs))
                 .map_err(job)?;
@@ -314,7 +321,7 @@ impl Ctx<'_> {
     }
 
     fn explain_series(&mut self, g: &SeriesSamples, layer: &CamLayer) -> Result<SeriesMap, Failure> {
-        let b = CpuBackend;
+        let b = self.b;
         let len = self.ds.sample_len();
         let volume = self.ds.series_volume(g.samples[0]).map_err(job)?;
         let mut map = vec![0.0f32; volume.hu.len()];
@@ -333,8 +340,7 @@ impl Ctx<'_> {
                     ts.push(t);
                 }
             }
-            let cams =
-                grad_cam(&b, &mut self.net, &x, layer, self.output, self.method, false).map_err(job)?;
+            let cams = grad_cam(b, &mut self.net, &x, layer, self.output, self.method, false).map_err(job)?;
             for (row, t) in ts.into_iter().enumerate() {
                 let m = &cams.maps[row * in_sp..(row + 1) * in_sp];
                 map_to_pack(m, extent, &t, volume.shape, &mut map);
@@ -384,8 +390,8 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| s / n as f64)
 }
 
-fn series_quality(
-    ctx: &mut Ctx<'_>,
+fn series_quality<B: GradCamOps>(
+    ctx: &mut Ctx<'_, B>,
     sm: &SeriesMap,
     key: &str,
     mask: &[bool],
@@ -483,10 +489,11 @@ fn open_split(p: &Plan, split: &str) -> Result<Dataset, Failure> {
     Dataset::open(&p.catalog, &p.manifest, split, &p.settings.data).map_err(usage)
 }
 
-fn new_ctx<'a>(p: &Plan, ds: &'a Dataset) -> Result<Ctx<'a>, Failure> {
+fn new_ctx<'a, B: GradCamOps>(b: &'a B, p: &Plan, ds: &'a Dataset) -> Result<Ctx<'a, B>, Failure> {
     Ok(Ctx {
+        b,
         ds,
-        net: load_net(&CpuBackend, &p.ck, &p.settings, ds)?,
+        net: load_net(b, &p.ck, &p.settings, ds)?,
         batch: p.settings.train.batch_size as usize,
         output: p.output,
         outputs: p.settings.num_outputs() as usize,
@@ -530,7 +537,8 @@ fn masks_for(
 }
 
 /// Every layer's quality over the chosen series of one split.
-fn evaluate_split(
+fn evaluate_split<B: GradCamOps>(
+    b: &B,
     p: &Plan,
     args: &ExplainArgs,
     truth: &LesionTruth,
@@ -538,7 +546,7 @@ fn evaluate_split(
     layers: &[CamLayer],
 ) -> Result<Vec<LayerQuality>, Failure> {
     let ds = open_split(p, split)?;
-    let mut ctx = new_ctx(p, &ds)?;
+    let mut ctx = new_ctx(b, p, &ds)?;
     let groups = choose_series(
         &ds,
         p.series_filter.as_deref(),
@@ -573,7 +581,7 @@ fn evaluate_split(
 
 /// Parameter groups from the top of the network down (fc, then the last stage, ...): each stage of
 /// the sanity check re-initialises one more group.
-fn randomisation_groups(net: &Net<CpuBackend>) -> Vec<Vec<std::ops::Range<usize>>> {
+fn randomisation_groups<B: Backend>(net: &Net<B>) -> Vec<Vec<std::ops::Range<usize>>> {
     let mut groups: Vec<(String, Vec<std::ops::Range<usize>>)> = Vec::new();
     for e in net.spec.params.entries() {
         let top = e.name.split('.').next().unwrap_or("").to_string();
@@ -591,14 +599,14 @@ fn randomisation_groups(net: &Net<CpuBackend>) -> Vec<Vec<std::ops::Range<usize>
 }
 
 /// The cascading randomisation check at one layer over up to `SANITY_SERIES` series.
-fn sanity(
+fn sanity<B: GradCamOps>(
+    b: &B,
     p: &Plan,
     ds: &Dataset,
     groups: &[SeriesSamples],
     layer: &CamLayer,
 ) -> Result<SanityCheck, Failure> {
-    let mut ctx = new_ctx(p, ds)?;
-    let b = CpuBackend;
+    let mut ctx = new_ctx(b, p, ds)?;
     let n = ctx.net.spec.params.len();
     let trained = b.download(b.view(&ctx.net.param, 0..n)).map_err(job)?;
     let mut random = vec![0.0f32; n];
@@ -769,7 +777,20 @@ struct QualityJson {
 }
 
 pub fn run_explain(args: ExplainArgs) -> Result<i32, Failure> {
+    let device = resolve_device(&args.device)?;
     let p = plan(&args)?;
+    match device {
+        Device::Cpu => explain_on(&CpuBackend, &args, &p),
+        Device::Cuda => {
+            let b = CudaBackend::for_local_rank(0, 1).map_err(|e| usage(format!("--device cuda: {e}")))?;
+            tracing::info!(ordinal = b.ordinal(), device = b.device_name(), "CUDA backend");
+            explain_on(&b, &args, &p)
+        }
+    }
+}
+
+/// The explain run on one backend.
+fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32, Failure> {
     std::fs::create_dir_all(&args.out).map_err(|e| job(format!("{}: {e}", args.out.display())))?;
     let truth = match (&args.truth, &args.key) {
         (Some(t), Some(k)) => {
@@ -779,15 +800,15 @@ pub fn run_explain(args: ExplainArgs) -> Result<i32, Failure> {
         (Some(_), None) => return Err(usage("--truth needs --key (the site key of the packs)")),
         _ => None,
     };
-    let ds = open_split(&p, &p.split)?;
-    let spec = load_net(&CpuBackend, &p.ck, &p.settings, &ds)?.spec;
+    let ds = open_split(p, &p.split)?;
+    let spec = load_net(b, &p.ck, &p.settings, &ds)?.spec;
     let mut layers = select_layers(&spec, &args.layer).map_err(usage)?;
     let mut quality_json = None;
     if args.evaluate {
         let truth = truth.as_ref().expect("checked in plan");
-        let val = evaluate_split(&p, &args, truth, &args.val_split, &layers)?;
+        let val = evaluate_split(b, p, args, truth, &args.val_split, &layers)?;
         let best = best_layer(&val).ok_or_else(|| job("no layer to evaluate"))?;
-        let test = evaluate_split(&p, &args, truth, &p.split, &layers)?;
+        let test = evaluate_split(b, p, args, truth, &p.split, &layers)?;
         let groups = choose_series(
             &ds,
             p.series_filter.as_deref(),
@@ -795,7 +816,7 @@ pub fn run_explain(args: ExplainArgs) -> Result<i32, Failure> {
             true,
             args.max_series,
         );
-        let check = sanity(&p, &ds, &groups, &layers[best])?;
+        let check = sanity(b, p, &ds, &groups, &layers[best])?;
         let table = format!(
             "{}{}",
             quality_table(&args.val_split, &val),
@@ -837,7 +858,7 @@ pub fn run_explain(args: ExplainArgs) -> Result<i32, Failure> {
     }
     let h5_path = args.out.join("maps.h5");
     let h5 = hdf5::File::create(&h5_path).map_err(|e| job(format!("{}: {e}", h5_path.display())))?;
-    let mut ctx = new_ctx(&p, &ds)?;
+    let mut ctx = new_ctx(b, p, &ds)?;
     let mut report = format!(
         "# Explanations of {} on split {}\n\n{} maps of `{}` (output {}), min-max normalised per series, \
          mapped back into each series' pack grid. Overlays in radiological orientation (patient right on \
@@ -869,7 +890,7 @@ pub fn run_explain(args: ExplainArgs) -> Result<i32, Failure> {
                 }
                 None => None,
             };
-            report += &write_series(&args.out, &h5, &ds, g, &sm, &p, layer, q.as_ref())?;
+            report += &write_series(&args.out, &h5, &ds, g, &sm, p, layer, q.as_ref())?;
         }
         report += "\n";
     }

@@ -5,6 +5,7 @@
 
 pub mod cam;
 pub mod cli;
+pub mod cuda;
 pub mod emulate;
 pub mod layers;
 pub mod mapback;

@@ -18,11 +18,13 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use crate::backend::kernels::{
-    adamw_scalars, check_bce, check_cross_entropy, cross_entropy_status, dropout_mask_args, grid_blocks,
-    regression_args, scratch, standalone_source, KernelSource, BLOCK_THREADS, REDUCE_THREADS, SOURCES,
+    adamw_scalars, check_bce, check_cross_entropy, check_pool, cross_entropy_status, dropout_mask_args,
+    grid_blocks, regression_args, scratch, standalone_source, KernelSource, BLOCK_THREADS, REDUCE_THREADS,
+    SOURCES,
 };
+use crate::backend::params::PoolParams;
 use crate::backend::{
-    check_len, AdamWHyper, BackendError, BceParams, CrossEntropyParams, DropoutParams, RegressionLoss,
+    check_len, AdamWHyper, BackendError, BceParams, CrossEntropyParams, Dims3, DropoutParams, RegressionLoss,
     Result, SgdHyper,
 };
 
@@ -484,6 +486,266 @@ pub fn global_avg_pool_backward(
         elementwise(dx.len()),
         |b| {
             b.arg(&planes).arg(&s64).arg(&dy).arg(&mut dx);
+        },
+    )
+}
+
+/// Pushes the 13 geometry scalars of a `pool.cu` kernel (see `backend::kernels::pool_args`).
+fn pool_geometry<'a>(b: &mut LaunchArgs<'a>, args: &'a [u64; 13]) {
+    for a in args {
+        b.arg(a);
+    }
+}
+
+/// Max pooling: the first maximum of each clipped window (the CPU's tie rule).
+pub fn max_pool_forward(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    p: &PoolParams,
+    x: CudaView<'_, f32>,
+    mut y: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let args = check_pool("max pool", p, x.len(), y.len())?;
+    launch(
+        k,
+        s,
+        "max pool",
+        "mt_max_pool_forward",
+        elementwise(y.len()),
+        |b| {
+            pool_geometry(b, &args);
+            b.arg(&x).arg(&mut y);
+        },
+    )
+}
+
+/// Max pooling backward as a gather: one thread per input element (no atomics).
+pub fn max_pool_backward(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    p: &PoolParams,
+    x: CudaView<'_, f32>,
+    dy: CudaView<'_, f32>,
+    mut dx: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let args = check_pool("max pool backward", p, x.len(), dy.len())?;
+    check_len("max pool backward", "dx", p.input_len(), dx.len())?;
+    launch(
+        k,
+        s,
+        "max pool backward",
+        "mt_max_pool_backward",
+        elementwise(dx.len()),
+        |b| {
+            pool_geometry(b, &args);
+            b.arg(&x).arg(&dy).arg(&mut dx);
+        },
+    )
+}
+
+/// Average pooling; padding counts in the divisor.
+pub fn avg_pool_forward(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    p: &PoolParams,
+    x: CudaView<'_, f32>,
+    mut y: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let args = check_pool("avg pool", p, x.len(), y.len())?;
+    launch(
+        k,
+        s,
+        "avg pool",
+        "mt_avg_pool_forward",
+        elementwise(y.len()),
+        |b| {
+            pool_geometry(b, &args);
+            b.arg(&x).arg(&mut y);
+        },
+    )
+}
+
+/// Average pooling backward as a gather: one thread per input element (no atomics).
+pub fn avg_pool_backward(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    p: &PoolParams,
+    dy: CudaView<'_, f32>,
+    mut dx: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let args = check_pool("avg pool backward", p, dx.len(), dy.len())?;
+    launch(
+        k,
+        s,
+        "avg pool backward",
+        "mt_avg_pool_backward",
+        elementwise(dx.len()),
+        |b| {
+            pool_geometry(b, &args);
+            b.arg(&dy).arg(&mut dx);
+        },
+    )
+}
+
+// ---- Grad-CAM (kernels/gradcam.cu; CPU reference in explain::cam) ----
+
+fn volume(d: Dims3) -> usize {
+    d.iter().map(|&e| e as usize).product()
+}
+
+/// weights[p] = mean over `spatial` of grads[p, ·], for `weights.len()` planes (N·C).
+pub fn gradcam_pool_weights(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    spatial: usize,
+    grads: CudaView<'_, f32>,
+    mut weights: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    check_len("cam_pool_weights", "grads", weights.len() * spatial, grads.len())?;
+    let (planes, sp) = (u(weights.len()), u(spatial));
+    launch(
+        k,
+        s,
+        "cam_pool_weights",
+        "mt_gradcam_pool_weights",
+        elementwise(weights.len()),
+        |b| {
+            b.arg(&planes).arg(&sp).arg(&grads).arg(&mut weights);
+        },
+    )
+}
+
+/// Grad-CAM++ channel weights of `weights.len()` planes of `spatial` values.
+pub fn gradcam_pp_weights(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    spatial: usize,
+    acts: CudaView<'_, f32>,
+    grads: CudaView<'_, f32>,
+    mut weights: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    check_len("cam_pp_weights", "acts", weights.len() * spatial, acts.len())?;
+    check_len("cam_pp_weights", "grads", weights.len() * spatial, grads.len())?;
+    let (planes, sp) = (u(weights.len()), u(spatial));
+    launch(
+        k,
+        s,
+        "cam_pp_weights",
+        "mt_gradcam_pp_weights",
+        elementwise(weights.len()),
+        |b| {
+            b.arg(&planes).arg(&sp).arg(&acts).arg(&grads).arg(&mut weights);
+        },
+    )
+}
+
+/// cam (n, spatial) = ReLU(Σ_c weights (n, c) · acts (n, c, spatial)).
+#[allow(clippy::too_many_arguments)]
+pub fn gradcam_weighted_sum(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    n: usize,
+    c: usize,
+    spatial: usize,
+    acts: CudaView<'_, f32>,
+    weights: CudaView<'_, f32>,
+    mut cam: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    check_len("cam_weighted_sum", "acts", n * c * spatial, acts.len())?;
+    check_len("cam_weighted_sum", "weights", n * c, weights.len())?;
+    check_len("cam_weighted_sum", "cam", n * spatial, cam.len())?;
+    let (n64, c64, sp) = (u(n), u(c), u(spatial));
+    launch(
+        k,
+        s,
+        "cam_weighted_sum",
+        "mt_gradcam_weighted_sum",
+        elementwise(cam.len()),
+        |b| {
+            b.arg(&n64)
+                .arg(&c64)
+                .arg(&sp)
+                .arg(&acts)
+                .arg(&weights)
+                .arg(&mut cam);
+        },
+    )
+}
+
+/// Trilinear up-sampling of `n` maps from `from` to `to`, align_corners = false.
+pub fn gradcam_upsample(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    n: usize,
+    from: Dims3,
+    to: Dims3,
+    cam: CudaView<'_, f32>,
+    mut out: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    check_len("cam_upsample", "cam", n * volume(from), cam.len())?;
+    check_len("cam_upsample", "out", n * volume(to), out.len())?;
+    if from.contains(&0) {
+        return Err(BackendError::Params {
+            op: "cam_upsample",
+            reason: format!("empty source grid {from:?}"),
+        });
+    }
+    let n64 = u(n);
+    let [fd, fh, fw] = from.map(u64::from);
+    let [td, th, tw] = to.map(u64::from);
+    launch(
+        k,
+        s,
+        "cam_upsample",
+        "mt_gradcam_upsample",
+        elementwise(out.len()),
+        |b| {
+            b.arg(&n64)
+                .arg(&fd)
+                .arg(&fh)
+                .arg(&fw)
+                .arg(&td)
+                .arg(&th)
+                .arg(&tw)
+                .arg(&cam)
+                .arg(&mut out);
+        },
+    )
+}
+
+/// Min-max normalisation of each of the `n` maps of `spatial` values (a flat map becomes 0): one
+/// launch for the per-map (min, max) into a temporary buffer, one for the division.
+pub fn gradcam_normalise(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    n: usize,
+    spatial: usize,
+    mut maps: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    check_len("cam_normalise", "maps", n * spatial, maps.len())?;
+    if n == 0 || spatial == 0 {
+        return Ok(());
+    }
+    let mut minmax = s
+        .alloc_zeros::<f32>(2 * n)
+        .map_err(driver("cam_normalise: alloc"))?;
+    let (n64, sp) = (u(n), u(spatial));
+    {
+        let maps_ro = maps.as_view();
+        let mut mm = minmax.as_view_mut();
+        launch(k, s, "cam_normalise", "mt_gradcam_minmax", elementwise(n), |b| {
+            b.arg(&n64).arg(&sp).arg(&maps_ro).arg(&mut mm);
+        })?;
+    }
+    let mm = minmax.as_view();
+    launch(
+        k,
+        s,
+        "cam_normalise",
+        "mt_gradcam_normalise",
+        elementwise(n * spatial),
+        |b| {
+            b.arg(&n64).arg(&sp).arg(&mm).arg(&mut maps);
         },
     )
 }

@@ -1,6 +1,6 @@
 //! The CUDA backend: the `Backend` trait on one GPU per process (rank), through cudarc with dynamic
 //! loading. Convolution and batch norm run on cuDNN, linear layers on cuBLAS, pooling on our own NVRTC
-//! kernels (`pool.cu`), and elementwise ops, losses and optimizer updates on the kernel set in
+//! kernels (`kernels/pool.cu`), and elementwise ops, losses and optimizer updates on the kernel set in
 //! `kernels`. One context and one stream per process; every call is enqueued on that stream, and the
 //! calls that return host values (downloads, losses, norms) synchronise it.
 //!
@@ -79,7 +79,6 @@ pub struct CudaBackend {
     dnn: Mutex<Dnn>,
     blas: Mutex<CudaBlas>,
     kernels: kernels::Kernels,
-    pool: pool::PoolKernels,
     /// (≥ N) ones for bias broadcasts and bias gradients on cuBLAS; grown, never shrunk.
     ones: Mutex<Option<CudaSlice<f32>>>,
     /// Page-locked host memory for large copies; grown, never shrunk.
@@ -129,7 +128,6 @@ impl CudaBackend {
         linear::check("cublasSetMathMode", status.result())?;
         let handle = cudnn::Handle::new(&stream)?;
         let kernels = kernels::Kernels::new(&ctx)?;
-        let pool = pool::PoolKernels::new(&ctx)?;
         let device_name = ctx.name().unwrap_or_else(|_| "unknown CUDA device".into());
         let (free, total) = ctx.mem_get_info().map_err(driver("cuMemGetInfo"))?;
         Ok(CudaBackend {
@@ -141,7 +139,6 @@ impl CudaBackend {
             }),
             blas: Mutex::new(blas),
             kernels,
-            pool,
             ones: Mutex::new(None),
             staging: Mutex::new(None),
             memory: Memory {
@@ -176,6 +173,11 @@ impl CudaBackend {
     }
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+    /// The custom kernels (`kernels/*.cu`) of this backend's device, for launches outside the
+    /// `Backend` trait (Grad-CAM).
+    pub fn kernels(&self) -> &kernels::Kernels {
+        &self.kernels
     }
 
     /// Waits for every enqueued call.
@@ -616,7 +618,7 @@ impl Backend for CudaBackend {
 
     // ---- pooling ----
     fn max_pool_forward(&self, p: &PoolParams, x: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        pool::max_forward(&self.pool, &self.stream, p, x, y)
+        pool::max_forward(&self.kernels, &self.stream, p, x, y)
     }
     fn max_pool_backward(
         &self,
@@ -625,10 +627,10 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        pool::max_backward(&self.pool, &self.stream, p, x, dy, dx)
+        pool::max_backward(&self.kernels, &self.stream, p, x, dy, dx)
     }
     fn avg_pool_forward(&self, p: &PoolParams, x: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        pool::avg_forward(&self.pool, &self.stream, p, x, y)
+        pool::avg_forward(&self.kernels, &self.stream, p, x, y)
     }
     fn avg_pool_backward(
         &self,
@@ -636,7 +638,7 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        pool::avg_backward(&self.pool, &self.stream, p, dy, dx)
+        pool::avg_backward(&self.kernels, &self.stream, p, dy, dx)
     }
     fn global_avg_pool_forward(
         &self,

@@ -6,9 +6,10 @@
 use std::ptr;
 
 use super::{
-    adamw_scalars, check_bce, check_cross_entropy, cross_entropy_status, dropout_mask_args, regression_args,
-    scratch, REDUCE_THREADS,
+    adamw_scalars, check_bce, check_cross_entropy, check_pool, cross_entropy_status, dropout_mask_args,
+    regression_args, scratch, REDUCE_THREADS,
 };
+use crate::backend::params::PoolParams;
 use crate::backend::{
     check_len, AdamWHyper, BceParams, CrossEntropyParams, DropoutParams, RegressionLoss, Result, SgdHyper,
 };
@@ -46,6 +47,75 @@ mod ffi {
 
         pub fn mt_global_avg_pool_forward(planes: u64, spatial: u64, x: *const f32, y: *mut f32);
         pub fn mt_global_avg_pool_backward(planes: u64, spatial: u64, dy: *const f32, dx: *mut f32);
+        pub fn mt_max_pool_forward(
+            planes: u64,
+            d: u64,
+            h: u64,
+            w: u64,
+            kd: u64,
+            kh: u64,
+            kw: u64,
+            sd: u64,
+            sh: u64,
+            sw: u64,
+            pd: u64,
+            ph: u64,
+            pw: u64,
+            x: *const f32,
+            y: *mut f32,
+        );
+        pub fn mt_max_pool_backward(
+            planes: u64,
+            d: u64,
+            h: u64,
+            w: u64,
+            kd: u64,
+            kh: u64,
+            kw: u64,
+            sd: u64,
+            sh: u64,
+            sw: u64,
+            pd: u64,
+            ph: u64,
+            pw: u64,
+            x: *const f32,
+            dy: *const f32,
+            dx: *mut f32,
+        );
+        pub fn mt_avg_pool_forward(
+            planes: u64,
+            d: u64,
+            h: u64,
+            w: u64,
+            kd: u64,
+            kh: u64,
+            kw: u64,
+            sd: u64,
+            sh: u64,
+            sw: u64,
+            pd: u64,
+            ph: u64,
+            pw: u64,
+            x: *const f32,
+            y: *mut f32,
+        );
+        pub fn mt_avg_pool_backward(
+            planes: u64,
+            d: u64,
+            h: u64,
+            w: u64,
+            kd: u64,
+            kh: u64,
+            kw: u64,
+            sd: u64,
+            sh: u64,
+            sw: u64,
+            pd: u64,
+            ph: u64,
+            pw: u64,
+            dy: *const f32,
+            dx: *mut f32,
+        );
         pub fn mt_sum_squares_partial(n: u64, x: *const f32, partials: *mut f64);
         pub fn mt_sum_partials(count: u64, partials: *const f64, out: *mut f64);
 
@@ -317,6 +387,106 @@ impl Emulator {
         let (planes, s) = (dy.len() as u64, spatial as u64);
         launch(self.threads(), || unsafe {
             ffi::mt_global_avg_pool_backward(planes, s, dy.as_ptr(), dx.as_mut_ptr())
+        });
+        Ok(())
+    }
+
+    pub fn max_pool_forward(&self, p: &PoolParams, x: &[f32], y: &mut [f32]) -> Result<()> {
+        let [pl, d, h, w, kd, kh, kw, sd, sh, sw, pd, ph, pw] = check_pool("max pool", p, x.len(), y.len())?;
+        launch(self.threads(), || unsafe {
+            ffi::mt_max_pool_forward(
+                pl,
+                d,
+                h,
+                w,
+                kd,
+                kh,
+                kw,
+                sd,
+                sh,
+                sw,
+                pd,
+                ph,
+                pw,
+                x.as_ptr(),
+                y.as_mut_ptr(),
+            )
+        });
+        Ok(())
+    }
+
+    pub fn max_pool_backward(&self, p: &PoolParams, x: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        let [pl, d, h, w, kd, kh, kw, sd, sh, sw, pd, ph, pw] =
+            check_pool("max pool backward", p, x.len(), dy.len())?;
+        check_len("max pool backward", "dx", p.input_len(), dx.len())?;
+        launch(self.threads(), || unsafe {
+            ffi::mt_max_pool_backward(
+                pl,
+                d,
+                h,
+                w,
+                kd,
+                kh,
+                kw,
+                sd,
+                sh,
+                sw,
+                pd,
+                ph,
+                pw,
+                x.as_ptr(),
+                dy.as_ptr(),
+                dx.as_mut_ptr(),
+            )
+        });
+        Ok(())
+    }
+
+    pub fn avg_pool_forward(&self, p: &PoolParams, x: &[f32], y: &mut [f32]) -> Result<()> {
+        let [pl, d, h, w, kd, kh, kw, sd, sh, sw, pd, ph, pw] = check_pool("avg pool", p, x.len(), y.len())?;
+        launch(self.threads(), || unsafe {
+            ffi::mt_avg_pool_forward(
+                pl,
+                d,
+                h,
+                w,
+                kd,
+                kh,
+                kw,
+                sd,
+                sh,
+                sw,
+                pd,
+                ph,
+                pw,
+                x.as_ptr(),
+                y.as_mut_ptr(),
+            )
+        });
+        Ok(())
+    }
+
+    pub fn avg_pool_backward(&self, p: &PoolParams, dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        let [pl, d, h, w, kd, kh, kw, sd, sh, sw, pd, ph, pw] =
+            check_pool("avg pool backward", p, dx.len(), dy.len())?;
+        launch(self.threads(), || unsafe {
+            ffi::mt_avg_pool_backward(
+                pl,
+                d,
+                h,
+                w,
+                kd,
+                kh,
+                kw,
+                sd,
+                sh,
+                sw,
+                pd,
+                ph,
+                pw,
+                dy.as_ptr(),
+                dx.as_mut_ptr(),
+            )
         });
         Ok(())
     }

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use super::emulate::{Emulator, HostGrid};
 use super::{standalone_source, HEADER, REDUCE_THREADS, SOURCES};
 use crate::backend::cpu::CpuBackend;
+use crate::backend::params::PoolParams;
 use crate::backend::{
     AdamWHyper, Backend, BackendError, BceParams, CrossEntropyParams, DropoutParams, RegressionLoss, SgdHyper,
 };
@@ -181,6 +182,138 @@ fn global_avg_pool_matches_cpu() {
         cpu.global_avg_pool_backward(s, &dy, &mut want).unwrap();
         assert_close("global avg pool backward", &got, &want, EXACT);
     }
+}
+
+/// Pooling geometries: 2D (depth 1) and 3D, stride below, at and above the window, padding up to
+/// kernel − 1, extents that the windows do not tile, and more output elements than emulated threads.
+fn pool_cases() -> Vec<PoolParams> {
+    let g = |n, c, in_dims, kernel, stride, pad| PoolParams {
+        n,
+        c,
+        in_dims,
+        kernel,
+        stride,
+        pad,
+    };
+    vec![
+        PoolParams::pool2d(2, 3, [7, 9], 3, 2, 1),
+        PoolParams::pool2d(1, 2, [1, 1], 1, 1, 0),
+        PoolParams::pool2d(3, 5, [13, 11], 2, 2, 0),
+        PoolParams::pool2d(2, 4, [17, 23], 3, 1, 1),
+        PoolParams::pool2d(1, 3, [10, 10], 4, 3, 2),
+        PoolParams::pool2d(2, 2, [5, 6], 5, 1, 2),
+        PoolParams::pool2d(1, 1, [33, 35], 2, 3, 1),
+        g(2, 3, [1, 8, 11], [1, 3, 2], [1, 2, 3], [0, 1, 1]),
+        PoolParams::pool3d(2, 2, [5, 6, 7], 3, 2, 1),
+        PoolParams::pool3d(1, 3, [4, 4, 4], 2, 2, 0),
+        PoolParams::pool3d(1, 2, [7, 5, 9], 3, 1, 1),
+        g(2, 2, [6, 9, 5], [2, 3, 4], [2, 1, 3], [1, 1, 2]),
+        g(1, 1, [3, 17, 19], [3, 1, 2], [1, 4, 1], [1, 0, 1]),
+    ]
+}
+
+/// Inputs from a few levels, so most windows hold tied maxima (the first one wins on both sides).
+fn levels(r: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| [-1.5f32, 0.0, 0.5, 2.0][r.gen_range(0..4)])
+        .collect()
+}
+
+#[test]
+fn max_and_avg_pool_match_cpu_in_2d_and_3d() {
+    let (cpu, k) = (CpuBackend, emu());
+    for (t, p) in pool_cases().into_iter().enumerate() {
+        let (ni, no) = (p.input_len(), p.output_len());
+        let mut r = rng(300 + t as u64);
+        for x in [uniform(&mut r, ni, -3.0, 3.0), levels(&mut r, ni)] {
+            let dy = uniform(&mut r, no, -1.0, 1.0);
+            let case = format!("case {t} {p:?}");
+
+            let (mut got, mut want) = (nan(no), nan(no));
+            k.max_pool_forward(&p, &x, &mut got).unwrap();
+            cpu.max_pool_forward(&p, &x, &mut want).unwrap();
+            assert_close(&format!("max pool forward {case}"), &got, &want, EXACT);
+
+            let (mut got, mut want) = (nan(ni), nan(ni));
+            k.max_pool_backward(&p, &x, &dy, &mut got).unwrap();
+            cpu.max_pool_backward(&p, &x, &dy, &mut want).unwrap();
+            assert_close(&format!("max pool backward {case}"), &got, &want, EXACT);
+
+            let (mut got, mut want) = (nan(no), nan(no));
+            k.avg_pool_forward(&p, &x, &mut got).unwrap();
+            cpu.avg_pool_forward(&p, &x, &mut want).unwrap();
+            assert_close(&format!("avg pool forward {case}"), &got, &want, EXACT);
+
+            let (mut got, mut want) = (nan(ni), nan(ni));
+            k.avg_pool_backward(&p, &dy, &mut got).unwrap();
+            cpu.avg_pool_backward(&p, &dy, &mut want).unwrap();
+            assert_close(&format!("avg pool backward {case}"), &got, &want, EXACT);
+        }
+    }
+}
+
+#[test]
+fn pooling_does_not_depend_on_the_grid() {
+    let p = PoolParams::pool3d(2, 3, [5, 6, 7], 3, 2, 1);
+    let mut r = rng(330);
+    let x = levels(&mut r, p.input_len());
+    let dy = uniform(&mut r, p.output_len(), -1.0, 1.0);
+    let cpu = CpuBackend;
+    let mut want = nan(p.input_len());
+    cpu.max_pool_backward(&p, &x, &dy, &mut want).unwrap();
+    for (blocks, block_threads) in [(1, 1), (1, 7), (3, 100), (64, 256)] {
+        let k = Emulator::new(HostGrid {
+            blocks,
+            block_threads,
+        });
+        let mut got = nan(p.input_len());
+        k.max_pool_backward(&p, &x, &dy, &mut got).unwrap();
+        assert_close(&format!("grid {blocks}x{block_threads}"), &got, &want, EXACT);
+    }
+}
+
+#[test]
+fn avg_pool_of_negative_zeros_keeps_the_sign_like_cpu() {
+    let (cpu, k) = (CpuBackend, emu());
+    let p = PoolParams::pool2d(1, 1, [4, 4], 2, 2, 0);
+    let x = vec![-0.0f32; 16];
+    let (mut got, mut want) = (nan(4), nan(4));
+    k.avg_pool_forward(&p, &x, &mut got).unwrap();
+    cpu.avg_pool_forward(&p, &x, &mut want).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+}
+
+#[test]
+fn pooling_rejects_windows_that_do_not_fit() {
+    let k = emu();
+    let bad = [
+        PoolParams::pool2d(1, 1, [4, 4], 2, 2, 2), // padding as wide as the window: empty windows
+        PoolParams::pool2d(1, 1, [2, 2], 5, 1, 1), // window larger than the padded input
+        PoolParams::pool2d(1, 1, [4, 4], 2, 0, 0), // zero stride
+        PoolParams::pool2d(1, 1, [4, 4], 0, 1, 0), // zero window
+    ];
+    for p in bad {
+        let mut y = nan(16);
+        let err = k.max_pool_forward(&p, &[0.0; 16], &mut y).unwrap_err();
+        assert!(matches!(err, BackendError::Params { .. }), "{p:?}: {err}");
+    }
+    // Lengths are checked too.
+    let p = PoolParams::pool2d(1, 1, [4, 4], 2, 2, 0);
+    let mut dx = nan(15);
+    assert!(k.avg_pool_backward(&p, &[0.0; 4], &mut dx).is_err());
+}
+
+#[test]
+fn a_pooling_window_shifted_by_one_is_caught() {
+    // A kernel whose windows start one element late sees the input shifted by one.
+    let (cpu, k) = (CpuBackend, emu());
+    let p = PoolParams::pool2d(1, 2, [9, 9], 3, 2, 1);
+    let x = uniform(&mut rng(340), p.input_len() + 1, -1.0, 1.0);
+    let (mut got, mut want) = (nan(p.output_len()), nan(p.output_len()));
+    cpu.max_pool_forward(&p, &x[..p.input_len()], &mut want).unwrap();
+    k.max_pool_forward(&p, &x[1..], &mut got).unwrap();
+    assert!(mismatch(&got, &want, EXACT).is_some());
 }
 
 /// Σx² sums in a different (but fixed) order from the CPU's chunks: f64 rounding only.
