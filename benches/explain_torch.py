@@ -33,7 +33,15 @@ def model(name):
 
 def grad_cam(net, layer, x, cls):
     store = {}
-    handle = layer.register_forward_hook(lambda mod, inp, out: store.__setitem__("a", out))
+
+    def hook(mod, inp, out):
+        # The layer's output as a leaf: the layers above run on it, and autograd.grad stops there
+        # (backward to the layer only; the frozen layers below record no graph).
+        leaf = out.detach().requires_grad_(True)
+        store["a"] = leaf
+        return leaf
+
+    handle = layer.register_forward_hook(hook)
     logits = net(x)
     handle.remove()
     a = store["a"]

@@ -156,3 +156,101 @@ impl SeriesGeometry {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::config::SampleMode;
+    use crate::data::transform::{Augmentation, Grid};
+
+    fn transform(grid: &Grid, aug: &Augmentation) -> SampleTransform {
+        SampleTransform {
+            series_row: 0,
+            slice_index: grid.centre_slice.unwrap_or(0),
+            affine: grid.affine(aug),
+            flips: aug.flips,
+        }
+    }
+
+    #[test]
+    fn a_flipped_slice_sample_lands_unflipped_in_its_own_slice() {
+        // Source slice 2 of a (4, 3, 5) series sampled at native size: the identity in plane.
+        let grid = Grid {
+            mode: SampleMode::Slice,
+            src_shape: [4, 3, 5],
+            src_spacing: [2.0, 1.0, 1.0],
+            out_extent: [1, 3, 5],
+            out_spacing: None,
+            centre_slice: Some(2),
+        };
+        let map: Vec<f32> = (0..15).map(|i| i as f32).collect();
+        let mut out = vec![-1.0f32; 60];
+        let n = map_to_pack(
+            &map,
+            [1, 3, 5],
+            &transform(&grid, &Augmentation::none()),
+            [4, 3, 5],
+            &mut out,
+        );
+        assert_eq!(n, 15);
+        assert_eq!(&out[30..45], &map[..]);
+        assert!(out[..30].iter().chain(&out[45..]).all(|&v| v == -1.0));
+        // Mirrored columns in the sample: the map of the sample is mirrored back.
+        let mut aug = Augmentation::none();
+        aug.flips = [false, false, true];
+        let mut back = vec![0.0f32; 60];
+        map_to_pack(&map, [1, 3, 5], &transform(&grid, &aug), [4, 3, 5], &mut back);
+        for r in 0..3 {
+            for c in 0..5 {
+                assert_eq!(back[30 + r * 5 + c], map[r * 5 + (4 - c)], "row {r} col {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_centre_crop_is_placed_where_it_was_cut() {
+        // A (2, 2, 2) crop from the centre of a (4, 4, 4) volume covers voxels 1..3 on every axis.
+        let grid = Grid {
+            mode: SampleMode::Crop3d,
+            src_shape: [4, 4, 4],
+            src_spacing: [1.0, 1.0, 1.0],
+            out_extent: [2, 2, 2],
+            out_spacing: None,
+            centre_slice: None,
+        };
+        let map: Vec<f32> = (1..=8).map(|i| i as f32).collect();
+        let mut out = vec![0.0f32; 64];
+        let n = map_to_pack(
+            &map,
+            [2, 2, 2],
+            &transform(&grid, &Augmentation::none()),
+            [4, 4, 4],
+            &mut out,
+        );
+        assert_eq!(n, 8);
+        for z in 0..2 {
+            for y in 0..2 {
+                for x in 0..2 {
+                    assert_eq!(out[((z + 1) * 4 + y + 1) * 4 + x + 1], map[(z * 2 + y) * 2 + x]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn patient_coordinates_round_trip() {
+        let g = SeriesGeometry::new(
+            [-100.0, -50.0, 20.0],
+            [0.0, 1.0, 0.0, 0.0, 0.0, -1.0],
+            [0.8, 0.7],
+            [2.5, 0.0, 0.0],
+        );
+        let v = [3.0, 10.0, 7.0];
+        let p = g.to_patient(v);
+        // col → +y × 0.7 mm, row → −z × 0.8 mm, slice → +x × 2.5 mm.
+        assert!((p[0] - (-100.0 + 7.5)).abs() < 1e-9 && (p[1] - (-50.0 + 4.9)).abs() < 1e-9);
+        assert!((p[2] - (20.0 - 8.0)).abs() < 1e-9);
+        let back = g.to_voxel(p).unwrap();
+        assert!((0..3).all(|i| (back[i] - v[i]).abs() < 1e-9), "{back:?}");
+    }
+}
