@@ -13,7 +13,6 @@ pub mod conv;
 pub mod cudnn;
 pub mod kernels;
 pub mod linear;
-pub mod pool;
 pub mod probe;
 pub mod select;
 
@@ -616,9 +615,10 @@ impl Backend for CudaBackend {
         kernels::leaky_relu_backward(&self.kernels, &self.stream, slope, x, dy, dx)
     }
 
-    // ---- pooling ----
+    // ---- pooling: kernels/pool.cu, not cuDNN (its max tie rule is unspecified, and its backward reads
+    // x and y, which avg_pool_backward does not receive) ----
     fn max_pool_forward(&self, p: &PoolParams, x: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        pool::max_forward(&self.kernels, &self.stream, p, x, y)
+        kernels::max_pool_forward(&self.kernels, &self.stream, p, x, y)
     }
     fn max_pool_backward(
         &self,
@@ -627,10 +627,10 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        pool::max_backward(&self.kernels, &self.stream, p, x, dy, dx)
+        kernels::max_pool_backward(&self.kernels, &self.stream, p, x, dy, dx)
     }
     fn avg_pool_forward(&self, p: &PoolParams, x: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        pool::avg_forward(&self.kernels, &self.stream, p, x, y)
+        kernels::avg_pool_forward(&self.kernels, &self.stream, p, x, y)
     }
     fn avg_pool_backward(
         &self,
@@ -638,7 +638,7 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        pool::avg_backward(&self.kernels, &self.stream, p, dy, dx)
+        kernels::avg_pool_backward(&self.kernels, &self.stream, p, dy, dx)
     }
     fn global_avg_pool_forward(
         &self,
