@@ -9,7 +9,20 @@ const CLIP_EPS: f64 = 1e-6;
 /// deterministic f64 sum, so clipping decisions agree on every rank and thread count.
 pub fn clip_grad_norm<B: Backend>(b: &B, grad: &mut B::Buf, max_norm: f32) -> Result<f32> {
     let n = b.len(grad);
-    let norm = b.sum_squares(b.view(grad, 0..n))?.sqrt();
+    let sum_squares = b.sum_squares(b.view(grad, 0..n))?;
+    clip_grad_norm_with(b, grad, max_norm, sum_squares)
+}
+
+/// `clip_grad_norm` when the caller already holds Σ grad² (the training loop computes it on the host
+/// copy for its non-finite check).
+pub fn clip_grad_norm_with<B: Backend>(
+    b: &B,
+    grad: &mut B::Buf,
+    max_norm: f32,
+    sum_squares: f64,
+) -> Result<f32> {
+    let n = b.len(grad);
+    let norm = sum_squares.sqrt();
     let coef = max_norm as f64 / (norm + CLIP_EPS);
     if coef < 1.0 {
         b.scale(coef as f32, b.view_mut(grad, 0..n))?;

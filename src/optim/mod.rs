@@ -6,7 +6,7 @@ pub mod clip;
 pub mod schedule;
 
 pub use accumulate::GradAccumulator;
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_grad_norm_with};
 pub use schedule::{LrSchedule, ScheduleKind};
 
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,7 @@ use super::evaluate::{self, EvalReport};
 use super::faults::{Fault, FaultKind};
 use super::signals;
 use super::watchdog::{Phase, Watchdog};
+use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BceParams, RegressionLoss};
 use crate::catalog::split::Manifest;
 use crate::checkpoint::{self, TrainState};
@@ -24,7 +25,7 @@ use crate::data::{Batch, Dataset, Loader};
 use crate::dist::bucket::BucketReducer;
 use crate::dist::World;
 use crate::nn::{build, Net};
-use crate::optim::{clip_grad_norm, LrSchedule, Optimizer, ScheduleKind};
+use crate::optim::{clip_grad_norm_with, LrSchedule, Optimizer, ScheduleKind};
 use crate::stage::background::{AsyncOptions, BackgroundStage, CopierReport, Fallback};
 use serde::Serialize;
 use std::io::Write;
@@ -723,8 +724,9 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 }
             }
             // The gradient's sum of squares is finite exactly when every element is; the layer is
-            // looked for only when it is not.
-            let grad_squares: f64 = grad_host.iter().map(|&g| g as f64 * g as f64).sum();
+            // looked for only when it is not. It is the CPU reference's deterministic chunked sum of the
+            // values uploaded below, so clipping reuses it instead of summing again.
+            let grad_squares = CpuBackend.sum_squares(&grad_host[..]).map_err(failed)?;
             let bad_layer = (!grad_squares.is_finite())
                 .then(|| first_nonfinite_layer(&net, &grad_host))
                 .flatten();
@@ -782,7 +784,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 loss_epoch.0 += agreed[0];
                 loss_epoch.1 += agreed[1];
                 if let Some(max_norm) = t.grad_clip {
-                    clip_grad_norm(b, &mut net.grad, max_norm).map_err(failed)?;
+                    clip_grad_norm_with(b, &mut net.grad, max_norm, grad_squares).map_err(failed)?;
                 }
                 lr = schedule.lr(opt.step);
                 opt.update(b, lr, &mut net.param, &net.grad).map_err(failed)?;
