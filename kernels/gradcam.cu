@@ -49,12 +49,16 @@ MT_KERNEL mt_gradcam_weighted_sum(u64 n, u64 c, u64 spatial, const float* acts, 
     }
 }
 
-// PyTorch's source index for align_corners=False (float arithmetic as in the CPU reference): the two
-// neighbours along one axis and the weight of the second.
-MT_HD void mt_gradcam_source(u64 dst, u64 in_len, u64 out_len, u64* i0, u64* i1, float* l) {
-    const float scale = (float)in_len / (float)out_len;
-    float src = scale * ((float)dst + 0.5f) - 0.5f;
+// The source index along one axis (float arithmetic as in the CPU reference, source_index in
+// src/explain/cam.rs): src = scale * (dst + before) + after, clamped to [0, in_len - 1]; the two
+// neighbours and the weight of the second. PyTorch's align_corners=False is scale = in/out,
+// before = 0.5, after = -0.5; a receptive-field-centred grid is scale = 1/stride, before = -offset.
+MT_HD void mt_gradcam_source(u64 dst, u64 in_len, float scale, float before, float after, u64* i0, u64* i1,
+                             float* l) {
+    float src = scale * ((float)dst + before) + after;
+    const float last = (float)(in_len - 1);
     if (src < 0.0f) src = 0.0f;
+    if (src > last) src = last;
     u64 a = (u64)src;
     if (a > in_len - 1) a = in_len - 1;
     *i0 = a;
@@ -62,9 +66,10 @@ MT_HD void mt_gradcam_source(u64 dst, u64 in_len, u64 out_len, u64* i0, u64* i1,
     *l = src - (float)a;
 }
 
-// Trilinear (bilinear when both depths are 1) up-sampling, align_corners=False.
-//                                                         cam (n, fd, fh, fw); out (n, td, th, tw)
-MT_KERNEL mt_gradcam_upsample(u64 n, u64 fd, u64 fh, u64 fw, u64 td, u64 th, u64 tw, const float* cam,
+// Trilinear (bilinear when both depths are 1) up-sampling; axis a reads the source through
+// (scale, before, after) = (s*, b*, a*) for z, y, x.    cam (n, fd, fh, fw); out (n, td, th, tw)
+MT_KERNEL mt_gradcam_upsample(u64 n, u64 fd, u64 fh, u64 fw, u64 td, u64 th, u64 tw, float sz, float bz, float az,
+                              float sy, float by, float ay, float sx, float bx, float ax, const float* cam,
                               float* out) {
     const u64 fs = fd * fh * fw, ts = td * th * tw;
     const u64 total = n * ts;
@@ -73,9 +78,9 @@ MT_KERNEL mt_gradcam_upsample(u64 n, u64 fd, u64 fh, u64 fw, u64 td, u64 th, u64
         const u64 z = r / (th * tw), y = (r / tw) % th, x = r % tw;
         u64 z0, z1, y0, y1, x0, x1;
         float lz, ly, lx;
-        mt_gradcam_source(z, fd, td, &z0, &z1, &lz);
-        mt_gradcam_source(y, fh, th, &y0, &y1, &ly);
-        mt_gradcam_source(x, fw, tw, &x0, &x1, &lx);
+        mt_gradcam_source(z, fd, sz, bz, az, &z0, &z1, &lz);
+        mt_gradcam_source(y, fh, sy, by, ay, &y0, &y1, &ly);
+        mt_gradcam_source(x, fw, sx, bx, ax, &x0, &x1, &lx);
         const float* src = cam + m * fs;
         const float* s0 = src + z0 * fh * fw;
         const float* s1 = src + z1 * fh * fw;

@@ -7,8 +7,8 @@
 use crate::common::run;
 use medtrain::backend::cpu::CpuBackend;
 use medtrain::backend::{Backend, BatchNormParams, ConvParams, LinearParams};
-use medtrain::explain::cam::{self, CamShape, GradCamOps, Method};
-use medtrain::explain::layers::{cam_layers, grad_cam};
+use medtrain::explain::cam::{self, interpolate_axes, AxisMap, CamShape, GradCamOps, Method, Upsample};
+use medtrain::explain::layers::{cam_layers, grad_cam, grad_cam_layers, CamRequest};
 use medtrain::explain::mapback::SeriesGeometry;
 use medtrain::explain::overlay::{radiological_flips, render_slice, SliceView};
 use medtrain::explain::quality;
@@ -33,6 +33,16 @@ pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+/// A Grad-CAM request with receptive-field-centred up-sampling (the default of `medtrain explain`).
+pub(crate) fn cam_req(output: usize, method: Method, normalise: bool) -> CamRequest {
+    CamRequest {
+        output,
+        method,
+        upsample: Upsample::Centred,
+        normalise,
+    }
 }
 
 /// conv 3×3 (1 → C, pad 1, no bias) [→ batch norm → ReLU] → global average pool → linear (C → 2).
@@ -164,11 +174,25 @@ fn explain_gradcam_of_conv_pool_linear_is_the_classifier_weighted_feature_map() 
                 want[n * H * W + p] = v.max(0.0);
             }
         }
-        let got = grad_cam(&b, &mut net, &input, &layer, class, Method::GradCam, false).unwrap();
+        let got = grad_cam(
+            &b,
+            &mut net,
+            &input,
+            &layer,
+            &cam_req(class, Method::GradCam, false),
+        )
+        .unwrap();
         assert_close(&got.raw, &want, 1e-5, "raw map");
         // Same grid, so up-sampling is the identity; normalised maps are min-max per sample.
         assert_close(&got.maps, &want, 1e-5, "maps on the input grid");
-        let norm = grad_cam(&b, &mut net, &input, &layer, class, Method::GradCam, true).unwrap();
+        let norm = grad_cam(
+            &b,
+            &mut net,
+            &input,
+            &layer,
+            &cam_req(class, Method::GradCam, true),
+        )
+        .unwrap();
         for n in 0..N {
             let r = n * H * W..(n + 1) * H * W;
             assert_close(&norm.maps[r.clone()], &min_max(&want[r]), 1e-5, "normalised");
@@ -179,9 +203,7 @@ fn explain_gradcam_of_conv_pool_linear_is_the_classifier_weighted_feature_map() 
             &mut net,
             &input,
             &layer,
-            class,
-            Method::GradCamPlusPlus,
-            false,
+            &cam_req(class, Method::GradCamPlusPlus, false),
         )
         .unwrap();
         let mut want_pp = vec![0.0f32; N * H * W];
@@ -251,7 +273,14 @@ fn explain_backward_to_a_conv_under_inference_batch_norm_matches_the_closed_form
             }
         }
     }
-    let got = grad_cam(&b, &mut net, &input, &conv, class, Method::GradCam, false).unwrap();
+    let got = grad_cam(
+        &b,
+        &mut net,
+        &input,
+        &conv,
+        &cam_req(class, Method::GradCam, false),
+    )
+    .unwrap();
     let grad = b
         .download(b.view(net.node_output_grad(conv.node), 0..N * C * H * W))
         .unwrap();
@@ -312,7 +341,8 @@ fn explain_upsampling_and_channel_weights_match_pytorch() {
         let input = floats(&c["input"]);
         let want = floats(&c["output"]);
         let mut got = vec![0.0f32; want.len()];
-        b.cam_upsample(n, from, to, &input, &mut got).unwrap();
+        b.cam_upsample(n, from, to, &interpolate_axes(from, to), &input, &mut got)
+            .unwrap();
         assert_close(&got, &want, 1e-5, case);
     }
     let w = &f["weights"];
@@ -356,6 +386,9 @@ fn explain_pointing_game_on_constructed_maps() {
         Some(false)
     );
     assert_eq!(quality::pointing_hit(&map, &mask, dims, spacing, 3.0), Some(true));
+    let peak = quality::peak(&map, &mask, dims, spacing).unwrap();
+    assert_eq!(peak.voxel, [1, 5, 9]);
+    assert_eq!(peak.distance_mm, Some(3.0));
     map[at(1, 5, 9)] = 0.0;
     map[at(2, 5, 5)] = 1.0; // one slice (2 mm) off the lesion's edge voxel
     assert_eq!(
@@ -400,7 +433,7 @@ fn explain_sanity_check_fails_for_a_map_that_ignores_the_weights() {
     let (mut cams, mut edges) = (vec![], vec![]);
     for p in &stages {
         net.param = b.upload(p).unwrap();
-        let got = grad_cam(&b, &mut net, &input, &layer, 0, Method::GradCam, true).unwrap();
+        let got = grad_cam(&b, &mut net, &input, &layer, &cam_req(0, Method::GradCam, true)).unwrap();
         cams.push(got.maps.chunks(H * W).map(|m| m.to_vec()).collect::<Vec<_>>());
         // An "explanation" computed from the input alone (its magnitude): blind to every weight.
         edges.push(
@@ -450,6 +483,8 @@ fn explain_overlay_shows_patient_left_on_image_right() {
                 spacing,
                 flip_cols,
                 flip_rows,
+                outline: None,
+                marker: None,
             },
             [0.0, 2000.0],
             64,
@@ -489,11 +524,168 @@ fn explain_normalisation_and_upsampling_ramps() {
     let to = [1u32, 1, 8];
     let ramp: Vec<f32> = (0..4).map(|i| i as f32).collect();
     let mut out = vec![0.0; 8];
-    cam::upsample(1, from, to, &ramp, &mut out);
+    cam::upsample(1, from, to, &interpolate_axes(from, to), &ramp, &mut out);
     // Output x samples source (x + 0.5)/2 − 0.5, clamped to [0, 3].
     let want = [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0];
     assert_close(&out, &want, 1e-6, "ramp");
+    // Centred: cell i sits on input 1 + 2i (offset 1, stride 2), so input x reads cell (x − 1)/2.
+    let centred = [
+        AxisMap::centred(0.0, 1.0),
+        AxisMap::centred(0.0, 1.0),
+        AxisMap::centred(1.0, 2.0),
+    ];
+    cam::upsample(1, from, to, &centred, &ramp, &mut out);
+    let want = [0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0];
+    assert_close(&out, &want, 1e-6, "centred ramp");
     let mut maps = vec![2.0, 4.0, 6.0, 5.0, 5.0, 5.0];
     cam::normalise(2, 3, &mut maps);
     assert_eq!(maps, vec![0.0, 0.5, 1.0, 0.0, 0.0, 0.0]);
+}
+
+/// A 2D ResNet (stem stride 2, two stages) whose every convolution averages its window over all
+/// input channels (weights 1/fan-in) and whose batch norms are the identity: each activation is then
+/// the mean of the input over the layer's receptive field, weighted symmetrically about its centre.
+fn averaging_resnet(b: &CpuBackend, hw: u32) -> Net<CpuBackend> {
+    let cfg = ResNetConfig {
+        spatial_dims: 2,
+        in_channels: 1,
+        num_outputs: 1,
+        widths: vec![2, 3],
+        blocks: vec![1, 1],
+        stem_kernel: 5,
+        stem_stride: 2,
+        stem_pool: false,
+    };
+    let spec = medtrain::nn::build(&cfg, 1, [1, hw, hw]);
+    let mut params = vec![0.0f32; spec.params.len()];
+    for e in spec.params.entries() {
+        let fill = match e.shape.len() {
+            // Convolution weights (out, in, kh, kw): the mean over the window and the channels.
+            4 | 5 => 1.0 / e.shape[1..].iter().product::<usize>() as f32,
+            // Batch-norm scale 1, shifts and biases 0.
+            1 if e.name.ends_with(".weight") => 1.0,
+            _ => 0.0,
+        };
+        params[e.range.clone()].fill(fill);
+    }
+    let mut state = vec![0.0f32; spec.buffers.len()];
+    for e in spec.buffers.entries() {
+        if e.name.ends_with("running_var") {
+            // 1/√(var + ε) = 1 with the backend's ε = 1e-5.
+            state[e.range.clone()].fill(1.0 - 1e-5);
+        }
+    }
+    let mut net = Net::new(b, spec, 1).unwrap();
+    net.param = b.upload(&params).unwrap();
+    net.state = b.upload(&state).unwrap();
+    net
+}
+
+#[test]
+fn explain_layer_centres_are_where_each_cell_reads_the_input() {
+    // Independent of the stride/padding arithmetic in CamLayer: feed a ramp (input = its own column,
+    // or row, coordinate) and a constant 1. With symmetric averaging weights, an interior cell's
+    // response to the ramp divided by its response to the constant is the input coordinate its
+    // receptive field is centred on. Then check F.interpolate's placement is off by (s − 1)/2.
+    let b = CpuBackend;
+    let hw = 96usize;
+    let mut net = averaging_resnet(&b, hw as u32);
+    let layers = cam_layers(&net.spec);
+    let run = |net: &mut Net<CpuBackend>, input: &[f32]| -> Vec<Vec<f32>> {
+        net.forward(&b, input, false).unwrap();
+        layers
+            .iter()
+            .map(|l| {
+                let len = l.channels * l.dims.iter().map(|&d| d as usize).product::<usize>();
+                b.download(b.view(net.node_output(l.node), 0..len)).unwrap()
+            })
+            .collect()
+    };
+    let ones = run(&mut net, &vec![1.0f32; hw * hw]);
+    for (axis, name) in [(1usize, "row"), (2, "col")] {
+        let ramp: Vec<f32> = (0..hw * hw)
+            .map(|i| {
+                if axis == 1 {
+                    (i / hw) as f32
+                } else {
+                    (i % hw) as f32
+                }
+            })
+            .collect();
+        let got = run(&mut net, &ramp);
+        let mut checked = 0;
+        for (k, l) in layers.iter().enumerate() {
+            let [offset, stride] = l.centres[axis];
+            let (h, w) = (l.dims[1] as usize, l.dims[2] as usize);
+            // Interior cells only: receptive fields clear of the zero padding.
+            for i in h / 3..2 * h / 3 {
+                for j in w / 3..2 * w / 3 {
+                    let cell = i * w + j;
+                    let centre = got[k][cell] as f64 / ones[k][cell] as f64;
+                    let index = if axis == 1 { i } else { j };
+                    let want = offset + stride * index as f64;
+                    assert!(
+                        (centre - want).abs() < 1e-3,
+                        "{} ({name}): cell {index} reads input {centre}, CamLayer says {want}",
+                        l.name
+                    );
+                    checked += 1;
+                }
+            }
+            if stride == 4.0 {
+                // F.interpolate(align_corners=False) puts cell i at 4i + 1.5: the shift the
+                // centred up-sampling removes.
+                let m = cam::AxisMap::interpolate(l.dims[axis] as usize, hw);
+                let c = cam::AxisMap::centred(offset, stride);
+                let src = |m: cam::AxisMap, x: f32| m.scale * (x + m.before) + m.after;
+                let x = (offset + stride * 10.0) as f32;
+                assert!((src(c, x) - 10.0).abs() < 1e-6);
+                assert!((src(m, x) - (10.0 - 1.5 / 4.0)).abs() < 1e-6, "{}", src(m, x));
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+    }
+    let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+    for want in [
+        "conv1",
+        "relu",
+        "layer1.0.relu",
+        "layer1.0",
+        "layer2.0.downsample.0",
+        "layer2.0",
+    ] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+    let stage2 = layers.iter().find(|l| l.name == "layer2.0").unwrap();
+    assert_eq!(
+        stage2.centres[2],
+        [0.0, 4.0],
+        "stem 5×5/2 pad 2, then 3×3/2 pad 1"
+    );
+}
+
+#[test]
+fn explain_several_layers_from_one_pass_equal_one_layer_at_a_time() {
+    let b = CpuBackend;
+    let mut net = averaging_resnet(&b, 32);
+    let params: Vec<f32> = values(net.spec.params.len(), 41);
+    net.param = b.upload(&params).unwrap();
+    let input = values(32 * 32, 42);
+    let layers = cam_layers(&net.spec);
+    for upsample in [Upsample::Centred, Upsample::Interpolate] {
+        let req = CamRequest {
+            output: 0,
+            method: Method::GradCam,
+            upsample,
+            normalise: true,
+        };
+        let all = grad_cam_layers(&b, &mut net, &input, &layers, &req).unwrap();
+        assert_eq!(all.len(), layers.len());
+        for (l, got) in layers.iter().zip(&all) {
+            let one = grad_cam(&b, &mut net, &input, l, &req).unwrap();
+            assert_eq!(got.maps, one.maps, "{} {upsample:?}", l.name);
+            assert_eq!(got.raw, one.raw, "{}", l.name);
+            assert_eq!(got.outputs, one.outputs, "{}", l.name);
+        }
+    }
 }

@@ -3,11 +3,12 @@
 //! GPU-only checks print "skipped: <reason>" without a GPU (MEDTRAIN_REQUIRE_GPU=1 makes a skip fail).
 
 use crate::common::{run, tempdir};
+use crate::explain::cam_req;
 use crate::explain::{hand_built, values};
 use medtrain::backend::cpu::CpuBackend;
 use medtrain::backend::cuda::{probe, CudaBackend};
 use medtrain::backend::{Backend, Dims3};
-use medtrain::explain::cam::{CamShape, GradCamOps, Method};
+use medtrain::explain::cam::{interpolate_axes, AxisMap, CamShape, GradCamOps, Method};
 use medtrain::explain::layers::{cam_layers, grad_cam};
 use medtrain::nn::Net;
 
@@ -40,7 +41,14 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
-fn ops_on<B: GradCamOps>(b: &B, s: &CamShape, to: Dims3, acts: &[f32], grads: &[f32]) -> Vec<Vec<f32>> {
+fn ops_on<B: GradCamOps>(
+    b: &B,
+    s: &CamShape,
+    to: Dims3,
+    axes: &[AxisMap; 3],
+    acts: &[f32],
+    grads: &[f32],
+) -> Vec<Vec<f32>> {
     let (nc, sp) = (s.n * s.c, s.spatial());
     let ts: usize = to.iter().map(|&d| d as usize).product();
     let a = b.upload(acts).unwrap();
@@ -69,6 +77,7 @@ fn ops_on<B: GradCamOps>(b: &B, s: &CamShape, to: Dims3, acts: &[f32], grads: &[
         s.n,
         s.dims,
         to,
+        axes,
         b.view(&cam, 0..s.n * sp),
         b.view_mut(&mut up, 0..s.n * ts),
     )
@@ -127,21 +136,29 @@ fn explain_gpu_gradcam_ops_match_the_cpu_reference() {
     for (k, (s, to)) in cases.iter().enumerate() {
         let acts: Vec<f32> = values(s.len(), 100 + k as u64).iter().map(|v| v.abs()).collect();
         let grads = values(s.len(), 200 + k as u64);
-        let want = ops_on(&CpuBackend, s, *to, &acts, &grads);
-        let got = ops_on(&gpu, s, *to, &acts, &grads);
-        for (step, (g, w)) in [
-            "pool weights",
-            "Grad-CAM++ weights",
-            "weighted sum",
-            "upsample",
-            "normalise",
-        ]
-        .iter()
-        .zip(got.iter().zip(&want))
-        {
-            assert_close(g, w, &format!("case {k} {step}"));
+        // PyTorch's grid, and a receptive-field-centred one whose sources run off both ends.
+        let centred = [
+            AxisMap::centred(if s.dims[0] == 1 { 0.0 } else { 1.0 }, 3.0),
+            AxisMap::centred(1.5, 4.0),
+            AxisMap::centred(-2.0, 4.0),
+        ];
+        for axes in [interpolate_axes(s.dims, *to), centred] {
+            let want = ops_on(&CpuBackend, s, *to, &axes, &acts, &grads);
+            let got = ops_on(&gpu, s, *to, &axes, &acts, &grads);
+            for (step, (g, w)) in [
+                "pool weights",
+                "Grad-CAM++ weights",
+                "weighted sum",
+                "upsample",
+                "normalise",
+            ]
+            .iter()
+            .zip(got.iter().zip(&want))
+            {
+                assert_close(g, w, &format!("case {k} {axes:?} {step}"));
+            }
+            assert!(want[4].contains(&1.0), "case {k}: a non-trivial map");
         }
-        assert!(want[4].contains(&1.0), "case {k}: a non-trivial map");
     }
     // A flat map normalises to zeros on both sides.
     let s = CamShape {
@@ -149,7 +166,8 @@ fn explain_gpu_gradcam_ops_match_the_cpu_reference() {
         c: 1,
         dims: [1, 2, 2],
     };
-    let flat = ops_on(&gpu, &s, [1, 4, 4], &[1.0; 4], &[0.5; 4]);
+    let to = [1, 4, 4];
+    let flat = ops_on(&gpu, &s, to, &interpolate_axes(s.dims, to), &[1.0; 4], &[0.5; 4]);
     assert!(flat[4].iter().all(|&v| v == 0.0), "{:?}", flat[4]);
 }
 
@@ -168,8 +186,8 @@ fn explain_gpu_grad_cam_of_a_network_matches_the_cpu() {
     let input = values(cnet.spec.graph.tensor_len[0], 32);
     for layer in cam_layers(&cnet.spec) {
         for method in [Method::GradCam, Method::GradCamPlusPlus] {
-            let want = grad_cam(&cpu, &mut cnet, &input, &layer, 0, method, true).unwrap();
-            let got = grad_cam(&gpu, &mut gnet, &input, &layer, 0, method, true).unwrap();
+            let want = grad_cam(&cpu, &mut cnet, &input, &layer, &cam_req(0, method, true)).unwrap();
+            let got = grad_cam(&gpu, &mut gnet, &input, &layer, &cam_req(0, method, true)).unwrap();
             let what = format!("{} {}", layer.name, method.name());
             // The network itself runs on cuDNN/cuBLAS, which round differently from the CPU.
             for (g, w, part) in [

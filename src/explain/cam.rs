@@ -1,6 +1,7 @@
 //! Grad-CAM and Grad-CAM++ on the CPU: the reference every device implementation is checked against.
 //! Four steps per map: gradients pooled to channel weights, weighted channel sum with ReLU, up-sampling
-//! to the input grid (trilinear, `align_corners = false` as PyTorch's `F.interpolate`), and min-max
+//! to the input grid (trilinear, each layer cell placed at the centre of its receptive field, or as
+//! PyTorch's `F.interpolate(align_corners = false)` places it; see [`Upsample`]), and min-max
 //! normalisation per map. Layouts: activations and gradients (N, C, D, H, W); maps (N, D, H, W).
 
 use crate::backend::cpu::CpuBackend;
@@ -57,6 +58,70 @@ impl Method {
     }
 }
 
+/// How a layer's grid is laid over the input grid when its map is up-sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsample {
+    /// Cell i of the layer sits at the centre of its receptive field in the input, offset + stride·i
+    /// per axis, from the kernels, strides, paddings and dilations of the layers above it
+    /// ([`crate::explain::layers::CamLayer::centres`]). The map lands where the features were seen.
+    Centred,
+    /// PyTorch's `F.interpolate(align_corners = False)`, what hook-based Grad-CAM libraries use: it
+    /// assumes cell i covers input [i·s, (i+1)·s), so after 3×3 convolutions of stride 2 and padding
+    /// 1 (cell i centred on input s·i) the map lands (s − 1)/2 input pixels toward +row/+col of the
+    /// features it came from (1.5 pixels at a total stride of 4).
+    Interpolate,
+}
+
+impl Upsample {
+    pub fn parse(text: &str) -> Option<Upsample> {
+        match text {
+            "centred" | "centered" => Some(Upsample::Centred),
+            "interpolate" => Some(Upsample::Interpolate),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Upsample::Centred => "centred",
+            Upsample::Interpolate => "interpolate",
+        }
+    }
+}
+
+/// Where one output axis reads the layer's grid: source coordinate src = scale · (dst + before) + after,
+/// clamped to the grid [0, len − 1].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AxisMap {
+    pub scale: f32,
+    pub before: f32,
+    pub after: f32,
+}
+
+impl AxisMap {
+    /// PyTorch's `align_corners = False`: src = (in / out) · (dst + ½) − ½.
+    pub fn interpolate(in_len: usize, out_len: usize) -> AxisMap {
+        AxisMap {
+            scale: in_len as f32 / out_len as f32,
+            before: 0.5,
+            after: -0.5,
+        }
+    }
+    /// Cell i centred at input coordinate `offset + stride · i`: src = (dst − offset) / stride.
+    pub fn centred(offset: f64, stride: f64) -> AxisMap {
+        AxisMap {
+            scale: (1.0 / stride) as f32,
+            before: -offset as f32,
+            after: 0.0,
+        }
+    }
+}
+
+/// `align_corners = false` on all three axes, from grid `from` to grid `to`.
+pub fn interpolate_axes(from: Dims3, to: Dims3) -> [AxisMap; 3] {
+    std::array::from_fn(|a| AxisMap::interpolate(from[a] as usize, to[a] as usize))
+}
+
 /// The device seam of Grad-CAM: the same four steps (plus the Grad-CAM++ weights) on any backend.
 /// `kernels/gradcam.cu` implements them for CUDA with the same arguments.
 pub trait GradCamOps: Backend {
@@ -79,12 +144,14 @@ pub trait GradCamOps: Backend {
         weights: Self::View<'_>,
         cam: Self::ViewMut<'_>,
     ) -> Result<()>;
-    /// cam (N, from) → out (N, to), trilinear (bilinear when both depths are 1), align_corners=false.
+    /// cam (N, from) → out (N, to), trilinear (bilinear when both depths are 1), each output axis
+    /// reading the source grid through its [`AxisMap`] (z, y, x).
     fn cam_upsample(
         &self,
         n: usize,
         from: Dims3,
         to: Dims3,
+        axes: &[AxisMap; 3],
         cam: Self::View<'_>,
         out: Self::ViewMut<'_>,
     ) -> Result<()>;
@@ -142,24 +209,23 @@ pub fn weighted_sum(s: &CamShape, acts: &[f32], weights: &[f32], cam: &mut [f32]
     }
 }
 
-/// PyTorch's source index for `align_corners = false`: the two neighbours along one axis and the
-/// weight of the second.
-pub fn source_index(dst: usize, in_len: usize, out_len: usize) -> (usize, usize, f32) {
-    let scale = in_len as f32 / out_len as f32;
-    let src = (scale * (dst as f32 + 0.5) - 0.5).max(0.0);
+/// The source index along one axis (as PyTorch computes it for `align_corners = false`): the two
+/// neighbours and the weight of the second, the source clamped to [0, in_len − 1].
+pub fn source_index(dst: usize, in_len: usize, m: AxisMap) -> (usize, usize, f32) {
+    let src = (m.scale * (dst as f32 + m.before) + m.after).clamp(0.0, (in_len - 1) as f32);
     let i0 = (src as usize).min(in_len - 1);
     let i1 = if i0 + 1 < in_len { i0 + 1 } else { i0 };
     (i0, i1, src - i0 as f32)
 }
 
-/// Trilinear up-sampling of `n` maps from `from` to `to` (D, H, W), align_corners = false.
-pub fn upsample(n: usize, from: Dims3, to: Dims3, cam: &[f32], out: &mut [f32]) {
+/// Trilinear up-sampling of `n` maps from `from` to `to` (D, H, W), axes mapped by `axes` (z, y, x).
+pub fn upsample(n: usize, from: Dims3, to: Dims3, axes: &[AxisMap; 3], cam: &[f32], out: &mut [f32]) {
     let (fs, ts) = (volume(from), volume(to));
     let [fd, fh, fw] = from.map(|e| e as usize);
     let [td, th, tw] = to.map(|e| e as usize);
-    let zs: Vec<_> = (0..td).map(|z| source_index(z, fd, td)).collect();
-    let ys: Vec<_> = (0..th).map(|y| source_index(y, fh, th)).collect();
-    let xs: Vec<_> = (0..tw).map(|x| source_index(x, fw, tw)).collect();
+    let zs: Vec<_> = (0..td).map(|z| source_index(z, fd, axes[0])).collect();
+    let ys: Vec<_> = (0..th).map(|y| source_index(y, fh, axes[1])).collect();
+    let xs: Vec<_> = (0..tw).map(|x| source_index(x, fw, axes[2])).collect();
     for m in 0..n {
         let src = &cam[m * fs..(m + 1) * fs];
         let dst = &mut out[m * ts..(m + 1) * ts];
@@ -217,7 +283,15 @@ impl GradCamOps for CpuBackend {
         weighted_sum(s, acts, weights, cam);
         Ok(())
     }
-    fn cam_upsample(&self, n: usize, from: Dims3, to: Dims3, cam: &[f32], out: &mut [f32]) -> Result<()> {
+    fn cam_upsample(
+        &self,
+        n: usize,
+        from: Dims3,
+        to: Dims3,
+        axes: &[AxisMap; 3],
+        cam: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
         check_len("cam_upsample", "cam", n * volume(from), cam.len())?;
         check_len("cam_upsample", "out", n * volume(to), out.len())?;
         if from.contains(&0) {
@@ -226,7 +300,7 @@ impl GradCamOps for CpuBackend {
                 reason: format!("empty source grid {from:?}"),
             });
         }
-        upsample(n, from, to, cam, out);
+        upsample(n, from, to, axes, cam, out);
         Ok(())
     }
     fn cam_normalise(&self, n: usize, spatial: usize, maps: &mut [f32]) -> Result<()> {

@@ -4,8 +4,8 @@
 //! lesions per layer (best layer chosen on the validation split, reported on the given split).
 //! A single process on the backend `--device` chooses (Grad-CAM kernels on CUDA, `cuda.rs`).
 
-use super::cam::{GradCamOps, Method};
-use super::layers::{grad_cam, select_layers, CamLayer};
+use super::cam::{GradCamOps, Method, Upsample};
+use super::layers::{grad_cam_layers, select_layers, CamLayer, CamRequest};
 use super::mapback::map_to_pack;
 use super::overlay::{self, SliceView};
 use super::quality::{self, SanityCheck};
@@ -65,6 +65,11 @@ pub struct ExplainArgs {
     /// gradcam | gradcam++
     #[arg(long, default_value = "gradcam")]
     pub method: String,
+    /// How layer maps are laid over the input: centred (each cell on the centre of its receptive
+    /// field) or interpolate (PyTorch's F.interpolate, align_corners=False, as hook-based Grad-CAM
+    /// libraries do; shifted by (stride − 1)/2 input pixels after strided convolutions).
+    #[arg(long, default_value = "centred")]
+    pub upsample: String,
     /// CT window of the overlays: lung, mediastinum, or WIDTH,LEVEL in HU.
     #[arg(long, default_value = "lung")]
     pub window: String,
@@ -114,6 +119,7 @@ struct Plan {
     output: usize,
     target_name: String,
     method: Method,
+    upsample: Upsample,
     window: [f32; 2],
 }
 
@@ -194,6 +200,12 @@ fn plan(args: &ExplainArgs) -> Result<Plan, Failure> {
     let (output, target_name) = resolve_target(&args.target, &settings)?;
     let method = Method::parse(&args.method)
         .ok_or_else(|| usage(format!("--method {:?}: use gradcam or gradcam++", args.method)))?;
+    let upsample = Upsample::parse(&args.upsample).ok_or_else(|| {
+        usage(format!(
+            "--upsample {:?}: use centred or interpolate",
+            args.upsample
+        ))
+    })?;
     let window = overlay::parse_window(&args.window).ok_or_else(|| {
         usage(format!(
             "--window {:?}: use lung, mediastinum or WIDTH,LEVEL (HU, width > 0)",
@@ -216,6 +228,7 @@ fn plan(args: &ExplainArgs) -> Result<Plan, Failure> {
         output,
         target_name,
         method,
+        upsample,
         window,
     })
 }
@@ -261,19 +274,26 @@ fn group_series(ds: &Dataset, filter: Option<&str>) -> Vec<SeriesSamples> {
     groups
 }
 
-/// One series explained at one layer.
-struct SeriesMap {
+/// One series explained at one or more layers (one forward/backward pass per batch of samples).
+struct SeriesMaps {
     volume: SeriesVolume,
-    /// (slices, rows, cols), normalised to [0, 1] over the series; 0 where no sample reached.
-    map: Vec<f32>,
     /// Score (probability for binary tasks, raw output otherwise) per sample.
     scores: Vec<f64>,
-    /// Sample inputs and maps on the input grid (not normalised), per sample.
-    inputs: Vec<Vec<f32>>,
-    input_maps: Vec<Vec<f32>>,
+    /// Per layer, in the order asked for.
+    layers: Vec<LayerMap>,
 }
 
-impl SeriesMap {
+/// One layer's map of a series.
+struct LayerMap {
+    /// (slices, rows, cols), normalised to [0, 1] over the series; 0 where no sample reached.
+    map: Vec<f32>,
+    /// The sample whose map (on its input grid, before normalisation) holds the series' largest
+    /// value, with that map: deletion and insertion run on it.
+    peak_sample: usize,
+    peak_input_map: Vec<f32>,
+}
+
+impl SeriesMaps {
     fn score(&self) -> f64 {
         self.scores.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     }
@@ -284,9 +304,8 @@ struct Ctx<'a, B: GradCamOps> {
     ds: &'a Dataset,
     net: Net<B>,
     batch: usize,
-    output: usize,
     outputs: usize,
-    method: Method,
+    req: CamRequest,
     probability: bool,
 }
 
@@ -314,20 +333,35 @@ impl<B: GradCamOps> Ctx<'_, B> {
                 .download(b.view(self.net.output(), 0..self.batch * self.outputs))
                 .map_err(job)?;
             for row in 0..chunk.len() {
-                scores.push(self.to_score(out[row * self.outputs + self.output]));
+                scores.push(self.to_score(out[row * self.outputs + self.req.output]));
             }
         }
         Ok(scores)
     }
 
-    fn explain_series(&mut self, g: &SeriesSamples, layer: &CamLayer) -> Result<SeriesMap, Failure> {
+    /// The network input of one sample (as the explain pass saw it).
+    fn sample_input(&self, sample: usize) -> Result<Vec<f32>, Failure> {
+        let mut x = vec![0.0f32; self.ds.sample_len()];
+        self.ds.load(sample, None, &mut x).map_err(job)?;
+        Ok(x)
+    }
+
+    fn explain_series(&mut self, g: &SeriesSamples, layers: &[CamLayer]) -> Result<SeriesMaps, Failure> {
         let b = self.b;
         let len = self.ds.sample_len();
         let volume = self.ds.series_volume(g.samples[0]).map_err(job)?;
-        let mut map = vec![0.0f32; volume.hu.len()];
         let extent = self.ds.extent().map(|e| e as usize);
         let in_sp: usize = extent.iter().product();
-        let (mut scores, mut inputs, mut input_maps) = (vec![], vec![], vec![]);
+        let mut maps: Vec<LayerMap> = layers
+            .iter()
+            .map(|_| LayerMap {
+                map: vec![0.0f32; volume.hu.len()],
+                peak_sample: g.samples[0],
+                peak_input_map: Vec::new(),
+            })
+            .collect();
+        let mut peaks = vec![f32::NEG_INFINITY; layers.len()];
+        let mut scores = Vec::with_capacity(g.samples.len());
         for chunk in g.samples.chunks(self.batch) {
             let mut x = vec![0.0f32; self.batch * len];
             let mut ts = Vec::with_capacity(chunk.len());
@@ -340,23 +374,35 @@ impl<B: GradCamOps> Ctx<'_, B> {
                     ts.push(t);
                 }
             }
-            let cams = grad_cam(b, &mut self.net, &x, layer, self.output, self.method, false).map_err(job)?;
-            for (row, t) in ts.into_iter().enumerate() {
-                let m = &cams.maps[row * in_sp..(row + 1) * in_sp];
-                map_to_pack(m, extent, &t, volume.shape, &mut map);
-                scores.push(self.to_score(cams.outputs[row * self.outputs + self.output]));
-                inputs.push(x[row * len..(row + 1) * len].to_vec());
-                input_maps.push(m.to_vec());
+            let req = CamRequest {
+                normalise: false,
+                ..self.req
+            };
+            let cams = grad_cam_layers(b, &mut self.net, &x, layers, &req).map_err(job)?;
+            for row in 0..ts.len() {
+                scores.push(self.to_score(cams[0].outputs[row * self.outputs + self.req.output]));
+            }
+            for ((cam, lm), peak) in cams.iter().zip(&mut maps).zip(&mut peaks) {
+                for (row, t) in ts.iter().enumerate() {
+                    let m = &cam.maps[row * in_sp..(row + 1) * in_sp];
+                    map_to_pack(m, extent, t, volume.shape, &mut lm.map);
+                    let top = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    if top > *peak {
+                        *peak = top;
+                        lm.peak_sample = chunk[row];
+                        lm.peak_input_map = m.to_vec();
+                    }
+                }
             }
         }
-        let n = map.len();
-        crate::explain::cam::normalise(1, n, &mut map);
-        Ok(SeriesMap {
+        for lm in &mut maps {
+            let n = lm.map.len();
+            crate::explain::cam::normalise(1, n, &mut lm.map);
+        }
+        Ok(SeriesMaps {
             volume,
-            map,
             scores,
-            inputs,
-            input_maps,
+            layers: maps,
         })
     }
 }
@@ -367,6 +413,8 @@ struct SeriesQuality {
     series_key: String,
     score: f64,
     hit: Option<bool>,
+    /// The map's maximum (slice, row, col) in the pack volume and its distance to the lesion (mm).
+    peak: Option<quality::Peak>,
     energy_inside: Option<f64>,
     deletion_auc: f64,
     insertion_auc: f64,
@@ -380,6 +428,8 @@ pub struct LayerQuality {
     pub series: usize,
     pub hits: usize,
     pub hit_rate: Option<f64>,
+    /// Median distance (mm) from each series' map maximum to its nearest lesion voxel.
+    pub median_distance_mm: Option<f64>,
     pub energy_inside: Option<f64>,
     pub deletion_auc: Option<f64>,
     pub insertion_auc: Option<f64>,
@@ -390,38 +440,49 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| s / n as f64)
 }
 
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// Quality of layer `layer` of a series' maps against its lesion mask.
 fn series_quality<B: GradCamOps>(
     ctx: &mut Ctx<'_, B>,
-    sm: &SeriesMap,
+    sm: &SeriesMaps,
+    layer: usize,
     key: &str,
     mask: &[bool],
     margin_mm: f64,
     steps: usize,
 ) -> Result<SeriesQuality, Failure> {
-    let hit = quality::pointing_hit(
-        &sm.map,
+    let lm = &sm.layers[layer];
+    let peak = quality::peak(
+        &lm.map,
         mask,
         sm.volume.shape.map(|e| e as u32),
         sm.volume.spacing,
-        margin_mm,
     );
-    let energy = quality::energy_inside(&sm.map, mask);
+    let hit = peak.and_then(|p| p.distance_mm).map(|d| d <= margin_mm);
+    tracing::debug!(series = key, layer, ?peak, "pointing game");
+    let energy = quality::energy_inside(&lm.map, mask);
     // Deletion/insertion on the sample holding the series' peak (largest map on its input grid).
-    let peak = (0..sm.input_maps.len())
-        .max_by(|&a, &b| {
-            let ma = sm.input_maps[a].iter().copied().fold(f32::MIN, f32::max);
-            let mb = sm.input_maps[b].iter().copied().fold(f32::MIN, f32::max);
-            ma.total_cmp(&mb)
-        })
-        .unwrap_or(0);
-    let [del, ins] =
-        quality::perturbation_inputs(&sm.inputs[peak], &sm.input_maps[peak], DELETION_BASELINE, steps);
+    let input = ctx.sample_input(lm.peak_sample)?;
+    let [del, ins] = quality::perturbation_inputs(&input, &lm.peak_input_map, DELETION_BASELINE, steps);
     let del_scores = ctx.score_inputs(&del)?;
     let ins_scores = ctx.score_inputs(&ins)?;
     Ok(SeriesQuality {
         series_key: key.to_string(),
         score: sm.score(),
         hit,
+        peak,
         energy_inside: energy,
         deletion_auc: quality::trapezoid_mean(&del_scores),
         insertion_auc: quality::trapezoid_mean(&ins_scores),
@@ -436,6 +497,11 @@ fn summarise(layer: &CamLayer, rows: &[SeriesQuality]) -> LayerQuality {
         series: judged.len(),
         hits: judged.iter().filter(|&&h| h).count(),
         hit_rate: mean(judged.iter().map(|&h| if h { 1.0 } else { 0.0 })),
+        median_distance_mm: median(
+            rows.iter()
+                .filter_map(|r| r.peak.and_then(|p| p.distance_mm))
+                .collect(),
+        ),
         energy_inside: mean(rows.iter().filter_map(|r| r.energy_inside)),
         deletion_auc: mean(rows.iter().map(|r| r.deletion_auc)),
         insertion_auc: mean(rows.iter().map(|r| r.insertion_auc)),
@@ -448,18 +514,19 @@ fn fmt_opt(v: Option<f64>) -> String {
 
 /// The per-layer table in Markdown (also printed).
 pub fn quality_table(split: &str, rows: &[LayerQuality]) -> String {
-    let mut s = format!(
-        "| split | layer | node | series | pointing hits | hit rate | energy in lesion | deletion AUC | insertion AUC |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
+    let mut s = String::from(
+        "| split | layer | node | series | pointing hits | hit rate | median peak-to-lesion mm | energy in lesion | deletion AUC | insertion AUC |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         s += &format!(
-            "| {split} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {split} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.layer,
             r.node,
             r.series,
             r.hits,
             fmt_opt(r.hit_rate),
+            r.median_distance_mm.map_or("n/a".into(), |v| format!("{v:.1}")),
             fmt_opt(r.energy_inside),
             fmt_opt(r.deletion_auc),
             fmt_opt(r.insertion_auc)
@@ -468,12 +535,14 @@ pub fn quality_table(split: &str, rows: &[LayerQuality]) -> String {
     s
 }
 
-/// Best layer: highest hit rate, then highest energy inside, then the deeper layer.
+/// Best layer: highest hit rate, then the smallest median distance from map peak to lesion, then
+/// the highest energy inside, then the deeper layer.
 fn best_layer(rows: &[LayerQuality]) -> Option<usize> {
     (0..rows.len()).max_by(|&a, &b| {
         let key = |r: &LayerQuality| {
             (
                 r.hit_rate.unwrap_or(-1.0),
+                -r.median_distance_mm.unwrap_or(f64::INFINITY),
                 r.energy_inside.unwrap_or(-1.0),
                 r.node,
             )
@@ -481,7 +550,8 @@ fn best_layer(rows: &[LayerQuality]) -> Option<usize> {
         let (ka, kb) = (key(&rows[a]), key(&rows[b]));
         ka.0.total_cmp(&kb.0)
             .then(ka.1.total_cmp(&kb.1))
-            .then(ka.2.cmp(&kb.2))
+            .then(ka.2.total_cmp(&kb.2))
+            .then(ka.3.cmp(&kb.3))
     })
 }
 
@@ -495,9 +565,13 @@ fn new_ctx<'a, B: GradCamOps>(b: &'a B, p: &Plan, ds: &'a Dataset) -> Result<Ctx
         ds,
         net: load_net(b, &p.ck, &p.settings, ds)?,
         batch: p.settings.train.batch_size as usize,
-        output: p.output,
         outputs: p.settings.num_outputs() as usize,
-        method: p.method,
+        req: CamRequest {
+            output: p.output,
+            method: p.method,
+            upsample: p.upsample,
+            normalise: false,
+        },
         probability: p.settings.train.task == Task::Binary,
     })
 }
@@ -554,29 +628,58 @@ fn evaluate_split<B: GradCamOps>(
         true,
         args.max_series,
     );
-    let mut masks = Vec::with_capacity(groups.len());
-    let mut table = Vec::with_capacity(layers.len());
-    for layer in layers {
-        let mut rows = Vec::with_capacity(groups.len());
-        for (i, g) in groups.iter().enumerate() {
-            let sm = ctx.explain_series(g, layer)?;
-            if masks.len() <= i {
-                masks.push(masks_for(&ds, truth, g, sm.volume.shape)?);
+    let mut rows: Vec<Vec<SeriesQuality>> = vec![Vec::with_capacity(groups.len()); layers.len()];
+    for g in &groups {
+        let per_pass = layers_per_pass(&ds, g);
+        let mut mask = None;
+        for (first, chunk) in (0..layers.len())
+            .step_by(per_pass)
+            .map(|i| (i, &layers[i..(i + per_pass).min(layers.len())]))
+        {
+            let sm = ctx.explain_series(g, chunk)?;
+            if mask.is_none() {
+                mask = Some(masks_for(&ds, truth, g, sm.volume.shape)?);
             }
-            rows.push(series_quality(
-                &mut ctx,
-                &sm,
-                &g.key,
-                &masks[i],
-                args.margin_mm,
-                args.steps,
-            )?);
+            let mask = mask.as_deref().expect("set above");
+            for k in 0..chunk.len() {
+                rows[first + k].push(series_quality(
+                    &mut ctx,
+                    &sm,
+                    k,
+                    &g.key,
+                    mask,
+                    args.margin_mm,
+                    args.steps,
+                )?);
+            }
         }
-        let q = summarise(layer, &rows);
+    }
+    let mut table = Vec::with_capacity(layers.len());
+    for (layer, rows) in layers.iter().zip(&rows) {
+        let q = summarise(layer, rows);
         tracing::info!(split, layer = %layer.name, hit_rate = ?q.hit_rate, "explain quality");
         table.push(q);
     }
     Ok(table)
+}
+
+/// Pack-grid maps held at once while one series is explained at several layers.
+const MAP_BUDGET_BYTES: usize = 1 << 30;
+
+/// How many layers one pass over a series computes, so that their maps (f32 on the pack grid)
+/// stay within [`MAP_BUDGET_BYTES`]: every layer at once for small volumes, fewer for large ones.
+fn layers_per_pass(ds: &Dataset, g: &SeriesSamples) -> usize {
+    let cat = ds.catalog();
+    let r = g.series_row as usize;
+    let dim = |name: &str| {
+        cat.col_u32(crate::catalog::columns::Level::Series, name)
+            .ok()
+            .and_then(|c| c.get(r).copied())
+            .unwrap_or(1)
+            .max(1) as usize
+    };
+    let bytes = 4 * dim("n_slices") * dim("rows") * dim("cols");
+    (MAP_BUDGET_BYTES / bytes).max(1)
 }
 
 /// Parameter groups from the top of the network down (fc, then the last stage, ...): each stage of
@@ -629,7 +732,8 @@ fn sanity<B: GradCamOps>(
             .map_err(job)?;
         let mut stage_maps = Vec::with_capacity(chosen.len());
         for g in &chosen {
-            stage_maps.push(ctx.explain_series(g, layer)?.map);
+            let mut sm = ctx.explain_series(g, std::slice::from_ref(layer))?;
+            stage_maps.push(sm.layers.swap_remove(0).map);
         }
         maps.push(stage_maps);
     }
@@ -640,25 +744,43 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     crate::pack::index::write_atomic(path, bytes).map_err(|e| job(format!("{}: {e}", path.display())))
 }
 
+/// One series' maps at one layer, with what is known of its lesions, for writing out.
+#[derive(Clone, Copy)]
+struct Explained<'a> {
+    g: &'a SeriesSamples,
+    sm: &'a SeriesMaps,
+    /// Which of `sm.layers`.
+    index: usize,
+    layer: &'a CamLayer,
+    /// Reference lesion voxels on the pack grid.
+    mask: Option<&'a [bool]>,
+    quality: Option<&'a SeriesQuality>,
+}
+
 /// Overlays, montage and the map dataset of one series; returns the report lines.
-#[allow(clippy::too_many_arguments)]
 fn write_series(
     out: &Path,
     h5: &hdf5::File,
     ds: &Dataset,
-    g: &SeriesSamples,
-    sm: &SeriesMap,
     p: &Plan,
-    layer: &CamLayer,
-    quality_row: Option<&SeriesQuality>,
+    e: &Explained<'_>,
 ) -> Result<String, Failure> {
+    let Explained {
+        g,
+        sm,
+        layer,
+        mask,
+        quality: quality_row,
+        ..
+    } = *e;
+    let map = &sm.layers[e.index].map;
     let [slices, rows, cols] = sm.volume.shape;
     let geom = series_geometry(ds.catalog(), g.series_row).map_err(job)?;
     let (flip_cols, flip_rows) = overlay::radiological_flips(geom.col_step, geom.row_step);
     let plane = rows * cols;
     let slice_max: Vec<f32> = (0..slices)
         .map(|k| {
-            sm.map[k * plane..(k + 1) * plane]
+            map[k * plane..(k + 1) * plane]
                 .iter()
                 .copied()
                 .fold(0.0, f32::max)
@@ -667,14 +789,18 @@ fn write_series(
     let peak = (0..slices)
         .max_by(|&a, &b| slice_max[a].total_cmp(&slice_max[b]))
         .unwrap_or(0);
+    // The cross marks the map's maximum on the slice that holds it (the pointing game's voxel).
+    let marker = quality::argmax(&map[peak * plane..(peak + 1) * plane]).map(|i| [i / cols, i % cols]);
     let view = |k: usize| SliceView {
         hu: &sm.volume.hu[k * plane..(k + 1) * plane],
-        map: &sm.map[k * plane..(k + 1) * plane],
+        map: &map[k * plane..(k + 1) * plane],
         rows,
         cols,
         spacing: [sm.volume.spacing[1], sm.volume.spacing[2]],
         flip_cols,
         flip_rows,
+        outline: mask.map(|m| &m[k * plane..(k + 1) * plane]),
+        marker: if k == peak { marker } else { None },
     };
     let score_line = if p.settings.train.task == Task::Binary {
         format!(
@@ -686,16 +812,21 @@ fn write_series(
         format!("{} = {:.3}", p.target_name, sm.score())
     };
     let short = &g.key[..g.key.len().min(12)];
-    let lines = vec![
-        format!("{short} slice {peak}"),
-        score_line.clone(),
-        format!("{} {}", p.method.name(), layer.name),
+    const WHITE: [u8; 3] = [255, 255, 255];
+    let mut lines = vec![
+        (format!("{short} slice {peak}"), WHITE),
+        (score_line.clone(), WHITE),
+        (format!("{} {}", p.method.name(), layer.name), WHITE),
     ];
+    if mask.is_some() {
+        lines.push(("red: reference lesion".into(), overlay::OUTLINE));
+    }
+    lines.push(("+: map maximum".into(), overlay::MARKER));
     let slice_img = overlay::render_slice(&view(peak), p.window, 256);
     let overlay_name = format!("{short}-{}.png", layer.name);
     write(
         &out.join(&overlay_name),
-        &overlay::annotated(&slice_img, &lines).encode_png(),
+        &overlay::annotated_coloured(&slice_img, &lines).encode_png(),
     )?;
     // Montage: the slices with the strongest map, in slice order.
     let mut order: Vec<usize> = (0..slices).collect();
@@ -710,13 +841,16 @@ fn write_series(
     let mont = overlay::montage(&tiles, 4);
     write(
         &out.join(&montage_name),
-        &overlay::annotated(&mont, &lines[1..]).encode_png(),
+        &overlay::annotated_coloured(&mont, &lines[1..]).encode_png(),
     )?;
-    write_map_dataset(h5, g, sm, p, layer).map_err(|e| job(format!("maps.h5 {}: {e}", g.key)))?;
+    write_map_dataset(h5, g, sm, map, p, layer).map_err(|e| job(format!("maps.h5 {}: {e}", g.key)))?;
     let q = quality_row.map_or(String::new(), |q| {
         format!(
-            " | pointing {} | energy in lesion {} | deletion {:.3} | insertion {:.3}",
+            " | pointing {}{} | energy in lesion {} | deletion {:.3} | insertion {:.3}",
             q.hit.map_or("n/a", |h| if h { "hit" } else { "miss" }),
+            q.peak
+                .and_then(|p| p.distance_mm)
+                .map_or(String::new(), |d| format!(" (maximum {d:.1} mm from the lesion)")),
             fmt_opt(q.energy_inside),
             q.deletion_auc,
             q.insertion_auc
@@ -731,7 +865,8 @@ fn write_series(
 fn write_map_dataset(
     h5: &hdf5::File,
     g: &SeriesSamples,
-    sm: &SeriesMap,
+    sm: &SeriesMaps,
+    map: &[f32],
     p: &Plan,
     layer: &CamLayer,
 ) -> hdf5::Result<()> {
@@ -744,7 +879,7 @@ fn write_map_dataset(
         .new_dataset::<f32>()
         .shape(sm.volume.shape)
         .create(g.key.as_str())?;
-    d.write_raw(&sm.map)?;
+    d.write_raw(map)?;
     let text = |name: &str, value: &str| -> hdf5::Result<()> {
         let v: VarLenUnicode = value.parse().map_err(|_| hdf5::Error::from("attribute text"))?;
         d.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
@@ -872,26 +1007,46 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
         p.window,
         MONTAGE_SLICES
     );
-    for layer in &layers {
-        report += &format!("## Layer {} (node {})\n\n", layer.name, layer.node);
-        for g in &groups {
-            let sm = ctx.explain_series(g, layer)?;
-            let q = match &truth {
-                Some(t) => {
-                    let mask = masks_for(&ds, t, g, sm.volume.shape)?;
-                    Some(series_quality(
+    let mut sections: Vec<String> = layers
+        .iter()
+        .map(|l| format!("## Layer {} (node {})\n\n", l.name, l.node))
+        .collect();
+    for g in &groups {
+        let per_pass = layers_per_pass(&ds, g);
+        let mut mask = None;
+        for first in (0..layers.len()).step_by(per_pass) {
+            let chunk = &layers[first..(first + per_pass).min(layers.len())];
+            let sm = ctx.explain_series(g, chunk)?;
+            if let (Some(t), None) = (&truth, &mask) {
+                mask = Some(masks_for(&ds, t, g, sm.volume.shape)?);
+            }
+            for (k, layer) in chunk.iter().enumerate() {
+                let q = match &mask {
+                    Some(m) => Some(series_quality(
                         &mut ctx,
                         &sm,
+                        k,
                         &g.key,
-                        &mask,
+                        m,
                         args.margin_mm,
                         args.steps,
-                    )?)
-                }
-                None => None,
-            };
-            report += &write_series(&args.out, &h5, &ds, g, &sm, p, layer, q.as_ref())?;
+                    )?),
+                    None => None,
+                };
+                let e = Explained {
+                    g,
+                    sm: &sm,
+                    index: k,
+                    layer,
+                    mask: mask.as_deref(),
+                    quality: q.as_ref(),
+                };
+                sections[first + k] += &write_series(&args.out, &h5, &ds, p, &e)?;
+            }
         }
+    }
+    for section in sections {
+        report += &section;
         report += "\n";
     }
     if let Some((summary, table)) = &quality_json {

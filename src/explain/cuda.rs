@@ -4,7 +4,7 @@
 
 use cudarc::driver::{CudaView, CudaViewMut};
 
-use super::cam::{CamShape, GradCamOps};
+use super::cam::{AxisMap, CamShape, GradCamOps};
 use crate::backend::cuda::{kernels, CudaBackend};
 use crate::backend::{check_len, Dims3, Result};
 
@@ -57,10 +57,11 @@ impl GradCamOps for CudaBackend {
         n: usize,
         from: Dims3,
         to: Dims3,
+        axes: &[AxisMap; 3],
         cam: CudaView<'_, f32>,
         out: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::gradcam_upsample(self.kernels(), self.stream(), n, from, to, cam, out)
+        kernels::gradcam_upsample(self.kernels(), self.stream(), n, from, to, axes, cam, out)
     }
 
     fn cam_normalise(&self, n: usize, spatial: usize, maps: CudaViewMut<'_, f32>) -> Result<()> {

@@ -3,7 +3,7 @@
 //! index arithmetic checked without a GPU. The launch sequence is the one a CUDA `GradCamOps` uses:
 //! weights, weighted sum, up-sampling, then min/max and normalisation.
 
-use super::cam::CamShape;
+use super::cam::{AxisMap, CamShape};
 use crate::backend::Dims3;
 
 mod ffi {
@@ -34,6 +34,15 @@ mod ffi {
             td: u64,
             th: u64,
             tw: u64,
+            sz: f32,
+            bz: f32,
+            az: f32,
+            sy: f32,
+            by: f32,
+            ay: f32,
+            sx: f32,
+            bx: f32,
+            ax: f32,
             cam: *const f32,
             out: *mut f32,
         );
@@ -62,6 +71,7 @@ pub fn gradcam_emulated(
     grads: &[f32],
     plus_plus: bool,
     to: Dims3,
+    axes: &[AxisMap; 3],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (planes, sp) = ((s.n * s.c) as u64, s.spatial() as u64);
     assert_eq!(acts.len(), s.len());
@@ -92,8 +102,28 @@ pub fn gradcam_emulated(
             cam.as_mut_ptr(),
         )
     });
+    let [z, y, x] = *axes;
     launch(|| unsafe {
-        ffi::mt_gradcam_upsample(s.n as u64, fd, fh, fw, td, th, tw, cam.as_ptr(), out.as_mut_ptr())
+        ffi::mt_gradcam_upsample(
+            s.n as u64,
+            fd,
+            fh,
+            fw,
+            td,
+            th,
+            tw,
+            z.scale,
+            z.before,
+            z.after,
+            y.scale,
+            y.before,
+            y.after,
+            x.scale,
+            x.before,
+            x.after,
+            cam.as_ptr(),
+            out.as_mut_ptr(),
+        )
     });
     launch(|| unsafe { ffi::mt_gradcam_minmax(s.n as u64, ts as u64, out.as_ptr(), minmax.as_mut_ptr()) });
     launch(|| unsafe { ffi::mt_gradcam_normalise(s.n as u64, ts as u64, minmax.as_ptr(), out.as_mut_ptr()) });
@@ -123,6 +153,7 @@ mod tests {
         grads: &[f32],
         pp: bool,
         to: Dims3,
+        axes: &[AxisMap; 3],
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut w = vec![0.0f32; s.n * s.c];
         if pp {
@@ -134,14 +165,16 @@ mod tests {
         cam::weighted_sum(s, acts, &w, &mut m);
         let ts: usize = to.iter().map(|&d| d as usize).product();
         let mut up = vec![0.0f32; s.n * ts];
-        cam::upsample(s.n, s.dims, to, &m, &mut up);
+        cam::upsample(s.n, s.dims, to, axes, &m, &mut up);
         cam::normalise(s.n, ts, &mut up);
         (w, m, up)
     }
 
     #[test]
     fn emulated_gradcam_kernels_equal_the_cpu_reference() {
-        // 2D (bilinear) and 3D (trilinear), up and down the grid, Grad-CAM and Grad-CAM++.
+        // 2D (bilinear) and 3D (trilinear), up and down the grid, Grad-CAM and Grad-CAM++, with
+        // PyTorch's align_corners=false grid and with receptive-field-centred grids whose sources
+        // run off both ends (clamped).
         let cases: [(CamShape, Dims3); 3] = [
             (
                 CamShape {
@@ -171,13 +204,25 @@ mod tests {
         for (k, (s, to)) in cases.iter().enumerate() {
             let acts: Vec<f32> = values(s.len(), 100 + k as u64).iter().map(|v| v.abs()).collect();
             let grads = values(s.len(), 200 + k as u64);
-            for pp in [false, true] {
-                let want = reference(s, &acts, &grads, pp, *to);
-                let got = gradcam_emulated(s, &acts, &grads, pp, *to);
-                assert_eq!(got.0, want.0, "case {k} pp {pp}: weights");
-                assert_eq!(got.1, want.1, "case {k} pp {pp}: map");
-                assert_eq!(got.2, want.2, "case {k} pp {pp}: up-sampled, normalised");
-                assert!(want.2.iter().any(|&v| v == 1.0), "case {k}: a non-trivial map");
+            let centred = [
+                AxisMap::centred(0.0, 1.0),
+                AxisMap::centred(1.5, 2.0),
+                AxisMap::centred(-3.0, 4.0),
+            ];
+            let centred = if s.dims[0] == 1 {
+                [AxisMap::centred(0.0, 1.0), centred[1], centred[2]]
+            } else {
+                centred
+            };
+            for axes in [cam::interpolate_axes(s.dims, *to), centred] {
+                for pp in [false, true] {
+                    let want = reference(s, &acts, &grads, pp, *to, &axes);
+                    let got = gradcam_emulated(s, &acts, &grads, pp, *to, &axes);
+                    assert_eq!(got.0, want.0, "case {k} pp {pp} {axes:?}: weights");
+                    assert_eq!(got.1, want.1, "case {k} pp {pp} {axes:?}: map");
+                    assert_eq!(got.2, want.2, "case {k} pp {pp} {axes:?}: up-sampled, normalised");
+                    assert!(want.2.contains(&1.0), "case {k}: a non-trivial map");
+                }
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Overlays a reader can check: a CT slice in a chosen window, in radiological orientation (patient
 //! right on image left, anterior up), with the pixel aspect ratio from the pixel spacing, the map
 //! in a perceptually uniform colour map (viridis) blended on top, a colour legend and the model's
-//! score written on the image. Montages tile several slices of one series.
+//! score written on the image. Where a reference lesion is known its outline is drawn (red, a colour
+//! viridis never takes), and the map's maximum is marked with a white cross, so a reader sees at once
+//! whether the map points at the lesion. Montages tile several slices of one series.
 
 use crate::train::plot::glyph;
 
@@ -17,6 +19,11 @@ const VIRIDIS: [[u8; 3]; 9] = [
     [173, 220, 48],
     [253, 231, 37],
 ];
+
+/// Colour of reference-lesion outlines: red, which viridis never takes.
+pub const OUTLINE: [u8; 3] = [255, 48, 48];
+/// Colour of the cross on the map's maximum.
+pub const MARKER: [u8; 3] = [255, 255, 255];
 
 /// Map values below this are not drawn (the slice shows through).
 const MIN_SHOWN: f32 = 0.15;
@@ -122,6 +129,10 @@ pub struct SliceView<'a> {
     /// Mirror columns / rows so that patient right is on image left and anterior is up.
     pub flip_cols: bool,
     pub flip_rows: bool,
+    /// Reference lesion voxels of this slice (rows, cols): their outline is drawn.
+    pub outline: Option<&'a [bool]>,
+    /// (row, col) of the map's maximum: marked with a cross.
+    pub marker: Option<[usize; 2]>,
 }
 
 /// Whether columns and rows must be mirrored for radiological display, from the patient steps of
@@ -155,18 +166,27 @@ pub fn render_slice(v: &SliceView<'_>, window: [f32; 2], min_side: usize) -> Ima
     );
     let mut img = Image::new(width.max(1), height.max(1));
     let low = window[0] - window[1] / 2.0;
-    for y in 0..img.height {
-        let mut r = ((y as f64 + 0.5) / px_per_mm / v.spacing[0]) as usize;
-        r = r.min(v.rows - 1);
+    // The voxel (row, col) under output pixel (x, y), display flips applied.
+    let row_of = |y: usize| {
+        let r = (((y as f64 + 0.5) / px_per_mm / v.spacing[0]) as usize).min(v.rows - 1);
         if v.flip_rows {
-            r = v.rows - 1 - r;
+            v.rows - 1 - r
+        } else {
+            r
         }
-        for x in 0..img.width {
-            let mut c = ((x as f64 + 0.5) / px_per_mm / v.spacing[1]) as usize;
-            c = c.min(v.cols - 1);
-            if v.flip_cols {
-                c = v.cols - 1 - c;
-            }
+    };
+    let col_of = |x: usize| {
+        let c = (((x as f64 + 0.5) / px_per_mm / v.spacing[1]) as usize).min(v.cols - 1);
+        if v.flip_cols {
+            v.cols - 1 - c
+        } else {
+            c
+        }
+    };
+    let rows_at: Vec<usize> = (0..img.height).map(row_of).collect();
+    let cols_at: Vec<usize> = (0..img.width).map(col_of).collect();
+    for (y, &r) in rows_at.iter().enumerate() {
+        for (x, &c) in cols_at.iter().enumerate() {
             let hu = v.hu[r * v.cols + c] as f32;
             let grey = (((hu - low) / window[1]).clamp(0.0, 1.0) * 255.0).round();
             let m = v.map[r * v.cols + c];
@@ -180,26 +200,67 @@ pub fn render_slice(v: &SliceView<'_>, window: [f32; 2], min_side: usize) -> Ima
             img.set(x, y, colour);
         }
     }
+    if let Some(mask) = v.outline.filter(|m| m.len() == v.rows * v.cols) {
+        // Inner boundary on screen: a lesion pixel with a 4-neighbour outside the lesion or the image.
+        let inside = |x: usize, y: usize| mask[rows_at[y] * v.cols + cols_at[x]];
+        for y in 0..img.height {
+            for x in 0..img.width {
+                if !inside(x, y) {
+                    continue;
+                }
+                let edge = x == 0
+                    || y == 0
+                    || x + 1 == img.width
+                    || y + 1 == img.height
+                    || !inside(x - 1, y)
+                    || !inside(x + 1, y)
+                    || !inside(x, y - 1)
+                    || !inside(x, y + 1);
+                if edge {
+                    img.set(x, y, OUTLINE);
+                }
+            }
+        }
+    }
+    if let Some([r, c]) = v.marker.filter(|&[r, c]| r < v.rows && c < v.cols) {
+        let r = if v.flip_rows { v.rows - 1 - r } else { r };
+        let c = if v.flip_cols { v.cols - 1 - c } else { c };
+        let cy = ((r as f64 + 0.5) * v.spacing[0] * px_per_mm) as usize;
+        let cx = ((c as f64 + 0.5) * v.spacing[1] * px_per_mm) as usize;
+        let arm = (img.width.min(img.height) / 40).max(3);
+        for d in 0..=arm {
+            img.set(cx + d, cy, MARKER);
+            img.set(cx.wrapping_sub(d), cy, MARKER);
+            img.set(cx, cy + d, MARKER);
+            img.set(cx, cy.wrapping_sub(d), MARKER);
+        }
+    }
     img
 }
 
 /// A slice overlay with a title line, the score line and a colour legend (0 at the bottom, 1 at
 /// the top) on the right.
 pub fn annotated(slice: &Image, lines: &[String]) -> Image {
+    let white: Vec<(String, [u8; 3])> = lines.iter().map(|l| (l.clone(), [255, 255, 255])).collect();
+    annotated_coloured(slice, &white)
+}
+
+/// [`annotated`] with a colour per text line (a key line in the outline's colour, say).
+pub fn annotated_coloured(slice: &Image, lines: &[(String, [u8; 3])]) -> Image {
     let line_h = 7 * TEXT_SCALE + 4;
     let top = MARGIN + line_h * lines.len();
     let legend_x = slice.width + 2 * MARGIN;
     let label_w = 6 * TEXT_SCALE;
     let text_w = lines
         .iter()
-        .map(|l| l.chars().count() * 6 * TEXT_SCALE)
+        .map(|(l, _)| l.chars().count() * 6 * TEXT_SCALE)
         .max()
         .unwrap_or(0);
     let width = (legend_x + LEGEND_WIDTH + MARGIN + label_w + MARGIN).max(text_w + 2 * MARGIN);
     let height = top + slice.height + MARGIN;
     let mut img = Image::new(width, height);
-    for (i, l) in lines.iter().enumerate() {
-        img.text(MARGIN, MARGIN + i * line_h, l, TEXT_SCALE, [255, 255, 255]);
+    for (i, (l, colour)) in lines.iter().enumerate() {
+        img.text(MARGIN, MARGIN + i * line_h, l, TEXT_SCALE, *colour);
     }
     img.blit(slice, MARGIN, top);
     let bar_h = slice.height.max(2);
@@ -267,9 +328,55 @@ mod tests {
             spacing: [2.0, 0.5],
             flip_cols: false,
             flip_rows: false,
+            outline: None,
+            marker: None,
         };
         // 20 mm tall, 10 mm wide: twice as tall as wide on screen.
         let img = render_slice(&v, [0.0, 100.0], 8);
         assert_eq!(img.height, 2 * img.width, "{}x{}", img.width, img.height);
+    }
+
+    #[test]
+    fn outline_and_marker_land_on_their_voxels() {
+        // A 3×3 lesion in a 12×12 slice, mirrored left-right on screen; the marker on its centre.
+        let (rows, cols) = (12usize, 12usize);
+        let hu = vec![-1000i16; rows * cols];
+        let map = vec![0.0f32; rows * cols];
+        let mut mask = vec![false; rows * cols];
+        for r in 4..7 {
+            for c in 1..4 {
+                mask[r * cols + c] = true;
+            }
+        }
+        let v = SliceView {
+            hu: &hu,
+            map: &map,
+            rows,
+            cols,
+            spacing: [1.0, 1.0],
+            flip_cols: true,
+            flip_rows: false,
+            outline: Some(&mask),
+            marker: Some([5, 2]),
+        };
+        let img = render_slice(&v, [0.0, 2000.0], 48); // 4 output pixels per voxel
+        let red: Vec<(usize, usize)> = (0..img.height)
+            .flat_map(|y| (0..img.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| img.pixel(x, y) == OUTLINE)
+            .collect();
+        assert!(!red.is_empty());
+        // Columns 1..4 shown mirrored: screen columns 8..11 → pixels 32..48; rows 4..7 → 16..28.
+        assert!(
+            red.iter()
+                .all(|&(x, y)| (32..44).contains(&x) && (16..28).contains(&y)),
+            "{red:?}"
+        );
+        assert!(red.iter().any(|&(x, _)| x == 32) && red.iter().any(|&(x, _)| x == 43));
+        // The lesion's inside is not painted.
+        assert_ne!(img.pixel(36, 20), OUTLINE);
+        // Marker: voxel (5, 2) → screen column 9, centre pixel (38, 22).
+        assert_eq!(img.pixel(38, 22), MARKER);
+        assert_eq!(img.pixel(38 + 3, 22), MARKER);
+        assert_eq!(img.pixel(38, 22 - 3), MARKER);
     }
 }

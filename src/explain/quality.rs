@@ -44,6 +44,43 @@ pub fn argmax(map: &[f32]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// Distance in mm from voxel `p` to the nearest mask voxel (centre to centre; 0 inside the mask).
+/// None when the mask is empty.
+pub fn distance_to_mask_mm(p: usize, mask: &[bool], dims: Dims3, spacing_mm: [f64; 3]) -> Option<f64> {
+    if mask.get(p) == Some(&true) {
+        return Some(0.0);
+    }
+    let p = index_to_zyx(p, dims);
+    mask.iter()
+        .enumerate()
+        .filter(|(_, &m)| m)
+        .map(|(i, _)| {
+            let v = index_to_zyx(i, dims);
+            (0..3)
+                .map(|a| ((v[a] as f64 - p[a] as f64) * spacing_mm[a]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .min_by(f64::total_cmp)
+}
+
+/// Where a map points: its maximum as (slice, row, col) and its distance in mm to the lesion mask.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Peak {
+    pub voxel: [usize; 3],
+    /// None when the mask is empty.
+    pub distance_mm: Option<f64>,
+}
+
+/// The map's maximum and how far it lies from the mask; None for an empty or all-NaN map.
+pub fn peak(map: &[f32], mask: &[bool], dims: Dims3, spacing_mm: [f64; 3]) -> Option<Peak> {
+    let i = argmax(map)?;
+    Some(Peak {
+        voxel: index_to_zyx(i, dims),
+        distance_mm: distance_to_mask_mm(i, mask, dims, spacing_mm),
+    })
+}
+
 /// Pointing game: a hit when the map's maximum lies in the mask or within `margin_mm` of a mask
 /// voxel (centre to centre). None when the mask is empty (nothing to point at).
 pub fn pointing_hit(
@@ -53,22 +90,8 @@ pub fn pointing_hit(
     spacing_mm: [f64; 3],
     margin_mm: f64,
 ) -> Option<bool> {
-    if !mask.iter().any(|&m| m) {
-        return None;
-    }
-    let peak = argmax(map)?;
-    if mask[peak] {
-        return Some(true);
-    }
-    let p = index_to_zyx(peak, dims);
-    let hit = mask.iter().enumerate().filter(|(_, &m)| m).any(|(i, _)| {
-        let v = index_to_zyx(i, dims);
-        let d2: f64 = (0..3)
-            .map(|a| ((v[a] as f64 - p[a] as f64) * spacing_mm[a]).powi(2))
-            .sum();
-        d2 <= margin_mm * margin_mm
-    });
-    Some(hit)
+    let d = peak(map, mask, dims, spacing_mm)?.distance_mm?;
+    Some(d <= margin_mm)
 }
 
 /// Fraction of the map's (non-negative) energy inside the mask; None for an empty mask or a zero map.
@@ -99,7 +122,7 @@ fn ranked(map: &[f32]) -> Vec<usize> {
 /// first, so the score should rise fast (high AUC is good). `input` is (C, S), `map` (S).
 pub fn perturbation_inputs(input: &[f32], map: &[f32], baseline: f32, steps: usize) -> [Vec<Vec<f32>>; 2] {
     let sp = map.len();
-    let channels = if sp == 0 { 0 } else { input.len() / sp };
+    let channels = input.len().checked_div(sp).unwrap_or(0);
     let order = ranked(map);
     let steps = steps.max(1);
     let mut deleted = input.to_vec();

@@ -672,13 +672,16 @@ pub fn gradcam_weighted_sum(
     )
 }
 
-/// Trilinear up-sampling of `n` maps from `from` to `to`, align_corners = false.
+/// Trilinear up-sampling of `n` maps from `from` to `to`, each axis (z, y, x) read through its
+/// `AxisMap` (see `explain::cam::upsample`).
+#[allow(clippy::too_many_arguments)]
 pub fn gradcam_upsample(
     k: &Kernels,
     s: &Arc<CudaStream>,
     n: usize,
     from: Dims3,
     to: Dims3,
+    axes: &[crate::explain::cam::AxisMap; 3],
     cam: CudaView<'_, f32>,
     mut out: CudaViewMut<'_, f32>,
 ) -> Result<()> {
@@ -700,15 +703,11 @@ pub fn gradcam_upsample(
         "mt_gradcam_upsample",
         elementwise(out.len()),
         |b| {
-            b.arg(&n64)
-                .arg(&fd)
-                .arg(&fh)
-                .arg(&fw)
-                .arg(&td)
-                .arg(&th)
-                .arg(&tw)
-                .arg(&cam)
-                .arg(&mut out);
+            b.arg(&n64).arg(&fd).arg(&fh).arg(&fw).arg(&td).arg(&th).arg(&tw);
+            for a in axes {
+                b.arg(&a.scale).arg(&a.before).arg(&a.after);
+            }
+            b.arg(&cam).arg(&mut out);
         },
     )
 }
