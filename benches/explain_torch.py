@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""PyTorch peer of benches/explain.rs: hook-based Grad-CAM on the same models and inputs (resnet18 on
-one 512x512 slice, the 3D ResNet on one 128^3 volume), backward from the class logit to the last
-stage's output only (torch.autograd.grad with frozen parameters), then weights, weighted sum + ReLU,
-F.interpolate (align_corners=False) and min-max normalisation. Thread count from RAYON_NUM_THREADS.
-    /usr/bin/python3 benches/explain_torch.py <slice2d|volume3d> <reps>
+"""PyTorch peer of `medtrain bench explain`: hook-based Grad-CAM on the same models and inputs (the
+resnet18 topology on one 512x512 slice, the 3D ResNet on one 128^3 volume), backward from the class
+logit to the last stage's output only (torch.autograd.grad with frozen parameters), then weights,
+weighted sum + ReLU, F.interpolate (align_corners=False) and min-max normalisation. Thread count from
+RAYON_NUM_THREADS; on cuda TF32 is off (as in medtrain) and each map ends with a synchronisation.
+Needs only torch (the models are tests/reference/torch_resnet.py's torchvision-layout ResNet).
+    python3 benches/explain_torch.py <slice2d|volume3d> <reps> [cpu|cuda]
 """
 import os
 import statistics
@@ -12,7 +14,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
 from torch_resnet import SmallResNet  # noqa: E402
@@ -22,8 +23,7 @@ CLASSES = 2
 
 def model(name):
     if name == "slice2d":
-        m = torchvision.models.resnet18(num_classes=CLASSES)
-        m.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        m = SmallResNet(1, CLASSES, 64, [2, 2, 2, 2], dims=2)  # torchvision resnet18, 1 input channel
         return m, m.layer4, (512, 512)
     if name == "volume3d":
         m = SmallResNet(1, CLASSES, 32, [2, 2, 2], dims=3)
@@ -58,25 +58,32 @@ def grad_cam(net, layer, x, cls):
 def main():
     name = sys.argv[1] if len(sys.argv) > 1 else "slice2d"
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
+    if device == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     threads = int(os.environ.get("RAYON_NUM_THREADS", torch.get_num_threads()))
     torch.set_num_threads(threads)
     net, layer, size = model(name)
-    net.eval()
+    net.eval().to(device)
     for p in net.parameters():
         p.requires_grad_(False)
     n = 1
     for s in size:
         n *= s
-    x = ((torch.arange(n, dtype=torch.int64) * 7919 % 1013).float() / 506.5 - 1.0).view(1, 1, *size)
+    x = ((torch.arange(n, dtype=torch.int64) * 7919 % 1013).float() / 506.5 - 1.0).view(1, 1, *size).to(device)
     x.requires_grad_(False)
     times = []
     for rep in range(reps + 1):
         start = time.perf_counter()
         with torch.enable_grad():
             grad_cam(net, layer, x, 1)
+        if device == "cuda":
+            torch.cuda.synchronize()
         if rep > 0:
             times.append(time.perf_counter() - start)
-    print(f"pytorch {torch.__version__} {name}: {threads} threads, median {statistics.median(times) * 1e3:.1f} ms "
+    where = torch.cuda.get_device_name() if device == "cuda" else f"cpu, {threads} threads"
+    print(f"pytorch {torch.__version__} {name} on {where}: median {statistics.median(times) * 1e3:.1f} ms "
           f"per map over {len(times)} timed maps")
 
 

@@ -1,5 +1,5 @@
 // Grad-CAM on the GPU: the four steps of src/explain/cam.rs (the CPU reference and specification),
-// one kernel each, plus the Grad-CAM++ channel weights and the per-map min/max the normalisation
+// one kernel each, plus the Grad-CAM++ channel weights, the LayerCAM sum and the per-map min/max the normalisation
 // needs. Grid-stride loops, one output element per thread iteration, no shared memory and no atomics:
 // every sum runs in a fixed order in double, as the CPU reference does, so results match it exactly.
 //
@@ -44,6 +44,21 @@ MT_KERNEL mt_gradcam_weighted_sum(u64 n, u64 c, u64 spatial, const float* acts, 
         double acc = 0.0;
         for (u64 ch = 0; ch < c; ++ch) {
             acc += (double)weights[m * c + ch] * (double)acts[(m * c + ch) * spatial + k];
+        }
+        cam[i] = acc > 0.0 ? (float)acc : 0.0f;
+    }
+}
+
+// LayerCAM: cam[n, s] = max(0, sum_c max(0, grads[n, c, s]) * acts[n, c, s]), in double, channel order.
+//                                                  acts, grads (n, c, spatial); cam (n, spatial)
+MT_KERNEL mt_gradcam_layer_sum(u64 n, u64 c, u64 spatial, const float* acts, const float* grads, float* cam) {
+    const u64 total = n * spatial;
+    for (u64 i = MT_TID; i < total; i += MT_NTHREADS) {
+        const u64 m = i / spatial, k = i % spatial;
+        double acc = 0.0;
+        for (u64 ch = 0; ch < c; ++ch) {
+            const float g = grads[(m * c + ch) * spatial + k];
+            acc += (double)(g > 0.0f ? g : 0.0f) * (double)acts[(m * c + ch) * spatial + k];
         }
         cam[i] = acc > 0.0 ? (float)acc : 0.0f;
     }

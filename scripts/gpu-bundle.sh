@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes gpu-bundle/ (and gpu-bundle.tar.gz): everything scripts/gpu-check.sh needs on a GPU node
 # without Rust or MPI — the stripped release binary, the non-system shared libraries it links (HDF5,
-# OpenMPI, libaec, ...; the CUDA libraries are loaded at run time from the node), the check script and
-# the PyTorch peer. Extra arguments go to cargo, e.g. for a CUDA 11 cluster:
+# OpenMPI, libaec, ...; the CUDA libraries are loaded at run time from the node), the check script,
+# the PyTorch peers, and the quick start with its config (run end to end on the GPU). Extra arguments go to cargo, e.g. for a CUDA 11 cluster:
 #     scripts/gpu-bundle.sh --no-default-features --features cuda-11
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,11 +15,14 @@ cargo build --release --locked ${CARGO_JOBS:+-j "$CARGO_JOBS"} "$@"
 BIN=target/release/medtrain
 BUNDLE=$ROOT/gpu-bundle
 rm -rf "$BUNDLE"
-mkdir -p "$BUNDLE/lib" "$BUNDLE/benches"
+mkdir -p "$BUNDLE/lib" "$BUNDLE/benches" "$BUNDLE/tests/reference" "$BUNDLE/scripts" "$BUNDLE/configs"
 cp "$BIN" "$BUNDLE/medtrain"
 strip "$BUNDLE/medtrain"
 cp scripts/gpu-check.sh "$BUNDLE/gpu-check.sh"
-cp benches/gpu_torch.py "$BUNDLE/benches/gpu_torch.py"
+cp benches/gpu_torch.py benches/explain_torch.py "$BUNDLE/benches/"
+cp tests/reference/torch_resnet.py "$BUNDLE/tests/reference/"
+cp scripts/quickstart.sh "$BUNDLE/scripts/"
+cp configs/smoke.toml "$BUNDLE/configs/"
 chmod +x "$BUNDLE/gpu-check.sh"
 
 # Every library the loader resolves, except the loader itself and the C runtime every node has.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # GPU check, run ON a GPU node from the bundle made by scripts/gpu-bundle.sh (no Rust, no MPI needed):
 # CPU-vs-GPU parity of every layer, a 20-step loss curve against the CPU run, medtrain's step throughput
-# (ResNet-18 2D at batch 64 and 256, 3D CNN at batch 8) and PyTorch eager on the same GPU, all written
-# to ONE file: <dir>/gpu-check.json (dir = $1, else $OUT, else ./gpu-check-results). Each command's
+# (ResNet-18 2D at batch 64 and 256, 3D CNN at batch 8) and PyTorch eager on the same GPU, Grad-CAM maps
+# on the GPU against the CPU and milliseconds per map beside PyTorch's hook-based Grad-CAM, and the quick
+# start end to end on the GPU (train, eval, explain --evaluate; explain of the same model on the CPU
+# after it, to compare), all written to ONE file: <dir>/gpu-check.json (dir = $1, else $OUT, else ./gpu-check-results). Each command's
 # exit code is recorded and the check goes on; it never stops at the first failure.
 #     bash gpu-bundle/gpu-check.sh [results-dir]
 set -u
@@ -19,6 +21,11 @@ STEP_TIMEOUT=${GPU_CHECK_TIMEOUT:-1800}
 BIN=${MEDTRAIN_BIN:-$HERE/medtrain}
 TORCH_PEER=$HERE/benches/gpu_torch.py
 [ -f "$TORCH_PEER" ] || TORCH_PEER=$HERE/../benches/gpu_torch.py
+EXPLAIN_PEER=$(dirname "$TORCH_PEER")/explain_torch.py
+QUICKSTART=$HERE/scripts/quickstart.sh
+[ -f "$QUICKSTART" ] || QUICKSTART=$HERE/quickstart.sh
+# The quick start's data (phantom, pack, catalog, run) stay out of the results; its reports are copied.
+E2E=${GPU_CHECK_WORK:-${TMPDIR:-/tmp}/medtrain-gpu-check}/quickstart
 PYTHON=${PYTHON:-python3}
 
 # ---- libraries: the bundle's own, then wherever this node keeps the CUDA libraries ----
@@ -79,6 +86,22 @@ run_step step-resnet18-2d-b64 "$BIN" bench step --device cuda --model resnet18-2
 run_step step-resnet18-2d-b256 "$BIN" bench step --device cuda --model resnet18-2d --batch 256
 run_step step-resnet3d-b8 "$BIN" bench step --device cuda --model resnet3d --batch 8
 run_step torch-eager "$PYTHON" "$TORCH_PEER"
+run_step explain-maps "$BIN" bench explain --device cuda --model all --reps 5 --json
+run_step explain-torch-slice2d "$PYTHON" "$EXPLAIN_PEER" slice2d 5 cuda
+run_step explain-torch-volume3d "$PYTHON" "$EXPLAIN_PEER" volume3d 5 cuda
+if [ "${GPU_CHECK_QUICKSTART:-1}" = 1 ]; then
+  rm -rf "$E2E"
+  run_step quickstart-cuda env MEDTRAIN_BIN="$BIN" MEDTRAIN_DEVICE=cuda MEDTRAIN_RANKS=1 bash "$QUICKSTART" "$E2E"
+  run_step explain-quality-cuda cat "$E2E/explain/quality.json"
+  run_step explain-quality-cpu-same-model "$BIN" explain "$E2E/run" test --out "$E2E/explain-cpu" --evaluate \
+    --truth "$E2E/phantom/truth/lesions.csv" --key "$E2E/site.key" --layer blocks --device cpu --json
+  mkdir -p "$RESULTS/quickstart"
+  for f in run/report.md run/metrics.jsonl run/train-status.json eval/eval.md explain/report.md \
+    explain/quality.md explain/quality.json explain-cpu/quality.json; do
+    [ -f "$E2E/$f" ] && cp "$E2E/$f" "$RESULTS/quickstart/${f//\//-}"
+  done
+  cp "$E2E"/explain/*.png "$RESULTS/quickstart/" 2>/dev/null || true
+fi
 
 # ---- one results file ----
 {

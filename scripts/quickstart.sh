@@ -3,9 +3,11 @@
 # DICOM → pack into de-identified HDF5 shards → a verified summary of the pack → catalog with the
 # phantom's labels → cohort queries → a patient-level, stratified train/val/test manifest → training
 # on 2 MPI ranks (a single process when mpirun is missing) → evaluation on the held-out test split →
-# Grad-CAM overlays and explanation quality against the phantom's lesions (layer chosen on val).
+# Grad-CAM overlays and explanation quality against the phantom's lesions (method and layer chosen on
+# val among Grad-CAM, Grad-CAM++ and LayerCAM at the stem and every residual block output).
 # Usage: scripts/quickstart.sh [OUT_DIR]   (default: ./demo)
-# MEDTRAIN_BIN=/path/to/medtrain skips the release build; MEDTRAIN_RANKS sets the number of ranks.
+# MEDTRAIN_BIN=/path/to/medtrain skips the release build; MEDTRAIN_RANKS sets the number of ranks;
+# MEDTRAIN_DEVICE (auto, cpu or cuda; default auto) the device of train, eval and explain.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "${1:-$root/demo}")"
@@ -20,6 +22,7 @@ else
   bin="$root/target/release/medtrain"
 fi
 ranks="${MEDTRAIN_RANKS:-2}"
+device="${MEDTRAIN_DEVICE:-auto}"
 launch=()
 if command -v mpirun >/dev/null && [ "$ranks" -gt 1 ]; then
   # One thread per rank; --oversubscribe lets a small machine run more ranks than it has cores.
@@ -44,11 +47,12 @@ set -x
 "$bin" catalog split "$out/catalog" "modality = 'CT'" --out "$out/manifest.h5" \
   --ratios train=0.6,val=0.25,test=0.15 --stratify series_labels.nodule --seed 2026
 rm -rf "$out/run" "$out/eval" "$out/explain"
-"${launch[@]}" "$bin" train "$out/catalog" "$out/manifest.h5" --out "$out/run" --config configs/smoke.toml
-"$bin" eval "$out/run" --split test --out "$out/eval"
-"$bin" explain "$out/run" test --out "$out/explain" --evaluate \
+"${launch[@]}" "$bin" train "$out/catalog" "$out/manifest.h5" --out "$out/run" --config configs/smoke.toml \
+  --device "$device"
+"$bin" eval "$out/run" --split test --out "$out/eval" --device "$device"
+"$bin" explain "$out/run" test --out "$out/explain" --evaluate --device "$device" \
   --truth "$out/phantom/truth/lesions.csv" --key "$out/site.key" \
-  --layer layer2.0.conv2,layer3.0.conv2,last --max-series 6
+  --layer blocks --method gradcam,gradcam++,layercam
 set +x
 echo
 echo "== report: $out/run/report.md (curves: $out/run/loss.png, $out/run/validation.png)"

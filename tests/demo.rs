@@ -53,19 +53,28 @@ fn main_command_learns_the_nodule_task_and_beats_the_baseline() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    // The explanation quality table parses: a best layer chosen on val, numbers for it on test.
+    // The explanation quality table parses: a method and layer chosen on val (three methods at the
+    // stem and the three block outputs), numbers for them on test.
     let quality: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("explain/quality.json")).unwrap()).unwrap();
     let best = quality["best_layer"].as_str().unwrap();
+    let method = quality["method"].as_str().unwrap();
     assert_eq!(
         quality["validation"].as_array().unwrap().len(),
-        3,
-        "three layers scored"
+        12,
+        "three methods at four layers scored"
     );
     let hit_rate = quality["best"]["hit_rate"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&hit_rate));
+    let series = quality["best"]["series"].as_u64().unwrap();
     assert!(quality["sanity"]["correlations"].as_array().unwrap().len() >= 2);
-    eprintln!("demo: explain best layer {best}, test pointing-game hit rate {hit_rate:.3}");
+    eprintln!("demo: explain best {method} at {best}, test pointing-game hit rate {hit_rate:.3} over {series} series");
+    // Maps that miss their lesions (a misplaced up-sampling grid scored 0.17–0.5 at deep layers) fall
+    // well below this; trained models of the demo reached 0.92–1.0 at the chosen pair.
+    assert!(series >= 8, "{series} test series with lesions");
+    assert!(
+        hit_rate >= 0.75,
+        "test pointing-game hit rate {hit_rate:.3} < 0.75"
+    );
     let pngs = std::fs::read_dir(out.join("explain"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))

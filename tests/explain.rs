@@ -226,6 +226,25 @@ fn explain_gradcam_of_conv_pool_linear_is_the_classifier_weighted_feature_map() 
             }
         }
         assert_close(&pp.raw, &want_pp, 1e-4, "Grad-CAM++ map");
+        // LayerCAM: the same constant gradient at every position, so ReLU(Σ_c ReLU(W_kc/S) · A_cs).
+        let lc = grad_cam(
+            &b,
+            &mut net,
+            &input,
+            &layer,
+            &cam_req(class, Method::LayerCam, false),
+        )
+        .unwrap();
+        let mut want_lc = vec![0.0f32; N * H * W];
+        for n in 0..N {
+            for p in 0..H * W {
+                let v: f64 = (0..C)
+                    .map(|c| (fc_w[class * C + c] / s).max(0.0) as f64 * a[(n * C + c) * H * W + p] as f64)
+                    .sum();
+                want_lc[n * H * W + p] = v.max(0.0) as f32;
+            }
+        }
+        assert_close(&lc.raw, &want_lc, 1e-5, "LayerCAM map");
     }
 }
 
@@ -358,6 +377,9 @@ fn explain_upsampling_and_channel_weights_match_pytorch() {
     let mut map = vec![0.0f32; shape.n * shape.spatial()];
     b.cam_weighted_sum(&shape, &acts, &weights, &mut map).unwrap();
     assert_close(&map, &floats(&w["cam"]), 1e-5, "weighted sum");
+    let mut layer = vec![0.0f32; shape.n * shape.spatial()];
+    b.cam_layer_sum(&shape, &acts, &grads, &mut layer).unwrap();
+    assert_close(&layer, &floats(&w["layercam"]), 1e-5, "LayerCAM");
     b.cam_pp_weights(&shape, &acts, &grads, &mut weights).unwrap();
     assert_close(&weights, &floats(&w["gradcampp"]), 1e-4, "Grad-CAM++ weights");
     // A wrong buffer is an error naming it, not a panic.
@@ -386,6 +408,20 @@ fn explain_pointing_game_on_constructed_maps() {
         Some(false)
     );
     assert_eq!(quality::pointing_hit(&map, &mask, dims, spacing, 3.0), Some(true));
+    // Wilson intervals: textbook values (Newcombe 1998 table, and 5 of 10).
+    let w = quality::wilson_interval(5, 10).unwrap();
+    assert!(
+        (w[0] - 0.2366).abs() < 1e-4 && (w[1] - 0.7634).abs() < 1e-4,
+        "{w:?}"
+    );
+    let w = quality::wilson_interval(0, 10).unwrap();
+    assert!(w[0] == 0.0 && (w[1] - 0.2775).abs() < 1e-4, "{w:?}");
+    let w = quality::wilson_interval(15, 148).unwrap();
+    assert!(
+        (w[0] - 0.0624).abs() < 1e-4 && (w[1] - 0.1605).abs() < 1e-4,
+        "{w:?}"
+    );
+    assert_eq!(quality::wilson_interval(0, 0), None);
     let peak = quality::peak(&map, &mask, dims, spacing).unwrap();
     assert_eq!(peak.voxel, [1, 5, 9]);
     assert_eq!(peak.distance_mm, Some(3.0));

@@ -72,6 +72,14 @@ fn ops_on<B: GradCamOps>(
         b.view_mut(&mut cam, 0..s.n * sp),
     )
     .unwrap();
+    let mut layer = b.zeros(s.n * sp).unwrap();
+    b.cam_layer_sum(
+        s,
+        b.view(&a, 0..s.len()),
+        b.view(&g, 0..s.len()),
+        b.view_mut(&mut layer, 0..s.n * sp),
+    )
+    .unwrap();
     let mut up = b.zeros(s.n * ts).unwrap();
     b.cam_upsample(
         s.n,
@@ -91,6 +99,7 @@ fn ops_on<B: GradCamOps>(
         b.download(b.view(&cam, 0..s.n * sp)).unwrap(),
         raw_up,
         b.download(b.view(&up, 0..s.n * ts)).unwrap(),
+        b.download(b.view(&layer, 0..s.n * sp)).unwrap(),
     ]
 }
 
@@ -151,6 +160,7 @@ fn explain_gpu_gradcam_ops_match_the_cpu_reference() {
                 "weighted sum",
                 "upsample",
                 "normalise",
+                "LayerCAM sum",
             ]
             .iter()
             .zip(got.iter().zip(&want))
@@ -185,7 +195,7 @@ fn explain_gpu_grad_cam_of_a_network_matches_the_cpu() {
     gnet.param = gpu.upload(&params).unwrap();
     let input = values(cnet.spec.graph.tensor_len[0], 32);
     for layer in cam_layers(&cnet.spec) {
-        for method in [Method::GradCam, Method::GradCamPlusPlus] {
+        for method in [Method::GradCam, Method::GradCamPlusPlus, Method::LayerCam] {
             let want = grad_cam(&cpu, &mut cnet, &input, &layer, &cam_req(0, method, true)).unwrap();
             let got = grad_cam(&gpu, &mut gnet, &input, &layer, &cam_req(0, method, true)).unwrap();
             let what = format!("{} {}", layer.name, method.name());

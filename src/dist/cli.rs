@@ -26,6 +26,9 @@ pub enum BenchCommand {
     Parity(crate::backend::cuda::bench::ParityArgs),
     /// The same seeded training run on the CPU and on the device; exit 1 when the loss curves differ.
     Curve(crate::backend::cuda::bench::CurveArgs),
+    /// Milliseconds per Grad-CAM map (resnet18 512×512, 3D ResNet 128³); on a GPU also every block
+    /// output's map against the CPU reference (exit 1 on a mismatch).
+    Explain(crate::explain::bench::ExplainBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +65,7 @@ pub fn run(args: BenchArgs) -> Result<i32, Failure> {
         BenchCommand::Step(a) => crate::backend::cuda::bench::step(a),
         BenchCommand::Parity(a) => crate::backend::cuda::bench::parity(a),
         BenchCommand::Curve(a) => crate::backend::cuda::bench::curve(a),
+        BenchCommand::Explain(a) => crate::explain::bench::run(a),
     }
 }
 

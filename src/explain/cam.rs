@@ -40,6 +40,12 @@ pub enum Method {
     /// under the exponential-output assumption; α = 0 where the denominator is 0).
     #[serde(rename = "gradcam++")]
     GradCamPlusPlus,
+    /// No channel weights: cam_s = ReLU(Σ_c ReLU(g_cs) · A_cs), each position weighted by its own
+    /// positive gradient (Jiang et al., LayerCAM, 2021). Made for maps from shallow as well as deep
+    /// layers: a channel that fires on the lesion's surroundings but whose gradient is positive only
+    /// at the lesion no longer spreads its activation over the whole image.
+    #[serde(rename = "layercam")]
+    LayerCam,
 }
 
 impl Method {
@@ -47,6 +53,7 @@ impl Method {
         match text {
             "gradcam" | "grad-cam" => Some(Method::GradCam),
             "gradcam++" | "grad-cam++" | "gradcampp" => Some(Method::GradCamPlusPlus),
+            "layercam" => Some(Method::LayerCam),
             _ => None,
         }
     }
@@ -54,6 +61,15 @@ impl Method {
         match self {
             Method::GradCam => "gradcam",
             Method::GradCamPlusPlus => "gradcam++",
+            Method::LayerCam => "layercam",
+        }
+    }
+    /// The name in file names (no `+`).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Method::GradCam => "gradcam",
+            Method::GradCamPlusPlus => "gradcampp",
+            Method::LayerCam => "layercam",
         }
     }
 }
@@ -144,6 +160,14 @@ pub trait GradCamOps: Backend {
         weights: Self::View<'_>,
         cam: Self::ViewMut<'_>,
     ) -> Result<()>;
+    /// acts, grads (N, C, S) → cam (N, S) = ReLU(Σ_c ReLU(grads) · acts) (LayerCAM).
+    fn cam_layer_sum(
+        &self,
+        s: &CamShape,
+        acts: Self::View<'_>,
+        grads: Self::View<'_>,
+        cam: Self::ViewMut<'_>,
+    ) -> Result<()>;
     /// cam (N, from) → out (N, to), trilinear (bilinear when both depths are 1), each output axis
     /// reading the source grid through its [`AxisMap`] (z, y, x).
     fn cam_upsample(
@@ -204,6 +228,25 @@ pub fn weighted_sum(s: &CamShape, acts: &[f32], weights: &[f32], cam: &mut [f32]
             acc.iter_mut().zip(a).for_each(|(o, &v)| *o += w * v as f64);
         }
         out.iter_mut()
+            .zip(&acc)
+            .for_each(|(o, &v)| *o = v.max(0.0) as f32);
+    }
+}
+
+/// LayerCAM: cam[n, s] = max(0, Σ_c max(0, grads[n, c, s]) · acts[n, c, s]), summed in f64 in
+/// channel order.
+pub fn layer_sum(s: &CamShape, acts: &[f32], grads: &[f32], cam: &mut [f32]) {
+    let sp = s.spatial();
+    for n in 0..s.n {
+        let mut acc = vec![0.0f64; sp];
+        for c in 0..s.c {
+            let r = (n * s.c + c) * sp..(n * s.c + c + 1) * sp;
+            for ((o, &a), &g) in acc.iter_mut().zip(&acts[r.clone()]).zip(&grads[r]) {
+                *o += (g.max(0.0) as f64) * a as f64;
+            }
+        }
+        cam[n * sp..(n + 1) * sp]
+            .iter_mut()
             .zip(&acc)
             .for_each(|(o, &v)| *o = v.max(0.0) as f32);
     }
@@ -281,6 +324,13 @@ impl GradCamOps for CpuBackend {
         check_len("cam_weighted_sum", "weights", s.n * s.c, weights.len())?;
         check_len("cam_weighted_sum", "cam", s.n * s.spatial(), cam.len())?;
         weighted_sum(s, acts, weights, cam);
+        Ok(())
+    }
+    fn cam_layer_sum(&self, s: &CamShape, acts: &[f32], grads: &[f32], cam: &mut [f32]) -> Result<()> {
+        check_len("cam_layer_sum", "acts", s.len(), acts.len())?;
+        check_len("cam_layer_sum", "grads", s.len(), grads.len())?;
+        check_len("cam_layer_sum", "cam", s.n * s.spatial(), cam.len())?;
+        layer_sum(s, acts, grads, cam);
         Ok(())
     }
     fn cam_upsample(

@@ -55,16 +55,18 @@ pub struct ExplainArgs {
     pub catalog: Option<PathBuf>,
     #[arg(long)]
     pub manifest: Option<PathBuf>,
-    /// Layers: names (layer4.1.conv2, relu12), node indices, "last" (default) or "all"; repeat or
-    /// separate with commas.
+    /// Layers: names (layer4.1.conv2, layer3.0 for a block's output, relu12), node indices, "last"
+    /// (default), "blocks" (the stem and every residual block output) or "all"; repeat or separate
+    /// with commas.
     #[arg(long)]
     pub layer: Vec<String>,
     /// Output explained: an output index, a label name of the model, or "risk" (survival models).
     #[arg(long, default_value = "0")]
     pub target: String,
-    /// gradcam | gradcam++
-    #[arg(long, default_value = "gradcam")]
-    pub method: String,
+    /// gradcam | gradcam++ | layercam; several (repeat or separate with commas) make every pair of
+    /// method and layer a candidate, and --evaluate chooses the pair on the validation split.
+    #[arg(long)]
+    pub method: Vec<String>,
     /// How layer maps are laid over the input: centred (each cell on the centre of its receptive
     /// field) or interpolate (PyTorch's F.interpolate, align_corners=False, as hook-based Grad-CAM
     /// libraries do; shifted by (stride − 1)/2 input pixels after strided convolutions).
@@ -118,7 +120,7 @@ struct Plan {
     series_filter: Option<String>,
     output: usize,
     target_name: String,
-    method: Method,
+    methods: Vec<Method>,
     upsample: Upsample,
     window: [f32; 2],
 }
@@ -198,8 +200,17 @@ fn plan(args: &ExplainArgs) -> Result<Plan, Failure> {
         (split, Some(split_or_series))
     };
     let (output, target_name) = resolve_target(&args.target, &settings)?;
-    let method = Method::parse(&args.method)
-        .ok_or_else(|| usage(format!("--method {:?}: use gradcam or gradcam++", args.method)))?;
+    let mut methods: Vec<Method> = Vec::new();
+    for m in args.method.iter().flat_map(|m| m.split(',')).map(str::trim) {
+        let method = Method::parse(m)
+            .ok_or_else(|| usage(format!("--method {m:?}: use gradcam, gradcam++ or layercam")))?;
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
+    if methods.is_empty() {
+        methods.push(Method::GradCam);
+    }
     let upsample = Upsample::parse(&args.upsample).ok_or_else(|| {
         usage(format!(
             "--upsample {:?}: use centred or interpolate",
@@ -227,7 +238,7 @@ fn plan(args: &ExplainArgs) -> Result<Plan, Failure> {
         series_filter,
         output,
         target_name,
-        method,
+        methods,
         upsample,
         window,
     })
@@ -346,7 +357,12 @@ impl<B: GradCamOps> Ctx<'_, B> {
         Ok(x)
     }
 
-    fn explain_series(&mut self, g: &SeriesSamples, layers: &[CamLayer]) -> Result<SeriesMaps, Failure> {
+    fn explain_series(
+        &mut self,
+        g: &SeriesSamples,
+        layers: &[CamLayer],
+        method: Method,
+    ) -> Result<SeriesMaps, Failure> {
         let b = self.b;
         let len = self.ds.sample_len();
         let volume = self.ds.series_volume(g.samples[0]).map_err(job)?;
@@ -375,6 +391,7 @@ impl<B: GradCamOps> Ctx<'_, B> {
                 }
             }
             let req = CamRequest {
+                method,
                 normalise: false,
                 ..self.req
             };
@@ -423,11 +440,18 @@ struct SeriesQuality {
 /// Quality of one layer over a split.
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerQuality {
+    pub method: String,
     pub layer: String,
     pub node: usize,
+    /// In-plane input pixels between neighbouring cells of the layer: a bilinearly up-sampled map
+    /// peaks on a cell centre, so its maximum can sit up to half this (per axis) from a lesion
+    /// centre however well the model localises.
+    pub cell_px: f64,
     pub series: usize,
     pub hits: usize,
     pub hit_rate: Option<f64>,
+    /// Wilson 95% interval of the hit rate.
+    pub hit_rate_ci: Option<[f64; 2]>,
     /// Median distance (mm) from each series' map maximum to its nearest lesion voxel.
     pub median_distance_mm: Option<f64>,
     pub energy_inside: Option<f64>,
@@ -489,14 +513,18 @@ fn series_quality<B: GradCamOps>(
     })
 }
 
-fn summarise(layer: &CamLayer, rows: &[SeriesQuality]) -> LayerQuality {
+fn summarise(cand: &Candidate, rows: &[SeriesQuality]) -> LayerQuality {
+    let layer = &cand.layer;
     let judged: Vec<bool> = rows.iter().filter_map(|r| r.hit).collect();
     LayerQuality {
+        method: cand.method.name().into(),
         layer: layer.name.clone(),
         node: layer.node,
+        cell_px: layer.centres[1][1].max(layer.centres[2][1]),
         series: judged.len(),
         hits: judged.iter().filter(|&&h| h).count(),
         hit_rate: mean(judged.iter().map(|&h| if h { 1.0 } else { 0.0 })),
+        hit_rate_ci: quality::wilson_interval(judged.iter().filter(|&&h| h).count(), judged.len()),
         median_distance_mm: median(
             rows.iter()
                 .filter_map(|r| r.peak.and_then(|p| p.distance_mm))
@@ -515,17 +543,22 @@ fn fmt_opt(v: Option<f64>) -> String {
 /// The per-layer table in Markdown (also printed).
 pub fn quality_table(split: &str, rows: &[LayerQuality]) -> String {
     let mut s = String::from(
-        "| split | layer | node | series | pointing hits | hit rate | median peak-to-lesion mm | energy in lesion | deletion AUC | insertion AUC |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n"
+        "| split | method | layer | node | cell (px) | series | pointing hits | hit rate [95% CI] | median peak-to-lesion mm | energy in lesion | deletion AUC | insertion AUC |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         s += &format!(
-            "| {split} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {split} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.method,
             r.layer,
             r.node,
+            r.cell_px,
             r.series,
             r.hits,
-            fmt_opt(r.hit_rate),
+            match (r.hit_rate, r.hit_rate_ci) {
+                (Some(h), Some([lo, hi])) => format!("{h:.3} [{lo:.2}, {hi:.2}]"),
+                _ => "n/a".into(),
+            },
             r.median_distance_mm.map_or("n/a".into(), |v| format!("{v:.1}")),
             fmt_opt(r.energy_inside),
             fmt_opt(r.deletion_auc),
@@ -568,7 +601,7 @@ fn new_ctx<'a, B: GradCamOps>(b: &'a B, p: &Plan, ds: &'a Dataset) -> Result<Ctx
         outputs: p.settings.num_outputs() as usize,
         req: CamRequest {
             output: p.output,
-            method: p.method,
+            method: p.methods[0],
             upsample: p.upsample,
             normalise: false,
         },
@@ -610,14 +643,14 @@ fn masks_for(
     Ok(lesion_mask(shape, &geom, &lesions))
 }
 
-/// Every layer's quality over the chosen series of one split.
+/// Every candidate's quality over the chosen series of one split.
 fn evaluate_split<B: GradCamOps>(
     b: &B,
     p: &Plan,
     args: &ExplainArgs,
     truth: &LesionTruth,
     split: &str,
-    layers: &[CamLayer],
+    cands: &[Candidate],
 ) -> Result<Vec<LayerQuality>, Failure> {
     let ds = open_split(p, split)?;
     let mut ctx = new_ctx(b, p, &ds)?;
@@ -628,15 +661,11 @@ fn evaluate_split<B: GradCamOps>(
         true,
         args.max_series,
     );
-    let mut rows: Vec<Vec<SeriesQuality>> = vec![Vec::with_capacity(groups.len()); layers.len()];
+    let mut rows: Vec<Vec<SeriesQuality>> = vec![Vec::with_capacity(groups.len()); cands.len()];
     for g in &groups {
-        let per_pass = layers_per_pass(&ds, g);
         let mut mask = None;
-        for (first, chunk) in (0..layers.len())
-            .step_by(per_pass)
-            .map(|i| (i, &layers[i..(i + per_pass).min(layers.len())]))
-        {
-            let sm = ctx.explain_series(g, chunk)?;
+        for (first, method, chunk) in passes(cands, layers_per_pass(&ds, g)) {
+            let sm = ctx.explain_series(g, &chunk, method)?;
             if mask.is_none() {
                 mask = Some(masks_for(&ds, truth, g, sm.volume.shape)?);
             }
@@ -654,13 +683,46 @@ fn evaluate_split<B: GradCamOps>(
             }
         }
     }
-    let mut table = Vec::with_capacity(layers.len());
-    for (layer, rows) in layers.iter().zip(&rows) {
-        let q = summarise(layer, rows);
-        tracing::info!(split, layer = %layer.name, hit_rate = ?q.hit_rate, "explain quality");
+    let mut table = Vec::with_capacity(cands.len());
+    for (cand, rows) in cands.iter().zip(&rows) {
+        let q = summarise(cand, rows);
+        tracing::info!(split, method = cand.method.name(), layer = %cand.layer.name, hit_rate = ?q.hit_rate, "explain quality");
         table.push(q);
     }
     Ok(table)
+}
+
+/// One map a run may make: a method at a layer.
+#[derive(Clone, Debug)]
+struct Candidate {
+    method: Method,
+    layer: CamLayer,
+}
+
+/// Every method at every layer, method by method.
+fn candidates(methods: &[Method], layers: &[CamLayer]) -> Vec<Candidate> {
+    methods
+        .iter()
+        .flat_map(|&method| {
+            layers.iter().map(move |l| Candidate {
+                method,
+                layer: l.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The passes over a series that make `cands`' maps: runs of one method, at most `per_pass` layers
+/// each, as (index of the run's first candidate, method, layers).
+fn passes(cands: &[Candidate], per_pass: usize) -> Vec<(usize, Method, Vec<CamLayer>)> {
+    let mut out: Vec<(usize, Method, Vec<CamLayer>)> = Vec::new();
+    for (i, c) in cands.iter().enumerate() {
+        match out.last_mut() {
+            Some((_, m, layers)) if *m == c.method && layers.len() < per_pass => layers.push(c.layer.clone()),
+            _ => out.push((i, c.method, vec![c.layer.clone()])),
+        }
+    }
+    out
 }
 
 /// Pack-grid maps held at once while one series is explained at several layers.
@@ -707,7 +769,7 @@ fn sanity<B: GradCamOps>(
     p: &Plan,
     ds: &Dataset,
     groups: &[SeriesSamples],
-    layer: &CamLayer,
+    cand: &Candidate,
 ) -> Result<SanityCheck, Failure> {
     let mut ctx = new_ctx(b, p, ds)?;
     let n = ctx.net.spec.params.len();
@@ -732,7 +794,7 @@ fn sanity<B: GradCamOps>(
             .map_err(job)?;
         let mut stage_maps = Vec::with_capacity(chosen.len());
         for g in &chosen {
-            let mut sm = ctx.explain_series(g, std::slice::from_ref(layer))?;
+            let mut sm = ctx.explain_series(g, std::slice::from_ref(&cand.layer), cand.method)?;
             stage_maps.push(sm.layers.swap_remove(0).map);
         }
         maps.push(stage_maps);
@@ -752,6 +814,7 @@ struct Explained<'a> {
     /// Which of `sm.layers`.
     index: usize,
     layer: &'a CamLayer,
+    method: Method,
     /// Reference lesion voxels on the pack grid.
     mask: Option<&'a [bool]>,
     quality: Option<&'a SeriesQuality>,
@@ -769,6 +832,7 @@ fn write_series(
         g,
         sm,
         layer,
+        method,
         mask,
         quality: quality_row,
         ..
@@ -816,14 +880,14 @@ fn write_series(
     let mut lines = vec![
         (format!("{short} slice {peak}"), WHITE),
         (score_line.clone(), WHITE),
-        (format!("{} {}", p.method.name(), layer.name), WHITE),
+        (format!("{} {}", method.name(), layer.name), WHITE),
     ];
     if mask.is_some() {
         lines.push(("red: reference lesion".into(), overlay::OUTLINE));
     }
     lines.push(("+: map maximum".into(), overlay::MARKER));
     let slice_img = overlay::render_slice(&view(peak), p.window, 256);
-    let overlay_name = format!("{short}-{}.png", layer.name);
+    let overlay_name = format!("{short}-{}-{}.png", layer.name, method.file_name());
     write(
         &out.join(&overlay_name),
         &overlay::annotated_coloured(&slice_img, &lines).encode_png(),
@@ -837,13 +901,14 @@ fn write_series(
         .iter()
         .map(|&k| (overlay::render_slice(&view(k), p.window, 128), format!("{k}")))
         .collect();
-    let montage_name = format!("{short}-{}-montage.png", layer.name);
+    let montage_name = format!("{short}-{}-{}-montage.png", layer.name, method.file_name());
     let mont = overlay::montage(&tiles, 4);
     write(
         &out.join(&montage_name),
         &overlay::annotated_coloured(&mont, &lines[1..]).encode_png(),
     )?;
-    write_map_dataset(h5, g, sm, map, p, layer).map_err(|e| job(format!("maps.h5 {}: {e}", g.key)))?;
+    write_map_dataset(h5, g, sm, map, p, layer, method)
+        .map_err(|e| job(format!("maps.h5 {}: {e}", g.key)))?;
     let q = quality_row.map_or(String::new(), |q| {
         format!(
             " | pointing {}{} | energy in lesion {} | deletion {:.3} | insertion {:.3}",
@@ -857,8 +922,11 @@ fn write_series(
         )
     });
     Ok(format!(
-        "- `{}` ({score_line}{q}): [overlay]({overlay_name}) · [montage]({montage_name}) · maps.h5 `{}/{}`\n",
-        g.key, layer.name, g.key
+        "- `{}` ({score_line}{q}): [overlay]({overlay_name}) · [montage]({montage_name}) · maps.h5 `{}/{}/{}`\n",
+        g.key,
+        method.name(),
+        layer.name,
+        g.key
     ))
 }
 
@@ -869,12 +937,17 @@ fn write_map_dataset(
     map: &[f32],
     p: &Plan,
     layer: &CamLayer,
+    method: Method,
 ) -> hdf5::Result<()> {
     use hdf5::types::VarLenUnicode;
-    let group = match h5.group(&layer.name) {
-        Ok(gr) => gr,
-        Err(_) => h5.create_group(&layer.name)?,
+    let child = |parent: &hdf5::Group, name: &str| -> hdf5::Result<hdf5::Group> {
+        if parent.link_exists(name) {
+            parent.group(name)
+        } else {
+            parent.create_group(name)
+        }
     };
+    let group = child(&child(h5, method.name())?, &layer.name)?;
     let d = group
         .new_dataset::<f32>()
         .shape(sm.volume.shape)
@@ -886,7 +959,7 @@ fn write_map_dataset(
     };
     text("layer", &layer.name)?;
     text("target", &p.target_name)?;
-    text("method", p.method.name())?;
+    text("method", method.name())?;
     text("series_key", &g.key)?;
     text(
         "normalisation",
@@ -898,7 +971,9 @@ fn write_map_dataset(
 
 #[derive(Serialize)]
 struct QualityJson {
+    /// The method of the best candidate; `methods` were all tried.
     method: String,
+    methods: Vec<String>,
     target: String,
     margin_mm: f64,
     steps: usize,
@@ -937,13 +1012,14 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
     };
     let ds = open_split(p, &p.split)?;
     let spec = load_net(b, &p.ck, &p.settings, &ds)?.spec;
-    let mut layers = select_layers(&spec, &args.layer).map_err(usage)?;
+    let layers = select_layers(&spec, &args.layer).map_err(usage)?;
+    let mut cands = candidates(&p.methods, &layers);
     let mut quality_json = None;
     if args.evaluate {
         let truth = truth.as_ref().expect("checked in plan");
-        let val = evaluate_split(b, p, args, truth, &args.val_split, &layers)?;
+        let val = evaluate_split(b, p, args, truth, &args.val_split, &cands)?;
         let best = best_layer(&val).ok_or_else(|| job("no layer to evaluate"))?;
-        let test = evaluate_split(b, p, args, truth, &p.split, &layers)?;
+        let test = evaluate_split(b, p, args, truth, &p.split, &cands)?;
         let groups = choose_series(
             &ds,
             p.series_filter.as_deref(),
@@ -951,7 +1027,7 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
             true,
             args.max_series,
         );
-        let check = sanity(b, p, &ds, &groups, &layers[best])?;
+        let check = sanity(b, p, &ds, &groups, &cands[best])?;
         let table = format!(
             "{}{}",
             quality_table(&args.val_split, &val),
@@ -962,13 +1038,14 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
                 .collect::<String>()
         );
         let summary = QualityJson {
-            method: p.method.name().into(),
+            method: cands[best].method.name().into(),
+            methods: p.methods.iter().map(|m| m.name().to_string()).collect(),
             target: p.target_name.clone(),
             margin_mm: args.margin_mm,
             steps: args.steps,
             validation_split: args.val_split.clone(),
             split: p.split.clone(),
-            best_layer: layers[best].name.clone(),
+            best_layer: cands[best].layer.name.clone(),
             best: test[best].clone(),
             validation: val,
             test,
@@ -977,7 +1054,7 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
         write(&args.out.join("quality.md"), table.as_bytes())?;
         let json = serde_json::to_string_pretty(&summary).expect("serialisable");
         write(&args.out.join("quality.json"), json.as_bytes())?;
-        layers = vec![layers[best].clone()];
+        cands = vec![cands[best].clone()];
         quality_json = Some((summary, table));
     }
     // Overlays, montages and maps of the chosen series at the chosen layer(s).
@@ -995,28 +1072,34 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
     let h5 = hdf5::File::create(&h5_path).map_err(|e| job(format!("{}: {e}", h5_path.display())))?;
     let mut ctx = new_ctx(b, p, &ds)?;
     let mut report = format!(
-        "# Explanations of {} on split {}\n\n{} maps of `{}` (output {}), min-max normalised per series, \
-         mapped back into each series' pack grid. Overlays in radiological orientation (patient right on \
-         image left), CT window {:?} (center, width HU), viridis colour map; montages show the {} slices \
-         with the strongest map. Raw maps: `maps.h5` (group per layer, dataset per series key).\n\n",
+        "# Explanations of {} on split {}\n\nMaps of `{}` (output {}), up-sampled with {} cells, min-max \
+         normalised per series, mapped back into each series' pack grid. Overlays in radiological orientation \
+         (patient right on image left), CT window {:?} (center, width HU), viridis colour map, reference \
+         lesions outlined in red where known, the map maximum marked +; montages show the {} slices with the \
+         strongest map. Raw maps: `maps.h5` (group per method, then per layer, dataset per series key).\n\n",
         p.ck.dir.display(),
         p.split,
-        p.method.name(),
         p.target_name,
         p.output,
+        p.upsample.name(),
         p.window,
         MONTAGE_SLICES
     );
-    let mut sections: Vec<String> = layers
+    let mut sections: Vec<String> = cands
         .iter()
-        .map(|l| format!("## Layer {} (node {})\n\n", l.name, l.node))
+        .map(|c| {
+            format!(
+                "## {} at layer {} (node {})\n\n",
+                c.method.name(),
+                c.layer.name,
+                c.layer.node
+            )
+        })
         .collect();
     for g in &groups {
-        let per_pass = layers_per_pass(&ds, g);
         let mut mask = None;
-        for first in (0..layers.len()).step_by(per_pass) {
-            let chunk = &layers[first..(first + per_pass).min(layers.len())];
-            let sm = ctx.explain_series(g, chunk)?;
+        for (first, method, chunk) in passes(&cands, layers_per_pass(&ds, g)) {
+            let sm = ctx.explain_series(g, &chunk, method)?;
             if let (Some(t), None) = (&truth, &mask) {
                 mask = Some(masks_for(&ds, t, g, sm.volume.shape)?);
             }
@@ -1038,6 +1121,7 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
                     sm: &sm,
                     index: k,
                     layer,
+                    method,
                     mask: mask.as_deref(),
                     quality: q.as_ref(),
                 };
@@ -1051,13 +1135,14 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
     }
     if let Some((summary, table)) = &quality_json {
         report += &format!(
-            "## Explanation quality\n\nPointing game margin {} mm; deletion/insertion with {} steps; best layer \
-             chosen on split {}: **{}**, reported on split {} (hit rate {}).\n\n{}\n\
+            "## Explanation quality\n\nPointing game margin {} mm; deletion/insertion with {} steps; best method \
+             and layer chosen on split {}: **{} at {}**, reported on split {} (hit rate {}).\n\n{}\n\
              Randomisation sanity check (Spearman correlation with the trained model's maps, top layers \
              randomised first): {:?} → {}\n",
             summary.margin_mm,
             summary.steps,
             summary.validation_split,
+            summary.method,
             summary.best_layer,
             summary.split,
             fmt_opt(summary.best.hit_rate),
@@ -1076,7 +1161,10 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
         let v = match &quality_json {
             Some((s, _)) => serde_json::to_value(s).expect("serialisable"),
             None => {
-                serde_json::json!({ "series": groups.len(), "layers": layers.iter().map(|l| &l.name).collect::<Vec<_>>() })
+                serde_json::json!({
+                    "series": groups.len(),
+                    "maps": cands.iter().map(|c| format!("{}/{}", c.method.name(), c.layer.name)).collect::<Vec<_>>(),
+                })
             }
         };
         println!("{v}");
@@ -1084,7 +1172,8 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
         if let Some((s, table)) = &quality_json {
             print!("{table}");
             println!(
-                "explain: best layer {} (chosen on {}); {} hit rate {} ; sanity check {}",
+                "explain: best {} at layer {} (chosen on {}); {} hit rate {} ; sanity check {}",
+                s.method,
                 s.best_layer,
                 s.validation_split,
                 s.split,

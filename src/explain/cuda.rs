@@ -52,6 +52,25 @@ impl GradCamOps for CudaBackend {
         )
     }
 
+    fn cam_layer_sum(
+        &self,
+        s: &CamShape,
+        acts: CudaView<'_, f32>,
+        grads: CudaView<'_, f32>,
+        cam: CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        kernels::gradcam_layer_sum(
+            self.kernels(),
+            self.stream(),
+            s.n,
+            s.c,
+            s.spatial(),
+            acts,
+            grads,
+            cam,
+        )
+    }
+
     fn cam_upsample(
         &self,
         n: usize,

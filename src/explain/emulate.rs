@@ -3,7 +3,7 @@
 //! index arithmetic checked without a GPU. The launch sequence is the one a CUDA `GradCamOps` uses:
 //! weights, weighted sum, up-sampling, then min/max and normalisation.
 
-use super::cam::{AxisMap, CamShape};
+use super::cam::{AxisMap, CamShape, Method};
 use crate::backend::Dims3;
 
 mod ffi {
@@ -23,6 +23,14 @@ mod ffi {
             spatial: u64,
             acts: *const f32,
             weights: *const f32,
+            cam: *mut f32,
+        );
+        pub fn mt_gradcam_layer_sum(
+            n: u64,
+            c: u64,
+            spatial: u64,
+            acts: *const f32,
+            grads: *const f32,
             cam: *mut f32,
         );
         #[allow(clippy::too_many_arguments)]
@@ -69,7 +77,7 @@ pub fn gradcam_emulated(
     s: &CamShape,
     acts: &[f32],
     grads: &[f32],
-    plus_plus: bool,
+    method: Method,
     to: Dims3,
     axes: &[AxisMap; 3],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -85,23 +93,36 @@ pub fn gradcam_emulated(
     let [td, th, tw] = to.map(u64::from);
     // SAFETY (every launch): the buffers were sized above from the same counts the kernels index by,
     // and the emulated threads run one after another on this thread.
-    launch(|| unsafe {
-        if plus_plus {
-            ffi::mt_gradcam_pp_weights(planes, sp, acts.as_ptr(), grads.as_ptr(), weights.as_mut_ptr())
-        } else {
+    match method {
+        Method::GradCam => launch(|| unsafe {
             ffi::mt_gradcam_pool_weights(planes, sp, grads.as_ptr(), weights.as_mut_ptr())
-        }
-    });
-    launch(|| unsafe {
-        ffi::mt_gradcam_weighted_sum(
-            s.n as u64,
-            s.c as u64,
-            sp,
-            acts.as_ptr(),
-            weights.as_ptr(),
-            cam.as_mut_ptr(),
-        )
-    });
+        }),
+        Method::GradCamPlusPlus => launch(|| unsafe {
+            ffi::mt_gradcam_pp_weights(planes, sp, acts.as_ptr(), grads.as_ptr(), weights.as_mut_ptr())
+        }),
+        Method::LayerCam => launch(|| unsafe {
+            ffi::mt_gradcam_layer_sum(
+                s.n as u64,
+                s.c as u64,
+                sp,
+                acts.as_ptr(),
+                grads.as_ptr(),
+                cam.as_mut_ptr(),
+            )
+        }),
+    }
+    if method != Method::LayerCam {
+        launch(|| unsafe {
+            ffi::mt_gradcam_weighted_sum(
+                s.n as u64,
+                s.c as u64,
+                sp,
+                acts.as_ptr(),
+                weights.as_ptr(),
+                cam.as_mut_ptr(),
+            )
+        });
+    }
     let [z, y, x] = *axes;
     launch(|| unsafe {
         ffi::mt_gradcam_upsample(
@@ -151,18 +172,20 @@ mod tests {
         s: &CamShape,
         acts: &[f32],
         grads: &[f32],
-        pp: bool,
+        method: Method,
         to: Dims3,
         axes: &[AxisMap; 3],
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut w = vec![0.0f32; s.n * s.c];
-        if pp {
-            cam::pp_weights(s, acts, grads, &mut w);
-        } else {
-            cam::pool_weights(s, grads, &mut w);
-        }
         let mut m = vec![0.0f32; s.n * s.spatial()];
-        cam::weighted_sum(s, acts, &w, &mut m);
+        match method {
+            Method::GradCam => cam::pool_weights(s, grads, &mut w),
+            Method::GradCamPlusPlus => cam::pp_weights(s, acts, grads, &mut w),
+            Method::LayerCam => cam::layer_sum(s, acts, grads, &mut m),
+        }
+        if method != Method::LayerCam {
+            cam::weighted_sum(s, acts, &w, &mut m);
+        }
         let ts: usize = to.iter().map(|&d| d as usize).product();
         let mut up = vec![0.0f32; s.n * ts];
         cam::upsample(s.n, s.dims, to, axes, &m, &mut up);
@@ -215,12 +238,15 @@ mod tests {
                 centred
             };
             for axes in [cam::interpolate_axes(s.dims, *to), centred] {
-                for pp in [false, true] {
-                    let want = reference(s, &acts, &grads, pp, *to, &axes);
-                    let got = gradcam_emulated(s, &acts, &grads, pp, *to, &axes);
-                    assert_eq!(got.0, want.0, "case {k} pp {pp} {axes:?}: weights");
-                    assert_eq!(got.1, want.1, "case {k} pp {pp} {axes:?}: map");
-                    assert_eq!(got.2, want.2, "case {k} pp {pp} {axes:?}: up-sampled, normalised");
+                for method in [Method::GradCam, Method::GradCamPlusPlus, Method::LayerCam] {
+                    let want = reference(s, &acts, &grads, method, *to, &axes);
+                    let got = gradcam_emulated(s, &acts, &grads, method, *to, &axes);
+                    assert_eq!(got.0, want.0, "case {k} {method:?} {axes:?}: weights");
+                    assert_eq!(got.1, want.1, "case {k} {method:?} {axes:?}: map");
+                    assert_eq!(
+                        got.2, want.2,
+                        "case {k} {method:?} {axes:?}: up-sampled, normalised"
+                    );
                     assert!(want.2.contains(&1.0), "case {k}: a non-trivial map");
                 }
             }
@@ -233,6 +259,7 @@ mod tests {
             "mt_gradcam_pool_weights",
             "mt_gradcam_pp_weights",
             "mt_gradcam_weighted_sum",
+            "mt_gradcam_layer_sum",
             "mt_gradcam_upsample",
             "mt_gradcam_minmax",
             "mt_gradcam_normalise",

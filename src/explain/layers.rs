@@ -169,7 +169,20 @@ pub fn default_layer(spec: &ModelSpec) -> Option<CamLayer> {
     cam_layers(spec).pop()
 }
 
-/// Resolves `--layer` values: names, node indices, `all`, or `last` (the default layer).
+/// Whether `node` is where a stage of the network hands on its features: the stem's ReLU (the first
+/// ReLU of the graph) or a ReLU after a residual addition (a block output, torchvision `layer3.0`).
+pub fn is_block_output(spec: &ModelSpec, node: usize) -> bool {
+    let nodes = &spec.graph.nodes;
+    if !matches!(nodes[node].op, Op::Relu) {
+        return false;
+    }
+    let first_relu = nodes.iter().position(|n| matches!(n.op, Op::Relu));
+    let input = nodes[node].inputs[0];
+    first_relu == Some(node) || nodes.iter().any(|n| n.output == input && matches!(n.op, Op::Add))
+}
+
+/// Resolves `--layer` values: names, node indices, `all`, `blocks` (the stem and every residual
+/// block output: low- to high-level features at each resolution) or `last` (the default layer).
 pub fn select_layers(spec: &ModelSpec, wanted: &[String]) -> std::result::Result<Vec<CamLayer>, String> {
     let layers = cam_layers(spec);
     if layers.is_empty() {
@@ -183,6 +196,11 @@ pub fn select_layers(spec: &ModelSpec, wanted: &[String]) -> std::result::Result
         let found: Vec<CamLayer> = match w {
             "all" => layers.clone(),
             "last" => vec![layers[layers.len() - 1].clone()],
+            "blocks" => layers
+                .iter()
+                .filter(|l| is_block_output(spec, l.node))
+                .cloned()
+                .collect(),
             _ => {
                 let by_index = w.parse::<usize>().ok();
                 let hit = layers
@@ -309,6 +327,8 @@ fn layer_maps<B: GradCamOps>(
     };
     let acts = net.node_output(layer.node);
     let grads = net.node_output_grad(layer.node);
+    let sp = shape.spatial();
+    let mut cam = b.zeros(n * sp)?;
     let mut weights = b.zeros(n * shape.c)?;
     match req.method {
         Method::GradCam => b.cam_pool_weights(
@@ -322,15 +342,21 @@ fn layer_maps<B: GradCamOps>(
             b.view(grads, 0..shape.len()),
             b.view_mut(&mut weights, 0..n * shape.c),
         )?,
+        Method::LayerCam => b.cam_layer_sum(
+            &shape,
+            b.view(acts, 0..shape.len()),
+            b.view(grads, 0..shape.len()),
+            b.view_mut(&mut cam, 0..n * sp),
+        )?,
     }
-    let sp = shape.spatial();
-    let mut cam = b.zeros(n * sp)?;
-    b.cam_weighted_sum(
-        &shape,
-        b.view(acts, 0..shape.len()),
-        b.view(&weights, 0..n * shape.c),
-        b.view_mut(&mut cam, 0..n * sp),
-    )?;
+    if req.method != Method::LayerCam {
+        b.cam_weighted_sum(
+            &shape,
+            b.view(acts, 0..shape.len()),
+            b.view(&weights, 0..n * shape.c),
+            b.view_mut(&mut cam, 0..n * sp),
+        )?;
+    }
     let in_sp: usize = input_dims.iter().map(|&d| d as usize).product();
     let mut up = b.zeros(n * in_sp)?;
     b.cam_upsample(

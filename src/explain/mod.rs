@@ -3,6 +3,7 @@
 //! and scored against ground-truth lesions (pointing game, energy inside, deletion/insertion AUC,
 //! randomisation sanity check).
 
+pub mod bench;
 pub mod cam;
 pub mod cli;
 pub mod cuda;

@@ -94,6 +94,18 @@ pub fn pointing_hit(
     Some(d <= margin_mm)
 }
 
+/// Wilson score interval (95%, z = 1.96) of a proportion of `k` in `n`: how far a hit rate on a
+/// few dozen series can be trusted. None for n = 0.
+pub fn wilson_interval(k: usize, n: usize) -> Option<[f64; 2]> {
+    if n == 0 {
+        return None;
+    }
+    let (z, n, p) = (1.959_963_984_540_054_f64, n as f64, k as f64 / n as f64);
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    Some([(centre - half).max(0.0), (centre + half).min(1.0)])
+}
+
 /// Fraction of the map's (non-negative) energy inside the mask; None for an empty mask or a zero map.
 pub fn energy_inside(map: &[f32], mask: &[bool]) -> Option<f64> {
     if !mask.iter().any(|&m| m) {

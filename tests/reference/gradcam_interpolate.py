@@ -1,6 +1,6 @@
 """Reference values for explain: F.interpolate (align_corners=False) up-sampling, 2D bilinear and 3D
-trilinear, and Grad-CAM / Grad-CAM++ channel weights as pytorch-grad-cam computes them, on small
-seeded inputs. Run with /usr/bin/python3 (torch 1.13); writes gradcam_interpolate.json beside itself."""
+trilinear, Grad-CAM / Grad-CAM++ channel weights and the LayerCAM map as pytorch-grad-cam computes
+them, on small seeded inputs. Run with /usr/bin/python3 (torch 1.13); writes gradcam_interpolate.json beside itself."""
 import json
 import os
 
@@ -37,9 +37,11 @@ aij = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_lik
                   torch.zeros_like(denom))
 pp = (aij * torch.relu(grads)).sum(dim=2)
 cam = torch.relu((gradcam[:, :, None] * acts).sum(dim=1))
+# LayerCAM as pytorch-grad-cam computes it: positive gradients weight each position's activation.
+layercam = torch.relu((torch.relu(grads) * acts).sum(dim=1))
 out["weights"] = {"n": 2, "c": 3, "s": 10, "acts": acts.flatten().tolist(), "grads": grads.flatten().tolist(),
                   "gradcam": gradcam.flatten().tolist(), "gradcampp": pp.flatten().tolist(),
-                  "cam": cam.flatten().tolist()}
+                  "cam": cam.flatten().tolist(), "layercam": layercam.flatten().tolist()}
 
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gradcam_interpolate.json")
 with open(path, "w") as f:

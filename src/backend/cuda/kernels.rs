@@ -672,6 +672,39 @@ pub fn gradcam_weighted_sum(
     )
 }
 
+/// LayerCAM: cam (n, spatial) = ReLU(Σ_c ReLU(grads) · acts (n, c, spatial)).
+#[allow(clippy::too_many_arguments)]
+pub fn gradcam_layer_sum(
+    k: &Kernels,
+    s: &Arc<CudaStream>,
+    n: usize,
+    c: usize,
+    spatial: usize,
+    acts: CudaView<'_, f32>,
+    grads: CudaView<'_, f32>,
+    mut cam: CudaViewMut<'_, f32>,
+) -> Result<()> {
+    check_len("cam_layer_sum", "acts", n * c * spatial, acts.len())?;
+    check_len("cam_layer_sum", "grads", n * c * spatial, grads.len())?;
+    check_len("cam_layer_sum", "cam", n * spatial, cam.len())?;
+    let (n64, c64, sp) = (u(n), u(c), u(spatial));
+    launch(
+        k,
+        s,
+        "cam_layer_sum",
+        "mt_gradcam_layer_sum",
+        elementwise(cam.len()),
+        |b| {
+            b.arg(&n64)
+                .arg(&c64)
+                .arg(&sp)
+                .arg(&acts)
+                .arg(&grads)
+                .arg(&mut cam);
+        },
+    )
+}
+
 /// Trilinear up-sampling of `n` maps from `from` to `to`, each axis (z, y, x) read through its
 /// `AxisMap` (see `explain::cam::upsample`).
 #[allow(clippy::too_many_arguments)]
