@@ -45,7 +45,7 @@ export MEDTRAIN_MPI=never
 # ---- JSON helpers (no jq or python required) ----
 json_str() { # stdin → one JSON string literal
   LC_ALL=C awk 'BEGIN { ORS = ""; print "\"" }
-    { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); gsub(/\t/, "\\t"); gsub(/\r/, "\\r");
+    { gsub(/\\/, "&&"); gsub(/"/, "\\\""); gsub(/\t/, "\\t"); gsub(/\r/, "\\r");
       gsub(/[\001-\010\013\014\016-\037\177]/, "?"); if (NR > 1) print "\\n"; print }
     END { print "\"" }'
 }

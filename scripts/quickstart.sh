@@ -7,7 +7,8 @@
 # val among Grad-CAM, Grad-CAM++ and LayerCAM at the stem and every residual block output).
 # Usage: scripts/quickstart.sh [OUT_DIR]   (default: ./demo)
 # MEDTRAIN_BIN=/path/to/medtrain skips the release build; MEDTRAIN_RANKS sets the number of ranks;
-# MEDTRAIN_DEVICE (auto, cpu or cuda; default auto) the device of train, eval and explain.
+# MEDTRAIN_DEVICE (auto, cpu or cuda; default auto) the device of train, eval and explain;
+# MEDTRAIN_CONFIG another settings file (default configs/smoke.toml).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "${1:-$root/demo}")"
@@ -23,6 +24,7 @@ else
 fi
 ranks="${MEDTRAIN_RANKS:-2}"
 device="${MEDTRAIN_DEVICE:-auto}"
+config="${MEDTRAIN_CONFIG:-configs/smoke.toml}"
 launch=()
 if command -v mpirun >/dev/null && [ "$ranks" -gt 1 ]; then
   # One thread per rank; --oversubscribe lets a small machine run more ranks than it has cores.
@@ -32,8 +34,8 @@ fi
 start=$SECONDS
 mkdir -p "$out"
 set -x
-"$bin" phantom --out "$out/phantom" --config configs/smoke.toml
-"$bin" pack "$out/phantom/dicom" --out "$out/pack" --key "$out/site.key" --create-key --config configs/smoke.toml
+"$bin" phantom --out "$out/phantom" --config "$config"
+"$bin" pack "$out/phantom/dicom" --out "$out/pack" --key "$out/site.key" --create-key --config "$config"
 "$bin" inspect "$out/pack" --verify
 "$bin" catalog build "$out/pack" --out "$out/catalog"
 "$bin" catalog labels import "$out/phantom/truth/slices_by_instance.csv" --out "$out/catalog" \
@@ -47,7 +49,7 @@ set -x
 "$bin" catalog split "$out/catalog" "modality = 'CT'" --out "$out/manifest.h5" \
   --ratios train=0.6,val=0.25,test=0.15 --stratify series_labels.nodule --seed 2026
 rm -rf "$out/run" "$out/eval" "$out/explain"
-"${launch[@]}" "$bin" train "$out/catalog" "$out/manifest.h5" --out "$out/run" --config configs/smoke.toml \
+"${launch[@]}" "$bin" train "$out/catalog" "$out/manifest.h5" --out "$out/run" --config "$config" \
   --device "$device"
 "$bin" eval "$out/run" --split test --out "$out/eval" --device "$device"
 "$bin" explain "$out/run" test --out "$out/explain" --evaluate --device "$device" \
