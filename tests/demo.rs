@@ -1,6 +1,8 @@
 //! The README's main command, end to end: phantom → pack → catalog → split → training on 2 ranks →
-//! evaluation. The nodule task must be learned for real (validation AUC ≥ 0.9 over at least 40
-//! held-out patients) while the trivial baseline (brightest lung voxel per series) stays ≤ 0.75.
+//! evaluation → explanations. The nodule task must be learned for real (validation AUC ≥ 0.9 over at
+//! least 40 held-out patients) while the trivial baseline (brightest lung voxel per series) stays
+//! ≤ 0.75, and the maps of the method and layer chosen on validation must point at the test split's
+//! lesions (pointing game).
 
 use crate::common::tempdir;
 use std::path::Path;
