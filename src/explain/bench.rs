@@ -83,11 +83,15 @@ fn job(e: impl std::fmt::Display) -> Failure {
     Failure::Job(e.to_string())
 }
 
-fn timed<B: GradCamOps>(
-    b: &B,
-    name: &str,
-    reps: usize,
-) -> Result<(Net<B>, Vec<f32>, Vec<f64>, String), Failure> {
+/// A model's maps timed on one backend, with the net and input kept for the parity check.
+struct Timed<B: GradCamOps> {
+    net: Net<B>,
+    input: Vec<f32>,
+    ms: Vec<f64>,
+    layer: String,
+}
+
+fn timed<B: GradCamOps>(b: &B, name: &str, reps: usize) -> Result<Timed<B>, Failure> {
     let (cfg, dims) = bench_model(name).expect("checked");
     let mut net = Net::new(b, build(&cfg, 1, dims), 1).map_err(job)?;
     let layer = default_layer(&net.spec).ok_or_else(|| job("the model has no convolution"))?;
@@ -111,7 +115,12 @@ fn timed<B: GradCamOps>(
             times.push(elapsed);
         }
     }
-    Ok((net, x, times, layer.name))
+    Ok(Timed {
+        net,
+        input: x,
+        ms: times,
+        layer: layer.name,
+    })
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -120,10 +129,9 @@ fn median(v: &[f64]) -> f64 {
     s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// GPU maps at every block output (centred) and at the timed layer (interpolate) against the CPU's,
-/// with the same weights (copied from the GPU net) and input.
-fn parity(gpu: &CudaBackend, gnet: &mut Net<CudaBackend>, x: &[f32]) -> Result<Vec<MapParity>, Failure> {
-    use crate::backend::Backend;
+/// A device's maps at every block output (centred) and at the timed layer (interpolate) against the
+/// CPU's, with the same weights (copied from the device's net) and input.
+fn parity<G: GradCamOps>(gpu: &G, gnet: &mut Net<G>, x: &[f32]) -> Result<Vec<MapParity>, Failure> {
     let cpu = CpuBackend;
     let mut cnet = Net::new(&cpu, gnet.spec.clone(), 1).map_err(job)?;
     cnet.param = gpu
@@ -193,27 +201,27 @@ pub fn run(args: ExplainBenchArgs) -> Result<i32, Failure> {
     for name in models {
         let row = match &gpu {
             None => {
-                let (_, _, times, layer) = timed(&CpuBackend, name, args.reps)?;
+                let t = timed(&CpuBackend, name, args.reps)?;
                 ExplainBenchRow {
                     model: name.into(),
                     device: "cpu".into(),
                     device_name: format!("host CPU, {} threads", rayon::current_num_threads()),
-                    layer,
-                    ms_per_map_median: median(&times),
-                    ms_per_map: times,
+                    layer: t.layer,
+                    ms_per_map_median: median(&t.ms),
+                    ms_per_map: t.ms,
                     parity: Vec::new(),
                 }
             }
             Some(g) => {
-                let (mut net, x, times, layer) = timed(g, name, args.reps)?;
+                let mut t = timed(g, name, args.reps)?;
                 ExplainBenchRow {
                     model: name.into(),
                     device: "cuda".into(),
                     device_name: g.device_name().to_string(),
-                    layer,
-                    ms_per_map_median: median(&times),
-                    ms_per_map: times,
-                    parity: parity(g, &mut net, &x)?,
+                    layer: t.layer,
+                    ms_per_map_median: median(&t.ms),
+                    parity: parity(g, &mut t.net, &t.input)?,
+                    ms_per_map: t.ms,
                 }
             }
         };
@@ -246,4 +254,37 @@ pub fn run(args: ExplainBenchArgs) -> Result<i32, Failure> {
         println!("{}", serde_json::to_string_pretty(&v).expect("serialisable"));
     }
     Ok(if pass { EXIT_OK } else { EXIT_FAILURES })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parity_of_the_cpu_with_itself_is_exact_at_every_block() {
+        // The comparison path of `bench explain --device cuda`, run with the CPU on both sides on a
+        // small 2D ResNet: every block output and the timed layer, zero error, same peaks.
+        let cfg = ResNetConfig {
+            spatial_dims: 2,
+            in_channels: 1,
+            num_outputs: CLASSES,
+            widths: vec![4, 8],
+            blocks: vec![1, 1],
+            stem_kernel: 3,
+            stem_stride: 2,
+            stem_pool: true,
+        };
+        let b = CpuBackend;
+        let mut net = Net::new(&b, build(&cfg, 1, [1, 32, 32]), 7).unwrap();
+        let x = bench_input(net.input_len());
+        let Ok(rows) = parity(&b, &mut net, &x) else {
+            panic!("parity failed")
+        };
+        let names: Vec<&str> = rows.iter().map(|r| r.layer.as_str()).collect();
+        assert_eq!(names, ["relu", "layer1.0", "layer2.0", "layer2.0"], "{names:?}");
+        assert_eq!(rows[3].upsample, "interpolate");
+        for r in &rows {
+            assert!(r.pass && r.same_peak && r.max_abs_err == 0.0, "{r:?}");
+        }
+    }
 }
