@@ -228,6 +228,12 @@ pub fn select_layers(spec: &ModelSpec, wanted: &[String]) -> std::result::Result
             }
         }
     }
+    if out.is_empty() {
+        return Err(format!(
+            "--layer {}: selects no layer of this model",
+            wanted.join(",")
+        ));
+    }
     Ok(out)
 }
 
