@@ -78,6 +78,7 @@ pub const SOURCES: &[KernelSource] = &[
             "mt_gradcam_pool_weights",
             "mt_gradcam_pp_weights",
             "mt_gradcam_weighted_sum",
+            "mt_gradcam_layer_sum",
             "mt_gradcam_upsample",
             "mt_gradcam_minmax",
             "mt_gradcam_normalise",
