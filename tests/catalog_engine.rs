@@ -11,7 +11,6 @@ use medtrain::deid::SiteKey;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 /// (name, level, filter, group by, mean): names match the SQL in catalog_sqlite.py.
 const QUERIES: &[(&str, &str, &str, &[&str], &[&str])] = &[
@@ -117,7 +116,8 @@ fn queries_match_sqlite() {
     import_fixture_labels(&catalog, tmp.path(), &key);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/catalog_sqlite.py");
-    let out = Command::new("python3")
+    // The interpreter scripts/test.sh prepares (MEDTRAIN_PYTHON: a venv with h5py), else python3.
+    let out = crate::common::python()
         .arg(&script)
         .args([&pack, tmp.path(), &keyfile])
         .output()

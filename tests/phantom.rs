@@ -79,7 +79,8 @@ fn series_dirs(dicom: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 fn python_read(kind: &str, source: &Path, out: &Path) -> serde_json::Value {
-    let status = Command::new("python3")
+    // The interpreter scripts/test.sh prepares (MEDTRAIN_PYTHON: a venv with pydicom), else python3.
+    let status = crate::common::python()
         .args([PYDICOM_CHECK, kind])
         .arg(source)
         .arg(out)
