@@ -188,21 +188,47 @@ fn plan_is_what_train_reads_and_staged_training_matches_the_archive() {
             assert_eq!(n.bytes, sizes);
         }
     }
-    // Two nodes: the training shards are split between them, disjoint and complete.
+    // Two nodes: the training shards are dealt between them, disjoint and complete, and each node's
+    // plan holds its own deal and, of the other node's, only shards that also hold validation series
+    // (every rank reads the validation split). Which shards mix splits depends on the site key.
     let plan = medtrain::stage::plan::plan(&set, &state, &train, Some(&val), &[0, 1]).unwrap();
     let val_ids: HashSet<u32> = (0..val.len()).map(|i| val.shard_of(i)).collect();
     let train_ids: HashSet<u32> = (0..train.len()).map(|i| train.shard_of(i)).collect();
-    let part = |n: usize| -> HashSet<u32> {
-        plan.nodes[n]
-            .shards
-            .iter()
-            .map(|s| s.id)
-            .filter(|id| train_ids.contains(id) && !val_ids.contains(id))
-            .collect()
+    let layout = Layout {
+        rank: 0,
+        size: 2,
+        node: 0,
+        nodes: 2,
+        local_rank: 0,
+        local_size: 1,
     };
-    let (a, b) = (part(0), part(1));
-    assert!(!a.is_empty() && !b.is_empty());
-    assert!(a.is_disjoint(&b), "{a:?} {b:?}");
+    let deal: Vec<HashSet<u32>> = train_sampler(&set, &train, layout)
+        .unwrap()
+        .deal(0)
+        .into_iter()
+        .map(|d| d.into_iter().collect())
+        .collect();
+    assert_eq!(deal.len(), 2);
+    assert!(deal.iter().all(|d| !d.is_empty()), "{deal:?}");
+    assert!(deal[0].is_disjoint(&deal[1]), "{deal:?}");
+    assert_eq!(&deal[0] | &deal[1], train_ids);
+    for (n, node) in plan.nodes.iter().enumerate() {
+        let planned: HashSet<u32> = node.shards.iter().map(|s| s.id).collect();
+        assert!(
+            deal[n].iter().any(|id| planned.contains(id)),
+            "node {n} plans none of its deal {:?}: {planned:?}",
+            deal[n]
+        );
+        let foreign: Vec<u32> = deal[1 - n]
+            .iter()
+            .copied()
+            .filter(|id| planned.contains(id) && !val_ids.contains(id))
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "node {n} plans the other node's shards {foreign:?}"
+        );
+    }
 
     // The same plan through the command line: two fake nodes, each its own "NVMe" directory.
     let local = |node: &str| c.root.join(format!("nvme-{node}"));
