@@ -36,6 +36,33 @@ pub struct Layout {
     /// inside an explicit data set). Parsers disagree on them and they only ever hold private
     /// data, so they are cut out before parsing.
     pub strip: Vec<(usize, usize)>,
+    /// For a deflated data set: the file with its data set inflated (the meta group as it was);
+    /// `strip` and the element offsets refer to these bytes.
+    pub inflated: Option<Vec<u8>>,
+}
+
+/// Inflated data sets larger than this are refused: deflate expands up to about 1000×, so a small
+/// hostile file could otherwise claim gigabytes. No real deflated object comes near it.
+pub const MAX_INFLATED_BYTES: usize = 1 << 30;
+
+/// The bytes up to `dataset_offset` followed by the raw-deflate data set after it, inflated.
+fn inflate_dataset(bytes: &[u8], dataset_offset: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let start = dataset_offset.min(bytes.len());
+    let (head, compressed) = bytes.split_at(start);
+    let mut plain = head.to_vec();
+    let limit = (MAX_INFLATED_BYTES + 1) as u64;
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(limit)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("deflated data set does not inflate: {e}"))?;
+    if plain.len() - start > MAX_INFLATED_BYTES {
+        return Err(format!(
+            "deflated data set inflates to more than {} MiB",
+            MAX_INFLATED_BYTES >> 20
+        ));
+    }
+    Ok(plain)
 }
 
 #[derive(Clone, Copy)]
@@ -274,14 +301,39 @@ pub fn check(bytes: &[u8]) -> Result<Layout, GuardError> {
         pixel_data_at: None,
     })?;
     if declared == DEFLATED_EXPLICIT_VR_LE {
-        // The data set is compressed; its parser bounds the inflated stream itself.
+        // A parser reading the compressed stream cannot bound a length by the bytes left, so the data
+        // set is inflated here (bounded) and checked like any other.
+        let no_salvage = |message| GuardError {
+            message,
+            pixel_data_at: None,
+        };
+        let plain = inflate_dataset(bytes, dataset_offset).map_err(no_salvage)?;
+        let mut c = Cursor {
+            b: &plain,
+            pos: dataset_offset,
+            strip: Vec::new(),
+            pixel_data_at: None,
+        };
+        walk(
+            &mut c,
+            plain.len(),
+            Enc {
+                explicit: true,
+                big: false,
+            },
+            0,
+            None,
+        )
+        .map_err(|e| no_salvage(format!("inflated data set: {e}")))?;
+        let strip = std::mem::take(&mut c.strip);
         return Ok(Layout {
             meta_offset,
             dataset_offset,
             declared_syntax: declared,
             explicit_vr: true,
             big_endian: false,
-            strip: Vec::new(),
+            strip,
+            inflated: Some(plain),
         });
     }
     let big = declared == EXPLICIT_VR_BE;
@@ -308,6 +360,7 @@ pub fn check(bytes: &[u8]) -> Result<Layout, GuardError> {
         explicit_vr: explicit,
         big_endian: big,
         strip,
+        inflated: None,
     };
     match first {
         Ok(strip) => Ok(layout(declared_explicit, big, strip)),
@@ -376,5 +429,32 @@ mod tests {
         let e = check(&file(EXPLICIT_VR_LE, &ds)).unwrap_err();
         assert!(e.message.contains("declares 8 bytes but only 4 remain"), "{e}");
         assert!(e.pixel_data_at.is_some());
+    }
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn deflated_data_sets_are_inflated_and_checked() {
+        let ds = elem_explicit((0x10, 0x20), b"LO", b"ID01");
+        let f = file(DEFLATED_EXPLICIT_VR_LE, &deflate(&ds));
+        let l = check(&f).unwrap();
+        let plain = l.inflated.expect("the inflated data set");
+        assert_eq!(&plain[l.dataset_offset..], &ds[..]);
+        assert_eq!(&plain[..l.dataset_offset], &f[..l.dataset_offset]);
+        // A length past the end of the inflated stream (4 GB claimed by an unknown VR) is refused
+        // before a parser could allocate for it.
+        let mut hostile = ds.clone();
+        hostile.extend([0xBC, 0xBC, 0xBC, 0xBC, 0xBC, 0xBC, 0, 0, 0xBC, 0xBC, 0xBC, 0xBC]);
+        let e = check(&file(DEFLATED_EXPLICIT_VR_LE, &deflate(&hostile))).unwrap_err();
+        assert!(e.message.starts_with("inflated data set:"), "{e}");
+        assert_eq!(e.pixel_data_at, None);
+        // Not a deflate stream at all.
+        let e = check(&file(DEFLATED_EXPLICIT_VR_LE, &[0xFF; 16])).unwrap_err();
+        assert!(e.message.contains("does not inflate"), "{e}");
     }
 }

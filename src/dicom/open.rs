@@ -53,6 +53,13 @@ fn open_unguarded(path: &Path, bytes: &[u8], header_only: bool) -> Result<Defaul
     let layout = guard::check(bytes);
     if has_part10_magic(bytes) {
         let layout = layout.map_err(|e| open_error(path, format!("structure check: {e}")))?;
+        if let Some(plain) = &layout.inflated {
+            // Deflated: the checked, inflated data set is read as the explicit VR little endian it
+            // is, under the file's own meta group (pixel decoding treats the syntax as native).
+            let kept = without_ranges(plain, &layout.strip);
+            return open_with_lenient_pixel_data(path, &kept, EXPLICIT_VR_LE)
+                .map_err(|e| open_error(path, format!("deflated data set: {e}")));
+        }
         let encoding = syntax_of(layout.explicit_vr, layout.big_endian);
         let declared = layout.declared_syntax.trim_end_matches(['\0', ' ']);
         let mislabelled = matches!(declared, IMPLICIT_VR_LE | EXPLICIT_VR_LE | EXPLICIT_VR_BE)
