@@ -19,8 +19,6 @@ use super::guard::{self, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, PREAMBL
 
 /// The magic bytes after the preamble.
 const DICM_MAGIC: &[u8; 4] = b"DICM";
-/// An element header is group (2), element (2), then for explicit VR two VR letters.
-const HEADER_VR_OFFSET: usize = 4;
 
 /// Open a DICOM file: Part 10 with or without preamble, or a bare data set with no File Meta group.
 pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
@@ -91,8 +89,8 @@ fn open_unguarded(path: &Path, bytes: &[u8], header_only: bool) -> Result<Defaul
     }
     let encoding = match &layout {
         Ok(layout) => syntax_of(layout.explicit_vr, layout.big_endian),
-        // The structure check reads little endian only; a big endian bare data set is tried as such.
-        Err(_) if sniff_syntax(&bytes) == EXPLICIT_VR_BE => EXPLICIT_VR_BE,
+        // The structure check also tries explicit VR big endian on a bare data set; a data set that
+        // fails it in every encoding is never handed to the parser (its lengths are not bounded).
         Err(e) => {
             return Err(open_error(
                 path,
@@ -241,12 +239,38 @@ fn open_bare_dataset(bytes: &[u8], uid: &'static str) -> Result<DefaultDicomObje
         .map_err(|e| e.to_string())
 }
 
-/// Explicit VR when the bytes after the first tag look like a VR; big endian when the group number
-/// reads sensibly only that way round (data sets start with low groups such as 0008).
-fn sniff_syntax(bytes: &[u8]) -> &'static str {
-    let explicit = bytes
-        .get(HEADER_VR_OFFSET..HEADER_VR_OFFSET + 2)
-        .is_some_and(|vr| vr.iter().all(u8::is_ascii_uppercase));
-    let big_endian = bytes.len() >= 2 && bytes[0] == 0 && bytes[1] != 0;
-    syntax_of(explicit, explicit && big_endian)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An explicit VR big endian element (short-length VRs only, plus OB with a given length).
+    fn be(tag: (u16, u16), vr: &[u8; 2], value: &[u8], ob_len: Option<u32>) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(tag.0.to_be_bytes());
+        v.extend(tag.1.to_be_bytes());
+        v.extend(vr);
+        match ob_len {
+            Some(len) => {
+                v.extend([0, 0]);
+                v.extend(len.to_be_bytes());
+            }
+            None => v.extend((value.len() as u16).to_be_bytes()),
+        }
+        v.extend(value);
+        v
+    }
+
+    #[test]
+    fn bare_big_endian_data_set_is_read_only_when_its_lengths_check_out() {
+        let mut ds = be((0x0008, 0x0005), b"CS", b"ISO_IR 100", None);
+        ds.extend(be((0x0010, 0x0020), b"LO", b"ID01", None));
+        let obj = open_bytes(Path::new("be.dcm"), &ds).unwrap();
+        assert_eq!(obj.meta().transfer_syntax(), EXPLICIT_VR_BE);
+        let id = obj.element(tags::PATIENT_ID).unwrap().to_str().unwrap();
+        assert_eq!(id.trim_end(), "ID01");
+        // Pixel Data claiming 4 GB in a few bytes: refused by the structure check, not parsed.
+        ds.extend(be((0x7FE0, 0x0010), b"OB", &[0; 8], Some(0xFF00_0000)));
+        let e = open_bytes(Path::new("be.dcm"), &ds).unwrap_err().to_string();
+        assert!(e.contains("neither Part 10 nor a bare data set"), "{e}");
+    }
 }
