@@ -117,8 +117,34 @@ fn is_vr(vr: &[u8]) -> bool {
     vr.len() == 2 && vr[0].is_ascii_uppercase() && vr[1].is_ascii_uppercase()
 }
 
-/// Walks elements from `c.pos` up to `end` (or to the delimiter `until` when `end` is None).
-fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, u16)>) -> Result<(), String> {
+/// What the items met directly inside a walk hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Items {
+    /// Data sets (sequence items): walked like any data set, as parsers read them.
+    DataSets,
+    /// Raw fragments (encapsulated Pixel Data): only their bounds are checked.
+    Fragments,
+}
+
+/// Whether the standard dictionary gives `tag` the VR SQ: how an implicit VR data set's parser
+/// knows a defined-length element holds a sequence.
+fn dictionary_sq(tag: (u16, u16)) -> bool {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(dicom_core::Tag(tag.0, tag.1))
+        .is_some_and(|e| e.vr().relaxed() == dicom_core::VR::SQ)
+}
+
+/// Walks elements from `c.pos` up to `end`, or to the delimiter `until`; `items` says what items
+/// directly inside hold.
+fn walk(
+    c: &mut Cursor,
+    end: usize,
+    enc: Enc,
+    depth: usize,
+    until: Option<(u16, u16)>,
+    items: Items,
+) -> Result<(), String> {
     if depth > MAX_DEPTH {
         return Err(format!("sequences nested deeper than {MAX_DEPTH} levels"));
     }
@@ -131,7 +157,7 @@ fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, 
                 return Ok(());
             }
             if tag == ITEM {
-                item(c, end, enc, depth, len, at)?;
+                item(c, end, enc, depth, len, at, items)?;
                 continue;
             }
             return Err(format!(
@@ -163,7 +189,8 @@ fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, 
             c.pixel_data_at = Some(at);
         }
         if len == UNDEFINED {
-            // Undefined length: a sequence (SQ, or UN/implicit holding one), or encapsulated pixel data.
+            // Undefined length: a sequence (SQ, or UN/implicit holding one), or encapsulated pixel data
+            // (whose items are fragments); parsers read any other such element as a sequence too.
             let is_un = vr.as_ref().is_some_and(|v| v == b"UN");
             let inner = if is_un {
                 Enc {
@@ -173,7 +200,12 @@ fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, 
             } else {
                 enc
             };
-            walk(c, end, inner, depth + 1, Some(SEQUENCE_END))?;
+            let inside = if tag == PIXEL_DATA && !is_un {
+                Items::Fragments
+            } else {
+                Items::DataSets
+            };
+            walk(c, end, inner, depth + 1, Some(SEQUENCE_END), inside)?;
             if is_un {
                 if depth > 0 {
                     return Err(format!(
@@ -197,9 +229,13 @@ fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, 
                 end - c.pos
             ));
         }
-        if vr.as_ref().is_some_and(|v| v == b"SQ") {
+        let sequence = match &vr {
+            Some(v) => v == b"SQ",
+            None => dictionary_sq(tag),
+        };
+        if sequence {
             let stop = c.pos + len;
-            walk(c, stop, enc, depth + 1, None)?;
+            walk(c, stop, enc, depth + 1, None, Items::DataSets)?;
             c.pos = stop;
         } else {
             c.pos += len;
@@ -211,9 +247,17 @@ fn walk(c: &mut Cursor, end: usize, enc: Enc, depth: usize, until: Option<(u16, 
     Ok(())
 }
 
-fn item(c: &mut Cursor, end: usize, enc: Enc, depth: usize, len: u32, at: usize) -> Result<(), String> {
+fn item(
+    c: &mut Cursor,
+    end: usize,
+    enc: Enc,
+    depth: usize,
+    len: u32,
+    at: usize,
+    items: Items,
+) -> Result<(), String> {
     if len == UNDEFINED {
-        return walk(c, end, enc, depth + 1, Some(ITEM_END));
+        return walk(c, end, enc, depth + 1, Some(ITEM_END), Items::DataSets);
     }
     let len = len as usize;
     if len > end - c.pos {
@@ -222,8 +266,12 @@ fn item(c: &mut Cursor, end: usize, enc: Enc, depth: usize, len: u32, at: usize)
             end - c.pos
         ));
     }
-    // Items hold data sets, or raw fragments in encapsulated pixel data: only the bound is checked.
-    c.pos += len;
+    let stop = c.pos + len;
+    if items == Items::DataSets {
+        // The item's data set, element by element: a parser allocates what its lengths claim.
+        walk(c, stop, enc, depth + 1, None, Items::DataSets)?;
+    }
+    c.pos = stop;
     Ok(())
 }
 
@@ -323,6 +371,7 @@ pub fn check(bytes: &[u8]) -> Result<Layout, GuardError> {
             },
             0,
             None,
+            Items::DataSets,
         )
         .map_err(|e| no_salvage(format!("inflated data set: {e}")))?;
         let strip = std::mem::take(&mut c.strip);
@@ -345,12 +394,19 @@ pub fn check(bytes: &[u8]) -> Result<Layout, GuardError> {
             strip: Vec::new(),
             pixel_data_at: None,
         };
-        walk(&mut c, bytes.len(), Enc { explicit, big }, 0, None)
-            .map(|()| c.strip)
-            .map_err(|message| GuardError {
-                message,
-                pixel_data_at: c.pixel_data_at,
-            })
+        walk(
+            &mut c,
+            bytes.len(),
+            Enc { explicit, big },
+            0,
+            None,
+            Items::DataSets,
+        )
+        .map(|()| c.strip)
+        .map_err(|message| GuardError {
+            message,
+            pixel_data_at: c.pixel_data_at,
+        })
     };
     let first = try_enc(declared_explicit, big);
     let layout = |explicit, big, strip| Layout {
@@ -456,5 +512,57 @@ mod tests {
         // Not a deflate stream at all.
         let e = check(&file(DEFLATED_EXPLICIT_VR_LE, &[0xFF; 16])).unwrap_err();
         assert!(e.message.contains("does not inflate"), "{e}");
+    }
+
+    fn item_bytes(tag: (u16, u16), content: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(tag.0.to_le_bytes());
+        v.extend(tag.1.to_le_bytes());
+        v.extend((content.len() as u32).to_le_bytes());
+        v.extend(content);
+        v
+    }
+
+    #[test]
+    fn lengths_inside_sequence_items_are_checked_but_pixel_fragments_are_not_parsed() {
+        // A defined-length item whose data set claims 4 GB.
+        let mut hostile = elem_explicit((0x10, 0x20), b"LO", b"ID01");
+        hostile.extend([0x10, 0x00, 0x30, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xF0]);
+        let sq = |content: &[u8]| elem_explicit((0x08, 0x1140), b"SQ", &item_bytes(ITEM, content));
+        let ok = sq(&elem_explicit((0x10, 0x20), b"LO", b"ID01"));
+        check(&file(EXPLICIT_VR_LE, &ok)).unwrap();
+        let e = check(&file(EXPLICIT_VR_LE, &sq(&hostile))).unwrap_err();
+        assert!(e.message.contains("declares 4043309055 bytes"), "{e}");
+        // The same in implicit VR: the dictionary says (0008,1140) is a sequence.
+        let implicit = |content: &[u8]| {
+            let items = item_bytes(ITEM, content);
+            let mut v = Vec::new();
+            v.extend(0x08u16.to_le_bytes());
+            v.extend(0x1140u16.to_le_bytes());
+            v.extend((items.len() as u32).to_le_bytes());
+            v.extend(items);
+            v
+        };
+        let mut hostile_implicit = Vec::new();
+        hostile_implicit.extend([0x10, 0x00, 0x30, 0x00, 0xFF, 0xFF, 0xFF, 0xF0]);
+        let e = check(&file(IMPLICIT_VR_LE, &implicit(&hostile_implicit))).unwrap_err();
+        assert!(e.message.contains("declares 4043309055 bytes"), "{e}");
+        // Any other undefined-length element is read as a sequence too; Pixel Data's items are
+        // fragments (a fragment holding the same bytes is fine).
+        let undefined = |tag: (u16, u16)| {
+            let mut v = Vec::new();
+            v.extend(tag.0.to_le_bytes());
+            v.extend(tag.1.to_le_bytes());
+            v.extend(b"OB");
+            v.extend([0, 0]);
+            v.extend(UNDEFINED.to_le_bytes());
+            v.extend(item_bytes(ITEM, &[]));
+            v.extend(item_bytes(ITEM, &hostile));
+            v.extend(item_bytes(SEQUENCE_END, &[]));
+            v
+        };
+        check(&file(EXPLICIT_VR_LE, &undefined(PIXEL_DATA))).unwrap();
+        let e = check(&file(EXPLICIT_VR_LE, &undefined((0x7F1E, 0x10)))).unwrap_err();
+        assert!(e.message.contains("declares 4043309055 bytes"), "{e}");
     }
 }
