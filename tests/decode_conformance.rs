@@ -400,3 +400,34 @@ fn missing_file_is_an_error_naming_it() {
         .to_string();
     assert!(err.contains("/nonexistent/x.dcm"), "{err}");
 }
+
+/// A JPEG 2000 frame whose codestream is larger than Rows × Columns say (or has fewer components than
+/// Samples per Pixel): a codec error naming both geometries, not a panic inside the decoder.
+#[test]
+fn jpeg2000_geometry_disagreeing_with_the_header_is_a_codec_error() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use medtrain::dicom::decode::DecodeError;
+    let path = data_dir().join("MR_small_jp2klossless.dcm");
+    let good = open_dicom(&path).unwrap();
+    decode_pixels(&good).unwrap();
+    for (tag, value, said) in [
+        (
+            tags::ROWS,
+            32u16,
+            "64×64 with 1 components, but the header says 64×32 with 1",
+        ),
+        (
+            tags::SAMPLES_PER_PIXEL,
+            3,
+            "64×64 with 1 components, but the header says 64×64 with 3",
+        ),
+    ] {
+        let mut obj = good.clone();
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
+        match decode_pixels(&obj) {
+            Err(e @ DecodeError::Codec { .. }) => assert!(e.to_string().contains(said), "{e}"),
+            other => panic!("expected a codec error, got {:?}", other.map(|p| p.rows)),
+        }
+    }
+}

@@ -612,9 +612,22 @@ fn decode_with_registry(
             reason,
         };
         let mut frame = Vec::new();
-        reader
-            .decode_frame(obj, index, &mut frame)
-            .map_err(|e| codec_error(e.to_string()))?;
+        match family {
+            Family::JpegLs => reader
+                .decode_frame(obj, index, &mut frame)
+                .map_err(|e| codec_error(e.to_string()))?,
+            Family::Jpeg2000 => {
+                let data = frames.get(index as usize).map(Vec::as_slice).unwrap_or_default();
+                frame = jpeg::decode_j2k_frame(
+                    data,
+                    attrs.rows as usize,
+                    attrs.cols as usize,
+                    attrs.samples_per_pixel as usize,
+                    dicom_width,
+                )
+                .map_err(codec_error)?;
+            }
+        }
         let expected = attrs.frame_samples() * dicom_width;
         if frame.len() < expected {
             return Err(codec_error(format!(

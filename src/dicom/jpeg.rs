@@ -160,6 +160,66 @@ pub fn j2k_siz(data: &[u8]) -> Option<(u16, bool)> {
     Some(((ssiz & !SIGNED_BIT) as u16 + 1, ssiz & SIGNED_BIT != 0))
 }
 
+/// JPEG 2000 SIZ: (width, height, components) of the image area, also inside a JP2 wrapper.
+pub fn j2k_geometry(data: &[u8]) -> Option<(u32, u32, u16)> {
+    let siz = data.windows(4).position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])? + 4;
+    // Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz (big endian), ..., Csiz after eight 4-byte fields.
+    let u32_at = |o: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            data.get(siz + o..siz + o + 4)?.try_into().ok()?,
+        ))
+    };
+    let (x, y, x0, y0) = (u32_at(4)?, u32_at(8)?, u32_at(12)?, u32_at(16)?);
+    let csiz = u16::from_be_bytes(data.get(siz + 36..siz + 38)?.try_into().ok()?);
+    Some((x.checked_sub(x0)?, y.checked_sub(y0)?, csiz))
+}
+
+/// One JPEG 2000 frame (codestream or JP2) decoded with OpenJPEG into `rows × cols × samples`
+/// interleaved little-endian samples of `bytes_per_sample` (1 or 2) bytes, the layout dicom-rs'
+/// adapter writes; unlike it, a codestream whose size or component count disagrees with the DICOM
+/// header is an error (the adapter indexes past its buffer and panics).
+pub fn decode_j2k_frame(
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    samples: usize,
+    bytes_per_sample: usize,
+) -> Result<Vec<u8>, String> {
+    if !matches!(bytes_per_sample, 1 | 2) {
+        return Err("BitsAllocated other than 8 or 16 is not supported for JPEG 2000".to_string());
+    }
+    let disagrees = |w: usize, h: usize, c: usize| {
+        format!(
+            "the codestream is {w}×{h} with {c} components, but the header says {cols}×{rows} with {samples}"
+        )
+    };
+    // Checked before decoding: OpenJPEG allocates what the codestream's SIZ claims.
+    if let Some((w, h, c)) = j2k_geometry(data) {
+        if (w as usize, h as usize) != (cols, rows) || (c as usize) < samples {
+            return Err(disagrees(w as usize, h as usize, c as usize));
+        }
+    }
+    let image = jpeg2k::Image::from_bytes(data).map_err(|e| format!("jpeg2k decoder failure: {e}"))?;
+    let components = image.components();
+    let pixels = rows * cols;
+    if components.len() < samples || components[..samples].iter().any(|c| c.data().len() != pixels) {
+        let first = components.first();
+        return Err(disagrees(
+            first.map_or(0, |c| c.width() as usize),
+            first.map_or(0, |c| c.height() as usize),
+            components.len(),
+        ));
+    }
+    let mut out = vec![0u8; pixels * samples * bytes_per_sample];
+    for (ci, component) in components[..samples].iter().enumerate() {
+        for (i, sample) in component.data().iter().enumerate() {
+            let at = (i * samples + ci) * bytes_per_sample;
+            out[at..at + bytes_per_sample].copy_from_slice(&sample.to_le_bytes()[..bytes_per_sample]);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
