@@ -106,7 +106,37 @@ impl Cursor<'_> {
     }
 }
 
+/// Whether an explicit VR element header has the 4-byte length form. As parsers read it (PS3.5
+/// 7.1.2), every VR but the 16-bit-length ones, so an unknown VR too (it is read as UN).
 fn long_length_vr(vr: &[u8]) -> bool {
+    !matches!(
+        vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    )
+}
+
+/// The VRs of the standard with the 4-byte length form; any other two letters are read as UN.
+fn known_long_vr(vr: &[u8]) -> bool {
     matches!(
         vr,
         b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT" | b"SV" | b"UV"
@@ -178,6 +208,7 @@ fn walk(
             }
             if long_length_vr(&vr) {
                 c.take(2)?;
+                let vr = if known_long_vr(&vr) { vr } else { *b"UN" };
                 (Some(vr), c.u32(enc)?)
             } else {
                 (Some(vr), c.u16(enc)? as u32)
@@ -564,5 +595,18 @@ mod tests {
         check(&file(EXPLICIT_VR_LE, &undefined(PIXEL_DATA))).unwrap();
         let e = check(&file(EXPLICIT_VR_LE, &undefined((0x7F1E, 0x10)))).unwrap_err();
         assert!(e.message.contains("declares 4043309055 bytes"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_vr_has_the_long_length_form_as_parsers_read_it() {
+        // "XX" is read as UN: 2 reserved bytes, then a 4-byte length.
+        let ok = elem_explicit((0x0009, 0x1010), b"XX", b"abcd");
+        assert_eq!(ok.len(), 4 + 2 + 2 + 4 + 4);
+        check(&file(EXPLICIT_VR_LE, &ok)).unwrap();
+        let mut hostile = ok[..8].to_vec();
+        hostile.extend(0xA5F0_0000u32.to_le_bytes());
+        hostile.extend(b"abcd");
+        let e = check(&file(EXPLICIT_VR_LE, &hostile)).unwrap_err();
+        assert!(e.message.contains("declares 2783969280 bytes"), "{e}");
     }
 }
