@@ -156,6 +156,24 @@ enum Items {
     Fragments,
 }
 
+/// Bytes per value of the binary VRs a parser reads as arrays of numbers (1 for the others).
+fn value_unit(vr: &[u8]) -> usize {
+    match vr {
+        b"US" | b"SS" | b"OW" => 2,
+        b"UL" | b"SL" | b"FL" | b"OF" | b"OL" | b"AT" => 4,
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => 8,
+        _ => 1,
+    }
+}
+
+/// [`value_unit`] of the VR the standard dictionary gives `tag` (implicit VR data sets).
+fn dictionary_unit(tag: (u16, u16)) -> usize {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(dicom_core::Tag(tag.0, tag.1))
+        .map_or(1, |e| value_unit(e.vr().relaxed().to_string().as_bytes()))
+}
+
 /// Whether the standard dictionary gives `tag` the VR SQ: how an implicit VR data set's parser
 /// knows a defined-length element holds a sequence.
 fn dictionary_sq(tag: (u16, u16)) -> bool {
@@ -258,6 +276,19 @@ fn walk(
                 tag.0,
                 tag.1,
                 end - c.pos
+            ));
+        }
+        // A parser reads whole binary values only (4 bytes of FL, 2 of US, ...) and carries on from
+        // there: a remainder would shift everything after it.
+        let unit = match &vr {
+            Some(v) => value_unit(v),
+            None => dictionary_unit(tag),
+        };
+        if unit > 1 && len % unit != 0 && c.pos + len < c.b.len() {
+            return Err(format!(
+                "element ({:04X},{:04X}) at byte {at} declares {len} bytes, not a whole number of \
+                 {unit}-byte values",
+                tag.0, tag.1
             ));
         }
         let sequence = match &vr {
@@ -608,5 +639,31 @@ mod tests {
         hostile.extend(b"abcd");
         let e = check(&file(EXPLICIT_VR_LE, &hostile)).unwrap_err();
         assert!(e.message.contains("declares 2783969280 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_binary_value_that_is_not_whole_values_is_refused_unless_it_ends_the_file() {
+        // High Bit as FL with 2 bytes: the parser reads no float, stays 2 bytes behind and takes
+        // later bytes for lengths.
+        let mut ds = elem_explicit((0x28, 0x102), b"FL", &[7, 0]);
+        ds.extend(elem_explicit((0x28, 0x103), b"US", &[0, 0]));
+        let e = check(&file(EXPLICIT_VR_LE, &ds)).unwrap_err();
+        assert!(e.message.contains("not a whole number of 4-byte values"), "{e}");
+        // Implicit VR: the dictionary's VR (Rows is US).
+        let mut implicit = Vec::new();
+        for (element, value) in [(0x10u16, &[1u8, 0, 0][..]), (0x11, &[1, 0][..])] {
+            implicit.extend(0x28u16.to_le_bytes());
+            implicit.extend(element.to_le_bytes());
+            implicit.extend((value.len() as u32).to_le_bytes());
+            implicit.extend(value);
+        }
+        let e = check(&file(IMPLICIT_VR_LE, &implicit)).unwrap_err();
+        assert!(e.message.contains("not a whole number of 2-byte values"), "{e}");
+        // The last element of the file shifts nothing.
+        check(&file(
+            EXPLICIT_VR_LE,
+            &elem_explicit((0x28, 0x102), b"FL", &[7, 0]),
+        ))
+        .unwrap();
     }
 }
