@@ -52,9 +52,15 @@ pub enum Expr {
     Atom(Name, Test),
 }
 
+/// Parentheses and `not` nest at most this deep (the parser, the evaluator and dropping the tree
+/// recurse once per level; real queries nest a handful).
+pub const MAX_NESTING: usize = 64;
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Open parentheses and `not`s around the current token.
+    depth: usize,
 }
 
 fn keyword(tok: &Tok, word: &str) -> bool {
@@ -111,11 +117,20 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, QueryError> {
-        if keyword(&self.peek().tok, "not") {
-            self.next();
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+        if self.depth > MAX_NESTING {
+            return Err(self.error(format!(
+                "parentheses and 'not' nest deeper than {MAX_NESTING} levels"
+            )));
         }
-        self.primary()
+        self.depth += 1;
+        let e = if keyword(&self.peek().tok, "not") {
+            self.next();
+            self.unary().map(|e| Expr::Not(Box::new(e)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        e
     }
 
     fn primary(&mut self) -> Result<Expr, QueryError> {
@@ -219,7 +234,11 @@ pub fn parse(text: &str) -> Result<Expr, QueryError> {
     if tokens.len() == 1 {
         return Ok(Expr::All);
     }
-    let mut p = Parser { tokens, at: 0 };
+    let mut p = Parser {
+        tokens,
+        at: 0,
+        depth: 0,
+    };
     let e = p.or()?;
     if p.peek().tok != Tok::End {
         return Err(p.error("expected 'and', 'or' or the end of the query"));
@@ -254,5 +273,18 @@ mod tests {
             parse("x is unknown").unwrap(),
             Expr::Atom(_, Test::Is(Presence::Unknown))
         ));
+    }
+
+    #[test]
+    fn nesting_is_bounded_with_an_error_not_a_stack_overflow() {
+        let nested = |n: usize| format!("{}modality = 'CT'{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&nested(MAX_NESTING)).is_ok());
+        for deep in [
+            nested(100_000),
+            format!("{}modality = 'CT'", "not ".repeat(100_000)),
+        ] {
+            let e = parse(&deep).unwrap_err();
+            assert!(e.message.contains("nest deeper than 64 levels"), "{e:?}");
+        }
     }
 }
