@@ -37,6 +37,8 @@ if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo +nightly
 # HDF5 keeps the file-locking environment of the product (see pack::reader).
 export HDF5_USE_FILE_LOCKING=FALSE
 # libhdf5's own small leaks on damaged files are suppressed (fuzz/lsan.supp says why); ours are not.
+# The same library's bad reads on damaged attribute messages (fuzz/asan.supp says why).
+export ASAN_OPTIONS="suppressions=$root/fuzz/asan.supp${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export LSAN_OPTIONS="suppressions=$root/fuzz/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 status=0
 summary=()
