@@ -17,7 +17,6 @@ use crate::backend::{Backend, BackendError};
 use crate::nn::graph::Op;
 use crate::nn::{NamedTable, Net, ResNetConfig};
 use crate::optim::Optimizer;
-use crate::pack::index::sync_dir;
 
 /// `format` of state.json and of the safetensors metadata.
 pub const FORMAT_NAME: &str = "medtrain-checkpoint";
@@ -420,14 +419,12 @@ pub fn save<B: Backend>(
     let text = serde_json::to_vec_pretty(&record)
         .map_err(|e| corrupt(&state_path, format!("cannot encode JSON: {e}")))?;
     write_synced(&state_path, &text)?;
-    sync_dir(&partial).map_err(io_err(&partial, "fsync"))?;
 
     if final_dir.exists() {
         fs::remove_dir_all(&final_dir)
             .map_err(io_err(&final_dir, "replace the checkpoint of the same step"))?;
     }
-    fs::rename(&partial, &final_dir).map_err(io_err(&partial, "rename into place"))?;
-    sync_dir(root).map_err(io_err(root, "fsync"))?;
+    crate::fsx::commit_dir(&partial, &final_dir).map_err(io_err(&partial, "rename into place"))?;
     prune(root, &final_dir, record.state.global_step, keep)?;
     Ok(final_dir)
 }

@@ -10,6 +10,7 @@ pub mod deid;
 pub mod dicom;
 pub mod dist;
 pub mod explain;
+pub mod fsx;
 pub mod logging;
 pub mod nn;
 pub mod optim;

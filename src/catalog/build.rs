@@ -332,7 +332,7 @@ pub fn build(inputs: &[PathBuf], out: &Path) -> Result<BuildReport, CatalogError
     writer.finish()?;
     drop(old);
     let final_path = out.join(&tables);
-    fs::rename(&partial, &final_path).map_err(ioerr(&final_path))?;
+    crate::fsx::commit_file(&partial, &final_path).map_err(ioerr(&final_path))?;
     state.generation = generation;
     state.tables = tables;
     state.patients = patient_keys.len() as u64;

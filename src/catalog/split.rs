@@ -247,10 +247,7 @@ impl Manifest {
             write_column(&g, "runs_length", &part.runs_length, 1).map_err(&h5)?;
         }
         file.close().map_err(&h5)?;
-        fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(ioerr(&partial))?;
-        fs::rename(&partial, path).map_err(ioerr(path))
+        crate::fsx::commit_file(&partial, path).map_err(ioerr(path))
     }
 
     pub fn load(path: &Path) -> Result<Manifest, CatalogError> {

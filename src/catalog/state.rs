@@ -3,7 +3,7 @@
 
 use super::columns::Level;
 use super::{ioerr, CatalogError};
-use crate::pack::index::write_atomic;
+use crate::fsx::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::Path;

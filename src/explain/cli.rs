@@ -803,7 +803,7 @@ fn sanity<B: GradCamOps>(
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    crate::pack::index::write_atomic(path, bytes).map_err(|e| job(format!("{}: {e}", path.display())))
+    crate::fsx::write_atomic(path, bytes).map_err(|e| job(format!("{}: {e}", path.display())))
 }
 
 /// One series' maps at one layer, with what is known of its lesions, for writing out.

@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name of the index inside a pack directory.
@@ -93,7 +92,7 @@ impl PackIndex {
     /// Writes the index atomically (temporary file, fsync, rename, fsync of the directory).
     pub fn save(&self, dir: &Path) -> Result<(), IndexError> {
         let text = serde_json::to_string_pretty(self).expect("index serialises");
-        write_atomic(&dir.join(INDEX_FILE), text.as_bytes()).map_err(|source| IndexError::Write {
+        crate::fsx::write_atomic(&dir.join(INDEX_FILE), text.as_bytes()).map_err(|source| IndexError::Write {
             path: dir.join(INDEX_FILE),
             source,
         })
@@ -104,29 +103,4 @@ impl PackIndex {
             .iter()
             .any(|s| s.sources.iter().any(|h| h == source_hash))
     }
-}
-
-/// Replaces `path` with `bytes` so that a reader sees the old or the new content, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// Makes a rename durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    fs::File::open(dir)?.sync_all()
 }

@@ -4,7 +4,8 @@
 //! journals into the index at the end of the run, or at the start of the next one if the run was
 //! killed. So `index.json` has one writer at a time and no committed shard of any worker is lost.
 
-use super::index::{write_atomic, IndexError, PackIndex, ShardEntry};
+use super::index::{IndexError, PackIndex, ShardEntry};
+use crate::fsx::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};

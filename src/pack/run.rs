@@ -1,7 +1,7 @@
 //! The `pack` pipeline: walk the roots, read headers in parallel, assemble series, skip what the
 //! pack already holds, decode batches in parallel and write them in order into shards.
 
-use super::index::{write_atomic, PackIndex, ShardEntry};
+use super::index::{PackIndex, ShardEntry};
 use super::journal::{commit_journals, Journal};
 use super::quarantine::{QuarantineEntry, QuarantineReport, Stage, QUARANTINE_FILE};
 use super::shard::{PackedItem, ShardWriter, PARTIAL_SUFFIX};
@@ -15,6 +15,7 @@ use crate::dicom::modality::{modality_lut, ModalityLut};
 use crate::dicom::open::has_part10_magic;
 use crate::dicom::read::{open_checked, open_header_checked, salvage_header, Opened, ReadError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
+use crate::fsx::write_atomic;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -2,10 +2,11 @@
 //! memory-map them at the offset HDF5 reports), the series and slice tables, and format
 //! attributes. A shard becomes visible only by rename after it is complete, fsynced and hashed.
 
-use super::index::{sync_dir, write_atomic, ShardEntry, CHECKSUM_SUFFIX};
+use super::index::{ShardEntry, CHECKSUM_SUFFIX};
 use super::reader::dtype_size;
 use super::tables::{write_tables, SeriesRecord, SliceRecord, TableError};
 use crate::dicom::decode::PixelBuffer;
+use crate::fsx::write_atomic;
 use hdf5::types::VarLenUnicode;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -213,9 +214,6 @@ impl ShardWriter {
             let path = path.to_path_buf();
             move |source| ShardError::Io { path, source }
         };
-        fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(io(&partial))?;
         let (hash, bytes) = hash_file(&partial).map_err(io(&partial))?;
         let name = self
             .path
@@ -225,8 +223,7 @@ impl ShardWriter {
             .to_string();
         let sidecar = self.path.with_file_name(format!("{name}{CHECKSUM_SUFFIX}"));
         write_atomic(&sidecar, format!("{hash}  {name}\n").as_bytes()).map_err(io(&sidecar))?;
-        fs::rename(&partial, &self.path).map_err(io(&self.path))?;
-        sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io(&self.path))?;
+        crate::fsx::commit_file(&partial, &self.path).map_err(io(&self.path))?;
         Ok(ShardEntry {
             file: name,
             bytes,

@@ -4,7 +4,7 @@
 //! source hashes of its packed items and the outcome. A rerun skips series recorded as packed whose
 //! items are all in the pack index, and re-fetches the rest.
 
-use crate::pack::index::write_atomic;
+use crate::fsx::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@
 //! `.partial` files are removed and copied again.
 
 use super::plan::PlannedShard;
-use crate::pack::index::sync_dir;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -258,8 +257,8 @@ fn copy_verified(
             shard.blake3
         ));
     }
-    fs::rename(partial, target).map_err(|e| format!("cannot rename into {}: {e}", target.display()))?;
-    sync_dir(dir).map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+    crate::fsx::commit_synced(partial, target)
+        .map_err(|e| format!("cannot rename into {}: {e}", target.display()))?;
     Ok(())
 }
 

@@ -496,7 +496,7 @@ impl OnBackend for EvalJob<'_> {
                 .map_err(|e| Failure::Job(format!("{}: {e}", args.out.display())))?;
             let json = serde_json::to_string_pretty(&report).expect("serialisable");
             let write = |name: &str, bytes: &[u8]| {
-                crate::pack::index::write_atomic(&args.out.join(name), bytes)
+                crate::fsx::write_atomic(&args.out.join(name), bytes)
                     .map_err(|e| Failure::Job(format!("{}: {e}", args.out.join(name).display())))
             };
             write("eval.json", json.as_bytes())?;

@@ -458,5 +458,5 @@ pub fn write_report(out: &Path, outcome: &super::run::TrainOutcome) -> std::io::
     if let Some(c) = &outcome.last_checkpoint {
         md.push_str(&format!("\nLast checkpoint: `{}`\n", c.display()));
     }
-    crate::pack::index::write_atomic(&out.join("report.md"), md.as_bytes())
+    crate::fsx::write_atomic(&out.join("report.md"), md.as_bytes())
 }

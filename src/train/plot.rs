@@ -2,7 +2,6 @@
 //! followed without a plotting stack: axes with "nice" ticks, a title, a legend, one colour-blind-safe
 //! colour per series, text from a small embedded 5×7 bitmap font.
 
-use std::io::Write;
 use std::path::Path;
 
 /// One named curve; points are drawn in the given order, non-finite points are skipped.
@@ -283,23 +282,8 @@ pub fn render_png(chart: &Chart, width: u32, height: u32) -> Vec<u8> {
 /// Writes the chart as a PNG (800×500) to `path` atomically: a temporary file beside it, then a rename.
 pub fn write_png(chart: &Chart, path: &Path) -> std::io::Result<()> {
     let bytes = render_png(chart, DEFAULT_WIDTH, DEFAULT_HEIGHT);
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(&bytes)?;
-        f.sync_all()
-    });
-    match written.and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(std::io::Error::new(
-                e.kind(),
-                format!("writing plot {}: {e}", path.display()),
-            ))
-        }
-    }
+    crate::fsx::write_atomic(path, &bytes)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing plot {}: {e}", path.display())))
 }
 
 pub const DEFAULT_WIDTH: u32 = 800;

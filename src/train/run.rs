@@ -558,7 +558,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         };
         std::fs::create_dir_all(&opts.out).map_err(out_err)?;
         let settings_text = serde_json::to_string_pretty(s).expect("settings serialise");
-        crate::pack::index::write_atomic(&opts.out.join("settings.json"), settings_text.as_bytes())
+        crate::fsx::write_atomic(&opts.out.join("settings.json"), settings_text.as_bytes())
             .map_err(out_err)?;
     }
     tracing::info!(
@@ -927,7 +927,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     };
     if world.rank() == 0 {
         let text = serde_json::to_string_pretty(&outcome).expect("outcome serialises");
-        crate::pack::index::write_atomic(&opts.out.join("train-status.json"), text.as_bytes())
+        crate::fsx::write_atomic(&opts.out.join("train-status.json"), text.as_bytes())
             .map_err(|e| failed(format!("{}: {e}", opts.out.display())))?;
         if let Err(e) = evaluate::write_report(&opts.out, &outcome) {
             tracing::warn!("report: {e}");

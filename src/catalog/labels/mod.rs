@@ -460,10 +460,7 @@ fn write_label_file(
         }
     }
     file.close().map_err(&h5)?;
-    fs::File::open(&partial)
-        .and_then(|f| f.sync_all())
-        .map_err(ioerr(&partial))?;
-    fs::rename(&partial, path).map_err(ioerr(path))
+    crate::fsx::commit_file(&partial, path).map_err(ioerr(path))
 }
 
 /// Slices per series that are true (non-zero), present, unknown.
