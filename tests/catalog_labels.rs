@@ -198,3 +198,71 @@ fn another_site_key_is_refused_and_versions_stack() {
     assert_eq!(count("pt.death"), 0, "the newest version answers");
     assert_eq!(count("pt@1.death"), 1);
 }
+
+/// `catalog synth` writes shards that the rest of the catalog accepts: build, a slice-level label
+/// import from its CSV, and a query whose count equals the nodule slices listed in that CSV (counted
+/// here from the CSV text, independently of the catalog).
+#[test]
+fn synthetic_cohort_builds_imports_and_answers_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pack, cat, key) = (
+        dir.path().join("pack"),
+        dir.path().join("cat"),
+        dir.path().join("site.key"),
+    );
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (code, _, err) = crate::common::run(&[
+        "catalog",
+        "synth",
+        "--out",
+        &s(&pack),
+        "--key",
+        &s(&key),
+        "--series",
+        "40",
+        "--slices",
+        "20",
+        "--series-per-shard",
+        "7",
+    ]);
+    assert_eq!(code, 0, "synth: {err}");
+    let (code, _, err) = crate::common::run(&["catalog", "build", &s(&pack), "--out", &s(&cat)]);
+    assert_eq!(code, 0, "build refused the synthetic shards: {err}");
+    let csv = pack.join("slices_by_instance.csv");
+    let (code, _, err) = crate::common::run(&[
+        "catalog",
+        "labels",
+        "import",
+        &s(&csv),
+        "--out",
+        &s(&cat),
+        "--name",
+        "inst",
+        "--key",
+        &s(&key),
+    ]);
+    assert_eq!(code, 0, "labels import: {err}");
+    let expected: u64 = fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let range = line.split(',').nth(2).unwrap();
+            let (lo, hi) = range.split_once('-').unwrap();
+            hi.parse::<u64>().unwrap() - lo.parse::<u64>().unwrap() + 1
+        })
+        .sum();
+    assert!(expected > 0, "the synthetic cohort should hold nodule ranges");
+    let (code, out, err) = crate::common::run(&[
+        "catalog",
+        "query",
+        &s(&cat),
+        "inst.nodule",
+        "--level",
+        "slices",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "query: {err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["count"].as_u64(), Some(expected), "{out}");
+}

@@ -6,7 +6,7 @@
 use super::{h5err, ioerr, CatalogError};
 use crate::deid::{IdKind, SiteKey};
 use crate::pack::index::{PackIndex, ShardEntry};
-use crate::pack::shard::{hash_file, SHARD_FORMAT, SHARD_FORMAT_VERSION};
+use crate::pack::shard::{hash_file, write_shard_attrs};
 use crate::pack::tables::{write_tables, ItemKind, SeriesRecord, SliceRecord};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -166,13 +166,12 @@ fn write_shard(
         series.push(item.record);
     }
     let file = super::store::create_h5(&path)?;
-    super::store::text_attr(&file, "format", SHARD_FORMAT).map_err(&h5)?;
-    file.new_attr::<u32>()
-        .create("format_version")
-        .and_then(|a| a.write_scalar(&SHARD_FORMAT_VERSION))
-        .map_err(&h5)?;
-    super::store::text_attr(&file, "key_fingerprint", &key.fingerprint()).map_err(&h5)?;
-    super::store::text_attr(&file, "created_by", "medtrain catalog synth (metadata only)").map_err(&h5)?;
+    write_shard_attrs(
+        &file,
+        &key.fingerprint(),
+        "medtrain catalog synth (metadata only)",
+    )
+    .map_err(&h5)?;
     write_tables(&file, &series, &slices).map_err(|e| CatalogError::invalid(&path, e.to_string()))?;
     file.close().map_err(&h5)?;
     let (blake3, bytes) = hash_file(&path).map_err(ioerr(&path))?;

@@ -86,6 +86,28 @@ pub fn dtype_code(p: &PixelBuffer) -> &'static str {
     }
 }
 
+/// The root attributes every shard carries (format, version, key fingerprint, writer), as variable-length
+/// strings (h5py reads them as `str`). The one writer of them, for `pack` and `catalog synth` alike, so
+/// that `ShardReader` accepts whatever either writes.
+pub fn write_shard_attrs(file: &hdf5::File, key_fingerprint: &str, created_by: &str) -> hdf5::Result<()> {
+    let text = |s: &str| {
+        s.parse::<VarLenUnicode>()
+            .map_err(|e| hdf5::Error::from(format!("attribute text {s:?}: {e}")))
+    };
+    file.new_attr::<VarLenUnicode>()
+        .create("format")?
+        .write_scalar(&text(SHARD_FORMAT)?)?;
+    file.new_attr::<u32>()
+        .create("format_version")?
+        .write_scalar(&SHARD_FORMAT_VERSION)?;
+    file.new_attr::<VarLenUnicode>()
+        .create("key_fingerprint")?
+        .write_scalar(&text(key_fingerprint)?)?;
+    file.new_attr::<VarLenUnicode>()
+        .create("created_by")?
+        .write_scalar(&text(created_by)?)
+}
+
 impl ShardWriter {
     /// Starts `<dir>/<name>` (written as `<name>.partial` until `finish`).
     pub fn create(dir: &Path, name: &str, key_fingerprint: &str) -> Result<ShardWriter, ShardError> {
@@ -100,28 +122,8 @@ impl ShardWriter {
             .with_fapl(|p| p.alignment(ALIGNMENT_THRESHOLD, PAGE_ALIGNMENT))
             .create_excl(&partial)
             .map_err(h5)?;
-        let text = |s: &str| s.parse::<VarLenUnicode>().expect("ASCII attribute");
-        file.new_attr::<VarLenUnicode>()
-            .create("format")
-            .map_err(h5)?
-            .write_scalar(&text(SHARD_FORMAT))
-            .map_err(h5)?;
-        file.new_attr::<u32>()
-            .create("format_version")
-            .map_err(h5)?
-            .write_scalar(&SHARD_FORMAT_VERSION)
-            .map_err(h5)?;
-        file.new_attr::<VarLenUnicode>()
-            .create("key_fingerprint")
-            .map_err(h5)?
-            .write_scalar(&text(key_fingerprint))
-            .map_err(h5)?;
         let created_by = format!("medtrain {}", env!("CARGO_PKG_VERSION"));
-        file.new_attr::<VarLenUnicode>()
-            .create("created_by")
-            .map_err(h5)?
-            .write_scalar(&text(&created_by))
-            .map_err(h5)?;
+        write_shard_attrs(&file, key_fingerprint, &created_by).map_err(h5)?;
         file.create_group(VOLUMES_GROUP).map_err(h5)?;
         Ok(ShardWriter {
             file: Some(file),
