@@ -89,6 +89,26 @@ pub enum TableError {
     },
     #[error("table column {column}: invalid value {value}")]
     Value { column: String, value: String },
+    #[error(
+        "table column {column} has shape {found:?}, expected {expected:?} ({bytes} bytes in a file of \
+         {file_bytes}): the shard is damaged; restore it from the archive or re-pack the series"
+    )]
+    Extent {
+        column: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        bytes: u128,
+        file_bytes: u64,
+    },
+}
+
+/// The number of bytes of the file holding `group`: no table of it can be larger.
+fn file_bytes(group: &Group) -> Result<u64, TableError> {
+    let file = group.file().map_err(|source| TableError::Hdf5 {
+        column: group.name(),
+        source,
+    })?;
+    Ok(file.size())
 }
 
 fn put<T: H5Type>(group: &Group, name: &str, data: &[T], width: usize) -> Result<(), TableError> {
@@ -116,12 +136,35 @@ fn put<T: H5Type>(group: &Group, name: &str, data: &[T], width: usize) -> Result
     Ok(())
 }
 
-fn get<T: H5Type>(group: &Group, name: &str, rows: usize, width: usize) -> Result<Vec<T>, TableError> {
+/// Reads a column of `rows` rows of `width` values (0: a 1-D column). Its extent is checked against
+/// `rows` and against the file's size before anything is read: a damaged extent (any number the file
+/// cannot hold) would otherwise make the HDF5 library allocate it, and the process abort.
+fn get<T: H5Type>(
+    group: &Group,
+    name: &str,
+    rows: usize,
+    width: usize,
+    limit: u64,
+) -> Result<Vec<T>, TableError> {
     let column = format!("{}/{name}", group.name());
     let ds = group.dataset(name).map_err(|source| TableError::Hdf5 {
         column: column.clone(),
         source,
     })?;
+    let expected = if width == 0 { vec![rows] } else { vec![rows, width] };
+    let found = ds.shape();
+    let bytes = found.iter().fold(std::mem::size_of::<T>() as u128, |n, &d| {
+        n.saturating_mul(d as u128)
+    });
+    if found != expected || bytes > limit as u128 {
+        return Err(TableError::Extent {
+            column,
+            expected,
+            found,
+            bytes,
+            file_bytes: limit,
+        });
+    }
     let data: Vec<T> = ds.read_raw().map_err(|source| TableError::Hdf5 {
         column: column.clone(),
         source,
@@ -329,11 +372,12 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
         source,
     })?;
     let n = rows_of(&g, "series_key")?;
-    let s32 = |name| get::<Key32>(&g, name, n, 0);
-    let s16 = |name| get::<Code16>(&g, name, n, 0);
-    let f64s = |name, w| get::<f64>(&g, name, n, w);
-    let u64s = |name| get::<u64>(&g, name, n, 0);
-    let u32s = |name| get::<u32>(&g, name, n, 0);
+    let limit = file_bytes(&g)?;
+    let s32 = |name| get::<Key32>(&g, name, n, 0, limit);
+    let s16 = |name| get::<Code16>(&g, name, n, 0, limit);
+    let f64s = |name, w| get::<f64>(&g, name, n, w, limit);
+    let u64s = |name| get::<u64>(&g, name, n, 0, limit);
+    let u32s = |name| get::<u32>(&g, name, n, 0, limit);
     let (series_key, study_key, patient_key) = (s32("series_key")?, s32("study_key")?, s32("patient_key")?);
     let (modality, dtype, photometric, transform) = (
         s16("modality")?,
@@ -347,10 +391,10 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
         s32("dataset")?,
         s32("source_hash")?,
     );
-    let kind = get::<u8>(&g, "kind", n, 0)?;
-    let study_day = get::<i32>(&g, "study_day", n, 0)?;
+    let kind = get::<u8>(&g, "kind", n, 0, limit)?;
+    let study_day = get::<i32>(&g, "study_day", n, 0, limit)?;
     let (n_slices, rows, cols) = (u32s("n_slices")?, u32s("rows")?, u32s("cols")?);
-    let spp = get::<u8>(&g, "samples_per_pixel", n, 0)?;
+    let spp = get::<u8>(&g, "samples_per_pixel", n, 0, limit)?;
     let (spacing, orientation, origin) = (
         f64s("pixel_spacing", 2)?,
         f64s("orientation", 6)?,
@@ -410,13 +454,14 @@ pub fn read_slices(root: &Group) -> Result<Vec<SliceRecord>, TableError> {
         source,
     })?;
     let n = rows_of(&g, "series_index")?;
-    let series_index = get::<u32>(&g, "series_index", n, 0)?;
-    let position = get::<f64>(&g, "position", n, 0)?;
-    let ipp = get::<f64>(&g, "image_position", n, 3)?;
-    let thickness = get::<f64>(&g, "thickness", n, 0)?;
-    let sop = get::<Key32>(&g, "sop_key", n, 0)?;
-    let instance = get::<i32>(&g, "instance_number", n, 0)?;
-    let frame = get::<u32>(&g, "frame", n, 0)?;
+    let limit = file_bytes(&g)?;
+    let series_index = get::<u32>(&g, "series_index", n, 0, limit)?;
+    let position = get::<f64>(&g, "position", n, 0, limit)?;
+    let ipp = get::<f64>(&g, "image_position", n, 3, limit)?;
+    let thickness = get::<f64>(&g, "thickness", n, 0, limit)?;
+    let sop = get::<Key32>(&g, "sop_key", n, 0, limit)?;
+    let instance = get::<i32>(&g, "instance_number", n, 0, limit)?;
+    let frame = get::<u32>(&g, "frame", n, 0, limit)?;
     Ok((0..n)
         .map(|i| SliceRecord {
             series_index: series_index[i],
