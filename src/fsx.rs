@@ -61,6 +61,70 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Extension of the BLAKE3 checksum file written beside a file (`b3sum` format: `<hex>  <name>`).
+pub const CHECKSUM_SUFFIX: &str = ".blake3";
+
+/// `<path>.blake3`.
+pub fn checksum_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(CHECKSUM_SUFFIX);
+    path.with_file_name(name)
+}
+
+/// Hashes the file at `path` and writes its checksum file atomically; returns the hash (hex).
+pub fn write_checksum(path: &Path) -> std::io::Result<String> {
+    let hash = blake3::Hasher::new()
+        .update_mmap(path)?
+        .finalize()
+        .to_hex()
+        .to_string();
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    write_atomic(&checksum_path(path), format!("{hash}  {name}\n").as_bytes())?;
+    Ok(hash)
+}
+
+/// Checks the file at `path` against its checksum file before anything parses it. The error says what
+/// is wrong (no checksum file, an unreadable one, or another hash) in words fit for a user.
+pub fn verify_checksum(path: &Path) -> Result<(), String> {
+    let sidecar = checksum_path(path);
+    let mut text = String::new();
+    let read = fs::File::open(&sidecar).and_then(|f| {
+        use std::io::Read;
+        f.take(1024).read_to_string(&mut text)
+    });
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("its checksum file {} is missing", sidecar.display()))
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot read its checksum file {}: {e}",
+                sidecar.display()
+            ))
+        }
+        Ok(_) => {}
+    }
+    let want = text.split_whitespace().next().unwrap_or_default();
+    if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "its checksum file {} holds no BLAKE3 hash",
+            sidecar.display()
+        ));
+    }
+    let got = blake3::Hasher::new()
+        .update_mmap(path)
+        .map_err(|e| format!("cannot read it: {e}"))?
+        .finalize()
+        .to_hex();
+    if !got.as_str().eq_ignore_ascii_case(want) {
+        return Err(format!(
+            "its BLAKE3 is {got}, its checksum file {} says {want}",
+            sidecar.display()
+        ));
+    }
+    Ok(())
+}
+
 fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
@@ -95,6 +159,26 @@ mod tests {
         assert!(write_atomic(&blocked, b"new").is_err());
         assert!(!temporary_path(&blocked).exists());
         assert_eq!(fs::read(&path).unwrap(), b"old");
+    }
+
+    #[test]
+    fn checksums_are_written_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.h5");
+        fs::write(&path, b"manifest bytes").unwrap();
+        assert!(verify_checksum(&path).unwrap_err().contains("missing"));
+        let hash = write_checksum(&path).unwrap();
+        // The independent reference: BLAKE3 of the bytes, in b3sum's line format.
+        assert_eq!(hash, blake3::hash(b"manifest bytes").to_hex().as_str());
+        assert_eq!(
+            fs::read_to_string(checksum_path(&path)).unwrap(),
+            format!("{hash}  m.h5\n")
+        );
+        verify_checksum(&path).unwrap();
+        fs::write(&path, b"manifest bytez").unwrap();
+        assert!(verify_checksum(&path).unwrap_err().contains("BLAKE3"));
+        fs::write(checksum_path(&path), b"not a hash\n").unwrap();
+        assert!(verify_checksum(&path).unwrap_err().contains("holds no BLAKE3"));
     }
 
     #[test]

@@ -15,7 +15,6 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 
 /// Identifies a manifest (root attribute `format`).
@@ -247,10 +246,20 @@ impl Manifest {
             write_column(&g, "runs_length", &part.runs_length, 1).map_err(&h5)?;
         }
         file.close().map_err(&h5)?;
-        crate::fsx::commit_file(&partial, path).map_err(ioerr(path))
+        crate::fsx::commit_file(&partial, path).map_err(ioerr(path))?;
+        crate::fsx::write_checksum(path).map_err(ioerr(path))?;
+        Ok(())
     }
 
+    /// Reads a manifest after checking it against its checksum file (`manifest.h5.blake3`): the HDF5
+    /// library is never handed a damaged manifest (on some damage it allocates gigabytes or loops).
     pub fn load(path: &Path) -> Result<Manifest, CatalogError> {
+        crate::fsx::verify_checksum(path).map_err(|why| {
+            CatalogError::invalid(
+                path,
+                format!("damaged or incomplete manifest ({why}): re-run `medtrain catalog split`"),
+            )
+        })?;
         let mut meta_text = String::new();
         let file = MappedFile::open(path, |f| {
             let format = read_text_attr(f, "format").unwrap_or_default();

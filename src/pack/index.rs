@@ -13,7 +13,7 @@ pub const PACK_FORMAT: &str = "medtrain-pack";
 /// Version of the pack layout (index + shard tables); bumped on any incompatible change.
 pub const PACK_FORMAT_VERSION: u32 = 1;
 /// Extension of the checksum file written beside each shard (`b3sum` format).
-pub const CHECKSUM_SUFFIX: &str = ".blake3";
+pub const CHECKSUM_SUFFIX: &str = crate::fsx::CHECKSUM_SUFFIX;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ShardEntry {
