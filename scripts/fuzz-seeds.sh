@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Generates the binary seed corpora of the fuzz targets from real product output (a small phantom
-# packed, catalogued and split), the pydicom test files when present, and the checkpoint fixtures.
-# Text seeds (queries, CSV, TOML, index JSON) are committed under fuzz/seeds/. Idempotent.
-# Usage: scripts/fuzz-seeds.sh   (writes fuzz/corpus/<target>/)
+# Writes the seed corpora of the fuzz targets into OUT/<target>/: the committed text seeds of
+# fuzz/seeds/, binary seeds from real product output (a small phantom packed, catalogued and split),
+# the pydicom test files when fetched, and the checkpoint fixtures.
+# The site key is fixed (the bytes below), so the binary seeds are the same on every machine and the
+# CI fuzz gate is a function of the commit; MEDTRAIN_FUZZ_FRESH_KEY=1 (the campaign) creates a new
+# random key instead, to explore other pseudonyms.
+# Usage: scripts/fuzz-seeds.sh OUT
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 . scripts/lib.sh
 ensure_cargo
-corpus="$root/fuzz/corpus"
-stamp="$corpus/.seeded"
-[ -f "$stamp" ] && exit 0
+corpus="${1:?usage: scripts/fuzz-seeds.sh OUT}"
+mkdir -p "$corpus"
+corpus="$(cd "$corpus" && pwd)"
 for t in dicom_decode hdf5_shard pack_index manifest catalog_query label_csv config_toml checkpoint_load; do
   mkdir -p "$corpus/$t"
   if [ -d "fuzz/seeds/$t" ]; then cp -f fuzz/seeds/"$t"/* "$corpus/$t/" 2>/dev/null || true; fi
@@ -21,7 +24,12 @@ bin="${MEDTRAIN_BIN:-$root/target/debug/medtrain}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$bin" --quiet phantom --out "$work/phantom" --patients 2 --size 16 --slices 4 >/dev/null
-"$bin" --quiet pack "$work/phantom/dicom" --out "$work/pack" --key "$work/site.key" --create-key >/dev/null
+if [ "${MEDTRAIN_FUZZ_FRESH_KEY:-0}" = "1" ]; then
+  "$bin" --quiet pack "$work/phantom/dicom" --out "$work/pack" --key "$work/site.key" --create-key >/dev/null
+else
+  (umask 077 && printf '%s\n' 6d6564747261696e2066757a7a2073656564206b657920286669786564292121 >"$work/site.key")
+  "$bin" --quiet pack "$work/phantom/dicom" --out "$work/pack" --key "$work/site.key" >/dev/null
+fi
 "$bin" --quiet catalog build "$work/pack" --out "$work/catalog" >/dev/null
 "$bin" --quiet catalog split "$work/catalog" "modality = 'CT'" --out "$work/manifest.h5" \
   --ratios train=0.5,val=0.5 --seed 1 >/dev/null
@@ -38,10 +46,11 @@ if [ -d "$data" ]; then
 fi
 cp "$work"/pack/shard-*.h5 "$corpus/hdf5_shard/"
 cp "$work/pack/index.json" "$corpus/pack_index/index.json"
-cp "$work/manifest.h5" "$corpus/manifest/manifest.h5"
+# The manifest target reads [n][n bytes of checksum file][manifest bytes] (fuzz/fuzz_targets/manifest.rs).
+sidecar="$work/manifest.h5.blake3"
+{ printf "\\$(printf '%03o' "$(wc -c <"$sidecar")")"; cat "$sidecar" "$work/manifest.h5"; } >"$corpus/manifest/manifest.bin"
 cp tests/reference/fixtures/torch_ckpt_stem3.safetensors tests/reference/fixtures/*_io.safetensors \
   "$corpus/checkpoint_load/"
 cp configs/*.toml "$corpus/config_toml/"
 find "$work/phantom/truth" -name '*.csv' -size -64k -exec cp {} "$corpus/label_csv/" \;
-touch "$stamp"
 echo "seed corpora in $corpus" >&2

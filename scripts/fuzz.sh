@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
-# Builds the cargo-fuzz targets in fuzz/ and runs each for a fixed time; fails on any crash, hang
-# (-timeout) or out-of-memory (-rss_limit_mb). The CI budget is the default (20 s per target, 8
-# targets, plus the build: under 10 minutes on 2 cores with a warm fuzz/target); a long campaign is
-# the same command with a bigger number, e.g. `scripts/fuzz.sh 3600` (an hour per target).
-# Usage: scripts/fuzz.sh [seconds-per-target] [target...]
-# Without nightly Rust or cargo-fuzz it prints why and exits 0; MEDTRAIN_REQUIRE_FUZZ=1 makes that
-# a failure. Findings are written to fuzz/artifacts/<target>/ (reproduce: cargo +nightly fuzz run
-# <target> <file>).
+# Fuzzing in two modes; both build the cargo-fuzz targets in fuzz/ and fail on any crash, hang
+# (-timeout) or out-of-memory (-rss_limit_mb).
+#
+#   scripts/fuzz.sh [RUNS] [target...]            the CI gate (scripts/test.sh runs it): a function of
+#       the commit. Every reproducer in fuzz/regressions/ (<target>-*.gz) is replayed through its
+#       target, then each target runs RUNS inputs (default 2000; MEDTRAIN_FUZZ_RUNS) with libFuzzer seed
+#       1 from a fresh copy of the fixed seed corpora (scripts/fuzz-seeds.sh: committed text seeds and
+#       binary seeds made with a fixed site key, byte for byte the same on every machine). A count of
+#       inputs, not a time budget: the same commit gives the same verdict on a fast or a slow machine.
+#   scripts/fuzz.sh --campaign SECONDS [target...]  exploratory fuzzing: fresh binary seeds made with a
+#       new random site key, a random libFuzzer seed, SECONDS per target, a corpus kept across runs in
+#       fuzz/corpus/. Findings land in fuzz/artifacts/<target>/; triage each into a regression
+#       (gzip it into fuzz/regressions/<target>-<what>.gz with a test) before fixing.
+#
+# Without nightly Rust or cargo-fuzz it prints why and exits 0; MEDTRAIN_REQUIRE_FUZZ=1 makes that a
+# failure. Reproduce a finding: (cd fuzz && cargo +nightly fuzz run <target> <file>).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 . scripts/lib.sh
 ensure_cargo
-seconds="${1:-20}"
-# A fixed seed makes a run explore a prefix of one fixed sequence of inputs (how long a prefix depends on
-# the machine), so CI is repeatable; a campaign sets MEDTRAIN_FUZZ_SEED to explore elsewhere.
-seed="${MEDTRAIN_FUZZ_SEED:-1}"
+campaign=0
+if [ "${1:-}" = "--campaign" ]; then
+  campaign=1
+  shift
+  budget="${1:?--campaign SECONDS [target...]}"
+else
+  budget="${1:-${MEDTRAIN_FUZZ_RUNS:-2000}}"
+fi
 shift || true
 skip() {
   if [ "${MEDTRAIN_REQUIRE_FUZZ:-0}" = "1" ]; then
@@ -28,7 +40,15 @@ skip() {
 rustup toolchain list 2>/dev/null | grep -q '^nightly' || skip "no nightly toolchain (rustup toolchain install nightly)"
 cargo fuzz --version >/dev/null 2>&1 || skip "cargo-fuzz is not installed (cargo install cargo-fuzz --locked)"
 
-bash scripts/fuzz-seeds.sh
+if [ $campaign = 1 ]; then
+  seeds="$root/fuzz/corpus"
+  MEDTRAIN_FUZZ_FRESH_KEY=1 bash scripts/fuzz-seeds.sh "$seeds"
+  seed="${MEDTRAIN_FUZZ_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+else
+  seeds="$root/target/fuzz-seeds"
+  bash scripts/fuzz-seeds.sh "$seeds"
+  seed=1
+fi
 cd fuzz
 started=$(date +%s)
 cargo +nightly fuzz build -O
@@ -40,24 +60,56 @@ export HDF5_USE_FILE_LOCKING=FALSE
 # The same library's bad reads on damaged attribute messages (fuzz/asan.supp says why).
 export ASAN_OPTIONS="suppressions=$root/fuzz/asan.supp${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export LSAN_OPTIONS="suppressions=$root/fuzz/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+limits=(-rss_limit_mb=2048 -timeout=20)
 status=0
 summary=()
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t" "artifacts/$t"
+  mkdir -p "artifacts/$t"
   log="artifacts/$t/run.log"
+  # Replay of the committed reproducers of this target: each input runs once.
+  replay="$(mktemp -d)"
+  for f in regressions/"$t"-*.gz; do
+    [ -e "$f" ] && gzip -dc "$f" >"$replay/$(basename "${f%.gz}")"
+  done
+  if compgen -G "$replay/*" >/dev/null; then
+    set +e
+    cargo +nightly fuzz run -O "$t" "$replay"/* -- "${limits[@]}" >"artifacts/$t/replay.log" 2>&1
+    rc=$?
+    set -e
+    n=$(find "$replay" -type f | wc -l)
+    if [ $rc -ne 0 ]; then
+      status=1
+      summary+=("$t: FAILED replaying $n reproducer(s) of fuzz/regressions (exit $rc) — see fuzz/artifacts/$t/replay.log")
+      tail -n 40 "artifacts/$t/replay.log" >&2
+    else
+      summary+=("$t: $n reproducer(s) of fuzz/regressions replay clean")
+    fi
+  fi
+  rm -rf "$replay"
+  if [ $campaign = 1 ]; then
+    corpus="corpus/$t"
+    stop=(-max_total_time="$budget")
+  else
+    # A fresh copy each run: libFuzzer adds what it finds to its corpus directory.
+    corpus="$(mktemp -d)"
+    cp -r "$seeds/$t/." "$corpus/" 2>/dev/null || true
+    stop=(-runs="$budget")
+  fi
+  mkdir -p "$corpus"
   set +e
-  cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
-    -max_total_time="$seconds" -seed="$seed" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-    -artifact_prefix="artifacts/$t/" >"$log" 2>&1
+  cargo +nightly fuzz run -O "$t" "$corpus" -- "${stop[@]}" -seed="$seed" "${limits[@]}" \
+    -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$log" 2>&1
   rc=$?
   set -e
+  [ $campaign = 1 ] || rm -rf "$corpus"
   execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log" | tail -n1)
+  secs=$(awk '/Done [0-9]+ runs in/ { print $(NF-1) }' "$log" | tail -n1)
   if [ $rc -ne 0 ]; then
     status=1
-    summary+=("$t: FAILED (exit $rc, ${execs:-?} executions) — see fuzz/$log and fuzz/artifacts/$t/")
+    summary+=("$t: FAILED (exit $rc, ${execs:-?} executions, seed $seed) — see fuzz/$log and fuzz/artifacts/$t/")
     tail -n 40 "$log" >&2
   else
-    summary+=("$t: ok, ${execs:-?} executions in ${seconds} s")
+    summary+=("$t: ok, ${execs:-?} executions${secs:+ in $secs s}, seed $seed")
   fi
 done
 echo "fuzz: build $((built - started)) s, run $(( $(date +%s) - built )) s" >&2
