@@ -121,7 +121,7 @@ pub fn stage_shard(shard: &PlannedShard, dir: &Path, limit: &mut RateLimit) -> S
     let partial_found = partial.exists();
     let mut reasons = Vec::new();
     for _ in 0..ATTEMPTS {
-        match copy_verified(shard, &partial, &target, dir, limit) {
+        match copy_verified(shard, &partial, &target, limit) {
             Ok(()) => {
                 return ShardOutcome::Copied {
                     replaced,
@@ -160,7 +160,6 @@ fn copy_verified(
     shard: &PlannedShard,
     partial: &Path,
     target: &Path,
-    dir: &Path,
     limit: &mut RateLimit,
 ) -> Result<(), String> {
     match fs::remove_file(partial) {
