@@ -678,3 +678,115 @@ fn fuzz_manifest_with_a_corrupt_global_heap_is_refused_not_hung() {
         Err(_) => panic!("Manifest::load did not return within 10 s on a corrupt manifest"),
     }
 }
+
+/// Decompresses a reproducer from `fuzz/regressions/` into `dir`.
+fn regression(name: &str, dir: &Path, file: &str) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(name);
+    let out = Command::new("gzip")
+        .arg("-dc")
+        .arg(&fixture)
+        .output()
+        .expect("gzip");
+    assert!(out.status.success(), "gzip -dc {}", fixture.display());
+    let path = dir.join(file);
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+/// fuzz hdf5_shard: a table column whose extent the file cannot hold (written by h5py,
+/// `tests/reference/damage_shard.py`) made the reader allocate it and the process abort with no message.
+/// Every verb that opens shards now refuses it, naming the column. Run as a process: an abort on the old
+/// code must not take the test harness with it.
+#[test]
+fn fuzz_shard_with_an_impossible_table_extent_is_refused_not_aborted() {
+    let dir = tempdir();
+    let shard = regression(
+        "hdf5_shard-impossible-table-extent.h5.gz",
+        dir.path(),
+        "shard-0-00000.h5",
+    );
+    let (code, _, err) = run(&["catalog", "build", s(&shard), "--out", s(&dir.path().join("cat"))]);
+    assert_eq!(
+        code, 1,
+        "catalog build must refuse the shard (an abort gives -1), got {code}: {err}"
+    );
+    assert!(
+        err.contains("series/series_key") && err.contains("damaged"),
+        "{err}"
+    );
+    // The same check through the library on a fresh damage of an intact shard: a column whose row
+    // count differs from its table's (shape, not size).
+    let key = medtrain::deid::SiteKey::from_bytes(crate::catalog_common::KEY_BYTES);
+    let cohort = crate::catalog_common::cohort(3);
+    let pack = crate::catalog_common::write_pack(&dir.path().join("pack"), &key, &cohort, 1, 0);
+    let good = pack.join(&PackIndex::load(&pack).unwrap().unwrap().shards[0].file);
+    let fresh = dir.path().join("fresh.h5");
+    crate::common::reference_script("damage_shard.py", &[s(&good), s(&fresh), "slices/position", "3"]);
+    match ShardReader::open(&fresh) {
+        Err(e) => assert!(e.to_string().contains("slices/position"), "{e}"),
+        Ok(_) => panic!("a damaged shard was opened"),
+    }
+}
+
+/// A manifest is checked against its checksum file before the HDF5 library sees it: a damaged manifest
+/// (fuzz manifest: libhdf5 allocated 4 GB in H5Dopen2 on one) and a manifest whose plan was altered
+/// (a patient index changed: the old code read it as a valid plan) are refused with the remedy.
+#[test]
+fn fuzz_manifest_is_verified_before_the_hdf5_library_opens_it() {
+    let dir = tempdir();
+    let c = crate::catalog_common::cohort(6);
+    let key = medtrain::deid::SiteKey::from_bytes(crate::catalog_common::KEY_BYTES);
+    let pack = crate::catalog_common::write_pack(&dir.path().join("pack"), &key, &c, 1, 0);
+    let cat = dir.path().join("cat");
+    let (code, _, err) = run(&["catalog", "build", s(&pack), "--out", s(&cat)]);
+    assert_eq!(code, 0, "{err}");
+    let manifest = dir.path().join("manifest.h5");
+    let (code, _, err) = run(&[
+        "catalog",
+        "split",
+        s(&cat),
+        "modality = 'CT'",
+        "--out",
+        s(&manifest),
+        "--ratios",
+        "train=0.5,val=0.5",
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    medtrain::catalog::split::Manifest::load(&manifest).expect("an intact manifest loads");
+    // Alter one patient index of the plan, as h5py would write it: a valid HDF5 file with another plan.
+    let bytes = std::fs::read(&manifest).unwrap();
+    let loaded = medtrain::catalog::split::Manifest::load(&manifest).unwrap();
+    let first = loaded.splits[0].patients[0];
+    let needle = first.to_le_bytes();
+    let mut altered = bytes.clone();
+    let at = (0..bytes.len() - 4)
+        .rev()
+        .find(|&i| bytes[i..i + 4] == needle)
+        .expect("the patient index is stored");
+    altered[at] ^= 0x40;
+    std::fs::write(&manifest, &altered).unwrap();
+    let e =
+        medtrain::catalog::split::Manifest::load(&manifest).expect_err("an altered manifest must be refused");
+    let text = e.to_string();
+    assert!(
+        text.contains("damaged") && text.contains("catalog split"),
+        "{text}"
+    );
+    // No checksum file at all (an older medtrain, or a copy without it): refused the same way.
+    std::fs::write(&manifest, &bytes).unwrap();
+    std::fs::remove_file(dir.path().join("manifest.h5.blake3")).unwrap();
+    let text = medtrain::catalog::split::Manifest::load(&manifest)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("missing") && text.contains("catalog split"),
+        "{text}"
+    );
+    // The committed reproducer of the global-heap hang, with no checksum file beside it.
+    let old = regression("manifest-global-heap-hang.h5.gz", dir.path(), "old.h5");
+    assert!(medtrain::catalog::split::Manifest::load(&old).is_err());
+}

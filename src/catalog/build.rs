@@ -8,6 +8,7 @@ use super::store::{le_bytes, open_read, read_text_attr, read_vlen_text_attr, Map
 use super::{h5err, ioerr, CatalogError};
 use crate::pack::index::PackIndex;
 use crate::pack::shard::{hash_file, SHARD_FORMAT};
+use crate::pack::tables::{check_extent, claimed_rows, TableError};
 use hdf5::types::FixedAscii;
 use std::collections::HashMap;
 use std::fs;
@@ -72,9 +73,20 @@ fn resolve_inputs(inputs: &[PathBuf]) -> Result<(Vec<ShardInput>, Option<String>
     Ok((shards, fingerprint))
 }
 
-/// Reads one shard column as raw little-endian bytes (text cells NUL-padded).
-fn read_column(path: &Path, group: &hdf5::Group, spec: &ColumnSpec) -> Result<Vec<u8>, CatalogError> {
+/// Reads one shard column of `rows` rows as raw little-endian bytes (text cells NUL-padded), after
+/// checking its extent against `rows` and the file's size (`pack::tables::check_extent`).
+fn read_column(
+    path: &Path,
+    group: &hdf5::Group,
+    spec: &ColumnSpec,
+    rows: usize,
+    file_bytes: u64,
+) -> Result<Vec<u8>, CatalogError> {
     let ds = group.dataset(spec.name).map_err(h5err(path))?;
+    let width = if spec.width == 1 { 0 } else { spec.width };
+    let column = format!("{}/{}", group.name().trim_start_matches('/'), spec.name);
+    check_extent(&ds, &column, rows, width, spec.ty.size(), file_bytes)
+        .map_err(|e| CatalogError::invalid(path, e.to_string()))?;
     macro_rules! num {
         ($t:ty) => {
             le_bytes(&ds.read_raw::<$t>().map_err(h5err(path))?).to_vec()
@@ -144,20 +156,18 @@ fn open_shard(path: &Path, fingerprint: &str) -> Result<hdf5::File, CatalogError
 
 fn read_shard_series(path: &Path, fingerprint: &str) -> Result<ShardSeries, CatalogError> {
     let file = open_shard(path, fingerprint)?;
+    let file_bytes = file.size();
+    let damaged = |e: TableError| CatalogError::invalid(path, e.to_string());
     let group = file.group("series").map_err(h5err(path))?;
+    let key = group.dataset(SHARD_SERIES[0].name).map_err(h5err(path))?;
+    let rows = claimed_rows(&key, "series/series_key", file_bytes).map_err(damaged)?;
     let columns = SHARD_SERIES
         .iter()
-        .map(|spec| read_column(path, &group, spec))
+        .map(|spec| read_column(path, &group, spec, rows, file_bytes))
         .collect::<Result<Vec<_>, _>>()?;
-    let rows = columns[0].len() / 32;
     let slices_group = file.group("slices").map_err(h5err(path))?;
-    let slices = slices_group
-        .dataset("series_index")
-        .map_err(h5err(path))?
-        .shape()
-        .first()
-        .copied()
-        .unwrap_or(0);
+    let index = slices_group.dataset("series_index").map_err(h5err(path))?;
+    let slices = claimed_rows(&index, "slices/series_index", file_bytes).map_err(damaged)?;
     let keys = &columns[column_index(SHARD_SERIES, "patient_key")];
     let patient_keys = keys
         .chunks_exact(32)
@@ -432,7 +442,7 @@ fn write_shard(
     let file = open_shard(path, fingerprint)?;
     let group = file.group("slices").map_err(h5err(path))?;
     for spec in SHARD_SLICES {
-        let bytes = read_column(path, &group, spec)?;
+        let bytes = read_column(path, &group, spec, shard.slices, file.size())?;
         if bytes.len() != shard.slices * spec.width * spec.ty.size() {
             return Err(CatalogError::invalid(
                 path,

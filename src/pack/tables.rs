@@ -103,7 +103,7 @@ pub enum TableError {
 }
 
 /// The number of bytes of the file holding `group`: no table of it can be larger.
-fn file_bytes(group: &Group) -> Result<u64, TableError> {
+pub fn file_bytes(group: &Group) -> Result<u64, TableError> {
     let file = group.file().map_err(|source| TableError::Hdf5 {
         column: group.name(),
         source,
@@ -136,6 +136,42 @@ fn put<T: H5Type>(group: &Group, name: &str, data: &[T], width: usize) -> Result
     Ok(())
 }
 
+/// Refuses a column whose shape is not `rows` × `width` (0: a 1-D column) or whose bytes (`element`
+/// bytes each) the file of `file_bytes` cannot hold, before any of it is read: the HDF5 library would
+/// allocate whatever a damaged extent claims, and the process abort.
+pub fn check_extent(
+    ds: &hdf5::Dataset,
+    column: &str,
+    rows: usize,
+    width: usize,
+    element: usize,
+    file_bytes: u64,
+) -> Result<(), TableError> {
+    let expected = if width == 0 { vec![rows] } else { vec![rows, width] };
+    let found = ds.shape();
+    let bytes = found
+        .iter()
+        .fold(element as u128, |n, &d| n.saturating_mul(d as u128));
+    if found != expected || bytes > file_bytes as u128 {
+        return Err(TableError::Extent {
+            column: column.to_string(),
+            expected,
+            found,
+            bytes,
+            file_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The number of rows a column claims (its first dimension), refused when its bytes alone exceed the
+/// file: the other columns of the table are then checked against it.
+pub fn claimed_rows(ds: &hdf5::Dataset, column: &str, file_bytes: u64) -> Result<usize, TableError> {
+    let rows = ds.shape().first().copied().unwrap_or(0);
+    let element = ds.dtype().map(|t| t.size()).unwrap_or(1).max(1);
+    check_extent(ds, column, rows, 0, element, file_bytes).map(|()| rows)
+}
+
 /// Reads a column of `rows` rows of `width` values (0: a 1-D column). Its extent is checked against
 /// `rows` and against the file's size before anything is read: a damaged extent (any number the file
 /// cannot hold) would otherwise make the HDF5 library allocate it, and the process abort.
@@ -151,20 +187,7 @@ fn get<T: H5Type>(
         column: column.clone(),
         source,
     })?;
-    let expected = if width == 0 { vec![rows] } else { vec![rows, width] };
-    let found = ds.shape();
-    let bytes = found.iter().fold(std::mem::size_of::<T>() as u128, |n, &d| {
-        n.saturating_mul(d as u128)
-    });
-    if found != expected || bytes > limit as u128 {
-        return Err(TableError::Extent {
-            column,
-            expected,
-            found,
-            bytes,
-            file_bytes: limit,
-        });
-    }
+    check_extent(&ds, &column, rows, width, std::mem::size_of::<T>(), limit)?;
     let data: Vec<T> = ds.read_raw().map_err(|source| TableError::Hdf5 {
         column: column.clone(),
         source,

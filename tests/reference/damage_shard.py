@@ -8,7 +8,6 @@ dataspace message claims an ASCII string as a length. A reader that trusts the e
 (terabytes) and aborts; medtrain must refuse the shard with a clear error. h5py is the independent
 writer. This produced fuzz/regressions/hdf5_shard-impossible-table-extent.h5.gz.
 """
-import shutil
 import sys
 
 import h5py
@@ -16,8 +15,13 @@ import h5py
 src, out = sys.argv[1], sys.argv[2]
 column = sys.argv[3] if len(sys.argv) > 3 else "series/series_key"
 rows = int(sys.argv[4]) if len(sys.argv) > 4 else 2**40
-shutil.copyfile(src, out)
-with h5py.File(out, "r+") as f:
+# A new file with the source's attributes and tables, not its pixels (a small reproducer).
+with h5py.File(src, "r") as s, h5py.File(out, "w") as f:
+    for name, value in s.attrs.items():
+        f.attrs[name] = value
+    for table in ("series", "slices"):
+        s.copy(s[table], f, name=table)
+    f.create_group("volumes")
     dtype = f[column].dtype
     del f[column]
     f.create_dataset(column, shape=(rows,), dtype=dtype, chunks=(1024,), maxshape=(None,))
