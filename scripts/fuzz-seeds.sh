@@ -21,6 +21,7 @@ done
 # Any recent medtrain will do (seeds only need valid files); build one when there is none.
 bin="${MEDTRAIN_BIN:-$root/target/debug/medtrain}"
 [ -x "$bin" ] || cargo build -j"${CARGO_BUILD_JOBS:-1}" --locked --quiet
+bin="$(realpath "$bin")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$bin" --quiet phantom --out "$work/phantom" --patients 2 --size 16 --slices 4 >/dev/null
@@ -30,9 +31,11 @@ else
   (umask 077 && printf '%s\n' 6d6564747261696e2066757a7a2073656564206b657920286669786564292121 >"$work/site.key")
   "$bin" --quiet pack "$work/phantom/dicom" --out "$work/pack" --key "$work/site.key" >/dev/null
 fi
-"$bin" --quiet catalog build "$work/pack" --out "$work/catalog" >/dev/null
-"$bin" --quiet catalog split "$work/catalog" "modality = 'CT'" --out "$work/manifest.h5" \
-  --ratios train=0.5,val=0.5 --seed 1 >/dev/null
+# Relative paths: the manifest records the catalog's path as given, and the seeds must not depend on
+# where this runs.
+(cd "$work" && "$bin" --quiet catalog build pack --out catalog >/dev/null)
+(cd "$work" && "$bin" --quiet catalog split catalog "modality = 'CT'" --out manifest.h5 \
+  --ratios train=0.5,val=0.5 --seed 1 >/dev/null)
 # A few phantom DICOM files of each modality (small ones first).
 find "$work/phantom/dicom" -type f -size -40k | sort | head -n 12 | while read -r f; do
   cp "$f" "$corpus/dicom_decode/phantom-$(basename "$(dirname "$f")")-$(basename "$f")"
