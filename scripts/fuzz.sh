@@ -4,8 +4,9 @@
 #
 #   scripts/fuzz.sh [RUNS] [target...]            the CI gate (scripts/test.sh runs it): a function of
 #       the commit. Every reproducer in fuzz/regressions/ (<target>-*.gz) is replayed through its
-#       target, then each target runs RUNS inputs (default 2000; MEDTRAIN_FUZZ_RUNS) with libFuzzer seed
-#       1 from a fresh copy of the fixed seed corpora (scripts/fuzz-seeds.sh: committed text seeds and
+#       target, then each target runs a fixed number of inputs (its row in runs_for below, about 20 s
+#       each on a 2-core machine; RUNS or MEDTRAIN_FUZZ_RUNS sets one number for all) with libFuzzer
+#       seed 1 from a fresh copy of the fixed seed corpora (scripts/fuzz-seeds.sh: committed text seeds and
 #       binary seeds made with a fixed site key, byte for byte the same on every machine). A count of
 #       inputs, not a time budget: the same commit gives the same verdict on a fast or a slow machine.
 #   scripts/fuzz.sh --campaign SECONDS [target...]  exploratory fuzzing: fresh binary seeds made with a
@@ -26,7 +27,7 @@ if [ "${1:-}" = "--campaign" ]; then
   shift
   budget="${1:?--campaign SECONDS [target...]}"
 else
-  budget="${1:-${MEDTRAIN_FUZZ_RUNS:-2000}}"
+  budget="${1:-${MEDTRAIN_FUZZ_RUNS:-}}"
 fi
 shift || true
 skip() {
@@ -61,6 +62,20 @@ export HDF5_USE_FILE_LOCKING=FALSE
 export ASAN_OPTIONS="suppressions=$root/fuzz/asan.supp${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export LSAN_OPTIONS="suppressions=$root/fuzz/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 limits=(-rss_limit_mb=2048 -timeout=20)
+# The CI gate's inputs per target: about 20 s each on the 2-core development machine (RELIABILITY.md).
+runs_for() {
+  case "$1" in
+    catalog_query) echo 300000 ;;
+    label_csv) echo 150000 ;;
+    config_toml) echo 60000 ;;
+    pack_index) echo 20000 ;;
+    manifest) echo 20000 ;;
+    checkpoint_load) echo 5000 ;;
+    hdf5_shard) echo 3000 ;;
+    dicom_decode) echo 3000 ;;
+    *) echo 2000 ;;
+  esac
+}
 status=0
 summary=()
 for t in "${targets[@]}"; do
@@ -93,7 +108,7 @@ for t in "${targets[@]}"; do
     # A fresh copy each run: libFuzzer adds what it finds to its corpus directory.
     corpus="$(mktemp -d)"
     cp -r "$seeds/$t/." "$corpus/" 2>/dev/null || true
-    stop=(-runs="$budget")
+    stop=(-runs="${budget:-$(runs_for "$t")}")
   fi
   mkdir -p "$corpus"
   set +e

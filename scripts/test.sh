@@ -19,7 +19,8 @@ set -o pipefail
 cargo test --locked --lib --test integration "$@" 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 # Fuzz targets for their CI budget (seconds per target); skipped with the reason without nightly or
-# cargo-fuzz unless MEDTRAIN_REQUIRE_FUZZ=1. MEDTRAIN_FUZZ_SECONDS=0 leaves fuzzing out.
-if [ "${MEDTRAIN_FUZZ_SECONDS:-20}" != "0" ]; then
-  bash scripts/fuzz.sh "${MEDTRAIN_FUZZ_SECONDS:-20}"
+# cargo-fuzz unless MEDTRAIN_REQUIRE_FUZZ=1. The gate replays fuzz/regressions/ and runs a fixed
+# number of inputs per target (MEDTRAIN_FUZZ_RUNS=N for all; 0 leaves fuzzing out).
+if [ "${MEDTRAIN_FUZZ_RUNS:-}" != "0" ]; then
+  bash scripts/fuzz.sh
 fi
