@@ -429,3 +429,71 @@ fn shards_recorded_only_in_a_rank_journal_survive_a_rerun() {
         c.cfg.patients as usize
     );
 }
+
+/// `bench comm` on 2 ranks: one point per size (×4 from min to max), every timing positive, and an
+/// α-β fit of each path that reproduces its own points within the spread of a shared machine. The
+/// fit itself is checked against known α and β in `dist::costmodel`'s unit tests. One process is a
+/// usage error (nothing to measure).
+#[test]
+fn bench_comm_measures_sizes_and_fits_alpha_beta() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let args = [
+        "bench",
+        "comm",
+        "--min-bytes",
+        "4KiB",
+        "--max-bytes",
+        "1MiB",
+        "--iters",
+        "3",
+        "--json",
+        "--out",
+        out,
+    ];
+    let r = run_within(mpirun(&args), Duration::from_secs(120));
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let j = json(&r.stdout);
+    assert_eq!(j["world_size"], 2);
+    let sizes: Vec<u64> = j["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![4096, 16384, 65536, 262144, 1048576]);
+    for p in j["points"].as_array().unwrap() {
+        assert!(
+            p["bucketed_s"].as_f64().unwrap() > 0.0 && p["raw_s"].as_f64().unwrap() > 0.0,
+            "{p}"
+        );
+    }
+    for path in ["bucketed", "raw"] {
+        let (a, b) = (
+            j[path]["alpha_s"].as_f64().unwrap(),
+            j[path]["beta_s_per_byte"].as_f64().unwrap(),
+        );
+        assert!(a >= 0.0 && b >= 0.0 && a + b > 0.0, "{path}: {j}");
+    }
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("comm.json")).unwrap()).unwrap();
+    assert_eq!(written, j);
+    let one = medtrain_alone(&["bench", "comm", "--max-bytes", "16KiB"]);
+    assert_eq!(
+        one.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+}
+
+fn medtrain_alone(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_medtrain"))
+        .arg("--quiet")
+        .args(args)
+        .env_remove("MEDTRAIN_MPI")
+        .env_remove("OMPI_COMM_WORLD_SIZE")
+        .env_remove("OMPI_COMM_WORLD_RANK")
+        .output()
+        .expect("run medtrain")
+}

@@ -19,6 +19,9 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Bucketed gradient allreduce vs one blocking allreduce (run under mpirun or srun).
     Allreduce(AllreduceArgs),
+    /// The allreduce cost model of this machine: bucketed and raw allreduce from 4 KiB to 256 MiB, with
+    /// the α-β fit of each (run under mpirun or srun, 2 ranks or more).
+    Comm(CommArgs),
     /// Training-step throughput (images/s) and peak device memory on synthetic data; one process.
     Step(crate::backend::cuda::bench::StepArgs),
     /// Every backend op on the device against the CPU reference (atol + rtol·|ref| per op); exit 1 on
@@ -62,6 +65,7 @@ const MIN_FLOATS_PER_TENSOR: usize = 16;
 pub fn run(args: BenchArgs) -> Result<i32, Failure> {
     match args.what {
         BenchCommand::Allreduce(a) => allreduce(a),
+        BenchCommand::Comm(a) => comm(a),
         BenchCommand::Step(a) => crate::backend::cuda::bench::step(a),
         BenchCommand::Parity(a) => crate::backend::cuda::bench::parity(a),
         BenchCommand::Curve(a) => crate::backend::cuda::bench::curve(a),
@@ -125,6 +129,171 @@ fn allreduce(args: AllreduceArgs) -> Result<i32, Failure> {
         }
     }
     Ok(if summary.ok { EXIT_OK } else { EXIT_FAILURES })
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CommArgs {
+    /// Smallest message (sizes go up by factors of 4).
+    #[arg(long, default_value = "4KiB")]
+    pub min_bytes: String,
+    /// Largest message.
+    #[arg(long, default_value = "256MiB")]
+    pub max_bytes: String,
+    /// Timed iterations per size (the median is taken, then the slowest rank's).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Target bucket size of the bucketed path (training's default when absent).
+    #[arg(long)]
+    pub bucket_bytes: Option<String>,
+    /// Write comm.json (sizes, timings, fits) into this directory (rank 0).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Print the report as JSON on stdout (rank 0).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One message size of `bench comm`: the slowest rank's median of each path.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CommPoint {
+    pub bytes: u64,
+    pub buckets: usize,
+    pub bucketed_s: f64,
+    pub raw_s: f64,
+}
+
+/// What `bench comm` measures: the points and the α-β fit of each path.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CommReport {
+    pub world_size: usize,
+    pub nodes: usize,
+    pub bucket_bytes: usize,
+    pub points: Vec<CommPoint>,
+    pub bucketed: super::costmodel::AlphaBeta,
+    pub raw: super::costmodel::AlphaBeta,
+}
+
+fn comm(args: CommArgs) -> Result<i32, Failure> {
+    let usage = |m: String| Failure::Usage(m);
+    let min = parse_size("--min-bytes", &args.min_bytes).map_err(|e| usage(e.to_string()))?;
+    let max = parse_size("--max-bytes", &args.max_bytes).map_err(|e| usage(e.to_string()))?;
+    let bucket_bytes = match &args.bucket_bytes {
+        Some(s) => parse_size("--bucket-bytes", s).map_err(|e| usage(e.to_string()))? as usize,
+        None => DEFAULT_BUCKET_BYTES,
+    };
+    let floor = (4 * MIN_FLOATS_PER_TENSOR) as u64;
+    if min < floor || max < min {
+        return Err(usage(format!(
+            "--min-bytes {} and --max-bytes {}: need {floor} ≤ min ≤ max",
+            args.min_bytes, args.max_bytes
+        )));
+    }
+    if args.iters == 0 {
+        return Err(usage("--iters must be at least 1".into()));
+    }
+    let world = World::init().map_err(dist_failure)?;
+    if world.size() < 2 {
+        return Err(usage(
+            "bench comm measures communication between ranks: run it under mpirun -np 2 (or srun) or more"
+                .into(),
+        ));
+    }
+    let mut points = Vec::new();
+    let mut bytes = min;
+    while bytes <= max {
+        let len = (bytes / 4) as usize;
+        let tensors = (len / MIN_FLOATS_PER_TENSOR).clamp(1, 64);
+        let plan = Plan {
+            len,
+            boundaries: tensor_starts(len, tensors),
+            bucket_bytes,
+            iters: args.iters,
+            check: false,
+            fail_rank: None,
+        };
+        let mine = match bench(&world, &plan) {
+            Ok(mine) => mine,
+            Err(reason) => world.abort(EXIT_FAILURES, &reason),
+        };
+        let times = world.allgather_bytes(
+            &serde_json::to_vec(&[mine.bucketed_median_seconds, mine.raw_median_seconds]).expect("json"),
+        );
+        let slowest = |k: usize| {
+            times
+                .iter()
+                .map(|b| serde_json::from_slice::<[f64; 2]>(b).expect("two timings")[k])
+                .fold(0.0, f64::max)
+        };
+        points.push(CommPoint {
+            bytes: (len * 4) as u64,
+            buckets: mine.buckets,
+            bucketed_s: slowest(0),
+            raw_s: slowest(1),
+        });
+        bytes *= 4;
+    }
+    let fit = |pick: fn(&CommPoint) -> f64| {
+        let timings: Vec<_> = points
+            .iter()
+            .map(|p| super::costmodel::Timing {
+                bytes: p.bytes as f64,
+                seconds: pick(p),
+            })
+            .collect();
+        super::costmodel::AlphaBeta::fit(&timings).map_err(|e| Failure::Job(e.to_string()))
+    };
+    let report = CommReport {
+        world_size: world.size(),
+        nodes: world.nodes(),
+        bucket_bytes,
+        bucketed: fit(|p| p.bucketed_s)?,
+        raw: fit(|p| p.raw_s)?,
+        points,
+    };
+    if world.rank() == 0 {
+        let text = serde_json::to_string_pretty(&report).expect("serialisable");
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir).map_err(|e| Failure::Job(format!("{}: {e}", dir.display())))?;
+            let path = dir.join("comm.json");
+            crate::fsx::write_atomic(&path, text.as_bytes())
+                .map_err(|e| Failure::Job(format!("{}: {e}", path.display())))?;
+        }
+        if args.json {
+            println!("{text}");
+        } else {
+            print_comm(&report);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn print_comm(r: &CommReport) {
+    println!(
+        "allreduce on {} ranks ({} node(s)), buckets of {} bytes",
+        r.world_size, r.nodes, r.bucket_bytes
+    );
+    println!(
+        "{:>12} {:>8} {:>12} {:>12} {:>7}",
+        "bytes", "buckets", "bucketed ms", "raw ms", "ratio"
+    );
+    for p in &r.points {
+        println!(
+            "{:>12} {:>8} {:>12.4} {:>12.4} {:>7.2}",
+            p.bytes,
+            p.buckets,
+            p.bucketed_s * 1e3,
+            p.raw_s * 1e3,
+            p.bucketed_s / p.raw_s
+        );
+    }
+    for (name, ab) in [("bucketed", r.bucketed), ("raw", r.raw)] {
+        println!(
+            "{name}: α = {:.2} µs, β = {:.4} ns/byte ({:.2} GB/s)",
+            ab.alpha_s * 1e6,
+            ab.beta_s_per_byte * 1e9,
+            ab.bandwidth() / 1e9
+        );
+    }
 }
 
 struct Plan {

@@ -11,6 +11,7 @@
 
 pub mod bucket;
 pub mod cli;
+pub mod costmodel;
 
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
