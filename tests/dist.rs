@@ -430,10 +430,10 @@ fn shards_recorded_only_in_a_rank_journal_survive_a_rerun() {
     );
 }
 
-/// `bench comm` on 2 ranks: one point per size (×4 from min to max), every timing positive, and an
-/// α-β fit of each path that reproduces its own points within the spread of a shared machine. The
-/// fit itself is checked against known α and β in `dist::costmodel`'s unit tests. One process is a
-/// usage error (nothing to measure).
+/// `bench comm` on 2 ranks: one point per size (×4 from min to max), every timing positive, an α-β
+/// fit of each path with non-negative terms, and the same report in `comm.json`. The fit itself is
+/// checked against known α and β in `dist::costmodel`'s unit tests. One process is a usage error
+/// (nothing to measure).
 #[test]
 fn bench_comm_measures_sizes_and_fits_alpha_beta() {
     let dir = tempfile::tempdir().unwrap();
