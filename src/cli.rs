@@ -59,6 +59,9 @@ pub enum Command {
     Explain(crate::explain::cli::ExplainArgs),
     /// Benchmarks; `bench allreduce` times and checks the MPI gradient averaging.
     Bench(crate::dist::cli::BenchArgs),
+    /// Project a job to a cluster: step time, scaling efficiency, epoch time and staging per node for
+    /// 1…512 ranks, from `bench step` and `bench comm` figures (measured, or given as presets).
+    Plan(crate::plan::cli::PlanArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -177,6 +180,7 @@ pub fn run() -> i32 {
         Command::Predict(args) => crate::train::cli::run_predict(args),
         Command::Explain(args) => crate::explain::cli::run_explain(args),
         Command::Bench(args) => crate::dist::cli::run(args),
+        Command::Plan(args) => crate::plan::cli::run(args),
     };
     match result {
         Ok(code) => code,

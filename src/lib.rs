@@ -17,6 +17,7 @@ pub mod optim;
 pub mod pack;
 pub mod pacs;
 pub mod phantom;
+pub mod plan;
 pub mod remedy;
 pub mod stage;
 pub mod train;

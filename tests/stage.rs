@@ -734,3 +734,89 @@ fn async_staging_trains_while_copying_and_matches_the_archive() {
         "{err}"
     );
 }
+
+/// `plan` names, for 1, 2 and 4 nodes of one GPU each, the bytes per node that `stage --dry-run`
+/// reports for the same manifest and config: one process, and 2 and 4 rehearsed nodes under `mpirun`
+/// (`MEDTRAIN_NODE_NAME`), shard-local sampling so that nodes stage different shares. Its steps per
+/// epoch are the sampler's, and a layout whose share exceeds the node-local disk is flagged.
+#[test]
+fn plan_stages_what_stage_would_and_flags_a_disk_too_small() {
+    let c = staged_cohort();
+    let config = shard_local(write_config(&c.root, "plan.toml", "epochs = 2"));
+    let local = c.root.join("nvme");
+    let mut args = strings(&["plan", s(&c.catalog), s(&c.manifest), "--config", s(&config)]);
+    args.extend(strings(&[
+        "--step-seconds",
+        "0.25",
+        "--intra",
+        "pcie3",
+        "--gpus-per-node",
+        "1",
+        "--max-ranks",
+        "4",
+        "--nvme",
+        "1KiB",
+        "--json",
+    ]));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = run(&argv);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = plan["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["ranks"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
+    let set = settings(&config);
+    let manifest = Manifest::load(&c.manifest).unwrap();
+    let train = Dataset::open_lazy(&c.catalog, &manifest, "train", &set.data).unwrap();
+    for row in rows {
+        let ranks = row["ranks"].as_u64().unwrap() as usize;
+        let layout = Layout {
+            rank: 0,
+            size: ranks,
+            node: 0,
+            nodes: ranks,
+            local_rank: 0,
+            local_size: 1,
+        };
+        let steps = train_sampler(&set, &train, layout).unwrap().steps_per_epoch();
+        assert_eq!(row["steps_per_epoch"].as_u64().unwrap() as usize, steps, "{row}");
+        // stage --dry-run on as many rehearsed nodes.
+        let stage = stage_cmd(&c, &config, &local, &["--dry-run", "--json"]);
+        let out = if ranks == 1 {
+            let argv: Vec<&str> = stage.iter().map(String::as_str).collect();
+            run(&argv).1
+        } else {
+            let names = ["a", "b", "c", "d"];
+            let contexts: Vec<(&str, Vec<String>)> =
+                names[..ranks].iter().map(|n| (*n, stage.clone())).collect();
+            let o = mpirun_mpmd(&contexts).output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let dry: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let per_node: Vec<u64> = dry["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["bytes_planned"].as_u64().unwrap())
+            .collect();
+        assert_eq!(per_node.len(), ranks, "{dry}");
+        assert_eq!(
+            row["stage_bytes_per_node"].as_u64(),
+            per_node.iter().max().copied(),
+            "{ranks} nodes"
+        );
+        assert_eq!(row["fits_nvme"], false);
+    }
+    let warnings = plan["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("node-local disk")),
+        "{plan}"
+    );
+}

@@ -301,7 +301,7 @@ pub fn gather_nodes(world: &World) -> Vec<usize> {
         .collect()
 }
 
-fn make_plan(
+pub fn make_plan(
     settings: &Settings,
     catalog: &Path,
     manifest: &Path,

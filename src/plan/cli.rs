@@ -1,0 +1,286 @@
+//! The `plan` verb: reads the measured or given parts, asks the sampler and the staging plan for each
+//! layout, and prints the projection (table or JSON; `plan.json` under `--out`).
+
+use super::{assumptions, layouts, project, LayoutFacts, LinkPreset, PlanInputs, PlanRow};
+use crate::catalog::split::Manifest;
+use crate::cli::{Failure, EXIT_OK};
+use crate::config::{parse_size, Config};
+use crate::data::sampler::Layout as SamplerLayout;
+use crate::data::Dataset;
+use crate::dist::cli::CommReport;
+use crate::dist::costmodel::{AlphaBeta, Layout};
+use crate::train::config::Settings;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Catalog directory and manifest file (as `stage` and `train` take them).
+    pub inputs: Vec<PathBuf>,
+    /// Experiment settings (the file `train` gets).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Write plan.json into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds of one rank's training step at the config's batch, measured on the target device.
+    #[arg(long)]
+    pub step_seconds: Option<f64>,
+    /// `bench step --json` output from the target device (scaled linearly to the config's batch).
+    #[arg(long)]
+    pub step_json: Option<PathBuf>,
+    /// `bench comm --json` output (its bucketed fit is the intra-node link, and the inter-node one
+    /// unless --inter names a preset).
+    #[arg(long)]
+    pub comm_json: Option<PathBuf>,
+    /// Intra-node link preset (instead of --comm-json).
+    #[arg(long, value_enum)]
+    pub intra: Option<LinkPreset>,
+    /// Inter-node link preset.
+    #[arg(long, value_enum)]
+    pub inter: Option<LinkPreset>,
+    #[arg(long, default_value_t = 4)]
+    pub gpus_per_node: usize,
+    /// Largest world in the table (powers of two up to it).
+    #[arg(long, default_value_t = 512)]
+    pub max_ranks: usize,
+    /// Fraction of the allreduce hidden behind backward (0..1); 0 assumes none.
+    #[arg(long, default_value_t = 0.0)]
+    pub overlap: f64,
+    /// Node-local disk space per node for staging, e.g. 1.6TB.
+    #[arg(long)]
+    pub nvme: Option<String>,
+    /// Shared-file-system read bandwidth per node, MB/s (10^6 bytes).
+    #[arg(long)]
+    pub read_node_mbps: Option<f64>,
+    /// Shared-file-system read bandwidth of the whole file system, MB/s.
+    #[arg(long)]
+    pub read_total_mbps: Option<f64>,
+}
+
+/// The `bench step --json` fields the plan reads.
+#[derive(Deserialize)]
+struct StepFigures {
+    batch: u32,
+    seconds_per_step: f64,
+}
+
+#[derive(Serialize)]
+struct PlanReport {
+    inputs: PlanInputs,
+    assumptions: Vec<String>,
+    warnings: Vec<String>,
+    rows: Vec<PlanRow>,
+}
+
+fn usage(e: impl std::fmt::Display) -> Failure {
+    Failure::Usage(e.to_string())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(flag: &str, path: &Path) -> Result<T, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| usage(format!("{flag} {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| usage(format!("{flag} {}: {e}", path.display())))
+}
+
+fn positive(flag: &str, v: Option<f64>) -> Result<Option<f64>, Failure> {
+    match v {
+        Some(x) if !(x > 0.0 && x.is_finite()) => {
+            Err(usage(format!("{flag} {x}: must be a positive number")))
+        }
+        other => Ok(other),
+    }
+}
+
+pub fn run(args: PlanArgs) -> Result<i32, Failure> {
+    let config = Config::load(args.config.as_deref()).map_err(usage)?;
+    let settings = Settings::from_config(&config).map_err(usage)?;
+    let (catalog, manifest_path) = match args.inputs.as_slice() {
+        [c, m] => (c.clone(), m.clone()),
+        _ => return Err(usage("plan takes two inputs: CATALOG_DIR MANIFEST_FILE")),
+    };
+    if !(0.0..=1.0).contains(&args.overlap) {
+        return Err(usage(format!(
+            "--overlap {}: a fraction from 0 to 1",
+            args.overlap
+        )));
+    }
+    if args.gpus_per_node == 0 || args.max_ranks == 0 {
+        return Err(usage("--gpus-per-node and --max-ranks must be at least 1"));
+    }
+    let t = &settings.train;
+    let compute_s = match (args.step_seconds, &args.step_json) {
+        (Some(s), None) => positive("--step-seconds", Some(s))?.unwrap_or(s),
+        (None, Some(path)) => {
+            let f: StepFigures = read_json("--step-json", path)?;
+            if f.batch == 0 || !(f.seconds_per_step > 0.0) {
+                return Err(usage(format!(
+                    "--step-json {}: no positive batch and step time",
+                    path.display()
+                )));
+            }
+            f.seconds_per_step * t.batch_size as f64 * t.micro_batches as f64 / f.batch as f64
+        }
+        _ => {
+            return Err(usage(
+                "give one of --step-seconds S or --step-json FILE (from `bench step --json`)",
+            ))
+        }
+    };
+    let measured: Option<AlphaBeta> = match &args.comm_json {
+        Some(path) => Some(read_json::<CommReport>("--comm-json", path)?.bucketed),
+        None => None,
+    };
+    let intra = args
+        .intra
+        .map(LinkPreset::alpha_beta)
+        .or(measured)
+        .ok_or_else(|| usage("give --comm-json FILE (from `bench comm --json`) or --intra PRESET"))?;
+    let inter = args
+        .inter
+        .map(LinkPreset::alpha_beta)
+        .or(measured)
+        .unwrap_or(intra);
+    let nvme_bytes = match &args.nvme {
+        Some(text) => Some(parse_size("--nvme", text).map_err(usage)?),
+        None => None,
+    };
+    let manifest = Manifest::load(&manifest_path).map_err(usage)?;
+    let train = Dataset::open_lazy(&catalog, &manifest, &t.train_split, &settings.data).map_err(usage)?;
+    let spec = crate::nn::resnet::build(&settings.resnet(train.channels()), t.batch_size, train.extent());
+    let inputs = PlanInputs {
+        compute_s,
+        batch_per_rank: t.batch_size * t.micro_batches,
+        gradient_bytes: 4 * spec.params.len() as u64,
+        gpus_per_node: args.gpus_per_node,
+        intra,
+        inter,
+        overlap: args.overlap,
+        nvme_bytes,
+        read_node_bps: positive("--read-node-mbps", args.read_node_mbps)?.map(|m| m * 1e6),
+        read_total_bps: positive("--read-total-mbps", args.read_total_mbps)?.map(|m| m * 1e6),
+        epochs: t.epochs,
+    };
+    let mut rows = Vec::new();
+    let mut warnings = Vec::new();
+    for layout in layouts(args.max_ranks, args.gpus_per_node) {
+        let facts = layout_facts(&settings, &catalog, &manifest_path, &train, layout)?;
+        if facts.steps_per_epoch == 0 {
+            warnings.push(format!(
+                "{} ranks: the training split is smaller than one global batch ({} ranks × {} per rank): no step in an epoch",
+                layout.ranks(),
+                layout.ranks(),
+                inputs.batch_per_rank
+            ));
+        }
+        let row = project(layout, &facts, &inputs);
+        if row.fits_nvme == Some(false) {
+            warnings.push(format!(
+                "{} ranks on {} nodes: a node stages {} bytes, more than the {} bytes of node-local disk; \
+                 stage a window of epochs and evict behind it, or add nodes",
+                row.ranks,
+                row.nodes,
+                row.stage_bytes_per_node,
+                nvme_bytes.unwrap_or(0)
+            ));
+        }
+        rows.push(row);
+    }
+    let report = PlanReport {
+        assumptions: assumptions(&inputs),
+        inputs,
+        warnings,
+        rows,
+    };
+    let text = serde_json::to_string_pretty(&report).expect("serialisable");
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).map_err(|e| Failure::Job(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("plan.json");
+        crate::fsx::write_atomic(&path, text.as_bytes())
+            .map_err(|e| Failure::Job(format!("{}: {e}", path.display())))?;
+    }
+    if args.json {
+        println!("{text}");
+    } else {
+        print_table(&report);
+    }
+    Ok(EXIT_OK)
+}
+
+/// Steps per epoch from the sampler `train` builds, and bytes per node from the plan `stage` runs.
+fn layout_facts(
+    settings: &Settings,
+    catalog: &Path,
+    manifest: &Path,
+    train: &Dataset,
+    layout: Layout,
+) -> Result<LayoutFacts, Failure> {
+    let node_of_rank: Vec<usize> = (0..layout.ranks()).map(|r| r / layout.gpus_per_node).collect();
+    let sampler_layout = SamplerLayout {
+        rank: 0,
+        size: layout.ranks(),
+        node: 0,
+        nodes: layout.nodes,
+        local_rank: 0,
+        local_size: layout.gpus_per_node,
+    };
+    let sampler = crate::train::run::train_sampler(settings, train, sampler_layout)
+        .map_err(|e| usage(e.to_string()))?;
+    let plan = crate::stage::cli::make_plan(settings, catalog, manifest, &node_of_rank)
+        .map_err(|e| usage(e.to_string()))?;
+    Ok(LayoutFacts {
+        steps_per_epoch: sampler.steps_per_epoch(),
+        max_node_bytes: plan.nodes.iter().map(|n| n.bytes).max().unwrap_or(0),
+        total_bytes: plan.nodes.iter().map(|n| n.bytes).sum(),
+        first_shard_bytes: plan
+            .nodes
+            .iter()
+            .filter_map(|n| n.shards.first().map(|s| s.bytes))
+            .max()
+            .unwrap_or(0),
+    })
+}
+
+fn print_table(r: &PlanReport) {
+    println!(
+        "{:>6} {:>5} {:>9} {:>9} {:>9} {:>6} {:>6} {:>10} {:>12} {:>9} {:>5}",
+        "ranks",
+        "nodes",
+        "step s",
+        "exposed",
+        "img/s",
+        "weak",
+        "strong",
+        "epoch h",
+        "stage B/node",
+        "stage h",
+        "fits"
+    );
+    for row in &r.rows {
+        let hours = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.2}", s / 3600.0));
+        println!(
+            "{:>6} {:>5} {:>9.4} {:>9.4} {:>9.1} {:>6.3} {:>6.3} {:>10.2} {:>12} {:>9} {:>5}",
+            row.ranks,
+            row.nodes,
+            row.step.step_s,
+            row.step.exposed_s,
+            row.images_per_s,
+            row.weak_efficiency,
+            row.strong_efficiency,
+            row.epoch_s / 3600.0,
+            row.stage_bytes_per_node,
+            hours(row.stage_s),
+            row.fits_nvme.map_or("-", |f| if f { "yes" } else { "NO" })
+        );
+    }
+    println!("assumptions:");
+    for a in &r.assumptions {
+        println!("  - {a}");
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+}
