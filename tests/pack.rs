@@ -377,3 +377,114 @@ fn no_planted_identifier_reaches_any_output() {
         }
     }
 }
+
+/// A series written and read back by tests/reference/write_series.py (pydicom): the slices in
+/// ascending z with pydicom's rescale and `apply_modality_lut` values.
+pub(crate) struct WrittenSeries {
+    pub rescale_differs: bool,
+    pub slices: Vec<serde_json::Value>,
+}
+
+impl WrittenSeries {
+    /// pydicom's modality-LUT values of every slice, in ascending z, row major.
+    pub fn values(&self) -> Vec<f64> {
+        self.slices
+            .iter()
+            .flat_map(|s| {
+                s["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn write_series(dir: &Path, args: &[&str]) -> WrittenSeries {
+    let mut all = vec![s(dir)];
+    all.extend_from_slice(args);
+    let out = reference_script("write_series.py", &all);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    WrittenSeries {
+        rescale_differs: v["rescale_differs"].as_bool().unwrap(),
+        slices: v["slices"].as_array().unwrap().clone(),
+    }
+}
+
+/// Packs `input` into `out` with a new key; (exit code, stdout, stderr).
+pub(crate) fn pack_dir(input: &Path, out: &Path, key: &Path) -> (i32, String, String) {
+    run(&[
+        "pack",
+        s(input),
+        "--out",
+        s(out),
+        "--key",
+        s(key),
+        "--create-key",
+        "--json",
+    ])
+}
+
+#[test]
+fn a_lone_ct_image_without_orientation_packs_as_2d_and_a_series_without_it_is_quarantined() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    let lone = write_series(
+        &input.join("lone"),
+        &["--modality", "CT", "--slices", "1", "--no-orientation"],
+    );
+    assert!(!lone.slices[0]["has_orientation"].as_bool().unwrap());
+    let three = write_series(
+        &input.join("three"),
+        &["--modality", "CT", "--slices", "3", "--no-orientation"],
+    );
+    assert_eq!(three.slices.len(), 3);
+    let out = dir.path().join("pack");
+    let (code, stdout, stderr) = pack_dir(&input, &out, &dir.path().join("site.key"));
+    assert_eq!(code, 1, "the 3-slice series is quarantined: {stdout}\n{stderr}");
+    let r = report(&stdout);
+    assert_eq!(r["items_packed"], 1, "{stdout}");
+
+    // The lone image: one 2D item, orientation unknown (NaN), HU equal to pydicom's.
+    let shards = shards(&out);
+    let series: Vec<(usize, usize)> = shards
+        .iter()
+        .enumerate()
+        .flat_map(|(k, sh)| (0..sh.series.len()).map(move |i| (k, i)))
+        .collect();
+    assert_eq!(series.len(), 1);
+    let (k, i) = series[0];
+    let rec = &shards[k].series[i];
+    assert_eq!(rec.kind, ItemKind::Images);
+    assert_eq!(rec.modality, "CT");
+    assert_eq!(rec.transform, "hu-linear");
+    assert_eq!((rec.n_slices, rec.rows, rec.cols), (1, 8, 6));
+    assert!(
+        rec.orientation.iter().all(|v| v.is_nan()),
+        "{:?}",
+        rec.orientation
+    );
+    assert_eq!(rec.pixel_spacing, [0.7, 0.8]);
+    let hu: Vec<f64> = shards[k]
+        .volume_i16(i)
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    assert_eq!(
+        hu,
+        lone.values(),
+        "packed HU differ from pydicom's apply_modality_lut"
+    );
+
+    // Three slices without the tag cannot be ordered: quarantined with the reason.
+    let entries = quarantine(&out);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["stage"], "geometry");
+    assert_eq!(
+        entries[0]["reason"],
+        "slice without ImageOrientationPatient: cannot order the volume"
+    );
+    assert_eq!(entries[0]["files"].as_array().unwrap().len(), 3);
+}
