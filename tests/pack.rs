@@ -488,3 +488,85 @@ fn a_lone_ct_image_without_orientation_packs_as_2d_and_a_series_without_it_is_qu
     );
     assert_eq!(entries[0]["files"].as_array().unwrap().len(), 3);
 }
+
+/// Writes `catalog split` of `catalog` with `filter` (all patients in `train`) to `out`.
+fn split_all_train(catalog: &Path, filter: &str, out: &Path) -> medtrain::catalog::split::Manifest {
+    let (code, stdout, stderr) = run(&[
+        "catalog",
+        "split",
+        s(catalog),
+        filter,
+        "--out",
+        s(out),
+        "--ratios",
+        "train=1",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    medtrain::catalog::split::Manifest::load(out).unwrap()
+}
+
+#[test]
+fn training_refuses_a_signed_mr_series_and_reads_a_lone_ct_image() {
+    use medtrain::data::{DataConfig, DataError, Dataset};
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    // Signed MR pixels are stored as int16 like HU, but they are not HU.
+    let mr = write_series(
+        &input.join("mr"),
+        &[
+            "--modality",
+            "MR",
+            "--slices",
+            "3",
+            "--signed",
+            "--slopes",
+            "2,2,2",
+        ],
+    );
+    assert!(!mr.rescale_differs);
+    write_series(
+        &input.join("ct"),
+        &["--modality", "CT", "--slices", "1", "--no-orientation"],
+    );
+    let out = dir.path().join("pack");
+    let key = dir.path().join("site.key");
+    let (code, stdout, stderr) = pack_dir(&input, &out, &key);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let shards = shards(&out);
+    let mr_rec = shards
+        .iter()
+        .flat_map(|sh| sh.series.iter())
+        .find(|r| r.modality == "MR")
+        .expect("the MR series is packed");
+    assert_eq!(
+        (mr_rec.dtype.as_str(), mr_rec.transform.as_str()),
+        ("i16", "none")
+    );
+
+    let catalog = dir.path().join("catalog");
+    let (code, o, e) = run(&["catalog", "build", s(&out), "--out", s(&catalog)]);
+    assert_eq!(code, 0, "{o}\n{e}");
+    let cfg = DataConfig::default();
+
+    // Every series: the MR one is refused, naming the series, its modality and its transform.
+    let all = split_all_train(&catalog, "", &dir.path().join("all.h5"));
+    match Dataset::open(&catalog, &all, "train", &cfg) {
+        Err(DataError::Unsupported { series, reason }) => {
+            assert_eq!(series, mr_rec.series_key);
+            assert!(
+                reason.contains("modality MR") && reason.contains("transform 'none'"),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("expected the MR series refused, got {other}"),
+        Ok(ds) => panic!("an MR int16 series was accepted as HU ({} samples)", ds.len()),
+    }
+
+    // CT only: the lone 2D image (orientation unknown) is one slice sample and loads.
+    let ct = split_all_train(&catalog, "modality = 'CT'", &dir.path().join("ct.h5"));
+    let ds = Dataset::open(&catalog, &ct, "train", &cfg).unwrap();
+    assert_eq!(ds.len(), 1);
+    let mut sample = vec![f32::NAN; ds.sample_len()];
+    ds.load(0, None, &mut sample).unwrap();
+    assert!(sample.iter().all(|v| v.is_finite()));
+}
