@@ -570,3 +570,65 @@ fn training_refuses_a_signed_mr_series_and_reads_a_lone_ct_image() {
     ds.load(0, None, &mut sample).unwrap();
     assert!(sample.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn an_mr_series_with_per_slice_rescale_is_quarantined_and_equal_rescale_packs_like_pydicom() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    let differ = write_series(
+        &input.join("differ"),
+        &["--modality", "MR", "--slices", "3", "--slopes", "1,1,2"],
+    );
+    assert!(
+        differ.rescale_differs,
+        "pydicom reads the same rescale on every slice"
+    );
+    let same = write_series(
+        &input.join("same"),
+        &[
+            "--modality",
+            "MR",
+            "--slices",
+            "3",
+            "--slopes",
+            "2,2,2",
+            "--intercepts",
+            "5,5,5",
+        ],
+    );
+    assert!(!same.rescale_differs);
+    let out = dir.path().join("pack");
+    let (code, stdout, stderr) = pack_dir(&input, &out, &dir.path().join("site.key"));
+    assert_eq!(code, 1, "the differing series is quarantined: {stdout}\n{stderr}");
+
+    let entries = quarantine(&out);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let reason = entries[0]["reason"].as_str().unwrap();
+    assert!(
+        reason
+            .starts_with("RescaleSlope/Intercept differ across slices (slice 3 of 3: 2/0 vs 1/0 on slice 1)"),
+        "{reason}"
+    );
+    assert_eq!(entries[0]["files"].as_array().unwrap().len(), 3);
+
+    // Equal rescale: stored values and the recorded rescale give pydicom's apply_modality_lut.
+    let shards = shards(&out);
+    let packed: Vec<(usize, usize)> = shards
+        .iter()
+        .enumerate()
+        .flat_map(|(k, sh)| (0..sh.series.len()).map(move |i| (k, i)))
+        .collect();
+    assert_eq!(packed.len(), 1);
+    let (k, i) = packed[0];
+    let rec = &shards[k].series[i];
+    assert_eq!((rec.modality.as_str(), rec.kind), ("MR", ItemKind::Volume));
+    assert_eq!(rec.transform, "none");
+    assert_eq!((rec.rescale_slope, rec.rescale_intercept), (2.0, 5.0));
+    let values: Vec<f64> = shards[k]
+        .volume_u16(i)
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64 * rec.rescale_slope + rec.rescale_intercept)
+        .collect();
+    assert_eq!(values, same.values());
+}
