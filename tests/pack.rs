@@ -377,3 +377,258 @@ fn no_planted_identifier_reaches_any_output() {
         }
     }
 }
+
+/// A series written and read back by tests/reference/write_series.py (pydicom): the slices in
+/// ascending z with pydicom's rescale and `apply_modality_lut` values.
+pub(crate) struct WrittenSeries {
+    pub rescale_differs: bool,
+    pub slices: Vec<serde_json::Value>,
+}
+
+impl WrittenSeries {
+    /// pydicom's modality-LUT values of every slice, in ascending z, row major.
+    pub fn values(&self) -> Vec<f64> {
+        self.slices
+            .iter()
+            .flat_map(|s| {
+                s["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn write_series(dir: &Path, args: &[&str]) -> WrittenSeries {
+    let mut all = vec![s(dir)];
+    all.extend_from_slice(args);
+    let out = reference_script("write_series.py", &all);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    WrittenSeries {
+        rescale_differs: v["rescale_differs"].as_bool().unwrap(),
+        slices: v["slices"].as_array().unwrap().clone(),
+    }
+}
+
+/// Packs `input` into `out` with a new key; (exit code, stdout, stderr).
+pub(crate) fn pack_dir(input: &Path, out: &Path, key: &Path) -> (i32, String, String) {
+    run(&[
+        "pack",
+        s(input),
+        "--out",
+        s(out),
+        "--key",
+        s(key),
+        "--create-key",
+        "--json",
+    ])
+}
+
+#[test]
+fn a_lone_ct_image_without_orientation_packs_as_2d_and_a_series_without_it_is_quarantined() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    let lone = write_series(
+        &input.join("lone"),
+        &["--modality", "CT", "--slices", "1", "--no-orientation"],
+    );
+    assert!(!lone.slices[0]["has_orientation"].as_bool().unwrap());
+    let three = write_series(
+        &input.join("three"),
+        &["--modality", "CT", "--slices", "3", "--no-orientation"],
+    );
+    assert_eq!(three.slices.len(), 3);
+    let out = dir.path().join("pack");
+    let (code, stdout, stderr) = pack_dir(&input, &out, &dir.path().join("site.key"));
+    assert_eq!(code, 1, "the 3-slice series is quarantined: {stdout}\n{stderr}");
+    let r = report(&stdout);
+    assert_eq!(r["items_packed"], 1, "{stdout}");
+
+    // The lone image: one 2D item, orientation unknown (NaN), HU equal to pydicom's.
+    let shards = shards(&out);
+    let series: Vec<(usize, usize)> = shards
+        .iter()
+        .enumerate()
+        .flat_map(|(k, sh)| (0..sh.series.len()).map(move |i| (k, i)))
+        .collect();
+    assert_eq!(series.len(), 1);
+    let (k, i) = series[0];
+    let rec = &shards[k].series[i];
+    assert_eq!(rec.kind, ItemKind::Images);
+    assert_eq!(rec.modality, "CT");
+    assert_eq!(rec.transform, "hu-linear");
+    assert_eq!((rec.n_slices, rec.rows, rec.cols), (1, 8, 6));
+    assert!(
+        rec.orientation.iter().all(|v| v.is_nan()),
+        "{:?}",
+        rec.orientation
+    );
+    assert_eq!(rec.pixel_spacing, [0.7, 0.8]);
+    let hu: Vec<f64> = shards[k]
+        .volume_i16(i)
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    assert_eq!(
+        hu,
+        lone.values(),
+        "packed HU differ from pydicom's apply_modality_lut"
+    );
+
+    // Three slices without the tag cannot be ordered: quarantined with the reason.
+    let entries = quarantine(&out);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["stage"], "geometry");
+    assert_eq!(
+        entries[0]["reason"],
+        "slice without ImageOrientationPatient: cannot order the volume"
+    );
+    assert_eq!(entries[0]["files"].as_array().unwrap().len(), 3);
+}
+
+/// Writes `catalog split` of `catalog` with `filter` (all patients in `train`) to `out`.
+fn split_all_train(catalog: &Path, filter: &str, out: &Path) -> medtrain::catalog::split::Manifest {
+    let (code, stdout, stderr) = run(&[
+        "catalog",
+        "split",
+        s(catalog),
+        filter,
+        "--out",
+        s(out),
+        "--ratios",
+        "train=1",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    medtrain::catalog::split::Manifest::load(out).unwrap()
+}
+
+#[test]
+fn training_refuses_a_signed_mr_series_and_reads_a_lone_ct_image() {
+    use medtrain::data::{DataConfig, DataError, Dataset};
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    // Signed MR pixels are stored as int16 like HU, but they are not HU.
+    let mr = write_series(
+        &input.join("mr"),
+        &[
+            "--modality",
+            "MR",
+            "--slices",
+            "3",
+            "--signed",
+            "--slopes",
+            "2,2,2",
+        ],
+    );
+    assert!(!mr.rescale_differs);
+    write_series(
+        &input.join("ct"),
+        &["--modality", "CT", "--slices", "1", "--no-orientation"],
+    );
+    let out = dir.path().join("pack");
+    let key = dir.path().join("site.key");
+    let (code, stdout, stderr) = pack_dir(&input, &out, &key);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let shards = shards(&out);
+    let mr_rec = shards
+        .iter()
+        .flat_map(|sh| sh.series.iter())
+        .find(|r| r.modality == "MR")
+        .expect("the MR series is packed");
+    assert_eq!(
+        (mr_rec.dtype.as_str(), mr_rec.transform.as_str()),
+        ("i16", "none")
+    );
+
+    let catalog = dir.path().join("catalog");
+    let (code, o, e) = run(&["catalog", "build", s(&out), "--out", s(&catalog)]);
+    assert_eq!(code, 0, "{o}\n{e}");
+    let cfg = DataConfig::default();
+
+    // Every series: the MR one is refused, naming the series, its modality and its transform.
+    let all = split_all_train(&catalog, "", &dir.path().join("all.h5"));
+    match Dataset::open(&catalog, &all, "train", &cfg) {
+        Err(DataError::Unsupported { series, reason }) => {
+            assert_eq!(series, mr_rec.series_key);
+            assert!(
+                reason.contains("modality MR") && reason.contains("transform 'none'"),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("expected the MR series refused, got {other}"),
+        Ok(ds) => panic!("an MR int16 series was accepted as HU ({} samples)", ds.len()),
+    }
+
+    // CT only: the lone 2D image (orientation unknown) is one slice sample and loads.
+    let ct = split_all_train(&catalog, "modality = 'CT'", &dir.path().join("ct.h5"));
+    let ds = Dataset::open(&catalog, &ct, "train", &cfg).unwrap();
+    assert_eq!(ds.len(), 1);
+    let mut sample = vec![f32::NAN; ds.sample_len()];
+    ds.load(0, None, &mut sample).unwrap();
+    assert!(sample.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn an_mr_series_with_per_slice_rescale_is_quarantined_and_equal_rescale_packs_like_pydicom() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    let differ = write_series(
+        &input.join("differ"),
+        &["--modality", "MR", "--slices", "3", "--slopes", "1,1,2"],
+    );
+    assert!(
+        differ.rescale_differs,
+        "pydicom reads the same rescale on every slice"
+    );
+    let same = write_series(
+        &input.join("same"),
+        &[
+            "--modality",
+            "MR",
+            "--slices",
+            "3",
+            "--slopes",
+            "2,2,2",
+            "--intercepts",
+            "5,5,5",
+        ],
+    );
+    assert!(!same.rescale_differs);
+    let out = dir.path().join("pack");
+    let (code, stdout, stderr) = pack_dir(&input, &out, &dir.path().join("site.key"));
+    assert_eq!(code, 1, "the differing series is quarantined: {stdout}\n{stderr}");
+
+    let entries = quarantine(&out);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let reason = entries[0]["reason"].as_str().unwrap();
+    assert!(
+        reason
+            .starts_with("RescaleSlope/Intercept differ across slices (slice 3 of 3: 2/0 vs 1/0 on slice 1)"),
+        "{reason}"
+    );
+    assert_eq!(entries[0]["files"].as_array().unwrap().len(), 3);
+
+    // Equal rescale: stored values and the recorded rescale give pydicom's apply_modality_lut.
+    let shards = shards(&out);
+    let packed: Vec<(usize, usize)> = shards
+        .iter()
+        .enumerate()
+        .flat_map(|(k, sh)| (0..sh.series.len()).map(move |i| (k, i)))
+        .collect();
+    assert_eq!(packed.len(), 1);
+    let (k, i) = packed[0];
+    let rec = &shards[k].series[i];
+    assert_eq!((rec.modality.as_str(), rec.kind), ("MR", ItemKind::Volume));
+    assert_eq!(rec.transform, "none");
+    assert_eq!((rec.rescale_slope, rec.rescale_intercept), (2.0, 5.0));
+    let values: Vec<f64> = shards[k]
+        .volume_u16(i)
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64 * rec.rescale_slope + rec.rescale_intercept)
+        .collect();
+    assert_eq!(values, same.values());
+}

@@ -819,4 +819,141 @@ fn plan_stages_what_stage_would_and_flags_a_disk_too_small() {
             .any(|w| w.as_str().unwrap().contains("node-local disk")),
         "{plan}"
     );
+
+/// A tmpfs mounted for one test, unmounted (lazily) on drop.
+struct MountedTmpfs(std::path::PathBuf);
+
+impl Drop for MountedTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The disk fills up after the capacity check passed, in the middle of a copy (real ENOSPC on a
+/// tmpfs): no partial copy is ever taken as staged, `stage` fails naming the file and the error, and
+/// once space is freed a rerun completes and every file verifies against the catalog.
+#[test]
+fn a_disk_that_fills_during_the_copy_fails_the_shard_and_a_rerun_completes() {
+    let c = staged_cohort();
+    let config = write_config(&c.root, "stage.toml", "epochs = 1");
+    let hashes = catalog_hashes(&c.catalog);
+    let (code, plan, log) = stage_json(&stage_cmd(
+        &c,
+        &config,
+        &c.root.join("probe"),
+        &["--dry-run", "--json"],
+    ));
+    assert_eq!(code, 0, "{log}");
+    let planned: Vec<String> = plan["nodes"][0]["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let planned_bytes = plan["nodes"][0]["bytes_planned"].as_u64().unwrap();
+    assert!(planned.len() >= 3, "{plan}");
+
+    // Room for the plan (each file rounded up to whole pages, and some to spare): the check passes.
+    let page = 4096u64;
+    let size = (planned_bytes / page + 2 * planned.len() as u64 + 4) * page;
+    let local = c.root.join("full");
+    std::fs::create_dir_all(&local).unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", s(&local)])
+        .output()
+        .unwrap();
+    if !mount.status.success() {
+        println!(
+            "SKIPPED: cannot mount a tmpfs at {} ({}); the disk-full staging test needs root",
+            local.display(),
+            String::from_utf8_lossy(&mount.stderr).trim()
+        );
+        return;
+    }
+    let _mounted = MountedTmpfs(local.clone());
+    let dir = local.join("medtrain-j7");
+
+    // A slow copy; once the first shard is staged, another writer fills the disk but for 8 KiB, so
+    // the next copy gets ENOSPC part-way through its file.
+    let args = stage_cmd(&c, &config, &local, &["--bandwidth-mbps", "0.02", "--json"]);
+    let child = crate::common::medtrain()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !planned.iter().any(|f| dir.join(f).exists()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no shard staged in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let filler_path = local.join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    let block = vec![0x5au8; page as usize];
+    let full = loop {
+        if let Err(e) = std::io::Write::write_all(&mut filler, &block) {
+            break e;
+        }
+    };
+    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    let filled = filler.metadata().unwrap().len();
+    filler.set_len(filled.saturating_sub(2 * page)).unwrap();
+    drop(filler);
+
+    let out = child.wait_with_output().unwrap();
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "failed", "{v}");
+    let failed = v["nodes"][0]["failed"].as_array().unwrap();
+    assert!(!failed.is_empty(), "{v}");
+    for f in failed {
+        let source = Path::new(f["path"].as_str().unwrap());
+        let name = source.file_name().unwrap().to_string_lossy().into_owned();
+        let reason = f["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("No space left on device") && reason.contains(s(&dir.join(&name))),
+            "{reason}"
+        );
+        assert!(
+            !dir.join(&name).exists(),
+            "{name}: a failed copy is under its final name"
+        );
+    }
+    // Nothing half-copied is left, and what is under a final name is whole.
+    let present = files_in(&dir);
+    assert!(present.iter().all(|f| !f.ends_with(".partial")), "{present:?}");
+    assert_eq!(present.len() + failed.len(), planned.len(), "{present:?} {v}");
+    for f in &present {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hashes[f], "{f}");
+    }
+
+    // Space freed: the rerun keeps the verified files, copies the rest, and every file verifies.
+    std::fs::remove_file(&filler_path).unwrap();
+    let (code, v, log) = stage_json(&stage_cmd(&c, &config, &local, &["--json"]));
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(v["status"], "staged", "{v}");
+    let n = &v["nodes"][0];
+    assert_eq!(
+        n["shards_skipped"].as_u64().unwrap() as usize,
+        present.len(),
+        "{v}"
+    );
+    assert_eq!(n["shards_copied"].as_u64().unwrap() as usize, failed.len(), "{v}");
+    assert_eq!(
+        files_in(&dir),
+        planned.iter().cloned().collect::<BTreeSet<String>>()
+    );
+    for f in &planned {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hashes[f], "{f}");
+    }
 }

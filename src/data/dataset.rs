@@ -24,7 +24,11 @@ use std::sync::{Arc, OnceLock};
 /// `shard_dir`).
 pub type ShardSource = Arc<dyn Fn(u32) -> Result<PathBuf, DataError> + Send + Sync>;
 
-/// The only pixel type trained on for now: HU volumes.
+/// What training reads for now: Hounsfield units, i.e. series whose stored values pack converted
+/// with the CT modality rescale or LUT (`series/transform`). The storage type alone says nothing
+/// about intensities: signed MR or DX pixels are int16 too.
+const TRAIN_TRANSFORMS: &[&str] = &["hu-linear", "hu-lut"];
+/// The pixel type of HU series.
 const TRAIN_DTYPE: &str = "i16";
 const TRAIN_DTYPE_BYTES: u64 = 2;
 
@@ -552,19 +556,21 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Reads and checks one series row: int16 single-channel volumes only, bytes = voxels × 2.
+/// Reads and checks one series row: HU (int16, single-channel) series only, bytes = voxels × 2.
 fn series_info(cat: &Catalog, row: u32) -> Result<SeriesInfo, DataError> {
     let r = row as usize;
     let key = cell_text(&cat.col_keys(Level::Series, "series_key")?[r]).to_string();
     let dtype = cell_text(&cat.tables.codes("series/dtype")?[r]).to_string();
     let spp = cat.tables.u8s("series/samples_per_pixel")?[r];
     let modality = cell_text(&cat.tables.codes("series/modality")?[r]).to_string();
-    if dtype != TRAIN_DTYPE || spp != 1 {
+    let transform = cell_text(&cat.tables.codes("series/transform")?[r]).to_string();
+    if !TRAIN_TRANSFORMS.contains(&transform.as_str()) || dtype != TRAIN_DTYPE || spp != 1 {
         return Err(DataError::Unsupported {
             series: key,
             reason: format!(
-                "{modality} series of {dtype} with {spp} sample(s) per pixel; training reads \
-                 single-channel int16 HU volumes (CT) only: filter the split on modality"
+                "modality {modality}, intensity transform '{transform}' ({dtype}, {spp} sample(s) per \
+                 pixel); training reads Hounsfield units only (transform hu-linear or hu-lut, single \
+                 channel int16, packed from CT): filter the split on modality, e.g. modality = 'CT'"
             ),
         });
     }

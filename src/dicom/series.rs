@@ -1,6 +1,7 @@
 //! Series assembly: files grouped by SeriesInstanceUID, CT/MR slices ordered by position along the
 //! slice normal (never by InstanceNumber), and the volume geometry checked before any pixel is
-//! decoded. 2D modalities (CR/DX/US, multi-frame objects) become one item per object.
+//! decoded. 2D modalities (CR/DX/US, multi-frame objects) become one item per object, and so does a
+//! series of a single CT/MR image without the geometry to place it (orientation unknown).
 
 use super::header::ImageHeader;
 use crate::pack::tables::ItemKind;
@@ -97,9 +98,19 @@ fn is_volume(files: &[SourceFile]) -> bool {
     })
 }
 
+/// A series of one slice that lacks the geometry to place it in the patient (no
+/// ImageOrientationPatient or ImagePositionPatient), as older CT/MR and some exports have. One
+/// image needs no ordering: it is packed as a 2D item, its orientation recorded as unknown.
+fn is_unplaced_single_slice(files: &[SourceFile]) -> bool {
+    match files {
+        [one] => one.header.image_orientation.is_none() || one.header.image_position.is_none(),
+        _ => false,
+    }
+}
+
 /// Turns one series into pack items: a checked volume, or one item per 2D object.
 pub fn assemble(files: Vec<SourceFile>) -> Result<Vec<PackItem>, GeometryError> {
-    if is_volume(&files) {
+    if is_volume(&files) && !is_unplaced_single_slice(&files) {
         return assemble_volume(files).map(|item| vec![item]);
     }
     let mut files = files;
@@ -339,6 +350,29 @@ mod tests {
         ));
         let copy = vec![slice("a", 0.0, 1), slice("a", 0.0, 1), slice("b", 1.0, 2)];
         assert_eq!(assemble_volume(copy).unwrap().duplicate_copies, 1);
+    }
+
+    #[test]
+    fn a_single_slice_without_orientation_is_a_2d_item() {
+        let mut one = slice("a", 0.0, 1);
+        one.header.image_orientation = None;
+        let items = assemble(vec![one]).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].kind, ItemKind::Images);
+        assert_eq!(items[0].positions, [0.0]);
+        assert!(items[0].slice_spacing.is_nan());
+        // Several slices without it still cannot be ordered.
+        let mut three = vec![slice("a", 0.0, 1), slice("b", 1.0, 2), slice("c", 2.0, 3)];
+        for f in &mut three {
+            f.header.image_orientation = None;
+        }
+        assert_eq!(
+            assemble(three).unwrap_err(),
+            GeometryError::MissingGeometry("ImageOrientationPatient")
+        );
+        // A single slice with its geometry stays a (one-slice) volume.
+        let items = assemble(vec![slice("a", 0.0, 1)]).unwrap();
+        assert_eq!(items[0].kind, ItemKind::Volume);
     }
 
     #[test]

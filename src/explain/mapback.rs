@@ -5,12 +5,13 @@
 
 use crate::data::SampleTransform;
 
-/// Inverse of a 2×2 or 3×3 matrix given as rows; None when singular.
+/// Inverse of a 2×2 or 3×3 matrix given as rows; None when singular or not finite (a series of
+/// unknown orientation has NaN steps).
 fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
     let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
         - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    if det.abs() < 1e-12 {
+    if !(det.abs() >= 1e-12 && det.is_finite()) {
         return None;
     }
     let c = |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
@@ -118,7 +119,9 @@ pub struct SeriesGeometry {
 
 impl SeriesGeometry {
     /// From DICOM ImageOrientationPatient (row direction, column direction), PixelSpacing (row,
-    /// col) and the step between consecutive slices (signed, along the stored order).
+    /// col) and the step between consecutive slices (signed, along the stored order). An unknown
+    /// orientation (NaN, see `pack::tables::SeriesRecord`) gives a geometry that places nothing:
+    /// [`SeriesGeometry::to_voxel`] is None (no lesion maps into it), overlays show it as stored.
     pub fn new(
         origin: [f64; 3],
         orientation: [f64; 6],
@@ -235,6 +238,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_unknown_orientation_places_nothing() {
+        let g = SeriesGeometry::new([0.0; 3], [f64::NAN; 6], [0.7, 0.7], [0.0, 0.0, 1.0]);
+        assert_eq!(g.to_voxel([1.0, 2.0, 3.0]), None);
     }
 
     #[test]

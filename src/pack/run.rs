@@ -641,7 +641,7 @@ pub(crate) fn pack_item_with(
     let mut photometric = first.photometric.clone();
     let mut frames_total = 0u32;
     let mut spp = first.samples_per_pixel;
-    for file in &item.files {
+    for (file_index, file) in item.files.iter().enumerate() {
         let h = &file.header;
         let opened = open(file).map_err(|e| fail(file, e.to_string()))?;
         // Hashing again costs a pass over bytes already in memory, and is what keeps the source
@@ -678,6 +678,23 @@ pub(crate) fn pack_item_with(
             ));
         }
         let lut = modality_lut(&obj).map_err(|e| fail(file, e.reason()))?;
+        // CT is converted to HU slice by slice; other items keep stored values and record one
+        // rescale for the series, which is only true when every slice has the same.
+        if let (false, Some(first_lut)) = (is_ct, &lut0) {
+            if !same_rescale(first_lut, &lut) {
+                return Err(fail(
+                    file,
+                    format!(
+                        "RescaleSlope/Intercept differ across slices (slice {} of {}: {} vs {} on slice 1); \
+                         one rescale per series is recorded, so the volume cannot be packed",
+                        file_index + 1,
+                        item.files.len(),
+                        describe_rescale(&lut),
+                        describe_rescale(first_lut)
+                    ),
+                ));
+            }
+        }
         photometric = decoded.photometric.clone();
         spp = decoded.samples_per_pixel;
         if is_ct {
@@ -771,6 +788,20 @@ pub(crate) fn pack_item_with(
         },
         stats,
     ))
+}
+
+/// Whether two slices' modality transforms are the same (an absent rescale is slope 1, intercept 0).
+fn same_rescale(a: &ModalityLut, b: &ModalityLut) -> bool {
+    a == b || (a.is_identity() && b.is_identity())
+}
+
+/// "slope/intercept" of a slice's modality transform, for a quarantine reason.
+fn describe_rescale(lut: &ModalityLut) -> String {
+    match lut {
+        ModalityLut::Identity => "1/0".into(),
+        ModalityLut::Linear { slope, intercept } => format!("{slope}/{intercept}"),
+        ModalityLut::Table { values, .. } => format!("a Modality LUT of {} entries", values.len()),
+    }
 }
 
 /// Appends decoded frames of one file to those of the item's earlier files (same stored type).

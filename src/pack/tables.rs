@@ -15,7 +15,8 @@ pub type Code16 = FixedAscii<16>;
 pub enum ItemKind {
     /// CT/MR slices ordered along the slice normal: one (slices, rows, cols) volume.
     Volume = 0,
-    /// Independent 2D images (CR/DX/US/other): (images, rows, cols[, samples]).
+    /// Independent 2D images (CR/DX/US/other, and a lone CT/MR image without
+    /// ImageOrientationPatient/ImagePositionPatient): (images, rows, cols[, samples]).
     Images = 1,
 }
 
@@ -30,6 +31,11 @@ impl ItemKind {
 }
 
 /// One row of `series/`: everything about a packed series except per-slice values.
+///
+/// Unknown orientation: a 2D item whose source has no ImageOrientationPatient (radiographs, a lone
+/// CT/MR image from an old archive) records all six cosines as NaN. A NaN cosine is never a real
+/// value, so readers test `orientation[0].is_nan()` and treat such a series as not placed in the
+/// patient frame: pixels are used as stored, nothing is mapped to patient coordinates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesRecord {
     pub series_key: String,  // HMAC(SeriesInstanceUID)
@@ -46,7 +52,7 @@ pub struct SeriesRecord {
     pub pixel_spacing: [f64; 2],    // mm between rows, between columns (NaN if unknown)
     pub slice_spacing: f64,         // mm between slice centres along the normal (NaN for 2D)
     pub slice_thickness: f64,       // nominal SliceThickness, mm (NaN if absent)
-    pub orientation: [f64; 6],      // ImageOrientationPatient (row cosines, column cosines)
+    pub orientation: [f64; 6],      // ImageOrientationPatient (row, column cosines); NaN ×6: unknown
     pub origin: [f64; 3],           // ImagePositionPatient of the first stored slice
     pub photometric: String,        // as stored: MONOCHROME1/2, RGB (YBR decoded to RGB), ...
     pub transform: String,          // what was applied to stored values: "hu-linear", "none", ...
