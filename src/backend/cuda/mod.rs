@@ -12,6 +12,7 @@ pub mod bench;
 pub mod conv;
 pub mod cudnn;
 pub mod kernels;
+pub mod libs;
 pub mod linear;
 pub mod probe;
 pub mod select;
