@@ -9,6 +9,7 @@
 
 pub mod batchnorm;
 pub mod bench;
+pub mod compile;
 pub mod conv;
 pub mod cudnn;
 pub mod kernels;
