@@ -111,15 +111,16 @@ pub fn plan(sm: u32, nvrtc: NvrtcVersion, supported: &[u32]) -> std::result::Res
 
 /// The PTX ISA version NVRTC `nvrtc` writes (`.version` of its PTX). Source: the PTX ISA manual's
 /// release history ("PTX ISA Version N.M" ↔ "CUDA x.y", docs.nvidia.com/cuda/parallel-thread-execution,
-/// section "Release Notes"); CUDA 12.6 kept 8.5. The real-NVRTC test checks the row of the NVRTC it
-/// runs against the PTX it writes.
+/// section "Release Notes"); CUDA 12.6 kept 8.5. Checked against the PyPI wheels' NVRTC: 11.8 writes
+/// 7.8, 12.9 writes 8.8 (the real-NVRTC test checks this row every run), 13.5 writes 9.5. Other 13.x
+/// are not tabled (the driver check then asks for the NVRTC's own version).
 pub fn ptx_isa(nvrtc: NvrtcVersion) -> Option<(u32, u32)> {
     Some(match (nvrtc.major, nvrtc.minor) {
         (11, m @ 0..=8) => (7, m),
         (12, m @ 0..=5) => (8, m),
         (12, 6) => (8, 5),
         (12, m @ 7..=9) => (8, m - 1),
-        (13, 0) => (9, 0),
+        (13, m @ (0 | 5)) => (9, m),
         _ => return None,
     })
 }
@@ -133,7 +134,7 @@ pub fn min_driver_for_ptx(nvrtc: NvrtcVersion) -> i32 {
     let introduced = match ptx_isa(nvrtc) {
         Some((7, m)) => (11, m),
         Some((8, m)) => (12, if m <= 5 { m } else { m + 1 }),
-        Some((9, 0)) => (13, 0),
+        Some((9, m)) => (13, m),
         _ => (nvrtc.major, nvrtc.minor),
     };
     (introduced.0 * 1000 + introduced.1 * 10) as i32

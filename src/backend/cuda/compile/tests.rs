@@ -58,13 +58,16 @@ fn ptx_isa_and_driver_table() {
     assert_eq!(ptx_isa(v(12, 8)), Some((8, 7)));
     assert_eq!(ptx_isa(v(12, 9)), Some((8, 8)));
     assert_eq!(ptx_isa(v(13, 0)), Some((9, 0)));
-    assert_eq!(ptx_isa(v(13, 5)), None);
+    assert_eq!(ptx_isa(v(13, 5)), Some((9, 5)));
+    assert_eq!(ptx_isa(v(13, 2)), None);
     assert_eq!(min_driver_for_ptx(v(11, 8)), 11080);
     assert_eq!(min_driver_for_ptx(v(12, 6)), 12050);
     assert_eq!(min_driver_for_ptx(v(12, 9)), 12090);
     assert_eq!(min_driver_for_ptx(v(13, 0)), 13000);
-    // Unknown to the table: at least the NVRTC's own version.
     assert_eq!(min_driver_for_ptx(v(13, 5)), 13050);
+    // Unknown to the table: at least the NVRTC's own version.
+    assert_eq!(min_driver_for_ptx(v(13, 2)), 13020);
+    assert_eq!(min_driver_for_ptx(v(14, 0)), 14000);
     assert!(check_driver_for_ptx(12090, V12_9).is_ok());
     assert!(check_driver_for_ptx(13000, V12_9).is_ok());
     let e = check_driver_for_ptx(12080, V12_9).unwrap_err();
