@@ -106,6 +106,23 @@ pub fn resolve(major: u32, dirs: &[PathBuf], libs: &[Lib]) -> Result<Vec<(Lib, P
     Ok(found)
 }
 
+/// The address cudarc's loader resolves for a symbol: `cudarc_symbol!(cudarc::nvrtc::sys, b"name\0")`
+/// loads the library under cudarc's names (its `culib`, which panics when it finds none) and looks the
+/// symbol up; nothing is called.
+macro_rules! cudarc_symbol {
+    ($sys:path, $symbol:expr) => {{
+        use $sys as sys;
+        std::panic::catch_unwind(|| {
+            // SAFETY: loads the library and looks up one symbol, whose address is only compared.
+            unsafe { sys::culib().get::<*const c_void>($symbol) }
+                .map(|s| *s)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|_| "cudarc found none of its file names for this library".to_string())
+        .and_then(|r| r)
+    }};
+}
+
 /// Opens `path` with `RTLD_NOW | RTLD_GLOBAL` and checks that `cudarc_symbol` (the address cudarc's
 /// loader resolves for `symbol`, called after the open) lies in that copy. Returns the handle, which
 /// stays open for the life of the process.
@@ -151,17 +168,106 @@ pub fn preload(
 /// checks it is that file.
 pub fn preload_nvrtc(path: &Path) -> Result<(), String> {
     preload(path, "nvrtcVersion", || {
-        std::panic::catch_unwind(|| {
-            // SAFETY: loads NVRTC (already in the process) and looks up one symbol; nothing is called.
-            let lib = unsafe { cudarc::nvrtc::sys::culib() };
-            // SAFETY: the symbol's address is only compared, never called through this type.
-            unsafe { lib.get::<*const c_void>(b"nvrtcVersion\0") }
-                .map(|s| *s)
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|_| "cudarc found no NVRTC library under its names".to_string())?
+        cudarc_symbol!(cudarc::nvrtc::sys, b"nvrtcVersion\0")
     })
     .map(|_| ())
+}
+
+/// The CUDA major version this build's bindings target (the cuda-11 / cuda-12 / cuda-13 feature).
+pub fn build_cuda_major() -> u32 {
+    if cfg!(feature = "cuda-11") {
+        11
+    } else if cfg!(feature = "cuda-13") {
+        13
+    } else {
+        12
+    }
+}
+
+/// The directories [`resolve`] searches, in order: `$MEDTRAIN_CUDA_LIB_DIRS` (colon-separated), then
+/// `$LD_LIBRARY_PATH`, then `$CUDA_HOME/lib64` and `$CUDA_PATH/lib64`, then the usual system places of
+/// the CUDA toolkit and of distribution packages. Duplicates are dropped.
+pub fn search_dirs_from(get: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for var in ["MEDTRAIN_CUDA_LIB_DIRS", "LD_LIBRARY_PATH"] {
+        for d in get(var).unwrap_or_default().split(':').filter(|d| !d.is_empty()) {
+            dirs.push(PathBuf::from(d));
+        }
+    }
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Some(home) = get(var).filter(|h| !h.is_empty()) {
+            dirs.push(Path::new(&home).join("lib64"));
+        }
+    }
+    for d in [
+        "/usr/local/cuda/lib64",
+        "/usr/local/cuda/targets/x86_64-linux/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    dirs
+}
+
+/// Resolves the build's CUDA libraries ([`resolve`] over [`search_dirs_from`] the environment) and
+/// preloads each before cudarc loads it, checking that cudarc then uses that very file. cuBLASLt has no
+/// cudarc loader here: preloaded first, it is the copy cuBLAS links against (same SONAME). Runs once
+/// per process; the answer is the files used, or why the libraries cannot be used together.
+pub fn preload_build_libraries() -> Result<Vec<(Lib, PathBuf)>, String> {
+    static DONE: std::sync::OnceLock<Result<Vec<(Lib, PathBuf)>, String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let major = build_cuda_major();
+        let dirs = search_dirs_from(|k| std::env::var(k).ok());
+        let found = resolve(
+            major,
+            &dirs,
+            &[Lib::CublasLt, Lib::Cublas, Lib::Cudnn, Lib::Nvrtc],
+        )?;
+        for (lib, path) in &found {
+            match lib {
+                Lib::Nvrtc => preload(path, "nvrtcVersion", || {
+                    cudarc_symbol!(cudarc::nvrtc::sys, b"nvrtcVersion\0")
+                }),
+                Lib::Cublas => preload(path, "cublasCreate_v2", || {
+                    cudarc_symbol!(cudarc::cublas::sys, b"cublasCreate_v2\0")
+                }),
+                Lib::Cudnn => preload(path, "cudnnCreate", || {
+                    cudarc_symbol!(cudarc::cudnn::sys, b"cudnnCreate\0")
+                }),
+                Lib::CublasLt => preload_only(path).map(|()| std::ptr::null_mut()),
+            }?;
+        }
+        Ok(found)
+    })
+    .clone()
+}
+
+/// Opens `path` with `RTLD_NOW | RTLD_GLOBAL` for good.
+fn preload_only(path: &Path) -> Result<(), String> {
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: dlopen with a NUL-terminated path; the handle is never closed.
+    if unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null() {
+        return Err(format!("cannot load {}: {}", path.display(), dl_error()));
+    }
+    Ok(())
+}
+
+/// The last dlerror message.
+fn dl_error() -> String {
+    // SAFETY: dlerror returns a thread-local C string or null.
+    let why = unsafe { libc::dlerror() };
+    if why.is_null() {
+        "unknown error".to_string()
+    } else {
+        // SAFETY: non-null C string from dlerror.
+        unsafe { std::ffi::CStr::from_ptr(why) }
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +300,62 @@ mod tests {
         "nvidia/cu13/lib/libnvrtc-builtins.so.13.5",
         "nvidia/cu13/lib/libnvrtc.so.13",
     ];
+
+    #[test]
+    fn search_dirs_put_medtrain_and_ld_library_path_first() {
+        let env = |k: &str| match k {
+            "MEDTRAIN_CUDA_LIB_DIRS" => Some("/wheels/nvrtc:/wheels/cublas".to_string()),
+            "LD_LIBRARY_PATH" => Some(":/opt/cuda/lib64:/usr/local/cuda/lib64".to_string()),
+            "CUDA_HOME" => Some("/opt/cuda".to_string()),
+            _ => None,
+        };
+        let dirs = search_dirs_from(env);
+        let want: Vec<PathBuf> = [
+            "/wheels/nvrtc",
+            "/wheels/cublas",
+            "/opt/cuda/lib64",
+            "/usr/local/cuda/lib64",
+            "/usr/local/cuda/targets/x86_64-linux/lib",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(dirs[..5], want[..]);
+        assert_eq!(
+            dirs.iter().filter(|d| d.ends_with("opt/cuda/lib64")).count(),
+            1,
+            "no duplicates"
+        );
+        assert!(dirs.ends_with(&[PathBuf::from("/usr/lib")]));
+        if cfg!(feature = "cuda-12") {
+            assert_eq!(build_cuda_major(), 12);
+        }
+    }
+
+    /// The runtime path with the real NVRTC wheel: scripts/test.sh puts its lib directory in
+    /// MEDTRAIN_CUDA_LIB_DIRS; the probe's preload then resolves and loads exactly that file, and
+    /// cudarc uses it.
+    #[test]
+    fn build_libraries_preload_the_wheel_nvrtc() {
+        let dirs = std::env::var("MEDTRAIN_CUDA_LIB_DIRS").unwrap_or_default();
+        let Some(dir) = dirs.split(':').find(|d| d.ends_with("nvidia/cuda_nvrtc/lib")) else {
+            eprintln!(
+                "SKIPPED: MEDTRAIN_CUDA_LIB_DIRS names no nvidia/cuda_nvrtc/lib (scripts/test.sh sets it)"
+            );
+            return;
+        };
+        if !cfg!(feature = "cuda-12") {
+            eprintln!("SKIPPED: the wheel is CUDA 12's; this is not the cuda-12 build");
+            return;
+        }
+        let files = preload_build_libraries().expect("the wheel's NVRTC is resolved and used by cudarc");
+        let nvrtc = files
+            .iter()
+            .find(|(l, _)| *l == Lib::Nvrtc)
+            .map(|(_, p)| p.clone());
+        assert_eq!(nvrtc, Some(Path::new(dir).join("libnvrtc.so.12")));
+        assert_eq!(crate::backend::cuda::compile::nvrtc_version().unwrap().major, 12);
+    }
 
     #[test]
     fn exact_names_follow_the_cuda_major() {
