@@ -439,3 +439,25 @@ fn real_nvrtc_errors_name_everything_and_cache_round_trips() {
     assert_eq!((o1, o2), (Origin::Compiled, Origin::Cache));
     assert_eq!(first, second);
 }
+
+/// Every kernel name the launch layer (backend/cuda/kernels.rs) launches is declared by a source, so
+/// the entry-point checks above cover every launch.
+#[test]
+fn every_launched_kernel_is_declared_by_a_source() {
+    let launch_layer = include_str!("../kernels.rs");
+    let mut launched: Vec<&str> = launch_layer
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("mt_") && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    launched.sort();
+    launched.dedup();
+    assert!(launched.len() > 20, "found {launched:?}");
+    for name in launched {
+        assert!(
+            SOURCES.iter().any(|s| s.functions.contains(&name)),
+            "{name} is launched but no kernels/*.cu source declares it"
+        );
+    }
+}
