@@ -378,15 +378,15 @@ mod tests {
         let one = |major, dirs: &[PathBuf]| resolve(major, dirs, &[Lib::Nvrtc]);
 
         assert_eq!(
-            one(12, &[lib12.clone()]).unwrap(),
+            one(12, std::slice::from_ref(&lib12)).unwrap(),
             [(Lib::Nvrtc, lib12.join("libnvrtc.so.12"))]
         );
         assert_eq!(
-            one(11, &[lib11.clone()]).unwrap(),
+            one(11, std::slice::from_ref(&lib11)).unwrap(),
             [(Lib::Nvrtc, lib11.join("libnvrtc.so.11.2"))]
         );
         assert_eq!(
-            one(13, &[lib13.clone()]).unwrap(),
+            one(13, std::slice::from_ref(&lib13)).unwrap(),
             [(Lib::Nvrtc, lib13.join("libnvrtc.so.13"))]
         );
         // The build's major wins wherever it is in the search order.
@@ -400,12 +400,12 @@ mod tests {
             [(Lib::Nvrtc, lib11.join("libnvrtc.so.11.2"))]
         );
         // Only another major present: refused, naming it.
-        let e = one(12, &[lib13.clone()]).unwrap_err();
+        let e = one(12, std::slice::from_ref(&lib13)).unwrap_err();
         assert!(
             e.contains("libnvrtc.so.13") && e.contains("CUDA 13") && e.contains("cuda-13"),
             "{e}"
         );
-        let e = one(12, &[lib11.clone()]).unwrap_err();
+        let e = one(12, std::slice::from_ref(&lib11)).unwrap_err();
         assert!(e.contains("libnvrtc.so.11.2") && e.contains("CUDA 11"), "{e}");
         // Nothing at all: left to the probe.
         assert!(one(12, &[d12.path().to_path_buf()]).unwrap().is_empty());
