@@ -11,6 +11,12 @@ MEDTRAIN_PYTHON="$(bash scripts/python-env.sh)"
 export MEDTRAIN_PYTHON
 MEDTRAIN_PYDICOM_DATA="$(PYTHON="$MEDTRAIN_PYTHON" bash scripts/fetch-test-data.sh)"
 export MEDTRAIN_PYDICOM_DATA
+# NVIDIA's NVRTC and ptxas wheels: the kernels are compiled by the real NVRTC without a GPU
+# (backend::cuda::compile); with them installed, a skip of those tests is a failure.
+MEDTRAIN_CUDA_WHEELS="$(PYTHON="$MEDTRAIN_PYTHON" bash scripts/cuda-wheels.sh)"
+# The CUDA libraries are resolved in MEDTRAIN_CUDA_LIB_DIRS first (backend::cuda::libs).
+MEDTRAIN_CUDA_LIB_DIRS="$MEDTRAIN_CUDA_WHEELS/nvidia/cuda_nvrtc/lib${MEDTRAIN_CUDA_LIB_DIRS:+:$MEDTRAIN_CUDA_LIB_DIRS}"
+export MEDTRAIN_CUDA_WHEELS MEDTRAIN_CUDA_LIB_DIRS MEDTRAIN_REQUIRE_NVRTC=1
 # OpenMPI refuses to run as root without these (CI containers run as root).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # Library unit tests, then the one integration test crate (the binary and doc tests hold none).

@@ -1,8 +1,9 @@
-//! Launch layer of the custom kernels (`kernels/*.cu`): compiled by NVRTC once per device and cached
-//! process-wide, then one typed launch function per op whose signature mirrors the `Backend` trait
-//! method (`&self` → `k: &Kernels, s: &Arc<CudaStream>`; views are cudarc views of f32). The host-side
-//! scalars and length checks are shared with the host emulation (`backend::kernels`), which tests the
-//! same sources against the CPU backend without a GPU.
+//! Launch layer of the custom kernels (`kernels/*.cu`): compiled by NVRTC for the device's exact SM
+//! (`compile`), kept in the user's kernel cache and loaded once per device and process, then one typed
+//! launch function per op whose signature mirrors the `Backend` trait method (`&self` → `k: &Kernels,
+//! s: &Arc<CudaStream>`; views are cudarc views of f32). The host-side scalars and length checks are
+//! shared with the host emulation (`backend::kernels`), which tests the same sources against the CPU
+//! backend without a GPU.
 //!
 //! Scratch (loss partials, reduction partials, device scalars) lives in one f64 buffer owned by
 //! `Kernels`, grown when a larger batch needs it and otherwise reused, so steady-state training steps
@@ -15,12 +16,13 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DriverError, LaunchArgs,
     LaunchConfig, PushKernelArg,
 };
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
+
+use super::compile::{self, Target};
 
 use crate::backend::kernels::{
     adamw_scalars, check_bce, check_cross_entropy, check_pool, cross_entropy_status, dropout_mask_args,
-    grid_blocks, regression_args, scratch, standalone_source, KernelSource, BLOCK_THREADS, REDUCE_THREADS,
-    SOURCES,
+    grid_blocks, regression_args, scratch, BLOCK_THREADS, REDUCE_THREADS, SOURCES,
 };
 use crate::backend::params::PoolParams;
 use crate::backend::{
@@ -53,52 +55,50 @@ fn cache() -> &'static Mutex<HashMap<usize, Arc<KernelSet>>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// NVRTC options: the device's own virtual architecture, IEEE division and square root, no FMA
-/// contraction and no fast math, so the kernels compute what the CPU reference computes.
-fn compile_options(arch: Option<&'static str>) -> CompileOptions {
-    CompileOptions {
-        ftz: Some(false),
-        prec_sqrt: Some(true),
-        prec_div: Some(true),
-        fmad: Some(false),
-        use_fast_math: None,
-        arch,
-        options: vec!["-std=c++14".into()],
-        ..Default::default()
-    }
-}
-
-/// `compute_XY` for the device; leaked once per distinct architecture (cudarc wants a static str).
-fn arch_name(ctx: &CudaContext) -> Result<&'static str> {
-    static NAMES: OnceLock<Mutex<HashMap<(i32, i32), &'static str>>> = OnceLock::new();
+/// Compiles (or takes from the kernel cache) every source for the device of `ctx` and loads it: a cubin
+/// for the device's exact SM, PTX only for an SM this NVRTC does not know and only when the driver
+/// accepts that PTX (`compile::plan`, `compile::check_driver_for_ptx`). Never another architecture.
+fn load(ctx: &Arc<CudaContext>) -> Result<KernelSet> {
     let (major, minor) = ctx
         .compute_capability()
         .map_err(driver("kernels: compute capability"))?;
-    let mut names = NAMES
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    Ok(names
-        .entry((major, minor))
-        .or_insert_with(|| Box::leak(format!("compute_{major}{minor}").into_boxed_str())))
-}
-
-/// Compiles one source for the device; an NVRTC too old for the device's architecture falls back to
-/// its default target, which the driver JIT-compiles forward.
-fn compile(src: &KernelSource, arch: &'static str) -> Result<Ptx> {
-    let text = standalone_source(src);
-    compile_ptx_with_opts(&text, compile_options(Some(arch)))
-        .or_else(|_| compile_ptx_with_opts(&text, compile_options(None)))
-        .map_err(|e| device_error("kernels: NVRTC compile", format!("{}: {e}", src.file)))
-}
-
-fn load(ctx: &Arc<CudaContext>) -> Result<KernelSet> {
-    let arch = arch_name(ctx)?;
+    let sm = (major * 10 + minor) as u32;
+    let nvrtc = compile::nvrtc_version()?;
+    let supported = compile::supported_archs()?;
+    let target =
+        compile::plan(sm, nvrtc, &supported).map_err(|e| device_error("kernels: NVRTC target", e))?;
+    if let Target::Ptx(_) = target {
+        compile::check_driver_for_ptx(compile::driver_version()?, nvrtc)
+            .map_err(|e| device_error("kernels: NVRTC target", e))?;
+        tracing::warn!(
+            sm,
+            %nvrtc,
+            arch = %target.arch(),
+            "NVRTC does not know this GPU; the kernels are PTX for the driver to JIT-compile"
+        );
+    }
+    let cache_dir = compile::cache_dir();
     let mut functions = HashMap::new();
     for src in SOURCES {
-        let module = ctx
-            .load_module(compile(src, arch)?)
-            .map_err(|e| device_error("kernels: load module", format!("{}: {e}", src.file)))?;
+        let (image, origin) = compile::cached_image(cache_dir.as_deref(), src, target, nvrtc, || {
+            compile::compile(src, target, nvrtc)
+        })?;
+        tracing::debug!(file = src.file, arch = %target.arch(), %nvrtc, ?origin, "kernels");
+        let module = match target {
+            Target::Cubin(_) => Ptx::from_binary(image),
+            Target::Ptx(_) => Ptx::from_src(String::from_utf8(image).map_err(|e| {
+                device_error(
+                    "kernels: load module",
+                    format!("{}: PTX is not UTF-8: {e}", src.file),
+                )
+            })?),
+        };
+        let module = ctx.load_module(module).map_err(|e| {
+            device_error(
+                "kernels: load module",
+                format!("{} ({} from NVRTC {nvrtc}): {e}", src.file, target.arch()),
+            )
+        })?;
         for &name in src.functions {
             let f = module
                 .load_function(name)

@@ -9,9 +9,11 @@
 
 pub mod batchnorm;
 pub mod bench;
+pub mod compile;
 pub mod conv;
 pub mod cudnn;
 pub mod kernels;
+pub mod libs;
 pub mod linear;
 pub mod probe;
 pub mod select;

@@ -1,5 +1,6 @@
 //! Whether this process can use CUDA, decided before cudarc touches a library: with dynamic loading,
-//! cudarc panics on the first call into a library it cannot load, so each one is opened here first.
+//! cudarc panics on the first call into a library it cannot load, so each one is opened here first,
+//! after `libs` has preloaded the exact files of the build's CUDA major.
 
 use cudarc::driver::CudaContext;
 
@@ -60,8 +61,18 @@ pub fn missing_library_reason(present: &[bool]) -> Option<String> {
         })
 }
 
-/// Checks every library, then asks the driver for the device count. Never panics.
+/// Resolves and preloads the build's CUDA libraries (`libs`: exact versioned files of the build's CUDA
+/// major, used by cudarc as loaded), checks every library, then asks the driver for the device count.
+/// Never panics.
 pub fn probe() -> Result<DeviceInfo, Unavailable> {
+    match super::libs::preload_build_libraries() {
+        Ok(files) => {
+            for (lib, path) in files {
+                tracing::debug!(?lib, path = %path.display(), "CUDA library");
+            }
+        }
+        Err(reason) => return Err(Unavailable { reason }),
+    }
     let present: Vec<bool> = libraries()
         .iter()
         // SAFETY: each check only opens and closes the shared library with libloading; it runs no
