@@ -166,8 +166,17 @@ pub fn run(args: PlanArgs) -> Result<i32, Failure> {
     };
     let mut rows = Vec::new();
     let mut warnings = Vec::new();
+    let stand_in = metadata_only_pixel_bytes(&catalog)?;
+    if !stand_in.is_empty() {
+        warnings.push(format!(
+            "{} shards hold tables only (catalog synth): each is counted with the int16 pixel bytes its \
+             series table describes ({} bytes in all), as if packed",
+            stand_in.len(),
+            stand_in.values().sum::<u64>()
+        ));
+    }
     for layout in layouts(args.max_ranks, args.gpus_per_node) {
-        let facts = layout_facts(&settings, &catalog, &manifest_path, &train, layout)?;
+        let facts = layout_facts(&settings, &catalog, &manifest_path, &train, layout, &stand_in)?;
         if facts.steps_per_epoch == 0 {
             warnings.push(format!(
                 "{} ranks: the training split is smaller than one global batch ({} ranks × {} per rank): no step in an epoch",
@@ -217,6 +226,7 @@ fn layout_facts(
     manifest: &Path,
     train: &Dataset,
     layout: Layout,
+    stand_in: &std::collections::HashMap<u32, u64>,
 ) -> Result<LayoutFacts, Failure> {
     let node_of_rank: Vec<usize> = (0..layout.ranks()).map(|r| r / layout.gpus_per_node).collect();
     let sampler_layout = SamplerLayout {
@@ -231,17 +241,40 @@ fn layout_facts(
         .map_err(|e| usage(e.to_string()))?;
     let plan = crate::stage::cli::make_plan(settings, catalog, manifest, &node_of_rank)
         .map_err(|e| usage(e.to_string()))?;
+    let bytes = |s: &crate::stage::plan::PlannedShard| s.bytes + stand_in.get(&s.id).copied().unwrap_or(0);
+    let node_bytes: Vec<u64> = plan
+        .nodes
+        .iter()
+        .map(|n| n.shards.iter().map(bytes).sum())
+        .collect();
     Ok(LayoutFacts {
         steps_per_epoch: sampler.steps_per_epoch(),
-        max_node_bytes: plan.nodes.iter().map(|n| n.bytes).max().unwrap_or(0),
-        total_bytes: plan.nodes.iter().map(|n| n.bytes).sum(),
+        max_node_bytes: node_bytes.iter().copied().max().unwrap_or(0),
+        total_bytes: node_bytes.iter().sum(),
         first_shard_bytes: plan
             .nodes
             .iter()
-            .filter_map(|n| n.shards.first().map(|s| s.bytes))
+            .filter_map(|n| n.shards.first().map(bytes))
             .max()
             .unwrap_or(0),
     })
+}
+
+/// Shards whose series have no pixel data (`catalog synth` writes tables only, for planning and
+/// benchmarks at archive scale), with the int16 pixel bytes their series tables describe.
+fn metadata_only_pixel_bytes(catalog: &Path) -> Result<std::collections::HashMap<u32, u64>, Failure> {
+    use crate::catalog::columns::Level;
+    let cat = crate::catalog::view::Catalog::open(catalog).map_err(usage)?;
+    let col = |name| cat.col_u32(Level::Series, name).map_err(usage);
+    let (shard, rows, cols, slices) = (col("shard")?, col("rows")?, col("cols")?, col("n_slices")?);
+    let length = cat.col_u64(Level::Series, "data_length").map_err(usage)?;
+    let mut stand_in = std::collections::HashMap::new();
+    for i in 0..shard.len() {
+        if length[i] == 0 {
+            *stand_in.entry(shard[i]).or_insert(0) += 2 * rows[i] as u64 * cols[i] as u64 * slices[i] as u64;
+        }
+    }
+    Ok(stand_in)
 }
 
 fn print_table(r: &PlanReport) {
