@@ -24,4 +24,5 @@ mod pacs;
 mod phantom;
 mod slurm;
 mod stage;
+mod tensorboard;
 mod train;

@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod plot;
 pub mod run;
 pub mod signals;
+pub mod tensorboard;
 pub mod watchdog;

@@ -1,0 +1,327 @@
+//! TensorBoard event files (`<run>/tb/events.out.tfevents.<time>.<host>.<pid>.medtrain`), written by
+//! rank 0: scalars, text, PNG images and the SessionLog START that tells TensorBoard to drop what a
+//! killed run wrote past the step it resumed from. The messages are TensorBoard's own protobufs
+//! (`tensorboard/compat/proto/event.proto`, `summary.proto`), declared here with `prost` for the fields
+//! used; each record is framed as a TFRecord: length (u64 LE), masked CRC-32C of the length, data,
+//! masked CRC-32C of the data.
+
+use prost::Message;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// `tensorflow.Event`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Event {
+    #[prost(double, tag = "1")]
+    pub wall_time: f64,
+    #[prost(int64, tag = "2")]
+    pub step: i64,
+    #[prost(oneof = "EventWhat", tags = "3, 5, 6")]
+    pub what: Option<EventWhat>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum EventWhat {
+    #[prost(string, tag = "3")]
+    FileVersion(String),
+    #[prost(message, tag = "5")]
+    Summary(Summary),
+    #[prost(message, tag = "6")]
+    SessionLog(SessionLog),
+}
+
+/// `tensorflow.SessionLog`; status START = 1.
+#[derive(Clone, PartialEq, Message)]
+pub struct SessionLog {
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+    #[prost(string, tag = "2")]
+    pub checkpoint_path: String,
+    #[prost(string, tag = "3")]
+    pub msg: String,
+}
+
+pub const SESSION_START: i32 = 1;
+
+/// `tensorflow.Summary`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Summary {
+    #[prost(message, repeated, tag = "1")]
+    pub value: Vec<SummaryValue>,
+}
+
+/// `tensorflow.Summary.Value`.
+#[derive(Clone, PartialEq, Message)]
+pub struct SummaryValue {
+    #[prost(string, tag = "1")]
+    pub tag: String,
+    #[prost(message, optional, tag = "9")]
+    pub metadata: Option<SummaryMetadata>,
+    #[prost(oneof = "ValueKind", tags = "2, 4, 8")]
+    pub value: Option<ValueKind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ValueKind {
+    #[prost(float, tag = "2")]
+    SimpleValue(f32),
+    #[prost(message, tag = "4")]
+    Image(Image),
+    #[prost(message, tag = "8")]
+    Tensor(TensorProto),
+}
+
+/// `tensorflow.Summary.Image`: an encoded PNG.
+#[derive(Clone, PartialEq, Message)]
+pub struct Image {
+    #[prost(int32, tag = "1")]
+    pub height: i32,
+    #[prost(int32, tag = "2")]
+    pub width: i32,
+    #[prost(int32, tag = "3")]
+    pub colorspace: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub encoded_image_string: Vec<u8>,
+}
+
+/// `tensorflow.SummaryMetadata` (the plugin that renders a tensor value).
+#[derive(Clone, PartialEq, Message)]
+pub struct SummaryMetadata {
+    #[prost(message, optional, tag = "1")]
+    pub plugin_data: Option<PluginData>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct PluginData {
+    #[prost(string, tag = "1")]
+    pub plugin_name: String,
+}
+
+/// `tensorflow.TensorProto`, for text summaries: a DT_STRING (7) scalar.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorProto {
+    #[prost(int32, tag = "1")]
+    pub dtype: i32,
+    #[prost(message, optional, tag = "2")]
+    pub tensor_shape: Option<TensorShape>,
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    pub string_val: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShape {}
+
+const DT_STRING: i32 = 7;
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bitwise over a 256-entry table.
+pub fn crc32c(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &b in data {
+        crc = TABLE[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// TFRecord's masked CRC: rotate right by 15 and add a constant, so a CRC of data holding CRCs stays
+/// strong.
+pub fn masked_crc(data: &[u8]) -> u32 {
+    let c = crc32c(data);
+    (c.rotate_right(15)).wrapping_add(0xA282_EAD8)
+}
+
+/// One TFRecord holding `data`.
+pub fn frame(data: &[u8]) -> Vec<u8> {
+    let len = (data.len() as u64).to_le_bytes();
+    let mut out = Vec::with_capacity(data.len() + 16);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&masked_crc(&len).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&masked_crc(data).to_le_bytes());
+    out
+}
+
+/// An open event file. Each call appends complete records and flushes them, so a live TensorBoard
+/// sees the run as it goes and a kill loses at most the record being written (TensorBoard skips a
+/// truncated last record).
+pub struct EventWriter {
+    file: File,
+    path: PathBuf,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl EventWriter {
+    /// A new event file in `dir` (created if missing), starting with the file-version record.
+    pub fn create(dir: &Path) -> std::io::Result<EventWriter> {
+        std::fs::create_dir_all(dir)?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        // TensorBoard reads a directory's files in name order, so the name starts with the time; a
+        // second file of this process in the same second takes the next second.
+        let mut seconds = now() as u64;
+        let (file, path) = loop {
+            let path = dir.join(format!(
+                "events.out.tfevents.{seconds:010}.{host}.{}.medtrain",
+                std::process::id()
+            ));
+            match std::fs::OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+            {
+                Ok(file) => break (file, path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => seconds += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let mut w = EventWriter { file, path };
+        w.write(Event {
+            wall_time: now(),
+            step: 0,
+            what: Some(EventWhat::FileVersion("brain.Event:2".into())),
+        })?;
+        Ok(w)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&mut self, event: Event) -> std::io::Result<()> {
+        self.file.write_all(&frame(&event.encode_to_vec()))?;
+        self.file.flush()
+    }
+
+    fn summary(&mut self, step: u64, value: Vec<SummaryValue>) -> std::io::Result<()> {
+        self.write(Event {
+            wall_time: now(),
+            step: step as i64,
+            what: Some(EventWhat::Summary(Summary { value })),
+        })
+    }
+
+    /// Scalars of one step (tag, value).
+    pub fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> std::io::Result<()> {
+        let value = values
+            .iter()
+            .map(|(tag, v)| SummaryValue {
+                tag: tag.to_string(),
+                metadata: None,
+                value: Some(ValueKind::SimpleValue(*v as f32)),
+            })
+            .collect();
+        self.summary(step, value)
+    }
+
+    /// A PNG image (already encoded) of `width` × `height` RGB pixels.
+    pub fn image(
+        &mut self,
+        step: u64,
+        tag: &str,
+        png: Vec<u8>,
+        width: u32,
+        height: u32,
+    ) -> std::io::Result<()> {
+        let image = Image {
+            height: height as i32,
+            width: width as i32,
+            colorspace: 3,
+            encoded_image_string: png,
+        };
+        self.summary(
+            step,
+            vec![SummaryValue {
+                tag: tag.into(),
+                metadata: None,
+                value: Some(ValueKind::Image(image)),
+            }],
+        )
+    }
+
+    /// Text (Markdown) for TensorBoard's text plugin, e.g. the run's settings.
+    pub fn text(&mut self, step: u64, tag: &str, text: &str) -> std::io::Result<()> {
+        let tensor = TensorProto {
+            dtype: DT_STRING,
+            tensor_shape: Some(TensorShape {}),
+            string_val: vec![text.as_bytes().to_vec()],
+        };
+        self.summary(
+            step,
+            vec![SummaryValue {
+                tag: tag.into(),
+                metadata: Some(SummaryMetadata {
+                    plugin_data: Some(PluginData {
+                        plugin_name: "text".into(),
+                    }),
+                }),
+                value: Some(ValueKind::Tensor(tensor)),
+            }],
+        )
+    }
+
+    /// The SessionLog START of a resumed run, at `first_step`, the first step it will log (one past
+    /// its checkpoint's): TensorBoard then drops every event of that step or later written before it,
+    /// i.e. what a killed run logged past the checkpoint it resumed from.
+    pub fn session_start(&mut self, first_step: u64) -> std::io::Result<()> {
+        let step = first_step;
+        self.write(Event {
+            wall_time: now(),
+            step: step as i64,
+            what: Some(EventWhat::SessionLog(SessionLog {
+                status: SESSION_START,
+                checkpoint_path: String::new(),
+                msg: String::new(),
+            })),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_matches_the_published_check_values() {
+        // RFC 3720 (iSCSI), appendix B.4: 32 bytes of zeros, of 0xFF, and ascending 0..31.
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+        let ascending: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&ascending), 0x46DD_794E);
+        // The CRC catalogue's check value of CRC-32/ISCSI.
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn records_are_framed_as_tfrecords() {
+        let r = frame(b"abc");
+        assert_eq!(&r[..8], &3u64.to_le_bytes());
+        assert_eq!(&r[8..12], &masked_crc(&3u64.to_le_bytes()).to_le_bytes());
+        assert_eq!(&r[12..15], b"abc");
+        assert_eq!(&r[15..], &masked_crc(b"abc").to_le_bytes());
+    }
+}
