@@ -62,6 +62,9 @@ pub enum Command {
     /// Project a job to a cluster: step time, scaling efficiency, epoch time and staging per node for
     /// 1…512 ranks, from `bench step` and `bench comm` figures (measured, or given as presets).
     Plan(crate::plan::cli::PlanArgs),
+    /// Check that a job can run here: MPI, HDF5, CUDA libraries and GPU, node-local disk, Slurm,
+    /// threads; each ok / warning / error with the remedy (exit 1 on any error).
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,6 +184,7 @@ pub fn run() -> i32 {
         Command::Explain(args) => crate::explain::cli::run_explain(args),
         Command::Bench(args) => crate::dist::cli::run(args),
         Command::Plan(args) => crate::plan::cli::run(args),
+        Command::Doctor(args) => crate::doctor::run(args),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@ pub mod data;
 pub mod deid;
 pub mod dicom;
 pub mod dist;
+pub mod doctor;
 pub mod explain;
 pub mod fsx;
 pub mod logging;
