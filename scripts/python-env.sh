@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/target/pyref"
-need="import pydicom, numpy, h5py, tensorboard; assert pydicom.__version__.startswith('3.')"
+need="import pydicom, numpy, h5py, tensorboard, matplotlib; assert pydicom.__version__.startswith('3.')"
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$need" 2>/dev/null; then
   echo "$venv/bin/python"; exit 0
 fi

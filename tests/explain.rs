@@ -725,3 +725,28 @@ fn explain_several_layers_from_one_pass_equal_one_layer_at_a_time() {
         }
     }
 }
+
+/// The heat-map colour maps are matplotlib's: every one of the 256 entries of viridis, inferno and
+/// jet, and the colour matplotlib gives values between entries and at the ends.
+#[test]
+fn colormaps_are_matplotlibs() {
+    use medtrain::explain::colormap::Colormap;
+    let out = crate::common::reference_script("colormaps.py", &[]);
+    let j: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    for (name, map) in [
+        ("viridis", Colormap::Viridis),
+        ("inferno", Colormap::Inferno),
+        ("jet", Colormap::Jet),
+    ] {
+        let want: Vec<[u8; 3]> = serde_json::from_value(j["tables"][name].clone()).unwrap();
+        assert_eq!(want.len(), 256);
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(map.table()[i], *w, "{name}[{i}]");
+        }
+        for sample in j["samples"][name].as_array().unwrap() {
+            let v = sample[0].as_f64().unwrap() as f32;
+            let rgb: Vec<u8> = (1..4).map(|k| sample[k].as_u64().unwrap() as u8).collect();
+            assert_eq!(map.color(v).to_vec(), rgb, "{name}({v})");
+        }
+    }
+}

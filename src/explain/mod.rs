@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cam;
 pub mod cli;
+pub mod colormap;
 pub mod cuda;
 pub mod emulate;
 pub mod layers;

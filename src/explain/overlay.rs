@@ -7,19 +7,6 @@
 
 use crate::train::plot::glyph;
 
-/// viridis (matplotlib) at nine equally spaced stops; values between are interpolated linearly.
-const VIRIDIS: [[u8; 3]; 9] = [
-    [68, 1, 84],
-    [71, 45, 123],
-    [59, 82, 139],
-    [44, 114, 142],
-    [33, 145, 140],
-    [40, 174, 128],
-    [94, 201, 98],
-    [173, 220, 48],
-    [253, 231, 37],
-];
-
 /// Colour of reference-lesion outlines: red, which viridis never takes.
 pub const OUTLINE: [u8; 3] = [255, 48, 48];
 /// Colour of the cross on the map's maximum.
@@ -47,12 +34,9 @@ pub fn parse_window(text: &str) -> Option<[f32; 2]> {
     }
 }
 
-/// The colour of a value in [0, 1].
+/// The colour of a value in [0, 1]: matplotlib's viridis.
 pub fn viridis(v: f32) -> [u8; 3] {
-    let x = v.clamp(0.0, 1.0) * (VIRIDIS.len() - 1) as f32;
-    let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
-    let t = x - i as f32;
-    std::array::from_fn(|c| (VIRIDIS[i][c] as f32 * (1.0 - t) + VIRIDIS[i + 1][c] as f32 * t).round() as u8)
+    super::colormap::Colormap::Viridis.color(v)
 }
 
 /// An RGB image.
@@ -308,8 +292,8 @@ mod tests {
         assert_eq!(parse_window("lung"), Some([-600.0, 1500.0]));
         assert_eq!(parse_window("400,40"), Some([40.0, 400.0]));
         assert_eq!(parse_window("-1,40"), None);
-        assert_eq!(viridis(0.0), VIRIDIS[0]);
-        assert_eq!(viridis(1.0), VIRIDIS[8]);
+        assert_eq!(viridis(0.0), [68, 1, 84]);
+        assert_eq!(viridis(1.0), [253, 231, 37]);
         // Luminance rises monotonically along viridis.
         let lum = |c: [u8; 3]| 0.2126 * c[0] as f32 + 0.7152 * c[1] as f32 + 0.0722 * c[2] as f32;
         let l: Vec<f32> = (0..=20).map(|i| lum(viridis(i as f32 / 20.0))).collect();
