@@ -133,22 +133,27 @@ fn library_checks(needed: bool, env: &impl Fn(&str) -> Option<String>) -> Vec<Ch
         .iter()
         .map(|&lib| {
             let name = format!("cuda library {lib:?}").to_lowercase();
+            let remedy =
+                "put the CUDA libraries of this build's major on LD_LIBRARY_PATH or MEDTRAIN_CUDA_LIB_DIRS";
             match resolve(major, &dirs, &[lib]) {
-                Ok(found) => {
-                    let path = &found[0].1;
-                    check(
+                Ok(found) => match found.first() {
+                    Some((_, path)) => check(
                         &name,
                         Status::Ok,
                         format!("{} (version {})", path.display(), file_version(path)),
                         None,
-                    )
-                }
-                Err(reason) => check(
-                    &name,
-                    missing,
-                    reason,
-                    Some("put the CUDA libraries of this build's major on LD_LIBRARY_PATH or MEDTRAIN_CUDA_LIB_DIRS"),
-                ),
+                    ),
+                    None => check(
+                        &name,
+                        missing,
+                        format!(
+                            "not found for CUDA {major} in {} directories searched",
+                            dirs.len()
+                        ),
+                        Some(remedy),
+                    ),
+                },
+                Err(reason) => check(&name, missing, reason, Some(remedy)),
             }
         })
         .collect()

@@ -17,7 +17,7 @@ pub struct Event {
     pub wall_time: f64,
     #[prost(int64, tag = "2")]
     pub step: i64,
-    #[prost(oneof = "EventWhat", tags = "3, 5, 6")]
+    #[prost(oneof = "EventWhat", tags = "3, 5, 7")]
     pub what: Option<EventWhat>,
 }
 
@@ -27,7 +27,7 @@ pub enum EventWhat {
     FileVersion(String),
     #[prost(message, tag = "5")]
     Summary(Summary),
-    #[prost(message, tag = "6")]
+    #[prost(message, tag = "7")]
     SessionLog(SessionLog),
 }
 
