@@ -17,6 +17,8 @@ pub mod libs;
 pub mod linear;
 pub mod probe;
 pub mod select;
+pub mod selftest;
+pub mod support;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -154,13 +156,75 @@ impl CudaBackend {
         })
     }
 
-    /// Probes, picks this rank's GPU from its node-local rank and the launcher's environment, and
-    /// creates the backend. The error says why CUDA cannot be used (missing library, no device, a
-    /// rank layout that does not fit the GPUs).
+    /// Probes, picks this rank's GPU from its node-local rank and the launcher's environment, creates
+    /// the backend and runs the start-up self-test (`selftest`) on it. The error says why CUDA cannot
+    /// be used (missing library, no device, a rank layout that does not fit the GPUs, a failed op with
+    /// its library, version, SM and remedy). Every verb that trains or infers opens its GPU here.
     pub fn for_local_rank(local_rank: usize, local_size: usize) -> std::result::Result<CudaBackend, String> {
+        let b = CudaBackend::for_local_rank_unchecked(local_rank, local_size)?;
+        let passed = b.self_test().map_err(|e| e.to_string())?;
+        if let Some(w) = &passed.warning {
+            tracing::warn!("GPU self-test: {w}");
+        }
+        tracing::info!(
+            ms = format!("{:.1}", passed.seconds * 1e3),
+            ops = passed.ops.len(),
+            "GPU self-test passed"
+        );
+        Ok(b)
+    }
+
+    /// `for_local_rank` without the self-test: for `bench parity | curve | step`, which are the
+    /// diagnosis when the self-test fails.
+    pub fn for_local_rank_unchecked(
+        local_rank: usize,
+        local_size: usize,
+    ) -> std::result::Result<CudaBackend, String> {
         let info = probe().map_err(|e| e.to_string())?;
         let ordinal = select::select_from_env(local_rank, local_size, info.visible_devices)?;
         CudaBackend::new(ordinal).map_err(|e| e.to_string())
+    }
+
+    /// The start-up self-test on this backend against the CPU reference.
+    pub fn self_test(&self) -> std::result::Result<selftest::Passed, selftest::Failed> {
+        selftest::run(self, &self.facts())
+    }
+
+    /// The device, its SM and the versions and files of the libraries in use.
+    pub fn facts(&self) -> selftest::DeviceFacts {
+        let sm = self
+            .ctx
+            .compute_capability()
+            .ok()
+            .map(|(major, minor)| (major * 10 + minor) as u32);
+        // SAFETY: cudnnGetVersion has no arguments and no preconditions; the library is loaded (the
+        // backend holds a cuDNN handle).
+        let cudnn = Some(unsafe { cudarc::cudnn::sys::cudnnGetVersion() } as u32);
+        let cublas = {
+            use cudarc::cublas::sys::{cublasGetProperty, libraryPropertyType as P};
+            let mut v = [0i32; 3];
+            let parts = [P::MAJOR_VERSION, P::MINOR_VERSION, P::PATCH_LEVEL];
+            // SAFETY: each call writes one int to a live location.
+            let ok = parts.iter().zip(v.iter_mut()).all(|(&p, out)| {
+                let status = unsafe { cublasGetProperty(p, out) };
+                status == cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS
+            });
+            ok.then(|| format!("{}.{}.{}", v[0], v[1], v[2]))
+        };
+        let files = libs::preload_build_libraries()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(lib, path)| (format!("{lib:?}"), path.display().to_string()))
+            .collect();
+        selftest::DeviceFacts {
+            device_name: self.device_name.clone(),
+            sm,
+            cudnn,
+            cublas,
+            nvrtc: compile::nvrtc_version().ok().map(|v| v.to_string()),
+            driver: compile::driver_version().ok(),
+            files,
+        }
     }
 
     pub fn ordinal(&self) -> usize {
