@@ -693,3 +693,40 @@ fn write_predictions(out: &Path, ds: &Dataset, preds: &[Prediction], s: &Setting
     write("predictions.csv", &csv)?;
     write("series-predictions.csv", &series_csv)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a machine without a GPU (CI, this project's build hosts): auto is the CPU, cuda a usage
+    /// error (exit 2) naming what is missing, and opening the GPU reports "not available" cleanly.
+    #[test]
+    fn without_a_gpu_auto_is_the_cpu_and_cuda_is_refused_by_name() {
+        if let Ok(info) = cuda::probe() {
+            eprintln!("skipped: {} CUDA device(s) visible", info.visible_devices);
+            return;
+        }
+        assert!(matches!(resolve_device("auto"), Ok(Device::Cpu)));
+        match resolve_device("cuda") {
+            Err(Failure::Usage(m)) => assert!(m.starts_with("--device cuda: CUDA is not available: "), "{m}"),
+            _ => panic!("--device cuda without a GPU must be a usage error"),
+        }
+        match open_gpu(false, 0, 0, 1, |ok| ok) {
+            Err(Failure::Usage(m)) => {
+                assert!(
+                    m.starts_with("--device cuda: rank 0: CUDA is not available: "),
+                    "{m}"
+                )
+            }
+            _ => panic!("opening a GPU that is not there must be a usage error"),
+        }
+        // Another rank's failure is agreed: this rank refuses too, even with a fallback-free auto.
+        match open_gpu(true, 1, 0, 1, |_| false) {
+            Err(Failure::Usage(m)) => {
+                assert!(m.contains("--device auto: a GPU is visible but unusable"), "{m}")
+            }
+            _ => panic!("refused"),
+        }
+        assert!(matches!(resolve_device("gpu"), Err(Failure::Usage(_))));
+    }
+}
