@@ -244,6 +244,83 @@ pub fn allow_fallback_from(value: Option<&str>) -> bool {
     )
 }
 
+/// `medtrain bench selftest`: the start-up self-test alone, with what it found about the device and
+/// its libraries.
+#[derive(clap::Args, Debug)]
+pub struct SelfTestArgs {
+    /// cuda, or cpu (the CPU against itself, which checks the harness).
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub struct SelfTestReport {
+    pub device: String,
+    pub facts: DeviceFacts,
+    pub pass: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    pub ops: Vec<OpParity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn report<B: Backend>(b: &B, facts: DeviceFacts) -> SelfTestReport {
+    let (pass, seconds, warning, ops, error) = match run(b, &facts) {
+        Ok(p) => (true, Some(p.seconds), p.warning, p.ops, None),
+        Err(f) => (false, None, None, Vec::new(), Some(f.message)),
+    };
+    SelfTestReport {
+        device: b.name().into(),
+        facts,
+        pass,
+        seconds,
+        warning,
+        ops,
+        error,
+    }
+}
+
+/// Exit 0 when the self-test passes, 2 when it fails or CUDA is unavailable (as `--device cuda`).
+pub fn command(args: SelfTestArgs) -> std::result::Result<i32, crate::cli::Failure> {
+    use crate::cli::{Failure, EXIT_OK, EXIT_USAGE};
+    let r = match args.device.as_str() {
+        "cuda" => {
+            let b = super::CudaBackend::for_local_rank_unchecked(0, 1)
+                .map_err(|e| Failure::Usage(format!("--device cuda: {e}")))?;
+            report(&b, b.facts())
+        }
+        "cpu" => report(
+            &crate::backend::cpu::CpuBackend,
+            DeviceFacts {
+                device_name: "host CPU".into(),
+                ..DeviceFacts::default()
+            },
+        ),
+        other => return Err(Failure::Usage(format!("--device {other:?}: use cpu or cuda"))),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("serialisable"));
+    } else if r.pass {
+        println!(
+            "GPU self-test passed: {} ops on {} in {:.1} ms",
+            r.ops.len(),
+            r.facts.device_name,
+            r.seconds.unwrap_or(0.0) * 1e3
+        );
+        if let Some(w) = &r.warning {
+            println!("warning: {w}");
+        }
+    } else {
+        println!("{}", r.error.as_deref().unwrap_or("GPU self-test failed"));
+    }
+    Ok(if r.pass { EXIT_OK } else { EXIT_USAGE })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +450,16 @@ mod tests {
             assert!(!allow_fallback_from(Some(v)), "{v}");
         }
         assert!(!allow_fallback_from(None));
+    }
+
+    #[test]
+    fn the_command_reports_on_the_cpu_and_refuses_unknown_devices() {
+        let r = report(&CpuBackend, DeviceFacts::default());
+        assert!(r.pass && r.error.is_none() && r.ops.len() == cases().len());
+        let args = SelfTestArgs {
+            device: "tpu".into(),
+            json: false,
+        };
+        assert!(matches!(command(args), Err(crate::cli::Failure::Usage(_))));
     }
 }
