@@ -1,21 +1,50 @@
 #!/usr/bin/env bash
-# GPU check, run ON a GPU node from the bundle made by scripts/gpu-bundle.sh (no Rust, no MPI needed):
-# CPU-vs-GPU parity of every layer, a 20-step loss curve against the CPU run, medtrain's step throughput
-# (ResNet-18 2D at batch 64 and 256, 3D CNN at batch 8) and PyTorch eager on the same GPU, Grad-CAM maps
-# on the GPU against the CPU and milliseconds per map beside PyTorch's hook-based Grad-CAM, and the quick
-# start end to end on the GPU (train, eval, explain --evaluate; explain of the same model on the CPU
-# after it, to compare), all written to ONE file: <dir>/gpu-check.json (dir = $1, else $OUT, else ./gpu-check-results). Each command's
-# exit code is recorded and the check goes on; it never stops at the first failure.
-#     bash gpu-bundle/gpu-check.sh [results-dir]
+# GPU check, run ON a GPU node from the bundle made by scripts/gpu-bundle.sh (no Rust, no MPI needed).
+#     bash gpu-bundle/gpu-check.sh [--quick] [--lib-dir DIR]... [results-dir]
+# Full profile: the start-up self-test, CPU-vs-GPU parity of every layer (first with MEDTRAIN_CUDA_SYNC=1,
+# so a failing kernel is named where it fails), a 20-step loss curve against the CPU run, medtrain's step
+# throughput (ResNet-18 2D at batch 64 and 256, 3D CNN at batch 8) and PyTorch eager on the same GPU,
+# Grad-CAM maps on the GPU against the CPU and milliseconds per map beside PyTorch's hook-based Grad-CAM,
+# and the quick start end to end on the GPU (train, eval, explain --evaluate; explain of the same model on
+# the CPU after it, to compare).
+# --quick (a ~5-minute loan): the self-test, parity (synchronous pass, then the normal one) and the
+# 20-step curve only, each step limited to 120 s.
+# Everything goes to ONE file, <dir>/gpu-check.json (dir = the argument, else $OUT, else
+# ./gpu-check-results), with a short gpu-check.md beside it; the exact CUDA library files and versions
+# used are recorded there (the self-test's report). Each command's exit code is recorded and the check
+# goes on. Without a GPU the check says so, records why, and exits 3 without running the GPU steps.
+# Libraries: the bundle's lib/, the --lib-dir directories (pip or conda locations, e.g.
+# .../site-packages/nvidia/cudnn/lib), then the node's own loader path (LD_LIBRARY_PATH, ldconfig);
+# medtrain resolves the exact files of its CUDA major from these (README: "CUDA versions").
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-RESULTS=${1:-${OUT:-$PWD/gpu-check-results}}
+QUICK=0
+LIB_DIRS=()
+RESULTS=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --lib-dir)
+      [ $# -ge 2 ] || { echo "gpu-check: --lib-dir needs a directory" >&2; exit 2; }
+      [ -d "$2" ] || { echo "gpu-check: --lib-dir $2 is not a directory" >&2; exit 2; }
+      LIB_DIRS+=("$(cd "$2" && pwd)")
+      shift ;;
+    --lib-dir=*) LIB_DIRS+=("${1#--lib-dir=}") ;;
+    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "gpu-check: unknown option $1" >&2; exit 2 ;;
+    *) [ -z "$RESULTS" ] || { echo "gpu-check: one results directory only" >&2; exit 2; }
+      RESULTS=$1 ;;
+  esac
+  shift
+done
+RESULTS=${RESULTS:-${OUT:-$PWD/gpu-check-results}}
 mkdir -p "$RESULTS/gpu-check-logs"
 RESULTS=$(cd "$RESULTS" && pwd)
 LOGS=$RESULTS/gpu-check-logs
 JSON=$RESULTS/gpu-check.json
-STEP_TIMEOUT=${GPU_CHECK_TIMEOUT:-1800}
+MD=$RESULTS/gpu-check.md
+if [ "$QUICK" = 1 ]; then STEP_TIMEOUT=${GPU_CHECK_TIMEOUT:-120}; else STEP_TIMEOUT=${GPU_CHECK_TIMEOUT:-1800}; fi
 
 # The binary and the torch peer: from the bundle, or from a checkout when rehearsing (MEDTRAIN_BIN).
 BIN=${MEDTRAIN_BIN:-$HERE/medtrain}
@@ -28,17 +57,13 @@ QUICKSTART=$HERE/scripts/quickstart.sh
 E2E=${GPU_CHECK_WORK:-${TMPDIR:-/tmp}/medtrain-gpu-check}/quickstart
 PYTHON=${PYTHON:-python3}
 
-# ---- libraries: the bundle's own, then wherever this node keeps the CUDA libraries ----
+# ---- libraries: the bundle's own, the --lib-dir directories, then the node's loader path ----
+# No search of the file system: a library the loader does not know is given with --lib-dir.
 LIBPATH=$HERE/lib
-# One pass over the local file systems (network mounts pruned, at most 300 s); stub libraries skipped.
-# libcuda (the driver) is searched only when the loader does not already know it.
-patterns=(-name 'libcudnn.so*' -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libnvrtc.so*')
-if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then patterns+=(-o -name 'libcuda.so*'); fi
-CUDA_LIB_DIRS=$(timeout 300 find / \( -fstype lustre -o -fstype nfs -o -fstype nfs4 -o -fstype gpfs \
-  -o -fstype beegfs -o -fstype proc -o -fstype sysfs -o -fstype fuse.sshfs \) -prune \
-  -o \( "${patterns[@]}" \) -print 2>/dev/null | grep -v '/stubs/' | xargs -r -n1 dirname | sort -u |
-  paste -sd: -)
+CUDA_LIB_DIRS=$(IFS=:; printf '%s' "${LIB_DIRS[*]:-}")
 export LD_LIBRARY_PATH=$LIBPATH${CUDA_LIB_DIRS:+:$CUDA_LIB_DIRS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export MEDTRAIN_CUDA_LIB_DIRS=$CUDA_LIB_DIRS${MEDTRAIN_CUDA_LIB_DIRS:+:$MEDTRAIN_CUDA_LIB_DIRS}
+LOADER_CUDA=$(ldconfig -p 2>/dev/null | grep -E 'lib(cuda|cudnn|cublas|cublasLt|nvrtc)\.so' || true)
 # A single process: no MPI initialisation at all.
 export MEDTRAIN_MPI=never
 
@@ -55,6 +80,7 @@ is_json() { # file: is it one valid JSON value? (needs python3; without it, embe
 
 RECORDS=()
 FAILED=()
+SUMMARY=()
 run_step() { # <name> <command...>: runs it, records exit code, time, stdout (as JSON when it is JSON)
   local name=$1
   shift
@@ -66,6 +92,7 @@ run_step() { # <name> <command...>: runs it, records exit code, time, stdout (as
   end=$(date +%s.%N)
   echo "   exit $code" >&2
   [ "$code" = 0 ] || FAILED+=("$name")
+  SUMMARY+=("| $name | $code | $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') |")
   local stdout
   if [ -s "$out" ] && is_json "$out"; then stdout=$(cat "$out"); else stdout=$(json_str <"$out"); fi
   RECORDS+=("{\"name\": $(printf '%s' "$name" | json_str), \"command\": $(printf '%s ' "$@" | json_str),
@@ -75,21 +102,39 @@ run_step() { # <name> <command...>: runs it, records exit code, time, stdout (as
 }
 
 # ---- the checks ----
-run_step nvidia-smi nvidia-smi
-run_step nvidia-smi-query nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm \
-  --format=csv
-run_step ldd ldd "$BIN"
-run_step version "$BIN" --version
-run_step parity "$BIN" bench parity --device cuda --json
-run_step curve "$BIN" bench curve --steps 20 --json
-run_step step-resnet18-2d-b64 "$BIN" bench step --device cuda --model resnet18-2d --batch 64
-run_step step-resnet18-2d-b256 "$BIN" bench step --device cuda --model resnet18-2d --batch 256
-run_step step-resnet3d-b8 "$BIN" bench step --device cuda --model resnet3d --batch 8
-run_step torch-eager "$PYTHON" "$TORCH_PEER"
-run_step explain-maps "$BIN" bench explain --device cuda --model all --reps 5 --json
-run_step explain-torch-slice2d "$PYTHON" "$EXPLAIN_PEER" slice2d 5 cuda
-run_step explain-torch-volume3d "$PYTHON" "$EXPLAIN_PEER" volume3d 5 cuda
-if [ "${GPU_CHECK_QUICKSTART:-1}" = 1 ]; then
+# Is there a GPU at all? The self-test opens it the way every medtrain job does; "CUDA is not
+# available" (no driver, no device, a missing library) means there is nothing to check here.
+GPU_PRESENT=true
+NO_GPU_REASON=
+run_step selftest "$BIN" bench selftest --device cuda --json
+if grep -q 'CUDA is not available' "$LOGS/selftest.err" "$LOGS/selftest.out" 2>/dev/null ||
+  ! [ -x "$BIN" ]; then
+  GPU_PRESENT=false
+  NO_GPU_REASON=$(grep -ho 'CUDA is not available.*' "$LOGS/selftest.err" "$LOGS/selftest.out" 2>/dev/null | head -1)
+  [ -x "$BIN" ] || NO_GPU_REASON="no medtrain binary at $BIN"
+  echo "gpu-check: NO GPU PRESENT: ${NO_GPU_REASON:-unknown reason}; nothing was checked on a GPU" >&2
+fi
+if [ "$GPU_PRESENT" = true ]; then
+  run_step nvidia-smi-query nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm \
+    --format=csv
+  [ "$QUICK" = 1 ] || run_step nvidia-smi nvidia-smi
+  [ "$QUICK" = 1 ] || run_step ldd ldd "$BIN"
+  run_step version "$BIN" --version
+  # First pass synchronous: an asynchronous kernel failure is reported by the op that caused it.
+  run_step parity-sync env MEDTRAIN_CUDA_SYNC=1 CUDA_LAUNCH_BLOCKING=1 "$BIN" bench parity --device cuda --json
+  run_step parity "$BIN" bench parity --device cuda --json
+  run_step curve "$BIN" bench curve --steps 20 --json
+fi
+if [ "$GPU_PRESENT" = true ] && [ "$QUICK" = 0 ]; then
+  run_step step-resnet18-2d-b64 "$BIN" bench step --device cuda --model resnet18-2d --batch 64
+  run_step step-resnet18-2d-b256 "$BIN" bench step --device cuda --model resnet18-2d --batch 256
+  run_step step-resnet3d-b8 "$BIN" bench step --device cuda --model resnet3d --batch 8
+  run_step torch-eager "$PYTHON" "$TORCH_PEER"
+  run_step explain-maps "$BIN" bench explain --device cuda --model all --reps 5 --json
+  run_step explain-torch-slice2d "$PYTHON" "$EXPLAIN_PEER" slice2d 5 cuda
+  run_step explain-torch-volume3d "$PYTHON" "$EXPLAIN_PEER" volume3d 5 cuda
+fi
+if [ "$GPU_PRESENT" = true ] && [ "$QUICK" = 0 ] && [ "${GPU_CHECK_QUICKSTART:-1}" = 1 ]; then
   rm -rf "$E2E"
   run_step quickstart-cuda env MEDTRAIN_BIN="$BIN" MEDTRAIN_DEVICE=cuda MEDTRAIN_RANKS=1 bash "$QUICKSTART" "$E2E"
   run_step explain-quality-cuda cat "$E2E/explain/quality.json"
@@ -111,7 +156,11 @@ fi
   echo " \"date_utc\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
   echo " \"bundle\": $(cat "$HERE/VERSION" 2>/dev/null | json_str),"
   echo " \"binary\": $(printf '%s' "$BIN" | json_str),"
+  echo " \"profile\": \"$([ "$QUICK" = 1 ] && echo quick || echo full)\","
+  echo " \"gpu_present\": $GPU_PRESENT,"
+  echo " \"no_gpu_reason\": $(printf '%s' "$NO_GPU_REASON" | json_str),"
   echo " \"cuda_library_dirs\": $(printf '%s' "$CUDA_LIB_DIRS" | json_str),"
+  echo " \"loader_cuda_libraries\": $(printf '%s' "$LOADER_CUDA" | json_str),"
   echo " \"ld_library_path\": $(printf '%s' "$LD_LIBRARY_PATH" | json_str),"
   printf ' "failed": ['
   for i in "${!FAILED[@]}"; do
@@ -129,6 +178,27 @@ fi
 } >"$JSON"
 echo "results: $JSON" >&2
 if is_json "$JSON"; then echo "results file is valid JSON" >&2; else echo "warning: could not validate $JSON" >&2; fi
+
+# ---- a short markdown summary beside it ----
+{
+  echo "# medtrain gpu-check ($([ "$QUICK" = 1 ] && echo quick || echo full)), $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+  echo
+  if [ "$GPU_PRESENT" = false ]; then
+    echo "**No GPU present**: ${NO_GPU_REASON:-unknown reason}. Nothing was checked on a GPU."
+    echo
+  fi
+  echo "| step | exit | seconds |"
+  echo "|---|---|---|"
+  printf '%s\n' "${SUMMARY[@]}"
+  echo
+  echo "Library directories given: ${CUDA_LIB_DIRS:-none}; the files and versions used are in \`gpu-check.json\` (step \`selftest\`, \`facts\`)."
+} >"$MD"
+echo "summary: $MD" >&2
+
+if [ "$GPU_PRESENT" = false ]; then
+  echo "gpu-check: no GPU present; exit 3" >&2
+  exit 3
+fi
 # Exit status: 0 only when every step succeeded (the results file is written either way).
 if [ "${#FAILED[@]}" -gt 0 ]; then
   echo "failed steps: ${FAILED[*]}" >&2

@@ -29,6 +29,10 @@ pub enum BenchCommand {
     Parity(crate::backend::cuda::bench::ParityArgs),
     /// The same seeded training run on the CPU and on the device; exit 1 when the loss curves differ.
     Curve(crate::backend::cuda::bench::CurveArgs),
+    /// The start-up self-test every GPU job runs (tiny conv, batch norm, pool, linear forward and
+    /// backward, SGD and AdamW steps against the CPU), with the device's SM and library versions;
+    /// exit 2 when it fails or CUDA is unavailable.
+    Selftest(crate::backend::cuda::selftest::SelfTestArgs),
     /// Milliseconds per Grad-CAM map (resnet18 512×512, 3D ResNet 128³); on a GPU also every block
     /// output's map against the CPU reference (exit 1 on a mismatch).
     Explain(crate::explain::bench::ExplainBenchArgs),
@@ -69,6 +73,7 @@ pub fn run(args: BenchArgs) -> Result<i32, Failure> {
         BenchCommand::Step(a) => crate::backend::cuda::bench::step(a),
         BenchCommand::Parity(a) => crate::backend::cuda::bench::parity(a),
         BenchCommand::Curve(a) => crate::backend::cuda::bench::curve(a),
+        BenchCommand::Selftest(a) => crate::backend::cuda::selftest::command(a),
         BenchCommand::Explain(a) => crate::explain::bench::run(a),
     }
 }

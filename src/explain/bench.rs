@@ -6,10 +6,9 @@
 use super::cam::{GradCamOps, Method, Upsample};
 use super::layers::{default_layer, grad_cam, grad_cam_layers, select_layers, CamRequest};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::cuda::CudaBackend;
 use crate::cli::{Failure, EXIT_FAILURES, EXIT_OK};
 use crate::nn::{build, Net, ResNetConfig};
-use crate::train::cli::{resolve_device, Device};
+use crate::train::cli::{open_gpu, resolve_device, Device};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -192,9 +191,7 @@ pub fn run(args: ExplainBenchArgs) -> Result<i32, Failure> {
     }
     let device = resolve_device(&args.device)?;
     let gpu = match device {
-        Device::Cuda => Some(
-            CudaBackend::for_local_rank(0, 1).map_err(|e| Failure::Usage(format!("--device cuda: {e}")))?,
-        ),
+        Device::Cuda { auto } => open_gpu(auto, 0, 0, 1, |ok| ok)?,
         Device::Cpu => None,
     };
     let mut rows = Vec::new();

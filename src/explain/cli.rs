@@ -11,7 +11,6 @@ use super::overlay::{self, SliceView};
 use super::quality::{self, SanityCheck};
 use super::truth::{lesion_mask, series_geometry, LesionTruth};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::cuda::CudaBackend;
 use crate::backend::Backend;
 use crate::catalog::split::Manifest;
 use crate::checkpoint::CheckpointInfo;
@@ -20,7 +19,7 @@ use crate::data::{Dataset, SeriesVolume};
 use crate::deid::SiteKey;
 use crate::nn::Net;
 use crate::train::cli::{
-    eval_overrides, find_checkpoint, load_net, recorded_path, resolve_device, settings_of, Device,
+    eval_overrides, find_checkpoint, load_net, open_gpu, recorded_path, resolve_device, settings_of, Device,
 };
 use crate::train::config::{Settings, Task};
 use clap::Args;
@@ -991,11 +990,10 @@ pub fn run_explain(args: ExplainArgs) -> Result<i32, Failure> {
     let p = plan(&args)?;
     match device {
         Device::Cpu => explain_on(&CpuBackend, &args, &p),
-        Device::Cuda => {
-            let b = CudaBackend::for_local_rank(0, 1).map_err(|e| usage(format!("--device cuda: {e}")))?;
-            tracing::info!(ordinal = b.ordinal(), device = b.device_name(), "CUDA backend");
-            explain_on(&b, &args, &p)
-        }
+        Device::Cuda { auto } => match open_gpu(auto, 0, 0, 1, |ok| ok)? {
+            Some(b) => explain_on(&b, &args, &p),
+            None => explain_on(&CpuBackend, &args, &p),
+        },
     }
 }
 

@@ -29,9 +29,10 @@ fn usage(e: impl std::fmt::Display) -> Failure {
     Failure::Usage(e.to_string())
 }
 
-/// The CUDA backend on the first visible device, or a usage error naming what is missing.
+/// The CUDA backend on the first visible device, or a usage error naming what is missing. Without the
+/// start-up self-test: these checks are how a failing self-test is diagnosed.
 fn cuda_backend() -> std::result::Result<CudaBackend, Failure> {
-    CudaBackend::for_local_rank(0, 1).map_err(|e| usage(format!("--device cuda: {e}")))
+    CudaBackend::for_local_rank_unchecked(0, 1).map_err(|e| usage(format!("--device cuda: {e}")))
 }
 
 fn check_device(device: &str) -> std::result::Result<(), Failure> {
@@ -264,7 +265,7 @@ pub struct ParityArgs {
 
 /// One op at one shape.
 #[derive(Clone, Debug)]
-enum Op {
+pub(crate) enum Op {
     ConvFwd(ConvParams),
     ConvBwd(ConvParams),
     BnTrain(BatchNormParams),
@@ -315,7 +316,7 @@ enum Op {
 }
 
 impl Op {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Op::ConvFwd(_) => "conv_forward",
             Op::ConvBwd(_) => "conv_backward",
@@ -353,7 +354,7 @@ impl Op {
 
     /// (atol, rtol). Reductions over many terms (convolution, linear, batch statistics) differ from
     /// the CPU's f64-accumulated or blocked sums by rounding only; elementwise ops match to an ulp.
-    fn tolerance(&self) -> (f64, f64) {
+    pub(crate) fn tolerance(&self) -> (f64, f64) {
         match self {
             Op::ConvFwd(_) | Op::ConvBwd(_) | Op::Linear(_) | Op::LinearBwd(_) => (1e-4, 1e-3),
             Op::BnTrain(_) | Op::BnInfer(_) | Op::BnBwd(_) => (1e-4, 1e-3),
@@ -918,6 +919,20 @@ pub fn compare(got: &[f64], want: &[f64], atol: f64, rtol: f64) -> (f64, f64, bo
 }
 
 fn parity_of<B: Backend>(dev: &B, op: &Op, seed: u64) -> OpParity {
+    parity_of_tampered(dev, op, seed, &|_, _| {})
+}
+
+/// The outputs of one op on a device, before they are compared: (outputs, returned scalar).
+pub(crate) type Outputs = (Vec<Vec<f32>>, Option<f64>);
+
+/// `parity_of` with the device's outputs passed through `tamper` (op name, outputs) before the
+/// comparison: tests use it to show that a wrong result is caught and named.
+pub(crate) fn parity_of_tampered<B: Backend>(
+    dev: &B,
+    op: &Op,
+    seed: u64,
+    tamper: &dyn Fn(&'static str, &mut Outputs),
+) -> OpParity {
     let (atol, rtol) = op.tolerance();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let host = inputs(op, &mut rng);
@@ -939,15 +954,17 @@ fn parity_of<B: Backend>(dev: &B, op: &Op, seed: u64) -> OpParity {
         }
     };
     let got = match run(dev, op, &host) {
-        Ok(g) => g,
+        Ok(mut g) => {
+            tamper(op.name(), &mut g);
+            g
+        }
         Err(e) => {
             report.error = Some(format!("{}: {e}", dev.name()));
             return report;
         }
     };
-    let flat = |(outs, s): &(Vec<Vec<f32>>, Option<f64>)| -> Vec<f64> {
-        outs.iter().flatten().map(|&x| x as f64).chain(*s).collect()
-    };
+    let flat =
+        |(outs, s): &Outputs| -> Vec<f64> { outs.iter().flatten().map(|&x| x as f64).chain(*s).collect() };
     let (abs, rel, pass) = compare(&flat(&got), &flat(&want), atol, rtol);
     report.max_abs_err = abs;
     report.max_rel_err = rel;

@@ -9,7 +9,7 @@ use cudarc::cudnn::sys;
 
 use super::cudnn::{as_c, check, Convolution, Filter, Handle, Tensor};
 use crate::backend::params::ConvParams;
-use crate::backend::Result;
+use crate::backend::{DType, Result};
 
 /// Largest workspace an algorithm may ask for; faster algorithms that need more are skipped.
 pub const WORKSPACE_LIMIT_BYTES: usize = 1 << 30;
@@ -67,9 +67,11 @@ pub struct ConvPlan {
     pub bwd_filter_bytes: usize,
 }
 
-/// Whether a ranked algorithm is usable: it ran the query successfully, is deterministic, uses FMA
-/// math (no TF32 tensor cores) and fits the workspace limit.
-fn usable(
+/// Whether a ranked algorithm may be used for data of `dtype`: it ran the query successfully, is
+/// deterministic, fits the workspace limit, and its math type is allowed for that precision
+/// ([`math_allowed`]).
+pub fn usable(
+    dtype: DType,
     status: sys::cudnnStatus_t,
     det: sys::cudnnDeterminism_t,
     math: sys::cudnnMathType_t,
@@ -77,11 +79,20 @@ fn usable(
 ) -> bool {
     status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
         && det == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC
-        && matches!(
-            math,
-            sys::cudnnMathType_t::CUDNN_FMA_MATH | sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
-        )
+        && math_allowed(dtype, math)
         && bytes <= WORKSPACE_LIMIT_BYTES
+}
+
+/// The math types a convolution result may come from. fp32: FMA only (cuDNN reports FMA for
+/// results computed without tensor cores; DEFAULT_MATH on fp32 data may be TF32 on Ampere and newer,
+/// so it is refused: TF32 off is the rule). f16/bf16: FMA or tensor-op math. Never
+/// TENSOR_OP_MATH_ALLOW_CONVERSION, which converts fp32 data to a narrower type.
+pub fn math_allowed(dtype: DType, math: sys::cudnnMathType_t) -> bool {
+    use sys::cudnnMathType_t as M;
+    match dtype {
+        DType::F32 => math == M::CUDNN_FMA_MATH,
+        DType::F16 | DType::BF16 => matches!(math, M::CUDNN_FMA_MATH | M::CUDNN_TENSOR_OP_MATH),
+    }
 }
 
 fn no_algorithm(op: &'static str, p: &ConvParams) -> crate::backend::BackendError {
@@ -140,7 +151,7 @@ impl ConvPlan {
             )?;
             perf[..count.clamp(0, CANDIDATES as c_int) as usize]
                 .iter()
-                .find(|r| usable(r.status, r.determinism, r.mathType, r.memory))
+                .find(|r| usable(DType::F32, r.status, r.determinism, r.mathType, r.memory))
                 .map(|r| (r.algo, r.memory))
                 .ok_or_else(|| no_algorithm("convolution forward", p))?
         };
@@ -162,7 +173,7 @@ impl ConvPlan {
             )?;
             perf[..count.clamp(0, CANDIDATES as c_int) as usize]
                 .iter()
-                .find(|r| usable(r.status, r.determinism, r.mathType, r.memory))
+                .find(|r| usable(DType::F32, r.status, r.determinism, r.mathType, r.memory))
                 .map(|r| (r.algo, r.memory))
                 .ok_or_else(|| no_algorithm("convolution backward data", p))?
         };
@@ -184,7 +195,7 @@ impl ConvPlan {
             )?;
             perf[..count.clamp(0, CANDIDATES as c_int) as usize]
                 .iter()
-                .find(|r| usable(r.status, r.determinism, r.mathType, r.memory))
+                .find(|r| usable(DType::F32, r.status, r.determinism, r.mathType, r.memory))
                 .map(|r| (r.algo, r.memory))
                 .ok_or_else(|| no_algorithm("convolution backward filter", p))?
         };
@@ -372,6 +383,31 @@ pub unsafe fn backward(h: &Handle, plan: &ConvPlan, ptr: &ConvBackPtrs) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_filter_takes_fma_only_for_f32_and_never_conversion() {
+        use sys::cudnnDeterminism_t::{CUDNN_DETERMINISTIC as DET, CUDNN_NON_DETERMINISTIC as NONDET};
+        use sys::cudnnMathType_t as M;
+        use sys::cudnnStatus_t::{CUDNN_STATUS_NOT_SUPPORTED as UNSUPPORTED, CUDNN_STATUS_SUCCESS as OK};
+        let all = [
+            M::CUDNN_DEFAULT_MATH,
+            M::CUDNN_TENSOR_OP_MATH,
+            M::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION,
+            M::CUDNN_FMA_MATH,
+        ];
+        for m in all {
+            assert_eq!(usable(DType::F32, OK, DET, m, 0), m == M::CUDNN_FMA_MATH, "{m:?}");
+            for half in [DType::F16, DType::BF16] {
+                let want = matches!(m, M::CUDNN_FMA_MATH | M::CUDNN_TENSOR_OP_MATH);
+                assert_eq!(usable(half, OK, DET, m, 0), want, "{half:?} {m:?}");
+            }
+        }
+        let fma = M::CUDNN_FMA_MATH;
+        assert!(!usable(DType::F32, UNSUPPORTED, DET, fma, 0));
+        assert!(!usable(DType::F32, OK, NONDET, fma, 0));
+        assert!(!usable(DType::F32, OK, DET, fma, WORKSPACE_LIMIT_BYTES + 1));
+        assert!(usable(DType::F32, OK, DET, fma, WORKSPACE_LIMIT_BYTES));
+    }
 
     #[test]
     fn keys_differ_for_every_field() {

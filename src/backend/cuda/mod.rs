@@ -17,6 +17,8 @@ pub mod libs;
 pub mod linear;
 pub mod probe;
 pub mod select;
+pub mod selftest;
+pub mod support;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -89,6 +91,41 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     ordinal: usize,
     device_name: String,
+    /// MEDTRAIN_CUDA_SYNC=1: wait for the stream after every op, so an asynchronous failure is
+    /// reported by the op that caused it.
+    sync: bool,
+}
+
+/// MEDTRAIN_CUDA_SYNC: "1", "true" or "yes" turn synchronous checking on; unset or anything else off.
+pub fn sync_from(value: Option<&str>) -> bool {
+    matches!(
+        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("1" | "true" | "yes")
+    )
+}
+
+/// What went wrong after `op` returned: an error cudarc recorded (`recorded`: from a drop or a
+/// call that could not return it, at or before `op`) or one the stream reported when synchronised
+/// after `op` (MEDTRAIN_CUDA_SYNC=1). Names the error by its code only: cudarc's `Debug` asks the
+/// driver for a description, which needs libcuda.
+pub fn after_op_error(op: &'static str, recorded: bool, e: &cudarc::driver::DriverError) -> BackendError {
+    let reason = if recorded {
+        format!(
+            "{:?}, recorded by the CUDA context during or before this op (a release or an earlier \
+             asynchronous failure); rerun with MEDTRAIN_CUDA_SYNC=1 to find the op that caused it",
+            e.0
+        )
+    } else {
+        format!(
+            "{:?}, reported when the stream was synchronised after this op (MEDTRAIN_CUDA_SYNC=1)",
+            e.0
+        )
+    };
+    BackendError::Device {
+        op,
+        backend: "CUDA driver",
+        reason,
+    }
 }
 
 /// A raw device pointer of a read-only view.
@@ -151,16 +188,93 @@ impl CudaBackend {
             ctx,
             ordinal,
             device_name,
+            sync: sync_from(std::env::var("MEDTRAIN_CUDA_SYNC").ok().as_deref()),
         })
     }
 
-    /// Probes, picks this rank's GPU from its node-local rank and the launcher's environment, and
-    /// creates the backend. The error says why CUDA cannot be used (missing library, no device, a
-    /// rank layout that does not fit the GPUs).
+    /// Runs one op, then checks what it left behind: any error the context recorded (cudarc records
+    /// errors it cannot return, from drops for instance) and, with MEDTRAIN_CUDA_SYNC=1, the stream's
+    /// state after waiting for it. Either is reported under `op`.
+    fn done<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let out = f()?;
+        self.ctx.check_err().map_err(|e| after_op_error(op, true, &e))?;
+        if self.sync {
+            self.stream
+                .synchronize()
+                .map_err(|e| after_op_error(op, false, &e))?;
+        }
+        Ok(out)
+    }
+
+    /// Probes, picks this rank's GPU from its node-local rank and the launcher's environment, creates
+    /// the backend and runs the start-up self-test (`selftest`) on it. The error says why CUDA cannot
+    /// be used (missing library, no device, a rank layout that does not fit the GPUs, a failed op with
+    /// its library, version, SM and remedy). Every verb that trains or infers opens its GPU here.
     pub fn for_local_rank(local_rank: usize, local_size: usize) -> std::result::Result<CudaBackend, String> {
+        let b = CudaBackend::for_local_rank_unchecked(local_rank, local_size)?;
+        let passed = b.self_test().map_err(|e| e.to_string())?;
+        if let Some(w) = &passed.warning {
+            tracing::warn!("GPU self-test: {w}");
+        }
+        tracing::info!(
+            ms = format!("{:.1}", passed.seconds * 1e3),
+            ops = passed.ops.len(),
+            "GPU self-test passed"
+        );
+        Ok(b)
+    }
+
+    /// `for_local_rank` without the self-test: for `bench parity | curve | step`, which are the
+    /// diagnosis when the self-test fails.
+    pub fn for_local_rank_unchecked(
+        local_rank: usize,
+        local_size: usize,
+    ) -> std::result::Result<CudaBackend, String> {
         let info = probe().map_err(|e| e.to_string())?;
         let ordinal = select::select_from_env(local_rank, local_size, info.visible_devices)?;
         CudaBackend::new(ordinal).map_err(|e| e.to_string())
+    }
+
+    /// The start-up self-test on this backend against the CPU reference.
+    pub fn self_test(&self) -> std::result::Result<selftest::Passed, selftest::Failed> {
+        selftest::run(self, &self.facts())
+    }
+
+    /// The device, its SM and the versions and files of the libraries in use.
+    pub fn facts(&self) -> selftest::DeviceFacts {
+        let sm = self
+            .ctx
+            .compute_capability()
+            .ok()
+            .map(|(major, minor)| (major * 10 + minor) as u32);
+        // SAFETY: cudnnGetVersion has no arguments and no preconditions; the library is loaded (the
+        // backend holds a cuDNN handle).
+        let cudnn = Some(unsafe { cudarc::cudnn::sys::cudnnGetVersion() } as u32);
+        let cublas = {
+            use cudarc::cublas::sys::{cublasGetProperty, libraryPropertyType as P};
+            let mut v = [0i32; 3];
+            let parts = [P::MAJOR_VERSION, P::MINOR_VERSION, P::PATCH_LEVEL];
+            // SAFETY: each call writes one int to a live location.
+            let ok = parts.iter().zip(v.iter_mut()).all(|(&p, out)| {
+                let status = unsafe { cublasGetProperty(p, out) };
+                status == cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS
+            });
+            ok.then(|| format!("{}.{}.{}", v[0], v[1], v[2]))
+        };
+        let files = libs::preload_build_libraries()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(lib, path)| (format!("{lib:?}"), path.display().to_string()))
+            .collect();
+        selftest::DeviceFacts {
+            device_name: self.device_name.clone(),
+            sm,
+            cudnn,
+            cublas,
+            nvrtc: compile::nvrtc_version().ok().map(|v| v.to_string()),
+            driver: compile::driver_version().ok(),
+            files,
+        }
     }
 
     pub fn ordinal(&self) -> usize {
@@ -299,78 +413,92 @@ impl Backend for CudaBackend {
 
     // ---- storage ----
     fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
-        let buf = if len == 0 {
-            self.stream.null()
-        } else {
-            self.stream.alloc_zeros(len)
-        }
-        .map_err(driver("cuMemAlloc"))?;
-        self.note_allocation();
-        Ok(buf)
+        self.done("zeros", || {
+            let buf = if len == 0 {
+                self.stream.null()
+            } else {
+                self.stream.alloc_zeros(len)
+            }
+            .map_err(driver("cuMemAlloc"))?;
+            self.note_allocation();
+            Ok(buf)
+        })
     }
     fn len(&self, buf: &CudaSlice<f32>) -> usize {
         buf.len()
     }
     fn upload(&self, host: &[f32]) -> Result<CudaSlice<f32>> {
-        let mut buf = self.zeros(host.len())?;
-        self.upload_into(host, buf.as_view_mut())?;
-        Ok(buf)
+        self.done("upload", || {
+            let mut buf = self.zeros(host.len())?;
+            self.upload_into(host, buf.as_view_mut())?;
+            Ok(buf)
+        })
     }
     fn download(&self, x: CudaView<'_, f32>) -> Result<Vec<f32>> {
-        let mut out = vec![0.0; x.len()];
-        self.download_into(x, &mut out)?;
-        Ok(out)
+        self.done("download", || {
+            let mut out = vec![0.0; x.len()];
+            self.download_into(x, &mut out)?;
+            Ok(out)
+        })
     }
     fn download_into(&self, x: CudaView<'_, f32>, out: &mut [f32]) -> Result<()> {
-        check_len("download_into", "out", x.len(), out.len())?;
-        if out.is_empty() {
-            return Ok(());
-        }
-        self.bind()?;
-        let src = rd(&x, &self.stream) as cudarc::driver::sys::CUdeviceptr;
-        if out.len() < PINNED_MIN_FLOATS {
-            // SAFETY: `src` holds out.len() floats; the stream is synchronised before `out` is used.
-            unsafe { cudarc::driver::result::memcpy_dtoh_async(out, src, self.stream.cu_stream()) }
-                .map_err(driver("cuMemcpyDtoH"))?;
-            return self.synchronize();
-        }
-        let mut staging = self.pinned_staging(out.len())?;
-        let pinned = staging.as_mut().expect("staging allocated above");
-        let host = pinned.as_mut_slice().map_err(driver("pinned staging"))?;
-        // SAFETY: `host` is page-locked memory of at least out.len() floats, owned by the staging lock
-        // held until the copy has completed (synchronised below).
-        unsafe {
-            cudarc::driver::result::memcpy_dtoh_async(&mut host[..out.len()], src, self.stream.cu_stream())
-        }
-        .map_err(driver("cuMemcpyDtoH"))?;
-        self.synchronize()?;
-        out.copy_from_slice(&host[..out.len()]);
-        Ok(())
+        self.done("download_into", || {
+            check_len("download_into", "out", x.len(), out.len())?;
+            if out.is_empty() {
+                return Ok(());
+            }
+            self.bind()?;
+            let src = rd(&x, &self.stream) as cudarc::driver::sys::CUdeviceptr;
+            if out.len() < PINNED_MIN_FLOATS {
+                // SAFETY: `src` holds out.len() floats; the stream is synchronised before `out` is used.
+                unsafe { cudarc::driver::result::memcpy_dtoh_async(out, src, self.stream.cu_stream()) }
+                    .map_err(driver("cuMemcpyDtoH"))?;
+                return self.synchronize();
+            }
+            let mut staging = self.pinned_staging(out.len())?;
+            let pinned = staging.as_mut().expect("staging allocated above");
+            let host = pinned.as_mut_slice().map_err(driver("pinned staging"))?;
+            // SAFETY: `host` is page-locked memory of at least out.len() floats, owned by the staging lock
+            // held until the copy has completed (synchronised below).
+            unsafe {
+                cudarc::driver::result::memcpy_dtoh_async(
+                    &mut host[..out.len()],
+                    src,
+                    self.stream.cu_stream(),
+                )
+            }
+            .map_err(driver("cuMemcpyDtoH"))?;
+            self.synchronize()?;
+            out.copy_from_slice(&host[..out.len()]);
+            Ok(())
+        })
     }
     fn upload_into(&self, host: &[f32], mut y: CudaViewMut<'_, f32>) -> Result<()> {
-        check_len("upload_into", "y", host.len(), y.len())?;
-        if host.is_empty() {
-            return Ok(());
-        }
-        self.bind()?;
-        let dst = wr(&mut y, &self.stream) as cudarc::driver::sys::CUdeviceptr;
-        if host.len() < PINNED_MIN_FLOATS {
-            // SAFETY: `dst` holds host.len() floats; the copy is complete before return (synchronised),
-            // so the caller may reuse `host` at once.
-            unsafe { cudarc::driver::result::memcpy_htod_async(dst, host, self.stream.cu_stream()) }
-                .map_err(driver("cuMemcpyHtoD"))?;
-            return self.synchronize();
-        }
-        let mut staging = self.pinned_staging(host.len())?;
-        let pinned = staging.as_mut().expect("staging allocated above");
-        let buf = pinned.as_mut_slice().map_err(driver("pinned staging"))?;
-        buf[..host.len()].copy_from_slice(host);
-        // SAFETY: as above; the staging lock is held until the copy has completed.
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(dst, &buf[..host.len()], self.stream.cu_stream())
-        }
-        .map_err(driver("cuMemcpyHtoD"))?;
-        self.synchronize()
+        self.done("upload_into", || {
+            check_len("upload_into", "y", host.len(), y.len())?;
+            if host.is_empty() {
+                return Ok(());
+            }
+            self.bind()?;
+            let dst = wr(&mut y, &self.stream) as cudarc::driver::sys::CUdeviceptr;
+            if host.len() < PINNED_MIN_FLOATS {
+                // SAFETY: `dst` holds host.len() floats; the copy is complete before return (synchronised),
+                // so the caller may reuse `host` at once.
+                unsafe { cudarc::driver::result::memcpy_htod_async(dst, host, self.stream.cu_stream()) }
+                    .map_err(driver("cuMemcpyHtoD"))?;
+                return self.synchronize();
+            }
+            let mut staging = self.pinned_staging(host.len())?;
+            let pinned = staging.as_mut().expect("staging allocated above");
+            let buf = pinned.as_mut_slice().map_err(driver("pinned staging"))?;
+            buf[..host.len()].copy_from_slice(host);
+            // SAFETY: as above; the staging lock is held until the copy has completed.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(dst, &buf[..host.len()], self.stream.cu_stream())
+            }
+            .map_err(driver("cuMemcpyHtoD"))?;
+            self.synchronize()
+        })
     }
     fn view<'a>(&self, buf: &'a CudaSlice<f32>, range: Range<usize>) -> CudaView<'a, f32> {
         buf.slice(range)
@@ -398,23 +526,27 @@ impl Backend for CudaBackend {
         }
     }
     fn fill(&self, mut y: CudaViewMut<'_, f32>, value: f32) -> Result<()> {
-        if y.is_empty() {
-            return Ok(());
-        }
-        self.bind()?;
-        let dst = wr(&mut y, &self.stream) as cudarc::driver::sys::CUdeviceptr;
-        // SAFETY: `dst` holds y.len() 32-bit words; a 32-bit memset writes value's bit pattern to each.
-        unsafe {
-            cudarc::driver::sys::cuMemsetD32Async(dst, value.to_bits(), y.len(), self.stream.cu_stream())
-                .result()
-        }
-        .map_err(driver("cuMemsetD32"))
+        self.done("fill", || {
+            if y.is_empty() {
+                return Ok(());
+            }
+            self.bind()?;
+            let dst = wr(&mut y, &self.stream) as cudarc::driver::sys::CUdeviceptr;
+            // SAFETY: `dst` holds y.len() 32-bit words; a 32-bit memset writes value's bit pattern to each.
+            unsafe {
+                cudarc::driver::sys::cuMemsetD32Async(dst, value.to_bits(), y.len(), self.stream.cu_stream())
+                    .result()
+            }
+            .map_err(driver("cuMemsetD32"))
+        })
     }
     fn copy(&self, x: CudaView<'_, f32>, mut y: CudaViewMut<'_, f32>) -> Result<()> {
-        check_len("copy", "y", x.len(), y.len())?;
-        self.stream
-            .memcpy_dtod(&x, &mut y)
-            .map_err(driver("cuMemcpyDtoD"))
+        self.done("copy", || {
+            check_len("copy", "y", x.len(), y.len())?;
+            self.stream
+                .memcpy_dtod(&x, &mut y)
+                .map_err(driver("cuMemcpyDtoD"))
+        })
     }
 
     // ---- convolution ----
@@ -426,26 +558,28 @@ impl Backend for CudaBackend {
         bias: Option<CudaView<'_, f32>>,
         mut y: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        check_conv(p, x.len(), w.len(), y.len(), bias.as_ref().map(|b| b.len()))?;
-        let s = &self.stream;
-        let mut dnn = self.dnn()?;
-        self.conv_plan(&mut dnn, p)?;
-        let dnn = &mut *dnn;
-        let plan = &dnn.plans[&conv::key(p)];
-        let ws = dnn.workspace.as_mut().expect("workspace sized with the plan");
-        let ws_bytes = ws.len();
-        let (ws_ptr, _g) = ws.device_ptr_mut(s);
-        let ptrs = conv::ConvPtrs {
-            x: rd(&x, s),
-            w: rd(&w, s),
-            y: wr(&mut y, s),
-            bias: bias.as_ref().map(|b| rd(b, s)),
-            workspace: ws_ptr as *mut c_void,
-            workspace_bytes: ws_bytes,
-        };
-        // SAFETY: lengths checked against `p`, which the plan's descriptors were built from; the
-        // workspace holds at least the plan's need (grown in conv_plan); all on the handle's stream.
-        unsafe { conv::forward(&dnn.handle, plan, &ptrs) }
+        self.done("conv_forward", || {
+            check_conv(p, x.len(), w.len(), y.len(), bias.as_ref().map(|b| b.len()))?;
+            let s = &self.stream;
+            let mut dnn = self.dnn()?;
+            self.conv_plan(&mut dnn, p)?;
+            let dnn = &mut *dnn;
+            let plan = &dnn.plans[&conv::key(p)];
+            let ws = dnn.workspace.as_mut().expect("workspace sized with the plan");
+            let ws_bytes = ws.len();
+            let (ws_ptr, _g) = ws.device_ptr_mut(s);
+            let ptrs = conv::ConvPtrs {
+                x: rd(&x, s),
+                w: rd(&w, s),
+                y: wr(&mut y, s),
+                bias: bias.as_ref().map(|b| rd(b, s)),
+                workspace: ws_ptr as *mut c_void,
+                workspace_bytes: ws_bytes,
+            };
+            // SAFETY: lengths checked against `p`, which the plan's descriptors were built from; the
+            // workspace holds at least the plan's need (grown in conv_plan); all on the handle's stream.
+            unsafe { conv::forward(&dnn.handle, plan, &ptrs) }
+        })
     }
     fn conv_backward(
         &self,
@@ -457,31 +591,33 @@ impl Backend for CudaBackend {
         mut dw: CudaViewMut<'_, f32>,
         mut dbias: Option<CudaViewMut<'_, f32>>,
     ) -> Result<()> {
-        check_conv(p, x.len(), w.len(), dy.len(), dbias.as_ref().map(|b| b.len()))?;
-        check_len("conv backward", "dw", p.weight_len(), dw.len())?;
-        if let Some(dx) = &dx {
-            check_len("conv backward", "dx", p.input_len(), dx.len())?;
-        }
-        let s = &self.stream;
-        let mut dnn = self.dnn()?;
-        self.conv_plan(&mut dnn, p)?;
-        let dnn = &mut *dnn;
-        let plan = &dnn.plans[&conv::key(p)];
-        let ws = dnn.workspace.as_mut().expect("workspace sized with the plan");
-        let ws_bytes = ws.len();
-        let (ws_ptr, _g) = ws.device_ptr_mut(s);
-        let ptrs = conv::ConvBackPtrs {
-            x: rd(&x, s),
-            w: rd(&w, s),
-            dy: rd(&dy, s),
-            dx: dx.as_mut().map(|v| wr(v, s)),
-            dw: wr(&mut dw, s),
-            dbias: dbias.as_mut().map(|v| wr(v, s)),
-            workspace: ws_ptr as *mut c_void,
-            workspace_bytes: ws_bytes,
-        };
-        // SAFETY: as conv_forward.
-        unsafe { conv::backward(&dnn.handle, plan, &ptrs) }
+        self.done("conv_backward", || {
+            check_conv(p, x.len(), w.len(), dy.len(), dbias.as_ref().map(|b| b.len()))?;
+            check_len("conv backward", "dw", p.weight_len(), dw.len())?;
+            if let Some(dx) = &dx {
+                check_len("conv backward", "dx", p.input_len(), dx.len())?;
+            }
+            let s = &self.stream;
+            let mut dnn = self.dnn()?;
+            self.conv_plan(&mut dnn, p)?;
+            let dnn = &mut *dnn;
+            let plan = &dnn.plans[&conv::key(p)];
+            let ws = dnn.workspace.as_mut().expect("workspace sized with the plan");
+            let ws_bytes = ws.len();
+            let (ws_ptr, _g) = ws.device_ptr_mut(s);
+            let ptrs = conv::ConvBackPtrs {
+                x: rd(&x, s),
+                w: rd(&w, s),
+                dy: rd(&dy, s),
+                dx: dx.as_mut().map(|v| wr(v, s)),
+                dw: wr(&mut dw, s),
+                dbias: dbias.as_mut().map(|v| wr(v, s)),
+                workspace: ws_ptr as *mut c_void,
+                workspace_bytes: ws_bytes,
+            };
+            // SAFETY: as conv_forward.
+            unsafe { conv::backward(&dnn.handle, plan, &ptrs) }
+        })
     }
 
     // ---- batch normalisation ----
@@ -497,36 +633,38 @@ impl Backend for CudaBackend {
         mut running_mean: CudaViewMut<'_, f32>,
         mut running_var: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        check_bn(
-            p,
-            x.len(),
-            y.len(),
-            &[
-                gamma.len(),
-                beta.len(),
-                saved_mean.len(),
-                saved_invstd.len(),
-                running_mean.len(),
-                running_var.len(),
-            ],
-        )?;
-        check_batch_stats(p)?;
-        let s = &self.stream;
-        let mut dnn = self.dnn()?;
-        let dnn = &mut *dnn;
-        let d = bn_descs(&mut dnn.bn, p)?;
-        let ptrs = batchnorm::TrainPtrs {
-            x: rd(&x, s),
-            gamma: rd(&gamma, s),
-            beta: rd(&beta, s),
-            y: wr(&mut y, s),
-            saved_mean: wr(&mut saved_mean, s),
-            saved_invstd: wr(&mut saved_invstd, s),
-            running_mean: wr(&mut running_mean, s),
-            running_var: wr(&mut running_var, s),
-        };
-        // SAFETY: lengths checked against `p`, which the descriptors describe; one stream.
-        unsafe { batchnorm::forward_train(&dnn.handle, p, d, &ptrs) }
+        self.done("batchnorm_forward_train", || {
+            check_bn(
+                p,
+                x.len(),
+                y.len(),
+                &[
+                    gamma.len(),
+                    beta.len(),
+                    saved_mean.len(),
+                    saved_invstd.len(),
+                    running_mean.len(),
+                    running_var.len(),
+                ],
+            )?;
+            check_batch_stats(p)?;
+            let s = &self.stream;
+            let mut dnn = self.dnn()?;
+            let dnn = &mut *dnn;
+            let d = bn_descs(&mut dnn.bn, p)?;
+            let ptrs = batchnorm::TrainPtrs {
+                x: rd(&x, s),
+                gamma: rd(&gamma, s),
+                beta: rd(&beta, s),
+                y: wr(&mut y, s),
+                saved_mean: wr(&mut saved_mean, s),
+                saved_invstd: wr(&mut saved_invstd, s),
+                running_mean: wr(&mut running_mean, s),
+                running_var: wr(&mut running_var, s),
+            };
+            // SAFETY: lengths checked against `p`, which the descriptors describe; one stream.
+            unsafe { batchnorm::forward_train(&dnn.handle, p, d, &ptrs) }
+        })
     }
     fn batchnorm_forward_infer(
         &self,
@@ -538,26 +676,28 @@ impl Backend for CudaBackend {
         running_var: CudaView<'_, f32>,
         mut y: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        check_bn(
-            p,
-            x.len(),
-            y.len(),
-            &[gamma.len(), beta.len(), running_mean.len(), running_var.len()],
-        )?;
-        let s = &self.stream;
-        let mut dnn = self.dnn()?;
-        let dnn = &mut *dnn;
-        let d = bn_descs(&mut dnn.bn, p)?;
-        let ptrs = batchnorm::InferPtrs {
-            x: rd(&x, s),
-            gamma: rd(&gamma, s),
-            beta: rd(&beta, s),
-            running_mean: rd(&running_mean, s),
-            running_var: rd(&running_var, s),
-            y: wr(&mut y, s),
-        };
-        // SAFETY: as batchnorm_forward_train.
-        unsafe { batchnorm::forward_infer(&dnn.handle, p, d, &ptrs) }
+        self.done("batchnorm_forward_infer", || {
+            check_bn(
+                p,
+                x.len(),
+                y.len(),
+                &[gamma.len(), beta.len(), running_mean.len(), running_var.len()],
+            )?;
+            let s = &self.stream;
+            let mut dnn = self.dnn()?;
+            let dnn = &mut *dnn;
+            let d = bn_descs(&mut dnn.bn, p)?;
+            let ptrs = batchnorm::InferPtrs {
+                x: rd(&x, s),
+                gamma: rd(&gamma, s),
+                beta: rd(&beta, s),
+                running_mean: rd(&running_mean, s),
+                running_var: rd(&running_var, s),
+                y: wr(&mut y, s),
+            };
+            // SAFETY: as batchnorm_forward_train.
+            unsafe { batchnorm::forward_infer(&dnn.handle, p, d, &ptrs) }
+        })
     }
     fn batchnorm_backward(
         &self,
@@ -571,41 +711,45 @@ impl Backend for CudaBackend {
         mut dgamma: CudaViewMut<'_, f32>,
         mut dbeta: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        check_bn(
-            p,
-            x.len(),
-            dy.len(),
-            &[
-                gamma.len(),
-                saved_mean.len(),
-                saved_invstd.len(),
-                dgamma.len(),
-                dbeta.len(),
-            ],
-        )?;
-        check_len("batchnorm backward", "dx", p.len(), dx.len())?;
-        check_batch_stats(p)?;
-        let s = &self.stream;
-        let mut dnn = self.dnn()?;
-        let dnn = &mut *dnn;
-        let d = bn_descs(&mut dnn.bn, p)?;
-        let ptrs = batchnorm::BackwardPtrs {
-            x: rd(&x, s),
-            gamma: rd(&gamma, s),
-            saved_mean: rd(&saved_mean, s),
-            saved_invstd: rd(&saved_invstd, s),
-            dy: rd(&dy, s),
-            dx: wr(&mut dx, s),
-            dgamma: wr(&mut dgamma, s),
-            dbeta: wr(&mut dbeta, s),
-        };
-        // SAFETY: as batchnorm_forward_train.
-        unsafe { batchnorm::backward(&dnn.handle, p, d, &ptrs) }
+        self.done("batchnorm_backward", || {
+            check_bn(
+                p,
+                x.len(),
+                dy.len(),
+                &[
+                    gamma.len(),
+                    saved_mean.len(),
+                    saved_invstd.len(),
+                    dgamma.len(),
+                    dbeta.len(),
+                ],
+            )?;
+            check_len("batchnorm backward", "dx", p.len(), dx.len())?;
+            check_batch_stats(p)?;
+            let s = &self.stream;
+            let mut dnn = self.dnn()?;
+            let dnn = &mut *dnn;
+            let d = bn_descs(&mut dnn.bn, p)?;
+            let ptrs = batchnorm::BackwardPtrs {
+                x: rd(&x, s),
+                gamma: rd(&gamma, s),
+                saved_mean: rd(&saved_mean, s),
+                saved_invstd: rd(&saved_invstd, s),
+                dy: rd(&dy, s),
+                dx: wr(&mut dx, s),
+                dgamma: wr(&mut dgamma, s),
+                dbeta: wr(&mut dbeta, s),
+            };
+            // SAFETY: as batchnorm_forward_train.
+            unsafe { batchnorm::backward(&dnn.handle, p, d, &ptrs) }
+        })
     }
 
     // ---- activations ----
     fn leaky_relu_forward(&self, slope: f32, x: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        kernels::leaky_relu_forward(&self.kernels, &self.stream, slope, x, y)
+        self.done("leaky_relu_forward", || {
+            kernels::leaky_relu_forward(&self.kernels, &self.stream, slope, x, y)
+        })
     }
     fn leaky_relu_backward(
         &self,
@@ -614,13 +758,17 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::leaky_relu_backward(&self.kernels, &self.stream, slope, x, dy, dx)
+        self.done("leaky_relu_backward", || {
+            kernels::leaky_relu_backward(&self.kernels, &self.stream, slope, x, dy, dx)
+        })
     }
 
     // ---- pooling: kernels/pool.cu, not cuDNN (its max tie rule is unspecified, and its backward reads
     // x and y, which avg_pool_backward does not receive) ----
     fn max_pool_forward(&self, p: &PoolParams, x: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        kernels::max_pool_forward(&self.kernels, &self.stream, p, x, y)
+        self.done("max_pool_forward", || {
+            kernels::max_pool_forward(&self.kernels, &self.stream, p, x, y)
+        })
     }
     fn max_pool_backward(
         &self,
@@ -629,10 +777,14 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::max_pool_backward(&self.kernels, &self.stream, p, x, dy, dx)
+        self.done("max_pool_backward", || {
+            kernels::max_pool_backward(&self.kernels, &self.stream, p, x, dy, dx)
+        })
     }
     fn avg_pool_forward(&self, p: &PoolParams, x: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        kernels::avg_pool_forward(&self.kernels, &self.stream, p, x, y)
+        self.done("avg_pool_forward", || {
+            kernels::avg_pool_forward(&self.kernels, &self.stream, p, x, y)
+        })
     }
     fn avg_pool_backward(
         &self,
@@ -640,7 +792,9 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::avg_pool_backward(&self.kernels, &self.stream, p, dy, dx)
+        self.done("avg_pool_backward", || {
+            kernels::avg_pool_backward(&self.kernels, &self.stream, p, dy, dx)
+        })
     }
     fn global_avg_pool_forward(
         &self,
@@ -648,7 +802,9 @@ impl Backend for CudaBackend {
         x: CudaView<'_, f32>,
         y: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::global_avg_pool_forward(&self.kernels, &self.stream, spatial, x, y)
+        self.done("global_avg_pool_forward", || {
+            kernels::global_avg_pool_forward(&self.kernels, &self.stream, spatial, x, y)
+        })
     }
     fn global_avg_pool_backward(
         &self,
@@ -656,7 +812,9 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::global_avg_pool_backward(&self.kernels, &self.stream, spatial, dy, dx)
+        self.done("global_avg_pool_backward", || {
+            kernels::global_avg_pool_backward(&self.kernels, &self.stream, spatial, dy, dx)
+        })
     }
 
     // ---- fully connected ----
@@ -668,27 +826,29 @@ impl Backend for CudaBackend {
         bias: Option<CudaView<'_, f32>>,
         mut y: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-        check_len("linear", "x", n * i, x.len())?;
-        check_len("linear", "w", o * i, w.len())?;
-        check_len("linear", "y", n * o, y.len())?;
-        if let Some(b) = &bias {
-            check_len("linear", "bias", o, b.len())?;
-        }
-        let s = &self.stream;
-        let blas = self.blas()?;
-        let h = *blas.handle();
-        let yp = wr(&mut y, s) as *mut f32;
-        // SAFETY: lengths checked above; all on the handle's stream.
-        unsafe { linear::forward(h, p, rd(&x, s) as *const f32, rd(&w, s) as *const f32, yp)? };
-        if let Some(b) = &bias {
-            let ones = self.ones(n)?;
-            let ones = ones.as_ref().expect("ones allocated above");
-            let (op, _g) = ones.device_ptr(s);
-            // SAFETY: `ones` holds ≥ N ones; bias holds `out` floats.
-            unsafe { linear::forward_bias(h, p, rd(b, s) as *const f32, op as *const f32, yp)? };
-        }
-        Ok(())
+        self.done("linear_forward", || {
+            let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
+            check_len("linear", "x", n * i, x.len())?;
+            check_len("linear", "w", o * i, w.len())?;
+            check_len("linear", "y", n * o, y.len())?;
+            if let Some(b) = &bias {
+                check_len("linear", "bias", o, b.len())?;
+            }
+            let s = &self.stream;
+            let blas = self.blas()?;
+            let h = *blas.handle();
+            let yp = wr(&mut y, s) as *mut f32;
+            // SAFETY: lengths checked above; all on the handle's stream.
+            unsafe { linear::forward(h, p, rd(&x, s) as *const f32, rd(&w, s) as *const f32, yp)? };
+            if let Some(b) = &bias {
+                let ones = self.ones(n)?;
+                let ones = ones.as_ref().expect("ones allocated above");
+                let (op, _g) = ones.device_ptr(s);
+                // SAFETY: `ones` holds ≥ N ones; bias holds `out` floats.
+                unsafe { linear::forward_bias(h, p, rd(b, s) as *const f32, op as *const f32, yp)? };
+            }
+            Ok(())
+        })
     }
     fn linear_backward(
         &self,
@@ -700,40 +860,42 @@ impl Backend for CudaBackend {
         mut dw: CudaViewMut<'_, f32>,
         mut dbias: Option<CudaViewMut<'_, f32>>,
     ) -> Result<()> {
-        let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
-        check_len("linear backward", "x", n * i, x.len())?;
-        check_len("linear backward", "w", o * i, w.len())?;
-        check_len("linear backward", "dy", n * o, dy.len())?;
-        check_len("linear backward", "dw", o * i, dw.len())?;
-        if let Some(d) = &dx {
-            check_len("linear backward", "dx", n * i, d.len())?;
-        }
-        if let Some(d) = &dbias {
-            check_len("linear backward", "dbias", o, d.len())?;
-        }
-        let s = &self.stream;
-        let blas = self.blas()?;
-        let h = *blas.handle();
-        let (xp, wp, dyp) = (
-            rd(&x, s) as *const f32,
-            rd(&w, s) as *const f32,
-            rd(&dy, s) as *const f32,
-        );
-        // SAFETY: lengths checked above; all on the handle's stream.
-        unsafe {
-            if let Some(d) = dx.as_mut() {
-                linear::backward_data(h, p, wp, dyp, wr(d, s) as *mut f32)?;
+        self.done("linear_backward", || {
+            let (n, i, o) = (p.n as usize, p.in_features as usize, p.out_features as usize);
+            check_len("linear backward", "x", n * i, x.len())?;
+            check_len("linear backward", "w", o * i, w.len())?;
+            check_len("linear backward", "dy", n * o, dy.len())?;
+            check_len("linear backward", "dw", o * i, dw.len())?;
+            if let Some(d) = &dx {
+                check_len("linear backward", "dx", n * i, d.len())?;
             }
-            linear::backward_filter(h, p, xp, dyp, wr(&mut dw, s) as *mut f32)?;
-        }
-        if let Some(db) = dbias.as_mut() {
-            let ones = self.ones(n)?;
-            let ones = ones.as_ref().expect("ones allocated above");
-            let (op, _g) = ones.device_ptr(s);
-            // SAFETY: `ones` holds ≥ N ones; dbias holds `out` floats.
-            unsafe { linear::backward_bias(h, p, dyp, op as *const f32, wr(db, s) as *mut f32)? };
-        }
-        Ok(())
+            if let Some(d) = &dbias {
+                check_len("linear backward", "dbias", o, d.len())?;
+            }
+            let s = &self.stream;
+            let blas = self.blas()?;
+            let h = *blas.handle();
+            let (xp, wp, dyp) = (
+                rd(&x, s) as *const f32,
+                rd(&w, s) as *const f32,
+                rd(&dy, s) as *const f32,
+            );
+            // SAFETY: lengths checked above; all on the handle's stream.
+            unsafe {
+                if let Some(d) = dx.as_mut() {
+                    linear::backward_data(h, p, wp, dyp, wr(d, s) as *mut f32)?;
+                }
+                linear::backward_filter(h, p, xp, dyp, wr(&mut dw, s) as *mut f32)?;
+            }
+            if let Some(db) = dbias.as_mut() {
+                let ones = self.ones(n)?;
+                let ones = ones.as_ref().expect("ones allocated above");
+                let (op, _g) = ones.device_ptr(s);
+                // SAFETY: `ones` holds ≥ N ones; dbias holds `out` floats.
+                unsafe { linear::backward_bias(h, p, dyp, op as *const f32, wr(db, s) as *mut f32)? };
+            }
+            Ok(())
+        })
     }
 
     // ---- dropout, residual add, concat ----
@@ -743,7 +905,9 @@ impl Backend for CudaBackend {
         x: CudaView<'_, f32>,
         y: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::dropout_forward(&self.kernels, &self.stream, p, x, y)
+        self.done("dropout_forward", || {
+            kernels::dropout_forward(&self.kernels, &self.stream, p, x, y)
+        })
     }
     fn dropout_backward(
         &self,
@@ -751,13 +915,17 @@ impl Backend for CudaBackend {
         dy: CudaView<'_, f32>,
         dx: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::dropout_backward(&self.kernels, &self.stream, p, dy, dx)
+        self.done("dropout_backward", || {
+            kernels::dropout_backward(&self.kernels, &self.stream, p, dy, dx)
+        })
     }
     fn add(&self, a: CudaView<'_, f32>, b: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        kernels::add(&self.kernels, &self.stream, a, b, y)
+        self.done("add", || kernels::add(&self.kernels, &self.stream, a, b, y))
     }
     fn accumulate(&self, x: CudaView<'_, f32>, y: CudaViewMut<'_, f32>) -> Result<()> {
-        kernels::accumulate(&self.kernels, &self.stream, x, y)
+        self.done("accumulate", || {
+            kernels::accumulate(&self.kernels, &self.stream, x, y)
+        })
     }
     fn concat_channels_forward(
         &self,
@@ -769,7 +937,9 @@ impl Backend for CudaBackend {
         cb: usize,
         y: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::concat_channels_forward(&self.kernels, &self.stream, n, spatial, a, ca, b, cb, y)
+        self.done("concat_channels_forward", || {
+            kernels::concat_channels_forward(&self.kernels, &self.stream, n, spatial, a, ca, b, cb, y)
+        })
     }
     fn concat_channels_backward(
         &self,
@@ -781,7 +951,9 @@ impl Backend for CudaBackend {
         da: CudaViewMut<'_, f32>,
         db: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::concat_channels_backward(&self.kernels, &self.stream, n, spatial, dy, ca, cb, da, db)
+        self.done("concat_channels_backward", || {
+            kernels::concat_channels_backward(&self.kernels, &self.stream, n, spatial, dy, ca, cb, da, db)
+        })
     }
 
     // ---- losses ----
@@ -793,15 +965,17 @@ impl Backend for CudaBackend {
         class_weights: Option<CudaView<'_, f32>>,
         dlogits: CudaViewMut<'_, f32>,
     ) -> Result<f32> {
-        kernels::cross_entropy(
-            &self.kernels,
-            &self.stream,
-            p,
-            logits,
-            targets,
-            class_weights,
-            dlogits,
-        )
+        self.done("cross_entropy", || {
+            kernels::cross_entropy(
+                &self.kernels,
+                &self.stream,
+                p,
+                logits,
+                targets,
+                class_weights,
+                dlogits,
+            )
+        })
     }
     fn bce_with_logits(
         &self,
@@ -812,16 +986,18 @@ impl Backend for CudaBackend {
         pos_weight: Option<CudaView<'_, f32>>,
         dlogits: CudaViewMut<'_, f32>,
     ) -> Result<f32> {
-        kernels::bce_with_logits(
-            &self.kernels,
-            &self.stream,
-            p,
-            logits,
-            targets,
-            mask,
-            pos_weight,
-            dlogits,
-        )
+        self.done("bce_with_logits", || {
+            kernels::bce_with_logits(
+                &self.kernels,
+                &self.stream,
+                p,
+                logits,
+                targets,
+                mask,
+                pos_weight,
+                dlogits,
+            )
+        })
     }
     fn regression_loss(
         &self,
@@ -830,7 +1006,9 @@ impl Backend for CudaBackend {
         target: CudaView<'_, f32>,
         dpred: CudaViewMut<'_, f32>,
     ) -> Result<f32> {
-        kernels::regression_loss(&self.kernels, &self.stream, kind, pred, target, dpred)
+        self.done("regression_loss", || {
+            kernels::regression_loss(&self.kernels, &self.stream, kind, pred, target, dpred)
+        })
     }
     fn cox_loss(
         &self,
@@ -839,7 +1017,9 @@ impl Backend for CudaBackend {
         event: CudaView<'_, f32>,
         drisk: CudaViewMut<'_, f32>,
     ) -> Result<f32> {
-        kernels::cox_loss(&self.kernels, &self.stream, risk, time, event, drisk)
+        self.done("cox_loss", || {
+            kernels::cox_loss(&self.kernels, &self.stream, risk, time, event, drisk)
+        })
     }
 
     // ---- optimizer updates ----
@@ -850,7 +1030,9 @@ impl Backend for CudaBackend {
         grad: CudaView<'_, f32>,
         momentum: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::sgd_step(&self.kernels, &self.stream, h, param, grad, momentum)
+        self.done("sgd_step", || {
+            kernels::sgd_step(&self.kernels, &self.stream, h, param, grad, momentum)
+        })
     }
     fn adamw_step(
         &self,
@@ -860,13 +1042,17 @@ impl Backend for CudaBackend {
         m: CudaViewMut<'_, f32>,
         v: CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        kernels::adamw_step(&self.kernels, &self.stream, h, param, grad, m, v)
+        self.done("adamw_step", || {
+            kernels::adamw_step(&self.kernels, &self.stream, h, param, grad, m, v)
+        })
     }
     fn sum_squares(&self, x: CudaView<'_, f32>) -> Result<f64> {
-        kernels::sum_squares(&self.kernels, &self.stream, x)
+        self.done("sum_squares", || {
+            kernels::sum_squares(&self.kernels, &self.stream, x)
+        })
     }
     fn scale(&self, alpha: f32, y: CudaViewMut<'_, f32>) -> Result<()> {
-        kernels::scale(&self.kernels, &self.stream, alpha, y)
+        self.done("scale", || kernels::scale(&self.kernels, &self.stream, alpha, y))
     }
 }
 
@@ -898,4 +1084,37 @@ fn bn_descs<'a>(
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(e) => e.insert(batchnorm::BnDescs::new(p)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_setting_is_parsed() {
+        for v in ["1", "true", "Yes", " 1"] {
+            assert!(sync_from(Some(v)), "{v}");
+        }
+        for v in ["0", "", "false", "sync"] {
+            assert!(!sync_from(Some(v)), "{v}");
+        }
+        assert!(!sync_from(None));
+    }
+
+    #[test]
+    fn errors_after_an_op_name_it_and_say_where_they_came_from() {
+        use cudarc::driver::sys::CUresult as E;
+        let e = cudarc::driver::DriverError(E::CUDA_ERROR_ILLEGAL_ADDRESS);
+        let r = after_op_error("conv_forward", false, &e).to_string();
+        assert!(r.starts_with("conv_forward: CUDA driver error"), "{r}");
+        assert!(
+            r.contains("CUDA_ERROR_ILLEGAL_ADDRESS") && r.contains("synchronised after this op"),
+            "{r}"
+        );
+        let r = after_op_error("sgd_step", true, &e).to_string();
+        assert!(
+            r.starts_with("sgd_step:") && r.contains("MEDTRAIN_CUDA_SYNC=1"),
+            "{r}"
+        );
+    }
 }
