@@ -159,6 +159,64 @@ fn library_checks(needed: bool, env: &impl Fn(&str) -> Option<String>) -> Vec<Ch
         .collect()
 }
 
+/// cuDNN 9's version number (`cudnnGetVersion`'s encoding) from a file version such as `9.10.2`.
+fn cudnn_number(version: &str) -> Option<u32> {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    let (major, minor, patch) = (
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+        parts.next().flatten().unwrap_or(0),
+    );
+    Some(major * 10000 + minor * 100 + patch)
+}
+
+/// The rows of the (cuDNN version → SM) support table (`backend::cuda::support`, the one the start-up
+/// self-test applies) that concern the resolved cuDNN, for the GPUs a cluster may hold: a login node
+/// without a GPU learns that its cuDNN will be refused on, say, the V100 nodes.
+fn cudnn_support_check(rows: &[Check]) -> Option<Check> {
+    use crate::backend::cuda::support::{cudnn_version_text, Verdict, KNOWN};
+    let row = rows
+        .iter()
+        .find(|c| c.name == "cuda library cudnn" && c.status == Status::Ok)?;
+    let version = row.detail.rsplit_once("(version ")?.1.trim_end_matches(')');
+    let n = cudnn_number(version)?;
+    let hits: Vec<String> = KNOWN
+        .iter()
+        .filter(|k| (k.cudnn_from..k.cudnn_below).contains(&n) && k.verdict == Verdict::Refuse)
+        .map(|k| {
+            format!(
+                "sm_{}–sm_{}: {} ({})",
+                k.sm_from,
+                k.sm_below.min(999) - 1,
+                k.problem,
+                k.remedy
+            )
+        })
+        .collect();
+    Some(if hits.is_empty() {
+        check(
+            "cudnn support",
+            Status::Ok,
+            format!(
+                "cuDNN {} has no known bad GPU architecture",
+                cudnn_version_text(n)
+            ),
+            None,
+        )
+    } else {
+        check(
+            "cudnn support",
+            Status::Warning,
+            format!(
+                "cuDNN {} is refused on {}",
+                cudnn_version_text(n),
+                hits.join("; ")
+            ),
+            Some("nodes with those GPUs need another cuDNN (the start-up self-test refuses them)"),
+        )
+    })
+}
+
 fn gpu_check(needed: bool) -> Check {
     match crate::backend::cuda::probe::probe() {
         Ok(info) => check(
@@ -295,7 +353,10 @@ pub fn run_checks(args: &DoctorArgs) -> Vec<Check> {
     let needed = args.device == DoctorDevice::Cuda;
     let mut checks = vec![mpi_check(&env_list), hdf5_check()];
     if args.device != DoctorDevice::Cpu {
-        checks.extend(library_checks(needed, &env));
+        let libraries = library_checks(needed, &env);
+        let support = cudnn_support_check(&libraries);
+        checks.extend(libraries);
+        checks.extend(support);
         checks.push(gpu_check(needed));
     }
     checks.push(local_check(args.local.as_deref()));
@@ -337,6 +398,29 @@ mod tests {
     fn versions_come_from_file_names() {
         assert_eq!(file_version(Path::new("/nowhere/libcudnn.so.9.10.2")), "9.10.2");
         assert_eq!(file_version(Path::new("/nowhere/libnvrtc.so")), "unversioned");
+    }
+
+    #[test]
+    fn the_support_table_warns_of_a_cudnn_that_volta_refuses() {
+        let row = |version: &str| {
+            vec![check(
+                "cuda library cudnn",
+                Status::Ok,
+                format!("/x/libcudnn.so.9 (version {version})"),
+                None,
+            )]
+        };
+        let new = cudnn_support_check(&row("9.28.0")).unwrap();
+        assert_eq!(new.status, Status::Warning);
+        assert!(
+            new.detail.contains("sm_70") && new.detail.contains("9.10"),
+            "{}",
+            new.detail
+        );
+        assert_eq!(cudnn_support_check(&row("9.10.2")).unwrap().status, Status::Ok);
+        assert!(cudnn_support_check(&row("unversioned")).is_none());
+        assert!(cudnn_support_check(&[]).is_none());
+        assert_eq!(cudnn_number("9.10.2"), Some(91002));
     }
 
     #[test]
