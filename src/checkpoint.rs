@@ -4,13 +4,12 @@
 //! hashes). Rank 0 writes a `.partial` directory, fsyncs it and renames it into place, so a crash leaves
 //! the previous checkpoints intact; readers verify BLAKE3 hashes before trusting a checkpoint.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError};
@@ -148,21 +147,6 @@ impl HostTensor {
             shape: Vec::new(),
             bytes: value.to_le_bytes().to_vec(),
         }
-    }
-}
-
-impl View for &HostTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
     }
 }
 
@@ -314,13 +298,86 @@ fn upload<B: Backend>(b: &B, host: &[f32], buf: &mut B::Buf, path: &Path) -> Res
         .map_err(backend_err(path))
 }
 
-fn format_metadata(extra: [(&str, String); 1]) -> Option<HashMap<String, String>> {
-    let mut meta = HashMap::from([
+fn format_metadata(extra: [(&str, String); 1]) -> BTreeMap<String, String> {
+    let mut meta = BTreeMap::from([
         ("format".to_string(), FORMAT_NAME.to_string()),
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
     ]);
     meta.extend(extra.map(|(k, v)| (k.to_string(), v)));
-    Some(meta)
+    meta
+}
+
+fn dtype_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F32 => "F32",
+        Dtype::I64 => "I64",
+        // HostTensor holds only the two above.
+        _ => "F32",
+    }
+}
+
+/// A safetensors file whose bytes are a function of its content alone: an 8-byte little-endian header
+/// length, the JSON header (`__metadata__` first with its keys sorted, then the tensors in data order),
+/// padded with spaces to a multiple of 8 bytes, then the data. Tensors are laid out as the
+/// `safetensors` crate lays them out (descending dtype, then name); the crate itself writes the
+/// metadata from a `HashMap`, whose order changes from run to run.
+fn encode_safetensors(
+    tensors: &[(String, HostTensor)],
+    meta: &BTreeMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let mut order: Vec<&(String, HostTensor)> = tensors.iter().collect();
+    order.sort_by(|(ln, l), (rn, r)| r.dtype.cmp(&l.dtype).then(ln.cmp(rn)));
+    for pair in order.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            return Err(corrupt(path, format!("tensor `{}` is named twice", pair[0].0)));
+        }
+    }
+    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut header = String::from("{\"__metadata__\":{");
+    for (i, (k, v)) in meta.iter().enumerate() {
+        if i > 0 {
+            header.push(',');
+        }
+        header.push_str(&quote(k));
+        header.push(':');
+        header.push_str(&quote(v));
+    }
+    header.push('}');
+    let mut offset = 0usize;
+    for (name, t) in &order {
+        let want = t.shape.iter().product::<usize>() * t.dtype.size();
+        if want != t.bytes.len() {
+            return Err(corrupt(
+                path,
+                format!(
+                    "tensor `{name}` holds {} bytes, its shape {:?} needs {want}",
+                    t.bytes.len(),
+                    t.shape
+                ),
+            ));
+        }
+        let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+        header.push_str(&format!(
+            ",{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            quote(name),
+            dtype_name(t.dtype),
+            shape.join(","),
+            offset,
+            offset + t.bytes.len()
+        ));
+        offset += t.bytes.len();
+    }
+    header.push('}');
+    let mut header = header.into_bytes();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for (_, t) in &order {
+        out.extend_from_slice(&t.bytes);
+    }
+    Ok(out)
 }
 
 fn to_json(value: &impl Serialize, path: &Path) -> Result<String> {
@@ -348,8 +405,7 @@ fn model_file<B: Backend>(b: &B, net: &Net<B>, state: &TrainState, path: &Path) 
         }
     }
     let meta = format_metadata([(MODEL_CONFIG_KEY, to_json(&net.spec.config, path)?)]);
-    safetensors::tensor::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), &meta)
-        .map_err(|e| corrupt(path, format!("cannot encode safetensors: {e}")))
+    encode_safetensors(&tensors, &meta, path)
 }
 
 /// optimizer.safetensors: each state buffer split by parameter, named `<state>.<param name>`.
@@ -365,8 +421,7 @@ fn optimizer_file<B: Backend>(b: &B, net: &Net<B>, opt: &Optimizer<B>, path: &Pa
         }
     }
     let meta = format_metadata([(OPTIMIZER_CONFIG_KEY, to_json(&opt.config, path)?)]);
-    safetensors::tensor::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), &meta)
-        .map_err(|e| corrupt(path, format!("cannot encode safetensors: {e}")))
+    encode_safetensors(&tensors, &meta, path)
 }
 
 /// Writes `<root>/step-<global_step:010>/` {model.safetensors, optimizer.safetensors, state.json} via a
@@ -848,6 +903,60 @@ mod tests {
         assert_eq!(parse_step("step-0000000042.partial"), None);
         assert_eq!(parse_step("step-42"), None);
         assert_eq!(parse_step("other"), None);
+    }
+
+    #[test]
+    fn safetensors_bytes_are_fixed_by_content() {
+        let tensors = vec![
+            ("b.weight".to_string(), HostTensor::f32(&[2], &[1.0, -2.0])),
+            ("a.num_batches_tracked".to_string(), HostTensor::i64_scalar(7)),
+            ("a.weight".to_string(), HostTensor::f32(&[1, 1], &[0.5])),
+        ];
+        let path = Path::new("test.safetensors");
+        let meta = format_metadata([(MODEL_CONFIG_KEY, "{\"x\":1}".to_string())]);
+        let bytes = encode_safetensors(&tensors, &meta, path).unwrap();
+        // The format written out by hand: I64 before F32, names sorted within a dtype, metadata keys
+        // sorted, header padded with spaces to a multiple of 8.
+        let header = concat!(
+            r#"{"__metadata__":{"format":"medtrain-checkpoint","format_version":"1","model_config":"{\"x\":1}"},"#,
+            r#""a.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"#,
+            r#""a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[8,12]},"#,
+            r#""b.weight":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}"#
+        );
+        let mut want = header.as_bytes().to_vec();
+        want.resize(header.len().div_ceil(8) * 8, b' ');
+        let mut file = (want.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(&want);
+        file.extend_from_slice(&7i64.to_le_bytes());
+        for v in [0.5f32, 1.0, -2.0] {
+            file.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(String::from_utf8_lossy(&bytes), String::from_utf8_lossy(&file));
+        assert_eq!(bytes, file);
+        // The same content in another order, with the metadata built again, gives the same bytes.
+        let mut reversed: Vec<(String, HostTensor)> = tensors
+            .iter()
+            .rev()
+            .map(|(n, t)| {
+                let t = HostTensor {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    bytes: t.bytes.clone(),
+                };
+                (n.clone(), t)
+            })
+            .collect();
+        reversed.rotate_left(1);
+        let meta2 = format_metadata([(MODEL_CONFIG_KEY, "{\"x\":1}".to_string())]);
+        assert_eq!(encode_safetensors(&reversed, &meta2, path).unwrap(), bytes);
+        // And the safetensors crate reads it back.
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(f32_values(&st.tensor("b.weight").unwrap()), vec![1.0, -2.0]);
+        assert_eq!(
+            metadata_value(&bytes, MODEL_CONFIG_KEY, path).unwrap(),
+            "{\"x\":1}"
+        );
+        assert_eq!(metadata_value(&bytes, "format_version", path).unwrap(), "1");
     }
 
     #[test]

@@ -566,3 +566,50 @@ fn survival_task_on_two_ranks_reports_a_c_index() {
         "{report}"
     );
 }
+
+/// Checkpoint files are a function of the trajectory alone: two identical runs write the same bytes,
+/// and so does a run stopped and resumed (the safetensors header used to list its metadata in hash
+/// order, which changes from process to process).
+#[test]
+fn checkpoint_files_are_byte_reproducible() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "epochs = 1\neval_every = 0");
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--out",
+            s(out),
+            "--config",
+            s(&cfg),
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 0, "{args:?}\n{stdout}\n{stderr}");
+    };
+    let (first, second, parts) = (c.root.join("first"), c.root.join("second"), c.root.join("parts"));
+    train(&first, &[]);
+    train(&second, &[]);
+    train(&parts, &["--max-steps", "3"]);
+    assert_eq!(status(&parts)["status"], "max-steps");
+    train(&parts, &["--resume", "auto"]);
+    assert_eq!(status(&parts)["status"], "finished");
+    let want = newest_checkpoint(&first);
+    for other in [&second, &parts] {
+        let got = newest_checkpoint(other);
+        assert_eq!(want.file_name(), got.file_name());
+        for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            let (a, b) = (
+                std::fs::read(want.join(file)).unwrap(),
+                std::fs::read(got.join(file)).unwrap(),
+            );
+            assert!(
+                a == b,
+                "{file} of {} differs from {}",
+                got.display(),
+                want.display()
+            );
+        }
+    }
+}
