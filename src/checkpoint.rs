@@ -530,11 +530,12 @@ fn prune(root: &Path, current: &Path, current_step: u64, keep: usize) -> Result<
     Ok(())
 }
 
-/// A checkpoint whose files were read and checked against state.json.
+/// A checkpoint whose files were read and checked against state.json (the optimizer file only when
+/// asked for).
 struct Verified {
     state: TrainState,
     model: Vec<u8>,
-    optimizer: Vec<u8>,
+    optimizer: Option<Vec<u8>>,
 }
 
 fn read_verified(dir: &Path, file: &str, files: &BTreeMap<String, FileRecord>) -> Result<Vec<u8>> {
@@ -577,7 +578,8 @@ fn metadata_value(bytes: &[u8], key: &str, path: &Path) -> Result<String> {
         .ok_or_else(|| corrupt(path, format!("its metadata lacks `{key}`")))
 }
 
-fn verify(dir: &Path) -> Result<Verified> {
+/// Verifies state.json and the model file, and the optimizer file too when `optimizer` is set.
+fn verify(dir: &Path, optimizer: bool) -> Result<Verified> {
     let state_path = dir.join(STATE_FILE);
     let text = fs::read(&state_path).map_err(io_err(&state_path, "read"))?;
     let record: StateFile = serde_json::from_slice(&text)
@@ -593,7 +595,10 @@ fn verify(dir: &Path) -> Result<Verified> {
         ));
     }
     let model = read_verified(dir, MODEL_FILE, &record.files)?;
-    let optimizer = read_verified(dir, OPTIMIZER_FILE, &record.files)?;
+    let optimizer = match optimizer {
+        true => Some(read_verified(dir, OPTIMIZER_FILE, &record.files)?),
+        false => None,
+    };
     let model_path = dir.join(MODEL_FILE);
     let config_text = metadata_value(&model, MODEL_CONFIG_KEY, &model_path)?;
     let config: ResNetConfig = serde_json::from_str(&config_text)
@@ -614,7 +619,17 @@ fn verify(dir: &Path) -> Result<Verified> {
 /// Verifies one checkpoint directory: state.json parses, both tensor files have the recorded size and
 /// BLAKE3 and parse as safetensors, and the model config agrees.
 pub fn inspect(dir: &Path) -> Result<CheckpointInfo> {
-    let verified = verify(dir)?;
+    let verified = verify(dir, true)?;
+    Ok(CheckpointInfo {
+        dir: dir.to_path_buf(),
+        state: verified.state,
+    })
+}
+
+/// What inference needs of a checkpoint: state.json and the model file verified (size, BLAKE3, parse,
+/// model config); the optimizer file is not read.
+pub fn inspect_weights(dir: &Path) -> Result<CheckpointInfo> {
+    let verified = verify(dir, false)?;
     Ok(CheckpointInfo {
         dir: dir.to_path_buf(),
         state: verified.state,
@@ -624,8 +639,17 @@ pub fn inspect(dir: &Path) -> Result<CheckpointInfo> {
 /// Newest checkpoint under root that verifies (hashes match, files parse); broken ones are skipped with a
 /// warning naming them and why. Ok(None) when there is none.
 pub fn latest_valid(root: &Path) -> Result<Option<CheckpointInfo>> {
+    latest_passing(root, inspect)
+}
+
+/// Like `latest_valid`, but checks only what `inspect_weights` checks (for eval, predict, explain).
+pub fn latest_valid_weights(root: &Path) -> Result<Option<CheckpointInfo>> {
+    latest_passing(root, inspect_weights)
+}
+
+fn latest_passing(root: &Path, check: fn(&Path) -> Result<CheckpointInfo>) -> Result<Option<CheckpointInfo>> {
     for (_, dir) in list_checkpoints(root)?.into_iter().rev() {
-        match inspect(&dir) {
+        match check(&dir) {
             Ok(info) => return Ok(Some(info)),
             Err(e) => tracing::warn!("skipping checkpoint {}: {e}", dir.display()),
         }
@@ -698,16 +722,9 @@ fn deserialize<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
     SafeTensors::deserialize(bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))
 }
 
-/// Loads weights, running stats, optimizer state and dropout seed into an existing net/optimizer; refuses
-/// (with the reason) a checkpoint whose model config, names or shapes differ. Nothing is changed unless
-/// everything fits.
-pub fn restore<B: Backend>(
-    dir: &Path,
-    b: &B,
-    net: &mut Net<B>,
-    opt: &mut Optimizer<B>,
-) -> Result<TrainState> {
-    let verified = verify(dir)?;
+/// The model file's parameters and running statistics, checked against `net`'s config, names and
+/// shapes.
+fn read_model<B: Backend>(dir: &Path, verified: &Verified, net: &Net<B>) -> Result<(Vec<f32>, Vec<f32>)> {
     let model_path = dir.join(MODEL_FILE);
     if verified.state.model != net.spec.config {
         return Err(mismatch(
@@ -723,9 +740,42 @@ pub fn restore<B: Backend>(
         .map(|e| e.name.as_str())
         .collect();
     refuse_extra(&st, &known, &model_path)?;
+    Ok((params, stats))
+}
+
+/// Loads weights, running statistics and dropout seed into an existing net, for inference: the
+/// optimizer file is neither read nor needed, and no optimizer state is allocated. Refuses (with the
+/// reason) a checkpoint whose model config, names or shapes differ; nothing is changed unless
+/// everything fits.
+pub fn restore_weights<B: Backend>(dir: &Path, b: &B, net: &mut Net<B>) -> Result<TrainState> {
+    let verified = verify(dir, false)?;
+    let (params, stats) = read_model(dir, &verified, net)?;
+    let model_path = dir.join(MODEL_FILE);
+    upload(b, &params, &mut net.param, &model_path)?;
+    upload(b, &stats, &mut net.state, &model_path)?;
+    net.dropout_seed = verified.state.dropout_seed;
+    Ok(verified.state)
+}
+
+/// Loads weights, running stats, optimizer state and dropout seed into an existing net/optimizer; refuses
+/// (with the reason) a checkpoint whose model config, names or shapes differ. Nothing is changed unless
+/// everything fits.
+pub fn restore<B: Backend>(
+    dir: &Path,
+    b: &B,
+    net: &mut Net<B>,
+    opt: &mut Optimizer<B>,
+) -> Result<TrainState> {
+    let verified = verify(dir, true)?;
+    let model_path = dir.join(MODEL_FILE);
+    let (params, stats) = read_model(dir, &verified, net)?;
+    let optimizer = verified
+        .optimizer
+        .as_deref()
+        .expect("verify(dir, true) reads the optimizer file");
 
     let opt_path = dir.join(OPTIMIZER_FILE);
-    let saved_config = metadata_value(&verified.optimizer, OPTIMIZER_CONFIG_KEY, &opt_path)?;
+    let saved_config = metadata_value(optimizer, OPTIMIZER_CONFIG_KEY, &opt_path)?;
     let current_config = to_json(&opt.config, &opt_path)?;
     let kind = |text: &str| {
         serde_json::from_str::<serde_json::Value>(text)
@@ -744,7 +794,7 @@ pub fn restore<B: Backend>(
             opt_path.display()
         );
     }
-    let ost = deserialize(&verified.optimizer, &opt_path)?;
+    let ost = deserialize(optimizer, &opt_path)?;
     let buffers = opt
         .state_buffers()
         .iter()
