@@ -54,6 +54,26 @@ pub struct TrainState {
     pub model: ResNetConfig,
     /// The training loop's own bookkeeping (metrics history, best score, ...).
     pub extra: serde_json::Value,
+    /// The current epoch's training loss so far: Σ loss·samples and Σ samples, so a resumed epoch
+    /// reports the loss of the whole epoch.
+    #[serde(default)]
+    pub epoch_loss: [f64; 2],
+    /// Steps of the current epoch skipped for a non-finite loss or gradient so far.
+    #[serde(default)]
+    pub epoch_skipped: u64,
+    /// Set in the checkpoint that ends an epoch, which is written before that epoch's evaluation and
+    /// `metrics.jsonl` line: a run resumed from it does them first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_eval: Option<PendingEval>,
+}
+
+/// The end-of-epoch work a checkpoint was written before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingEval {
+    /// The epoch just completed (1-based, as in `metrics.jsonl`).
+    pub epoch: u64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -220,6 +220,9 @@ fn train_state(cfg: &ResNetConfig, global_step: u64) -> TrainState {
         manifest_hash: hash_json(&serde_json::json!(["a", "b"])),
         model: cfg.clone(),
         extra: serde_json::json!({"best_auc": 0.75, "history": [1, 2, 3]}),
+        epoch_loss: [1.5, 4.0],
+        epoch_skipped: 0,
+        pending_eval: Some(checkpoint::PendingEval { epoch: 1, lr: 0.01 }),
     }
 }
 
