@@ -616,3 +616,90 @@ fn checkpoint_files_are_byte_reproducible() {
         }
     }
 }
+
+/// Regression with unknown targets spread unevenly over the samples: one rank with two micro-batches
+/// and two ranks with one each take the same steps, because both divide by the known targets of the
+/// whole global batch (not by each micro-batch's or rank's own count, nor by all targets).
+#[test]
+fn regression_with_unknown_targets_one_rank_equals_two_ranks() {
+    let c = cohort(10);
+    // A slice score, unknown (empty) for about 40 % of the slices in an irregular pattern.
+    let truth = std::fs::read_to_string(c.root.join("phantom/truth/slices_by_instance.csv")).unwrap();
+    let mut csv = String::from("PatientID,SeriesInstanceUID,InstanceNumber,Score\n");
+    let (mut known, mut unknown, mut slice) = (0, 0, 0usize);
+    for line in truth.lines().skip(1) {
+        // PatientID and SeriesInstanceUID (quoted where they hold commas), an InstanceNumber or a
+        // range of them ("1-12"), Nodule. Written out one slice per row.
+        let cells: Vec<&str> = line.rsplitn(3, ',').collect();
+        let (nodule, instances, key) = (cells[0].trim(), cells[1].trim(), cells[2]);
+        let (first, last) = instances.split_once('-').unwrap_or((instances, instances));
+        let parse = |x: &str| x.parse::<u32>().unwrap_or_else(|e| panic!("{line}: {e}"));
+        let nodule: f32 = nodule.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        for instance in parse(first)..=parse(last) {
+            slice += 1;
+            let score = if (slice * 7 + slice / 12) % 5 < 2 {
+                unknown += 1;
+                String::new()
+            } else {
+                known += 1;
+                format!("{:.3}", instance as f32 / 6.0 - 1.0 + nodule)
+            };
+            csv.push_str(&format!("{key},{instance},{score}\n"));
+        }
+    }
+    assert!(unknown > 20 && known > 20, "{unknown} unknown, {known} known");
+    let scores = c.root.join("scores.csv");
+    std::fs::write(&scores, csv).unwrap();
+    let (code, out, err) = run(&[
+        "catalog",
+        "labels",
+        "import",
+        s(&scores),
+        "--out",
+        s(&c.catalog),
+        "--name",
+        "score",
+        "--key",
+        s(&c.root.join("site.key")),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let sgd = "task = \"regression\"\noptimizer = { kind = \"sgd\", momentum = 0.9, nesterov = false, weight_decay = 0.0 }\nmax_steps = 4\neval_every = 0";
+    let regression = |name: &str, micro: u32| {
+        let path = write_config(&c.root, name, &format!("micro_batches = {micro}\n{sgd}"));
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "labels = [\"nodule_slices.nodule\"]",
+            "labels = [\"score.score\"]",
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (one, two) = (regression("one.toml", 2), regression("two.toml", 1));
+    let (run_one, run_two) = (c.root.join("one"), c.root.join("two"));
+    let (code, out, err) = run(&[
+        "train",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--out",
+        s(&run_one),
+        "--config",
+        s(&one),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    train_two_ranks(&c, &run_two, &two);
+    let x = tensors(&newest_checkpoint(&run_one).join("model.safetensors"));
+    let y = tensors(&newest_checkpoint(&run_two).join("model.safetensors"));
+    let mut checked = 0;
+    for ((nx, bx), (ny, by)) in x.iter().zip(&y) {
+        assert_eq!(nx, ny);
+        if nx.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let (a, b) = (f32s(bx), f32s(by));
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            let tol = 1e-4 * (1.0 + p.abs().max(q.abs()));
+            assert!((p - q).abs() <= tol, "{nx}[{i}]: {p} vs {q}");
+        }
+        checked += 1;
+    }
+    assert!(checked > 10);
+}

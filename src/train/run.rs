@@ -226,8 +226,11 @@ impl<B: Backend> LossInputs<B> {
     }
 }
 
-/// The loss of one micro-batch: writes d(loss)/d(output) into `dout` and returns the mean loss over
-/// the batch's known labels (with the number of samples it covers).
+/// The loss of one micro-batch, returned as (mean loss, weight). Binary and regression: the mean over
+/// the micro-batch's known labels, weighted by their number, and `dout` holds the gradient of the SUM
+/// over them; the step divides the gradient by the known labels of the whole global batch (the rule
+/// on `Backend`'s masked losses). Survival: the Cox loss of the gathered global batch, weighted by the
+/// valid samples, and `dout` holds its gradient scaled for the average over ranks.
 #[allow(clippy::too_many_arguments)]
 fn micro_batch_loss<B: Backend>(
     b: &B,
@@ -238,7 +241,7 @@ fn micro_batch_loss<B: Backend>(
     dout: &mut B::Buf,
     outputs: usize,
     inputs: &mut LossInputs<B>,
-) -> Result<f32, TrainError> {
+) -> Result<(f32, f64), TrainError> {
     let n = batch.samples.len();
     let t = settings.data.labels.len();
     // Padding rows (a repeated sample filling the last batch) do not count.
@@ -246,6 +249,17 @@ fn micro_batch_loss<B: Backend>(
         batch.mask[row * t..(row + 1) * t].fill(0.0);
     }
     let len = n * outputs;
+    let known = match settings.train.task {
+        Task::Binary | Task::Regression => batch.mask[..len].iter().filter(|&&m| m != 0.0).count(),
+        Task::Survival => 0,
+    };
+    // The mean over this micro-batch's known labels, turned into their sum.
+    let as_sum = |dout: &mut B::Buf, mean: f32| -> Result<(f32, f64), TrainError> {
+        if known > 1 {
+            b.scale(known as f32, b.view_mut(dout, 0..len)).map_err(failed)?;
+        }
+        Ok((mean, known as f64))
+    };
     match settings.train.task {
         Task::Binary => {
             let p = BceParams {
@@ -257,39 +271,35 @@ fn micro_batch_loss<B: Backend>(
             if let Some(w) = settings.train.pos_weight {
                 inputs.put(b, 2, &vec![w; outputs]).map_err(failed)?;
             }
-            b.bce_with_logits(
-                &p,
-                b.view(net.output(), 0..len),
-                b.view(inputs.get(0), 0..len),
-                Some(b.view(inputs.get(1), 0..len)),
-                settings
-                    .train
-                    .pos_weight
-                    .map(|_| b.view(inputs.get(2), 0..outputs)),
-                b.view_mut(dout, 0..len),
-            )
-            .map_err(failed)
+            let mean = b
+                .bce_with_logits(
+                    &p,
+                    b.view(net.output(), 0..len),
+                    b.view(inputs.get(0), 0..len),
+                    Some(b.view(inputs.get(1), 0..len)),
+                    settings
+                        .train
+                        .pos_weight
+                        .map(|_| b.view(inputs.get(2), 0..outputs)),
+                    b.view_mut(dout, 0..len),
+                )
+                .map_err(failed)?;
+            as_sum(dout, mean)
         }
         Task::Regression => {
-            // Unknown targets are replaced by the prediction itself, so they add no loss or gradient.
-            let pred = b.download(b.view(net.output(), 0..len)).map_err(failed)?;
-            let target: Vec<f32> = (0..len)
-                .map(|i| {
-                    if batch.mask[i] != 0.0 {
-                        batch.targets[i]
-                    } else {
-                        pred[i]
-                    }
-                })
-                .collect();
-            inputs.put(b, 0, &target).map_err(failed)?;
-            b.regression_loss(
-                RegressionLoss::Mse,
-                b.view(net.output(), 0..len),
-                b.view(inputs.get(0), 0..len),
-                b.view_mut(dout, 0..len),
-            )
-            .map_err(failed)
+            // Unknown targets (mask 0) add no loss or gradient and are not counted.
+            inputs.put(b, 0, &batch.targets[..len]).map_err(failed)?;
+            inputs.put(b, 1, &batch.mask[..len]).map_err(failed)?;
+            let mean = b
+                .regression_loss(
+                    RegressionLoss::Mse,
+                    b.view(net.output(), 0..len),
+                    b.view(inputs.get(0), 0..len),
+                    Some(b.view(inputs.get(1), 0..len)),
+                    b.view_mut(dout, 0..len),
+                )
+                .map_err(failed)?;
+            as_sum(dout, mean)
         }
         Task::Survival => {
             // Risk sets span the global batch: gather every rank's risks, times and events, take the loss
@@ -340,7 +350,7 @@ fn micro_batch_loss<B: Backend>(
             let scale = world.size() as f32;
             mine.iter_mut().for_each(|v| *v *= scale);
             b.upload_into(&mine, b.view_mut(dout, 0..n)).map_err(failed)?;
-            Ok(loss)
+            Ok((loss, batch.valid as f64))
         }
     }
 }
@@ -653,7 +663,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                     state_sum.fill(0.0);
                 }
                 let mut loss_sum = 0.0f64;
-                let mut valid_sum = 0.0f64;
+                let mut weight_sum = 0.0f64;
                 for m in 0..micro {
                     watchdog.enter(Phase::Data, state.global_step);
                     let wait = Instant::now();
@@ -669,7 +679,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                             .map_err(failed)?;
                     }
                     net.forward(b, &batch.input, true).map_err(failed)?;
-                    let loss = micro_batch_loss(
+                    let (loss, weight) = micro_batch_loss(
                         b,
                         world,
                         s,
@@ -679,8 +689,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                         outputs,
                         &mut loss_inputs,
                     )?;
-                    loss_sum += loss as f64 * batch.valid as f64;
-                    valid_sum += batch.valid as f64;
+                    loss_sum += loss as f64 * weight;
+                    weight_sum += weight;
                     if slen > 0 {
                         b.download_into(b.view(&net.state, 0..slen), &mut state_now)
                             .map_err(failed)?;
@@ -715,7 +725,10 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 times.allreduce_wait += wait.elapsed().as_secs_f64();
                 watchdog.enter(Phase::Optimizer, state.global_step);
                 let opt_clock = Instant::now();
-                if micro > 1 {
+                // Survival gradients are averaged over micro-batches here; binary and regression ones
+                // are sums over known labels, divided by the global count once it is agreed below.
+                let per_known = t.task != Task::Survival;
+                if micro > 1 && !per_known {
                     let inv = 1.0 / micro as f32;
                     grad_host.iter_mut().for_each(|g| *g *= inv);
                 }
@@ -732,13 +745,12 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 }
                 // The gradient's sum of squares is finite exactly when every element is; the layer is
                 // looked for only when it is not. It is the CPU reference's deterministic chunked sum of the
-                // values uploaded below, so clipping reuses it instead of summing again.
-                let grad_squares = CpuBackend.sum_squares(&grad_host[..]).map_err(failed)?;
+                // values uploaded below (up to their scaling by the global count), so clipping reuses it
+                // instead of summing again.
+                let mut grad_squares = CpuBackend.sum_squares(&grad_host[..]).map_err(failed)?;
                 let bad_layer = (!grad_squares.is_finite())
                     .then(|| first_nonfinite_layer(&net, &grad_host))
                     .flatten();
-                b.upload_into(&grad_host, b.view_mut(&mut net.grad, 0..plen))
-                    .map_err(failed)?;
                 if slen > 0 {
                     let inv = 1.0 / micro as f32;
                     state_sum.iter_mut().for_each(|v| *v *= inv);
@@ -748,16 +760,32 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                     b.upload_into(&state_sum, b.view_mut(&mut net.state, 0..slen))
                         .map_err(failed)?;
                 }
-                // One small collective per step: the loss, and whether any rank was asked to stop.
-                // The non-finite flag is agreed too, so every rank skips or stops at the same step.
+                // One small collective per step: the loss, its weight (for binary and regression the
+                // known labels of the global batch), and whether any rank was asked to stop. The
+                // non-finite flag is agreed too, so every rank skips or stops at the same step.
                 let stop_here = signals::requested().map_or(0.0, |_| 1.0);
                 let grad_bad = if bad_layer.is_some() || !grad_squares.is_finite() {
                     1.0
                 } else {
                     0.0
                 };
-                let mut agreed = [loss_sum, valid_sum, stop_here, grad_bad];
+                let mut agreed = [loss_sum, weight_sum, stop_here, grad_bad];
                 world.allreduce_sum_f64(&mut agreed);
+                if per_known {
+                    // The reducer averaged the ranks' sums: × world size / known labels of the global
+                    // batch (no gradient when none is known).
+                    let scale = if agreed[1] > 0.0 {
+                        (world.size() as f64 / agreed[1]) as f32
+                    } else {
+                        0.0
+                    };
+                    if scale != 1.0 {
+                        grad_host.iter_mut().for_each(|g| *g *= scale);
+                        grad_squares *= scale as f64 * scale as f64;
+                    }
+                }
+                b.upload_into(&grad_host, b.view_mut(&mut net.grad, 0..plen))
+                    .map_err(failed)?;
                 let step_loss = agreed[0] / agreed[1].max(1.0);
                 let nonfinite = !step_loss.is_finite() || agreed[3] != 0.0;
                 if nonfinite {
