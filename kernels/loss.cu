@@ -106,8 +106,9 @@ MT_KERNEL mt_bce_elements(u64 total, u64 labels, const float* logits, const floa
     }
 }
 
-// One thread: out[0] = Σ known terms / #known, out[1] = 1/#known (0 when nothing is known).
-MT_KERNEL mt_bce_finish(u64 total, const float* mask, const double* terms, double* out) {
+// One thread: out[0] = Σ known terms / #known, out[1] = 1/#known (0 when nothing is known); mask null
+// means every entry is known. Shared by BCE and the regression losses.
+MT_KERNEL mt_masked_mean_finish(u64 total, const float* mask, const double* terms, double* out) {
     if (MT_TID != 0) return;
     u64 count = 0;
     for (u64 i = 0; i < total; ++i) count += (!mask || mask[i] != 0.0f) ? 1 : 0;
@@ -126,12 +127,17 @@ MT_KERNEL mt_scale_f64_by_device_scalar(u64 n, const double* src, const double* 
 }
 
 // MSE (huber = 0) or Huber with threshold delta (huber = 1), one thread per element. pred, target,
-// dpred: (n); terms (n) gets the per-element loss; dpred the gradient of the mean.
+// mask: (n), mask null or 0 = unknown target (not read); terms (n) gets the per-element loss and grads
+// (n) the unnormalised f64 gradient, both 0 for unknown entries.
 MT_KERNEL mt_regression_elements(u64 n, int huber, float delta, const float* pred, const float* target,
-                                 float* dpred, double* terms) {
-    double inv = 1.0 / (double)(n > 1 ? n : 1);
+                                 const float* mask, double* terms, double* grads) {
     double dl = (double)delta;
     for (u64 i = MT_TID; i < n; i += MT_NTHREADS) {
+        if (mask && mask[i] == 0.0f) {
+            terms[i] = 0.0;
+            grads[i] = 0.0;
+            continue;
+        }
         double d = (double)pred[i] - (double)target[i];
         double loss, grad;
         if (!huber) {
@@ -145,16 +151,8 @@ MT_KERNEL mt_regression_elements(u64 n, int huber, float delta, const float* pre
             grad = dl * (d != d ? d : copysign(1.0, d));
         }
         terms[i] = loss;
-        dpred[i] = (float)(grad * inv);
+        grads[i] = grad;
     }
-}
-
-// One thread: out[0] = Σ terms / max(n, 1), added in index order.
-MT_KERNEL mt_mean_terms(u64 n, const double* terms, double* out) {
-    if (MT_TID != 0) return;
-    double sum = 0.0;
-    for (u64 i = 0; i < n; ++i) sum += terms[i];
-    out[0] = sum * (1.0 / (double)(n > 1 ? n : 1));
 }
 
 // Does sample a come before sample b in the risk-set order (longest follow-up first, then index)?

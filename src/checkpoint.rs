@@ -4,13 +4,12 @@
 //! hashes). Rank 0 writes a `.partial` directory, fsyncs it and renames it into place, so a crash leaves
 //! the previous checkpoints intact; readers verify BLAKE3 hashes before trusting a checkpoint.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError};
@@ -55,6 +54,26 @@ pub struct TrainState {
     pub model: ResNetConfig,
     /// The training loop's own bookkeeping (metrics history, best score, ...).
     pub extra: serde_json::Value,
+    /// The current epoch's training loss so far: Σ loss·samples and Σ samples, so a resumed epoch
+    /// reports the loss of the whole epoch.
+    #[serde(default)]
+    pub epoch_loss: [f64; 2],
+    /// Steps of the current epoch skipped for a non-finite loss or gradient so far.
+    #[serde(default)]
+    pub epoch_skipped: u64,
+    /// Set in the checkpoint that ends an epoch, which is written before that epoch's evaluation and
+    /// `metrics.jsonl` line: a run resumed from it does them first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_eval: Option<PendingEval>,
+}
+
+/// The end-of-epoch work a checkpoint was written before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingEval {
+    /// The epoch just completed (1-based, as in `metrics.jsonl`).
+    pub epoch: u64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,21 +167,6 @@ impl HostTensor {
             shape: Vec::new(),
             bytes: value.to_le_bytes().to_vec(),
         }
-    }
-}
-
-impl View for &HostTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
     }
 }
 
@@ -314,13 +318,86 @@ fn upload<B: Backend>(b: &B, host: &[f32], buf: &mut B::Buf, path: &Path) -> Res
         .map_err(backend_err(path))
 }
 
-fn format_metadata(extra: [(&str, String); 1]) -> Option<HashMap<String, String>> {
-    let mut meta = HashMap::from([
+fn format_metadata(extra: [(&str, String); 1]) -> BTreeMap<String, String> {
+    let mut meta = BTreeMap::from([
         ("format".to_string(), FORMAT_NAME.to_string()),
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
     ]);
     meta.extend(extra.map(|(k, v)| (k.to_string(), v)));
-    Some(meta)
+    meta
+}
+
+fn dtype_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F32 => "F32",
+        Dtype::I64 => "I64",
+        // HostTensor holds only the two above.
+        _ => "F32",
+    }
+}
+
+/// A safetensors file whose bytes are a function of its content alone: an 8-byte little-endian header
+/// length, the JSON header (`__metadata__` first with its keys sorted, then the tensors in data order),
+/// padded with spaces to a multiple of 8 bytes, then the data. Tensors are laid out as the
+/// `safetensors` crate lays them out (descending dtype, then name); the crate itself writes the
+/// metadata from a `HashMap`, whose order changes from run to run.
+fn encode_safetensors(
+    tensors: &[(String, HostTensor)],
+    meta: &BTreeMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let mut order: Vec<&(String, HostTensor)> = tensors.iter().collect();
+    order.sort_by(|(ln, l), (rn, r)| r.dtype.cmp(&l.dtype).then(ln.cmp(rn)));
+    for pair in order.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            return Err(corrupt(path, format!("tensor `{}` is named twice", pair[0].0)));
+        }
+    }
+    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut header = String::from("{\"__metadata__\":{");
+    for (i, (k, v)) in meta.iter().enumerate() {
+        if i > 0 {
+            header.push(',');
+        }
+        header.push_str(&quote(k));
+        header.push(':');
+        header.push_str(&quote(v));
+    }
+    header.push('}');
+    let mut offset = 0usize;
+    for (name, t) in &order {
+        let want = t.shape.iter().product::<usize>() * t.dtype.size();
+        if want != t.bytes.len() {
+            return Err(corrupt(
+                path,
+                format!(
+                    "tensor `{name}` holds {} bytes, its shape {:?} needs {want}",
+                    t.bytes.len(),
+                    t.shape
+                ),
+            ));
+        }
+        let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+        header.push_str(&format!(
+            ",{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            quote(name),
+            dtype_name(t.dtype),
+            shape.join(","),
+            offset,
+            offset + t.bytes.len()
+        ));
+        offset += t.bytes.len();
+    }
+    header.push('}');
+    let mut header = header.into_bytes();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for (_, t) in &order {
+        out.extend_from_slice(&t.bytes);
+    }
+    Ok(out)
 }
 
 fn to_json(value: &impl Serialize, path: &Path) -> Result<String> {
@@ -348,8 +425,7 @@ fn model_file<B: Backend>(b: &B, net: &Net<B>, state: &TrainState, path: &Path) 
         }
     }
     let meta = format_metadata([(MODEL_CONFIG_KEY, to_json(&net.spec.config, path)?)]);
-    safetensors::tensor::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), &meta)
-        .map_err(|e| corrupt(path, format!("cannot encode safetensors: {e}")))
+    encode_safetensors(&tensors, &meta, path)
 }
 
 /// optimizer.safetensors: each state buffer split by parameter, named `<state>.<param name>`.
@@ -365,8 +441,7 @@ fn optimizer_file<B: Backend>(b: &B, net: &Net<B>, opt: &Optimizer<B>, path: &Pa
         }
     }
     let meta = format_metadata([(OPTIMIZER_CONFIG_KEY, to_json(&opt.config, path)?)]);
-    safetensors::tensor::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), &meta)
-        .map_err(|e| corrupt(path, format!("cannot encode safetensors: {e}")))
+    encode_safetensors(&tensors, &meta, path)
 }
 
 /// Writes `<root>/step-<global_step:010>/` {model.safetensors, optimizer.safetensors, state.json} via a
@@ -475,11 +550,12 @@ fn prune(root: &Path, current: &Path, current_step: u64, keep: usize) -> Result<
     Ok(())
 }
 
-/// A checkpoint whose files were read and checked against state.json.
+/// A checkpoint whose files were read and checked against state.json (the optimizer file only when
+/// asked for).
 struct Verified {
     state: TrainState,
     model: Vec<u8>,
-    optimizer: Vec<u8>,
+    optimizer: Option<Vec<u8>>,
 }
 
 fn read_verified(dir: &Path, file: &str, files: &BTreeMap<String, FileRecord>) -> Result<Vec<u8>> {
@@ -522,7 +598,8 @@ fn metadata_value(bytes: &[u8], key: &str, path: &Path) -> Result<String> {
         .ok_or_else(|| corrupt(path, format!("its metadata lacks `{key}`")))
 }
 
-fn verify(dir: &Path) -> Result<Verified> {
+/// Verifies state.json and the model file, and the optimizer file too when `optimizer` is set.
+fn verify(dir: &Path, optimizer: bool) -> Result<Verified> {
     let state_path = dir.join(STATE_FILE);
     let text = fs::read(&state_path).map_err(io_err(&state_path, "read"))?;
     let record: StateFile = serde_json::from_slice(&text)
@@ -538,7 +615,10 @@ fn verify(dir: &Path) -> Result<Verified> {
         ));
     }
     let model = read_verified(dir, MODEL_FILE, &record.files)?;
-    let optimizer = read_verified(dir, OPTIMIZER_FILE, &record.files)?;
+    let optimizer = match optimizer {
+        true => Some(read_verified(dir, OPTIMIZER_FILE, &record.files)?),
+        false => None,
+    };
     let model_path = dir.join(MODEL_FILE);
     let config_text = metadata_value(&model, MODEL_CONFIG_KEY, &model_path)?;
     let config: ResNetConfig = serde_json::from_str(&config_text)
@@ -559,7 +639,17 @@ fn verify(dir: &Path) -> Result<Verified> {
 /// Verifies one checkpoint directory: state.json parses, both tensor files have the recorded size and
 /// BLAKE3 and parse as safetensors, and the model config agrees.
 pub fn inspect(dir: &Path) -> Result<CheckpointInfo> {
-    let verified = verify(dir)?;
+    let verified = verify(dir, true)?;
+    Ok(CheckpointInfo {
+        dir: dir.to_path_buf(),
+        state: verified.state,
+    })
+}
+
+/// What inference needs of a checkpoint: state.json and the model file verified (size, BLAKE3, parse,
+/// model config); the optimizer file is not read.
+pub fn inspect_weights(dir: &Path) -> Result<CheckpointInfo> {
+    let verified = verify(dir, false)?;
     Ok(CheckpointInfo {
         dir: dir.to_path_buf(),
         state: verified.state,
@@ -569,8 +659,17 @@ pub fn inspect(dir: &Path) -> Result<CheckpointInfo> {
 /// Newest checkpoint under root that verifies (hashes match, files parse); broken ones are skipped with a
 /// warning naming them and why. Ok(None) when there is none.
 pub fn latest_valid(root: &Path) -> Result<Option<CheckpointInfo>> {
+    latest_passing(root, inspect)
+}
+
+/// Like `latest_valid`, but checks only what `inspect_weights` checks (for eval, predict, explain).
+pub fn latest_valid_weights(root: &Path) -> Result<Option<CheckpointInfo>> {
+    latest_passing(root, inspect_weights)
+}
+
+fn latest_passing(root: &Path, check: fn(&Path) -> Result<CheckpointInfo>) -> Result<Option<CheckpointInfo>> {
     for (_, dir) in list_checkpoints(root)?.into_iter().rev() {
-        match inspect(&dir) {
+        match check(&dir) {
             Ok(info) => return Ok(Some(info)),
             Err(e) => tracing::warn!("skipping checkpoint {}: {e}", dir.display()),
         }
@@ -643,16 +742,9 @@ fn deserialize<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
     SafeTensors::deserialize(bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))
 }
 
-/// Loads weights, running stats, optimizer state and dropout seed into an existing net/optimizer; refuses
-/// (with the reason) a checkpoint whose model config, names or shapes differ. Nothing is changed unless
-/// everything fits.
-pub fn restore<B: Backend>(
-    dir: &Path,
-    b: &B,
-    net: &mut Net<B>,
-    opt: &mut Optimizer<B>,
-) -> Result<TrainState> {
-    let verified = verify(dir)?;
+/// The model file's parameters and running statistics, checked against `net`'s config, names and
+/// shapes.
+fn read_model<B: Backend>(dir: &Path, verified: &Verified, net: &Net<B>) -> Result<(Vec<f32>, Vec<f32>)> {
     let model_path = dir.join(MODEL_FILE);
     if verified.state.model != net.spec.config {
         return Err(mismatch(
@@ -668,9 +760,42 @@ pub fn restore<B: Backend>(
         .map(|e| e.name.as_str())
         .collect();
     refuse_extra(&st, &known, &model_path)?;
+    Ok((params, stats))
+}
+
+/// Loads weights, running statistics and dropout seed into an existing net, for inference: the
+/// optimizer file is neither read nor needed, and no optimizer state is allocated. Refuses (with the
+/// reason) a checkpoint whose model config, names or shapes differ; nothing is changed unless
+/// everything fits.
+pub fn restore_weights<B: Backend>(dir: &Path, b: &B, net: &mut Net<B>) -> Result<TrainState> {
+    let verified = verify(dir, false)?;
+    let (params, stats) = read_model(dir, &verified, net)?;
+    let model_path = dir.join(MODEL_FILE);
+    upload(b, &params, &mut net.param, &model_path)?;
+    upload(b, &stats, &mut net.state, &model_path)?;
+    net.dropout_seed = verified.state.dropout_seed;
+    Ok(verified.state)
+}
+
+/// Loads weights, running stats, optimizer state and dropout seed into an existing net/optimizer; refuses
+/// (with the reason) a checkpoint whose model config, names or shapes differ. Nothing is changed unless
+/// everything fits.
+pub fn restore<B: Backend>(
+    dir: &Path,
+    b: &B,
+    net: &mut Net<B>,
+    opt: &mut Optimizer<B>,
+) -> Result<TrainState> {
+    let verified = verify(dir, true)?;
+    let model_path = dir.join(MODEL_FILE);
+    let (params, stats) = read_model(dir, &verified, net)?;
+    let optimizer = verified
+        .optimizer
+        .as_deref()
+        .expect("verify(dir, true) reads the optimizer file");
 
     let opt_path = dir.join(OPTIMIZER_FILE);
-    let saved_config = metadata_value(&verified.optimizer, OPTIMIZER_CONFIG_KEY, &opt_path)?;
+    let saved_config = metadata_value(optimizer, OPTIMIZER_CONFIG_KEY, &opt_path)?;
     let current_config = to_json(&opt.config, &opt_path)?;
     let kind = |text: &str| {
         serde_json::from_str::<serde_json::Value>(text)
@@ -689,7 +814,7 @@ pub fn restore<B: Backend>(
             opt_path.display()
         );
     }
-    let ost = deserialize(&verified.optimizer, &opt_path)?;
+    let ost = deserialize(optimizer, &opt_path)?;
     let buffers = opt
         .state_buffers()
         .iter()
@@ -848,6 +973,60 @@ mod tests {
         assert_eq!(parse_step("step-0000000042.partial"), None);
         assert_eq!(parse_step("step-42"), None);
         assert_eq!(parse_step("other"), None);
+    }
+
+    #[test]
+    fn safetensors_bytes_are_fixed_by_content() {
+        let tensors = vec![
+            ("b.weight".to_string(), HostTensor::f32(&[2], &[1.0, -2.0])),
+            ("a.num_batches_tracked".to_string(), HostTensor::i64_scalar(7)),
+            ("a.weight".to_string(), HostTensor::f32(&[1, 1], &[0.5])),
+        ];
+        let path = Path::new("test.safetensors");
+        let meta = format_metadata([(MODEL_CONFIG_KEY, "{\"x\":1}".to_string())]);
+        let bytes = encode_safetensors(&tensors, &meta, path).unwrap();
+        // The format written out by hand: I64 before F32, names sorted within a dtype, metadata keys
+        // sorted, header padded with spaces to a multiple of 8.
+        let header = concat!(
+            r#"{"__metadata__":{"format":"medtrain-checkpoint","format_version":"1","model_config":"{\"x\":1}"},"#,
+            r#""a.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"#,
+            r#""a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[8,12]},"#,
+            r#""b.weight":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}"#
+        );
+        let mut want = header.as_bytes().to_vec();
+        want.resize(header.len().div_ceil(8) * 8, b' ');
+        let mut file = (want.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(&want);
+        file.extend_from_slice(&7i64.to_le_bytes());
+        for v in [0.5f32, 1.0, -2.0] {
+            file.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(String::from_utf8_lossy(&bytes), String::from_utf8_lossy(&file));
+        assert_eq!(bytes, file);
+        // The same content in another order, with the metadata built again, gives the same bytes.
+        let mut reversed: Vec<(String, HostTensor)> = tensors
+            .iter()
+            .rev()
+            .map(|(n, t)| {
+                let t = HostTensor {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    bytes: t.bytes.clone(),
+                };
+                (n.clone(), t)
+            })
+            .collect();
+        reversed.rotate_left(1);
+        let meta2 = format_metadata([(MODEL_CONFIG_KEY, "{\"x\":1}".to_string())]);
+        assert_eq!(encode_safetensors(&reversed, &meta2, path).unwrap(), bytes);
+        // And the safetensors crate reads it back.
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(f32_values(&st.tensor("b.weight").unwrap()), vec![1.0, -2.0]);
+        assert_eq!(
+            metadata_value(&bytes, MODEL_CONFIG_KEY, path).unwrap(),
+            "{\"x\":1}"
+        );
+        assert_eq!(metadata_value(&bytes, "format_version", path).unwrap(), "1");
     }
 
     #[test]

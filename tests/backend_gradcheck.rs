@@ -336,10 +336,21 @@ fn regression_gradients() {
     let target = rand_vec(10, 82);
     for kind in [RegressionLoss::Mse, RegressionLoss::Huber { delta: 1.0 }] {
         let mut d = vec![0.0; 10];
-        B.regression_loss(kind, &pred, &target, &mut d).unwrap();
+        B.regression_loss(kind, &pred, &target, None, &mut d).unwrap();
         fd_check("regression", &pred, &d, 1e-3, 1e-3, |x| {
             let mut s = vec![0.0; 10];
-            B.regression_loss(kind, x, &target, &mut s).unwrap() as f64
+            B.regression_loss(kind, x, &target, None, &mut s).unwrap() as f64
+        });
+        // With unknown targets (NaN there, as the loader leaves them): the mean over the known ones.
+        let mask: Vec<f32> = (0..10).map(|i| (i % 3 != 0) as u8 as f32).collect();
+        let holed: Vec<f32> = (0..10)
+            .map(|i| if mask[i] != 0.0 { target[i] } else { f32::NAN })
+            .collect();
+        B.regression_loss(kind, &pred, &holed, Some(&mask), &mut d)
+            .unwrap();
+        fd_check("masked regression", &pred, &d, 1e-3, 1e-3, |x| {
+            let mut s = vec![0.0; 10];
+            B.regression_loss(kind, x, &holed, Some(&mask), &mut s).unwrap() as f64
         });
     }
 }

@@ -286,7 +286,7 @@ fn losses_match_pytorch() {
         let c = case(&f, name);
         let mut d = c.zeros("pred");
         let loss = B
-            .regression_loss(kind, c.get("pred"), c.get("target"), &mut d)
+            .regression_loss(kind, c.get("pred"), c.get("target"), None, &mut d)
             .unwrap();
         assert_close(name, &[loss], c.get("loss"));
         assert_close(name, &d, c.get("d_pred"));

@@ -119,7 +119,8 @@ fn accumulated_micro_batches_equal_one_large_batch() {
         let mut y = vec![0.0; n * fo];
         B.linear_forward(&p, x, &w, None, &mut y).unwrap();
         let mut dy = vec![0.0; n * fo];
-        B.regression_loss(RegressionLoss::Mse, &y, t, &mut dy).unwrap();
+        B.regression_loss(RegressionLoss::Mse, &y, t, None, &mut dy)
+            .unwrap();
         B.linear_backward(&p, x, &w, &dy, None, dw, None).unwrap();
     };
     let mut whole = vec![0.0; fi * fo];

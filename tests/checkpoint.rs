@@ -220,6 +220,9 @@ fn train_state(cfg: &ResNetConfig, global_step: u64) -> TrainState {
         manifest_hash: hash_json(&serde_json::json!(["a", "b"])),
         model: cfg.clone(),
         extra: serde_json::json!({"best_auc": 0.75, "history": [1, 2, 3]}),
+        epoch_loss: [1.5, 4.0],
+        epoch_skipped: 0,
+        pending_eval: Some(checkpoint::PendingEval { epoch: 1, lr: 0.01 }),
     }
 }
 
@@ -257,6 +260,51 @@ fn checkpoint_save_restore_round_trip_is_bitwise_and_continues_the_trajectory() 
     train_step(&mut other, &mut other_opt, &input);
     assert_eq!(other.param, net.param);
     assert_eq!(inspect(&dir).unwrap().state, want);
+}
+
+/// Inference restores the weights alone: a checkpoint without its optimizer file still loads, while a
+/// damaged model file is refused by its BLAKE3.
+#[test]
+fn checkpoint_weights_restore_without_the_optimizer_file() {
+    let root = common::tempdir();
+    let cfg = small_config();
+    let (net, opt, _) = trained(&cfg, 5, 2);
+    let dir = save(root.path(), &B, &net, &opt, &train_state(&cfg, 20), 2).unwrap();
+    std::fs::remove_file(dir.join(checkpoint::OPTIMIZER_FILE)).unwrap();
+    assert!(inspect(&dir).is_err(), "resuming needs the optimizer file");
+    assert!(latest_valid(root.path()).unwrap().is_none());
+    let info = checkpoint::inspect_weights(&dir).unwrap();
+    assert_eq!(info.state.global_step, 20);
+    assert_eq!(
+        checkpoint::latest_valid_weights(root.path())
+            .unwrap()
+            .unwrap()
+            .dir,
+        dir
+    );
+
+    let (mut other, _, _) = trained(&cfg, 9, 0);
+    assert_ne!(other.param, net.param);
+    let state = checkpoint::restore_weights(&dir, &B, &mut other).unwrap();
+    assert_eq!(state.global_step, 20);
+    assert_eq!(other.param, net.param);
+    assert_eq!(other.state, net.state);
+    assert_eq!(other.dropout_seed, net.dropout_seed);
+
+    // One flipped byte in the weights, same length: refused, and the net keeps its values.
+    let model = dir.join(checkpoint::MODEL_FILE);
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 0x10;
+    std::fs::write(&model, &bytes).unwrap();
+    let (mut fresh, _, _) = trained(&cfg, 9, 0);
+    let before = fresh.param.clone();
+    let err = checkpoint::restore_weights(&dir, &B, &mut fresh).unwrap_err();
+    assert!(
+        err.to_string().contains("BLAKE3") && err.to_string().contains("model.safetensors"),
+        "{err}"
+    );
+    assert_eq!(fresh.param, before);
 }
 
 #[test]

@@ -790,3 +790,77 @@ fn fuzz_manifest_is_verified_before_the_hdf5_library_opens_it() {
     let old = regression("manifest-global-heap-hang.h5.gz", dir.path(), "old.h5");
     assert!(medtrain::catalog::split::Manifest::load(&old).is_err());
 }
+
+/// The lines of `metrics.jsonl`, parsed.
+fn metrics_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// SIGKILL in the end-of-epoch evaluation, after that epoch's checkpoint: `--resume auto` evaluates
+/// the epoch first, so every epoch has its metrics line (with the undisturbed run's loss and
+/// evaluation) and, after a kill in the last evaluation, `final_eval` is set.
+#[test]
+fn fault_killed_in_evaluation_resumes_the_evaluation() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "epochs = 2\neval_every = 1");
+    let whole = c.root.join("whole");
+    let (code, out, err) = run(&train_args(&c, &whole, &cfg, &["--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let outcome: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let steps = outcome["global_step"].as_u64().unwrap();
+    assert!(!outcome["final_eval"].is_null(), "{outcome}");
+
+    let parts = c.root.join("parts");
+    for fault in [
+        format!("kill-in-eval@{}", steps / 2),
+        format!("kill-in-eval@{steps}"),
+    ] {
+        let out = medtrain()
+            .args(train_args(&c, &parts, &cfg, &["--resume", "auto"]))
+            .env("MEDTRAIN_FAULT", &fault)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{fault}: the run must be killed:\n{}",
+            text(&out)
+        );
+    }
+    let (code, out, err) = run(&train_args(&c, &parts, &cfg, &["--resume", "auto", "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let resumed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(resumed["status"], "finished");
+    assert_eq!(resumed["global_step"].as_u64().unwrap(), steps);
+    assert_eq!(
+        resumed["final_eval"], outcome["final_eval"],
+        "final_eval after the resumed evaluation"
+    );
+
+    let (want, got) = (metrics_lines(&whole), metrics_lines(&parts));
+    let epochs: Vec<u64> = got.iter().map(|l| l["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2], "one metrics line per epoch");
+    for (w, g) in want.iter().zip(&got) {
+        for key in [
+            "epoch",
+            "global_step",
+            "train_loss",
+            "lr",
+            "skipped_steps",
+            "eval",
+        ] {
+            assert_eq!(w[key], g[key], "epoch {}: {key}", w["epoch"]);
+        }
+        assert!(!g["eval"].is_null());
+    }
+
+    // Resuming the finished run again changes nothing: the last evaluation is not repeated.
+    let (code, out, err) = run(&train_args(&c, &parts, &cfg, &["--resume", "auto", "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let again: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["final_eval"], outcome["final_eval"]);
+    assert_eq!(metrics_lines(&parts).len(), 2);
+}

@@ -59,10 +59,9 @@ pub const SOURCES: &[KernelSource] = &[
             "mt_cross_entropy_finish",
             "mt_scale_by_device_scalar",
             "mt_bce_elements",
-            "mt_bce_finish",
+            "mt_masked_mean_finish",
             "mt_scale_f64_by_device_scalar",
             "mt_regression_elements",
-            "mt_mean_terms",
             "mt_cox_loss",
         ],
     },
@@ -211,9 +210,9 @@ pub mod scratch {
     pub fn bce(total: usize) -> usize {
         2 * total
     }
-    /// Regression: terms (n).
+    /// Regression: terms (n) and unnormalised gradients (n).
     pub fn regression(n: usize) -> usize {
-        n
+        2 * n
     }
     /// Cox: order, group start, group risk sum (n each).
     pub fn cox(n: usize) -> usize {
@@ -272,6 +271,16 @@ pub fn check_bce(
     }
     if let Some(pw) = pos_weight {
         check_len("bce_with_logits", "pos_weight", labels, pw)?;
+    }
+    Ok(())
+}
+
+/// Length checks of the regression losses, shared with the CUDA launch layer.
+pub fn check_regression(pred: usize, target: usize, mask: Option<usize>, dpred: usize) -> Result<()> {
+    check_len("regression loss", "target", pred, target)?;
+    check_len("regression loss", "dpred", pred, dpred)?;
+    if let Some(m) = mask {
+        check_len("regression loss", "mask", pred, m)?;
     }
     Ok(())
 }

@@ -90,8 +90,8 @@ pub struct CrossEntropyParams {
     pub label_smoothing: f32,
 }
 
-/// Binary cross-entropy with logits over (N, labels); `mask` 0 marks an unknown label, excluded from
-/// the mean.
+/// Binary cross-entropy with logits over (N, labels); `mask` 0 marks an unknown label (see the
+/// masked-loss rule on `Backend::bce_with_logits`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BceParams {
@@ -99,7 +99,8 @@ pub struct BceParams {
     pub labels: u32,
 }
 
-/// Regression loss on healing scores: mean squared error, or Huber with threshold `delta` (PyTorch's).
+/// Regression loss on healing scores: mean squared error, or Huber with threshold `delta` (PyTorch's),
+/// over the known targets.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RegressionLoss {
     Mse,
@@ -321,6 +322,16 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     // ---- losses: mean loss returned to the host, gradient written (=) to `dlogits` ----
+    //
+    // Masked losses (`bce_with_logits`, `regression_loss`), the rule stated once: an entry whose
+    // `mask` is 0 is unknown (a missing label, or a padding row) and adds neither loss nor gradient,
+    // and the mean is over the KNOWN entries only, never over all of them, so missing labels do not
+    // shrink the loss or the effective learning rate. The returned loss and the written gradient are
+    // that mean over the known entries of this call (0 and a zero gradient when none is known). A
+    // global batch split over micro-batches and ranks has ONE denominator, its known entries summed
+    // over every micro-batch and rank: the caller turns each call's mean into a sum (× its known
+    // count) and divides the summed gradient by the global count (`train::run` does, with the count
+    // in the step's small allreduce). `mask` None means every entry is known.
     fn cross_entropy(
         &self,
         p: &CrossEntropyParams,
@@ -339,11 +350,14 @@ pub trait Backend: Send + Sync {
         pos_weight: Option<Self::View<'_>>,
         dlogits: Self::ViewMut<'_>,
     ) -> Result<f32>;
+    /// Over (N, targets); `mask` as for `bce_with_logits` (unknown targets may hold any value, NaN
+    /// included).
     fn regression_loss(
         &self,
         kind: RegressionLoss,
         pred: Self::View<'_>,
         target: Self::View<'_>,
+        mask: Option<Self::View<'_>>,
         dpred: Self::ViewMut<'_>,
     ) -> Result<f32>;
     /// Negative Cox partial log-likelihood with Breslow ties, averaged over events. The inputs are the

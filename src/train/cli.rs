@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::data::{Dataset, SampleMode};
 use crate::dist::World;
 use crate::nn::{build, Net};
-use crate::optim::Optimizer;
 use crate::stage::background::{AsyncOptions, Fallback};
 use crate::stage::cli::{job_id, StageConfig, DIR_PREFIX};
 use clap::Args;
@@ -385,11 +384,11 @@ fn stage_async_options(args: &TrainArgs, config: &Config) -> Result<Option<Async
 /// The checkpoint of a run directory (newest valid) or the checkpoint directory itself.
 pub(crate) fn find_checkpoint(path: &Path) -> Result<CheckpointInfo, Failure> {
     if path.join("checkpoints").is_dir() {
-        return checkpoint::latest_valid(&path.join("checkpoints"))
+        return checkpoint::latest_valid_weights(&path.join("checkpoints"))
             .map_err(|e| Failure::Job(e.to_string()))?
             .ok_or_else(|| usage(format!("{}: no valid checkpoint in checkpoints/", path.display())));
     }
-    checkpoint::inspect(path).map_err(|e| usage(e.to_string()))
+    checkpoint::inspect_weights(path).map_err(|e| usage(e.to_string()))
 }
 
 pub(crate) fn settings_of(state: &TrainState) -> Result<Settings, Failure> {
@@ -417,9 +416,7 @@ pub(crate) fn load_net<B: Backend>(
     }
     let spec = build(&cfg, settings.train.batch_size, ds.extent());
     let mut net = Net::new(b, spec, settings.train.seed).map_err(|e| Failure::Job(e.to_string()))?;
-    let mut opt = Optimizer::new(b, settings.train.optimizer.clone(), net.spec.params.len())
-        .map_err(|e| Failure::Job(e.to_string()))?;
-    checkpoint::restore(&ck.dir, b, &mut net, &mut opt).map_err(|e| Failure::Job(e.to_string()))?;
+    checkpoint::restore_weights(&ck.dir, b, &mut net).map_err(|e| Failure::Job(e.to_string()))?;
     Ok(net)
 }
 

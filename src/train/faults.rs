@@ -3,7 +3,9 @@
 //! `stall` (the rank stops making progress), `nan` / `inf` (its gradient is poisoned after the
 //! allreduce, so only that rank sees it), `kill` (the rank sends itself SIGKILL before the step) or
 //! `kill-in-checkpoint` (rank 0 sends itself SIGKILL in the middle of writing the checkpoint of step
-//! STEP, after the weights and before the state file). The older form `rank:R:step:S` means
+//! STEP, after the weights and before the state file) or `kill-in-eval` (the rank sends itself
+//! SIGKILL in the end-of-epoch evaluation after step STEP, once that epoch's checkpoint is written; a
+//! run resuming that evaluation is not killed again). The older form `rank:R:step:S` means
 //! `error@S:rank:R`.
 
 /// The environment variable holding the fault.
@@ -17,6 +19,7 @@ pub enum FaultKind {
     Inf,
     Kill,
     KillInCheckpoint,
+    KillInEval,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +44,7 @@ impl Fault {
         let bad = || {
             format!(
                 "{FAULT_ENV}={spec:?}: expected KIND@STEP or KIND@STEP:rank:R with KIND one of \
-                 error, stall, nan, inf, kill, kill-in-checkpoint (or rank:R:step:S)"
+                 error, stall, nan, inf, kill, kill-in-checkpoint, kill-in-eval (or rank:R:step:S)"
             )
         };
         let parts: Vec<&str> = spec.split(':').collect();
@@ -61,6 +64,7 @@ impl Fault {
             "inf" => FaultKind::Inf,
             "kill" => FaultKind::Kill,
             "kill-in-checkpoint" => FaultKind::KillInCheckpoint,
+            "kill-in-eval" => FaultKind::KillInEval,
             _ => return Err(bad()),
         };
         let parts: Vec<&str> = rest.split(':').collect();
@@ -116,6 +120,8 @@ mod tests {
         assert!(f.hits(FaultKind::Stall, 5, 0));
         let f = Fault::parse("rank:1:step:2").unwrap();
         assert_eq!((f.kind, f.step, f.rank), (FaultKind::Error, 2, Some(1)));
+        let f = Fault::parse("kill-in-eval@6:rank:0").unwrap();
+        assert_eq!((f.kind, f.step, f.rank), (FaultKind::KillInEval, 6, Some(0)));
         let f = Fault::parse("kill-in-checkpoint@4").unwrap();
         assert_eq!((f.kind, f.step, f.rank), (FaultKind::KillInCheckpoint, 4, None));
         for bad in ["nan", "nan@x", "boom@1", "nan@1:rank", "nan@1:rank:x"] {

@@ -19,7 +19,7 @@ use super::watchdog::{Phase, Watchdog};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BceParams, RegressionLoss};
 use crate::catalog::split::Manifest;
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, PendingEval, TrainState};
 use crate::data::sampler::{Layout, Sampler};
 use crate::data::{Batch, Dataset, Loader};
 use crate::dist::bucket::BucketReducer;
@@ -226,8 +226,11 @@ impl<B: Backend> LossInputs<B> {
     }
 }
 
-/// The loss of one micro-batch: writes d(loss)/d(output) into `dout` and returns the mean loss over
-/// the batch's known labels (with the number of samples it covers).
+/// The loss of one micro-batch, returned as (mean loss, weight). Binary and regression: the mean over
+/// the micro-batch's known labels, weighted by their number, and `dout` holds the gradient of the SUM
+/// over them; the step divides the gradient by the known labels of the whole global batch (the rule
+/// on `Backend`'s masked losses). Survival: the Cox loss of the gathered global batch, weighted by the
+/// valid samples, and `dout` holds its gradient scaled for the average over ranks.
 #[allow(clippy::too_many_arguments)]
 fn micro_batch_loss<B: Backend>(
     b: &B,
@@ -238,7 +241,7 @@ fn micro_batch_loss<B: Backend>(
     dout: &mut B::Buf,
     outputs: usize,
     inputs: &mut LossInputs<B>,
-) -> Result<f32, TrainError> {
+) -> Result<(f32, f64), TrainError> {
     let n = batch.samples.len();
     let t = settings.data.labels.len();
     // Padding rows (a repeated sample filling the last batch) do not count.
@@ -246,6 +249,17 @@ fn micro_batch_loss<B: Backend>(
         batch.mask[row * t..(row + 1) * t].fill(0.0);
     }
     let len = n * outputs;
+    let known = match settings.train.task {
+        Task::Binary | Task::Regression => batch.mask[..len].iter().filter(|&&m| m != 0.0).count(),
+        Task::Survival => 0,
+    };
+    // The mean over this micro-batch's known labels, turned into their sum.
+    let as_sum = |dout: &mut B::Buf, mean: f32| -> Result<(f32, f64), TrainError> {
+        if known > 1 {
+            b.scale(known as f32, b.view_mut(dout, 0..len)).map_err(failed)?;
+        }
+        Ok((mean, known as f64))
+    };
     match settings.train.task {
         Task::Binary => {
             let p = BceParams {
@@ -257,39 +271,35 @@ fn micro_batch_loss<B: Backend>(
             if let Some(w) = settings.train.pos_weight {
                 inputs.put(b, 2, &vec![w; outputs]).map_err(failed)?;
             }
-            b.bce_with_logits(
-                &p,
-                b.view(net.output(), 0..len),
-                b.view(inputs.get(0), 0..len),
-                Some(b.view(inputs.get(1), 0..len)),
-                settings
-                    .train
-                    .pos_weight
-                    .map(|_| b.view(inputs.get(2), 0..outputs)),
-                b.view_mut(dout, 0..len),
-            )
-            .map_err(failed)
+            let mean = b
+                .bce_with_logits(
+                    &p,
+                    b.view(net.output(), 0..len),
+                    b.view(inputs.get(0), 0..len),
+                    Some(b.view(inputs.get(1), 0..len)),
+                    settings
+                        .train
+                        .pos_weight
+                        .map(|_| b.view(inputs.get(2), 0..outputs)),
+                    b.view_mut(dout, 0..len),
+                )
+                .map_err(failed)?;
+            as_sum(dout, mean)
         }
         Task::Regression => {
-            // Unknown targets are replaced by the prediction itself, so they add no loss or gradient.
-            let pred = b.download(b.view(net.output(), 0..len)).map_err(failed)?;
-            let target: Vec<f32> = (0..len)
-                .map(|i| {
-                    if batch.mask[i] != 0.0 {
-                        batch.targets[i]
-                    } else {
-                        pred[i]
-                    }
-                })
-                .collect();
-            inputs.put(b, 0, &target).map_err(failed)?;
-            b.regression_loss(
-                RegressionLoss::Mse,
-                b.view(net.output(), 0..len),
-                b.view(inputs.get(0), 0..len),
-                b.view_mut(dout, 0..len),
-            )
-            .map_err(failed)
+            // Unknown targets (mask 0) add no loss or gradient and are not counted.
+            inputs.put(b, 0, &batch.targets[..len]).map_err(failed)?;
+            inputs.put(b, 1, &batch.mask[..len]).map_err(failed)?;
+            let mean = b
+                .regression_loss(
+                    RegressionLoss::Mse,
+                    b.view(net.output(), 0..len),
+                    b.view(inputs.get(0), 0..len),
+                    Some(b.view(inputs.get(1), 0..len)),
+                    b.view_mut(dout, 0..len),
+                )
+                .map_err(failed)?;
+            as_sum(dout, mean)
         }
         Task::Survival => {
             // Risk sets span the global batch: gather every rank's risks, times and events, take the loss
@@ -340,7 +350,7 @@ fn micro_batch_loss<B: Backend>(
             let scale = world.size() as f32;
             mine.iter_mut().for_each(|v| *v *= scale);
             b.upload_into(&mine, b.view_mut(dout, 0..n)).map_err(failed)?;
-            Ok(loss)
+            Ok((loss, batch.valid as f64))
         }
     }
 }
@@ -428,6 +438,9 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         world_size: world.size(),
         config_hash: settings_hash.clone(),
         manifest_hash: manifest_hash.clone(),
+        epoch_loss: [0.0; 2],
+        epoch_skipped: 0,
+        pending_eval: None,
         model: model_cfg.clone(),
         extra: serde_json::json!({
             "settings": s,
@@ -589,8 +602,9 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let mut status = "finished";
     let mut samples_done = 0u64;
     let run_clock = Instant::now();
-    let mut loss_epoch = (0.0f64, 0.0f64);
-    let mut lr = schedule.lr(opt.step);
+    let mut loss_epoch = (state.epoch_loss[0], state.epoch_loss[1]);
+    let mut pending = state.pending_eval.take();
+    let mut lr = pending.as_ref().map_or_else(|| schedule.lr(opt.step), |p| p.lr);
     let mut first_step: Option<f64> = None;
     let mut metrics_file = if world.rank() == 0 {
         Some(
@@ -605,258 +619,310 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     };
 
     let mut skipped_steps = 0u64;
-    let mut skipped_epoch = 0u64;
+    let mut skipped_epoch = state.epoch_skipped;
     let watchdog = Watchdog::start(std::time::Duration::from_secs(t.watchdog_s), world.abort_handle());
-    'epochs: while state.epoch < t.epochs as u64 {
-        let epoch = state.epoch;
-        let indices = sampler.epoch(epoch);
-        let mut loader = Loader::new(
-            train_ds.clone(),
-            indices,
-            n,
-            (state.step_in_epoch as usize) * micro,
-            Some((t.seed, epoch)),
-            t.prefetch.max(1),
-        );
-        while state.step_in_epoch < steps_per_epoch {
-            watchdog.enter(Phase::Data, state.global_step);
-            if let Some(f) = &fault {
-                let (rank, step) = (world.rank(), state.global_step);
-                if f.hits(FaultKind::Error, rank, step) {
-                    return Err(failed(format!(
-                        "injected fault ({}={}) on rank {rank} at step {step}",
-                        super::faults::FAULT_ENV,
-                        f.spec
-                    )));
-                }
-                if f.hits(FaultKind::Kill, rank, step) {
-                    super::faults::kill_self(&format!("rank {rank} before step {step}"));
-                }
-                if f.hits(FaultKind::Stall, rank, step) {
-                    tracing::warn!(rank, step, "injected stall: this rank stops making progress");
-                    loop {
-                        std::thread::sleep(std::time::Duration::from_secs(1));
-                    }
-                }
-            }
-            b.fill(b.view_mut(&mut net.grad, 0..plen), 0.0).map_err(failed)?;
-            if slen > 0 {
-                b.download_into(b.view(&net.state, 0..slen), &mut state_start)
-                    .map_err(failed)?;
-                state_sum.fill(0.0);
-            }
-            let mut loss_sum = 0.0f64;
-            let mut valid_sum = 0.0f64;
-            for m in 0..micro {
+    'epochs: while state.epoch < t.epochs as u64 || pending.is_some() {
+        // A run resumed from the checkpoint that ended an epoch first does that epoch's evaluation.
+        let resumed_end = pending.take();
+        if resumed_end.is_none() {
+            let epoch = state.epoch;
+            let indices = sampler.epoch(epoch);
+            let mut loader = Loader::new(
+                train_ds.clone(),
+                indices,
+                n,
+                (state.step_in_epoch as usize) * micro,
+                Some((t.seed, epoch)),
+                t.prefetch.max(1),
+            );
+            while state.step_in_epoch < steps_per_epoch {
                 watchdog.enter(Phase::Data, state.global_step);
-                let wait = Instant::now();
-                let mut batch = loader
-                    .next()
-                    .ok_or_else(|| failed("the loader ended before the epoch's last step"))?
-                    .map_err(failed)?;
-                times.data_wait += wait.elapsed().as_secs_f64();
-                watchdog.enter(Phase::ForwardBackward, state.global_step);
-                let fb = Instant::now();
-                if m > 0 && slen > 0 {
-                    b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen))
-                        .map_err(failed)?;
-                }
-                net.forward(b, &batch.input, true).map_err(failed)?;
-                let loss = micro_batch_loss(
-                    b,
-                    world,
-                    s,
-                    &net,
-                    &mut batch,
-                    &mut dout,
-                    outputs,
-                    &mut loss_inputs,
-                )?;
-                loss_sum += loss as f64 * batch.valid as f64;
-                valid_sum += batch.valid as f64;
-                if slen > 0 {
-                    b.download_into(b.view(&net.state, 0..slen), &mut state_now)
-                        .map_err(failed)?;
-                    state_sum.iter_mut().zip(&state_now).for_each(|(a, v)| *a += v);
-                }
-                if m + 1 < micro {
-                    net.backward(b, &dout).map_err(failed)?;
-                } else {
-                    // Last micro-batch: buckets go out as soon as backward has finished their layers.
-                    let mut next = 0usize;
-                    let grad_host = &mut grad_host;
-                    let reducer = &mut reducer;
-                    net.backward_with(b, &dout, &mut |b, grad, frontier| {
-                        while next < buckets.len() && buckets[next].start >= frontier {
-                            let r = buckets[next].clone();
-                            b.download_into(b.view(grad, r.clone()), &mut grad_host[r.clone()])?;
-                            reducer.start(next, &grad_host[r]);
-                            next += 1;
-                        }
-                        reducer.progress();
-                        Ok(())
-                    })
-                    .map_err(failed)?;
-                }
-                samples_done += batch.valid as u64;
-                loader.recycle(batch);
-                times.forward_backward += fb.elapsed().as_secs_f64();
-            }
-            watchdog.enter(Phase::Allreduce, state.global_step);
-            let wait = Instant::now();
-            reducer.finish(&mut grad_host);
-            times.allreduce_wait += wait.elapsed().as_secs_f64();
-            watchdog.enter(Phase::Optimizer, state.global_step);
-            let opt_clock = Instant::now();
-            if micro > 1 {
-                let inv = 1.0 / micro as f32;
-                grad_host.iter_mut().for_each(|g| *g *= inv);
-            }
-            if let Some(f) = &fault {
-                let (rank, step) = (world.rank(), state.global_step);
-                if f.hits(FaultKind::Nan, rank, step) {
-                    tracing::warn!(rank, step, "injected NaN in the gradient");
-                    grad_host[0] = f32::NAN;
-                }
-                if f.hits(FaultKind::Inf, rank, step) {
-                    tracing::warn!(rank, step, "injected infinity in the loss");
-                    loss_sum = f64::INFINITY;
-                }
-            }
-            // The gradient's sum of squares is finite exactly when every element is; the layer is
-            // looked for only when it is not. It is the CPU reference's deterministic chunked sum of the
-            // values uploaded below, so clipping reuses it instead of summing again.
-            let grad_squares = CpuBackend.sum_squares(&grad_host[..]).map_err(failed)?;
-            let bad_layer = (!grad_squares.is_finite())
-                .then(|| first_nonfinite_layer(&net, &grad_host))
-                .flatten();
-            b.upload_into(&grad_host, b.view_mut(&mut net.grad, 0..plen))
-                .map_err(failed)?;
-            if slen > 0 {
-                let inv = 1.0 / micro as f32;
-                state_sum.iter_mut().for_each(|v| *v *= inv);
-                world.allreduce_sum_f32(&mut state_sum);
-                let inv = 1.0 / world.size() as f32;
-                state_sum.iter_mut().for_each(|v| *v *= inv);
-                b.upload_into(&state_sum, b.view_mut(&mut net.state, 0..slen))
-                    .map_err(failed)?;
-            }
-            // One small collective per step: the loss, and whether any rank was asked to stop.
-            // The non-finite flag is agreed too, so every rank skips or stops at the same step.
-            let stop_here = signals::requested().map_or(0.0, |_| 1.0);
-            let grad_bad = if bad_layer.is_some() || !grad_squares.is_finite() {
-                1.0
-            } else {
-                0.0
-            };
-            let mut agreed = [loss_sum, valid_sum, stop_here, grad_bad];
-            world.allreduce_sum_f64(&mut agreed);
-            let step_loss = agreed[0] / agreed[1].max(1.0);
-            let nonfinite = !step_loss.is_finite() || agreed[3] != 0.0;
-            if nonfinite {
-                let what = format!(
-                    "non-finite training step at epoch {epoch}, step {} (global step {}): loss {step_loss}, \
-                     {}",
-                    state.step_in_epoch,
-                    state.global_step,
-                    match &bad_layer {
-                        Some(layer) =>
-                            format!("first non-finite gradient in {layer} on rank {}", world.rank()),
-                        None if agreed[3] != 0.0 => "non-finite gradient on another rank".to_string(),
-                        None => "gradient finite".to_string(),
+                if let Some(f) = &fault {
+                    let (rank, step) = (world.rank(), state.global_step);
+                    if f.hits(FaultKind::Error, rank, step) {
+                        return Err(failed(format!(
+                            "injected fault ({}={}) on rank {rank} at step {step}",
+                            super::faults::FAULT_ENV,
+                            f.spec
+                        )));
                     }
-                );
-                if t.on_nonfinite == OnNonfinite::Stop {
-                    return Err(failed(format!(
-                        "{what}; stopped, and no checkpoint is written from these weights. Lower [train] \
-                         lr, check the inputs, or set [train] on_nonfinite = \"skip\""
-                    )));
+                    if f.hits(FaultKind::Kill, rank, step) {
+                        super::faults::kill_self(&format!("rank {rank} before step {step}"));
+                    }
+                    if f.hits(FaultKind::Stall, rank, step) {
+                        tracing::warn!(rank, step, "injected stall: this rank stops making progress");
+                        loop {
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
                 }
-                tracing::warn!("{what}; step skipped ([train] on_nonfinite = \"skip\")");
-                skipped_steps += 1;
-                skipped_epoch += 1;
-                // The batch statistics of the poisoned step are dropped with its update.
+                b.fill(b.view_mut(&mut net.grad, 0..plen), 0.0).map_err(failed)?;
                 if slen > 0 {
-                    b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen))
+                    b.download_into(b.view(&net.state, 0..slen), &mut state_start)
+                        .map_err(failed)?;
+                    state_sum.fill(0.0);
+                }
+                let mut loss_sum = 0.0f64;
+                let mut weight_sum = 0.0f64;
+                for m in 0..micro {
+                    watchdog.enter(Phase::Data, state.global_step);
+                    let wait = Instant::now();
+                    let mut batch = loader
+                        .next()
+                        .ok_or_else(|| failed("the loader ended before the epoch's last step"))?
+                        .map_err(failed)?;
+                    times.data_wait += wait.elapsed().as_secs_f64();
+                    watchdog.enter(Phase::ForwardBackward, state.global_step);
+                    let fb = Instant::now();
+                    if m > 0 && slen > 0 {
+                        b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen))
+                            .map_err(failed)?;
+                    }
+                    net.forward(b, &batch.input, true).map_err(failed)?;
+                    let (loss, weight) = micro_batch_loss(
+                        b,
+                        world,
+                        s,
+                        &net,
+                        &mut batch,
+                        &mut dout,
+                        outputs,
+                        &mut loss_inputs,
+                    )?;
+                    loss_sum += loss as f64 * weight;
+                    weight_sum += weight;
+                    if slen > 0 {
+                        b.download_into(b.view(&net.state, 0..slen), &mut state_now)
+                            .map_err(failed)?;
+                        state_sum.iter_mut().zip(&state_now).for_each(|(a, v)| *a += v);
+                    }
+                    if m + 1 < micro {
+                        net.backward(b, &dout).map_err(failed)?;
+                    } else {
+                        // Last micro-batch: buckets go out as soon as backward has finished their layers.
+                        let mut next = 0usize;
+                        let grad_host = &mut grad_host;
+                        let reducer = &mut reducer;
+                        net.backward_with(b, &dout, &mut |b, grad, frontier| {
+                            while next < buckets.len() && buckets[next].start >= frontier {
+                                let r = buckets[next].clone();
+                                b.download_into(b.view(grad, r.clone()), &mut grad_host[r.clone()])?;
+                                reducer.start(next, &grad_host[r]);
+                                next += 1;
+                            }
+                            reducer.progress();
+                            Ok(())
+                        })
+                        .map_err(failed)?;
+                    }
+                    samples_done += batch.valid as u64;
+                    loader.recycle(batch);
+                    times.forward_backward += fb.elapsed().as_secs_f64();
+                }
+                watchdog.enter(Phase::Allreduce, state.global_step);
+                let wait = Instant::now();
+                reducer.finish(&mut grad_host);
+                times.allreduce_wait += wait.elapsed().as_secs_f64();
+                watchdog.enter(Phase::Optimizer, state.global_step);
+                let opt_clock = Instant::now();
+                // Survival gradients are averaged over micro-batches here; binary and regression ones
+                // are sums over known labels, divided by the global count once it is agreed below.
+                let per_known = t.task != Task::Survival;
+                if micro > 1 && !per_known {
+                    let inv = 1.0 / micro as f32;
+                    grad_host.iter_mut().for_each(|g| *g *= inv);
+                }
+                if let Some(f) = &fault {
+                    let (rank, step) = (world.rank(), state.global_step);
+                    if f.hits(FaultKind::Nan, rank, step) {
+                        tracing::warn!(rank, step, "injected NaN in the gradient");
+                        grad_host[0] = f32::NAN;
+                    }
+                    if f.hits(FaultKind::Inf, rank, step) {
+                        tracing::warn!(rank, step, "injected infinity in the loss");
+                        loss_sum = f64::INFINITY;
+                    }
+                }
+                // The gradient's sum of squares is finite exactly when every element is; the layer is
+                // looked for only when it is not. It is the CPU reference's deterministic chunked sum of the
+                // values uploaded below (up to their scaling by the global count), so clipping reuses it
+                // instead of summing again.
+                let mut grad_squares = CpuBackend.sum_squares(&grad_host[..]).map_err(failed)?;
+                let bad_layer = (!grad_squares.is_finite())
+                    .then(|| first_nonfinite_layer(&net, &grad_host))
+                    .flatten();
+                if slen > 0 {
+                    let inv = 1.0 / micro as f32;
+                    state_sum.iter_mut().for_each(|v| *v *= inv);
+                    world.allreduce_sum_f32(&mut state_sum);
+                    let inv = 1.0 / world.size() as f32;
+                    state_sum.iter_mut().for_each(|v| *v *= inv);
+                    b.upload_into(&state_sum, b.view_mut(&mut net.state, 0..slen))
                         .map_err(failed)?;
                 }
-            } else {
-                loss_epoch.0 += agreed[0];
-                loss_epoch.1 += agreed[1];
-                if let Some(max_norm) = t.grad_clip {
-                    clip_grad_norm_with(b, &mut net.grad, max_norm, grad_squares).map_err(failed)?;
+                // One small collective per step: the loss, its weight (for binary and regression the
+                // known labels of the global batch), and whether any rank was asked to stop. The
+                // non-finite flag is agreed too, so every rank skips or stops at the same step.
+                let stop_here = signals::requested().map_or(0.0, |_| 1.0);
+                let grad_bad = if bad_layer.is_some() || !grad_squares.is_finite() {
+                    1.0
+                } else {
+                    0.0
+                };
+                let mut agreed = [loss_sum, weight_sum, stop_here, grad_bad];
+                world.allreduce_sum_f64(&mut agreed);
+                if per_known {
+                    // The reducer averaged the ranks' sums: × world size / known labels of the global
+                    // batch (no gradient when none is known).
+                    let scale = if agreed[1] > 0.0 {
+                        (world.size() as f64 / agreed[1]) as f32
+                    } else {
+                        0.0
+                    };
+                    if scale != 1.0 {
+                        grad_host.iter_mut().for_each(|g| *g *= scale);
+                        grad_squares *= scale as f64 * scale as f64;
+                    }
                 }
-                lr = schedule.lr(opt.step);
-                opt.update(b, lr, &mut net.param, &net.grad).map_err(failed)?;
-            }
-            times.optimizer += opt_clock.elapsed().as_secs_f64();
-            state.step_in_epoch += 1;
-            state.global_step += 1;
-            state.optimizer_step = opt.step;
-            state.dropout_seed = net.dropout_seed;
-            if first_step.is_none() {
-                let seconds = started.elapsed().as_secs_f64();
-                first_step = Some(seconds);
-                if background.is_some() {
-                    tracing::info!(seconds = format!("{seconds:.3}"), "first training step done");
+                b.upload_into(&grad_host, b.view_mut(&mut net.grad, 0..plen))
+                    .map_err(failed)?;
+                let step_loss = agreed[0] / agreed[1].max(1.0);
+                let nonfinite = !step_loss.is_finite() || agreed[3] != 0.0;
+                if nonfinite {
+                    let what = format!(
+                        "non-finite training step at epoch {epoch}, step {} (global step {}): loss {step_loss}, \
+                         {}",
+                        state.step_in_epoch,
+                        state.global_step,
+                        match &bad_layer {
+                            Some(layer) =>
+                                format!("first non-finite gradient in {layer} on rank {}", world.rank()),
+                            None if agreed[3] != 0.0 => "non-finite gradient on another rank".to_string(),
+                            None => "gradient finite".to_string(),
+                        }
+                    );
+                    if t.on_nonfinite == OnNonfinite::Stop {
+                        return Err(failed(format!(
+                            "{what}; stopped, and no checkpoint is written from these weights. Lower [train] \
+                             lr, check the inputs, or set [train] on_nonfinite = \"skip\""
+                        )));
+                    }
+                    tracing::warn!("{what}; step skipped ([train] on_nonfinite = \"skip\")");
+                    skipped_steps += 1;
+                    skipped_epoch += 1;
+                    // The batch statistics of the poisoned step are dropped with its update.
+                    if slen > 0 {
+                        b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen))
+                            .map_err(failed)?;
+                    }
+                } else {
+                    loss_epoch.0 += agreed[0];
+                    loss_epoch.1 += agreed[1];
+                    if let Some(max_norm) = t.grad_clip {
+                        clip_grad_norm_with(b, &mut net.grad, max_norm, grad_squares).map_err(failed)?;
+                    }
+                    lr = schedule.lr(opt.step);
+                    opt.update(b, lr, &mut net.param, &net.grad).map_err(failed)?;
                 }
-            }
-            if let Some(bar) = &progress {
-                let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
-                bar.set_position(state.global_step);
-                bar.set_message(format!("epoch {} loss {step_loss:.4} {rate:.0} img/s", epoch + 1));
-            } else if world.rank() == 0 && state.global_step % 20 == 0 {
-                let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
-                tracing::info!(
-                    epoch = epoch + 1,
-                    step = state.global_step,
-                    of = total_steps,
-                    loss = format!("{step_loss:.4}"),
-                    images_per_second = format!("{rate:.1}"),
-                    "step"
-                );
-            }
-            let epoch_done = state.step_in_epoch == steps_per_epoch;
-            if epoch_done {
-                state.epoch += 1;
-                state.step_in_epoch = 0;
-            }
-            let stop = agreed[2] > 0.0;
-            let at_max = t.max_steps.is_some_and(|m| state.global_step >= m);
-            let periodic = t.checkpoint_every > 0 && state.global_step % t.checkpoint_every as u64 == 0;
-            if periodic || epoch_done || stop || at_max {
-                watchdog.enter(Phase::Checkpoint, state.global_step);
-                if world.rank() == 0 {
-                    let dir = checkpoint::save(&ckpt_root, b, &net, &opt, &state, t.keep_checkpoints)
-                        .map_err(failed)?;
-                    tracing::info!(checkpoint = %dir.display(), step = state.global_step, "checkpoint");
-                    last_checkpoint = Some(dir);
+                times.optimizer += opt_clock.elapsed().as_secs_f64();
+                state.step_in_epoch += 1;
+                state.global_step += 1;
+                state.optimizer_step = opt.step;
+                state.dropout_seed = net.dropout_seed;
+                if first_step.is_none() {
+                    let seconds = started.elapsed().as_secs_f64();
+                    first_step = Some(seconds);
+                    if background.is_some() {
+                        tracing::info!(seconds = format!("{seconds:.3}"), "first training step done");
+                    }
                 }
-            }
-            if stop {
-                status = "interrupted";
-                tracing::warn!(
-                    step = state.global_step,
-                    "stop requested by {}: checkpoint written, resume with --resume auto",
-                    signals::requested().map_or("another rank", signals::name)
-                );
-                break 'epochs;
-            }
-            if at_max {
-                status = "max-steps";
-                break 'epochs;
-            }
-            if epoch_done {
-                break;
+                if let Some(bar) = &progress {
+                    let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
+                    bar.set_position(state.global_step);
+                    bar.set_message(format!("epoch {} loss {step_loss:.4} {rate:.0} img/s", epoch + 1));
+                } else if world.rank() == 0 && state.global_step % 20 == 0 {
+                    let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
+                    tracing::info!(
+                        epoch = epoch + 1,
+                        step = state.global_step,
+                        of = total_steps,
+                        loss = format!("{step_loss:.4}"),
+                        images_per_second = format!("{rate:.1}"),
+                        "step"
+                    );
+                }
+                let epoch_done = state.step_in_epoch == steps_per_epoch;
+                if epoch_done {
+                    state.epoch += 1;
+                    state.step_in_epoch = 0;
+                }
+                let stop = agreed[2] > 0.0;
+                let at_max = t.max_steps.is_some_and(|m| state.global_step >= m);
+                let periodic = t.checkpoint_every > 0 && state.global_step % t.checkpoint_every as u64 == 0;
+                state.epoch_loss = [loss_epoch.0, loss_epoch.1];
+                state.epoch_skipped = skipped_epoch;
+                state.pending_eval = epoch_done.then_some(PendingEval {
+                    epoch: state.epoch,
+                    lr,
+                });
+                if periodic || epoch_done || stop || at_max {
+                    watchdog.enter(Phase::Checkpoint, state.global_step);
+                    if world.rank() == 0 {
+                        let dir = checkpoint::save(&ckpt_root, b, &net, &opt, &state, t.keep_checkpoints)
+                            .map_err(failed)?;
+                        tracing::info!(checkpoint = %dir.display(), step = state.global_step, "checkpoint");
+                        last_checkpoint = Some(dir);
+                    }
+                }
+                if stop {
+                    status = "interrupted";
+                    tracing::warn!(
+                        step = state.global_step,
+                        "stop requested by {}: checkpoint written, resume with --resume auto",
+                        signals::requested().map_or("another rank", signals::name)
+                    );
+                    break 'epochs;
+                }
+                if at_max {
+                    status = "max-steps";
+                    break 'epochs;
+                }
+                if epoch_done {
+                    break;
+                }
             }
         }
         // End of an epoch.
+        if let Some(p) = &resumed_end {
+            if let Some(logged) = logged_epoch(world, &opts.out, p.epoch, state.global_step) {
+                // Done before the interruption; only the checkpoint did not record it.
+                if logged.is_some() {
+                    final_eval = logged;
+                }
+                loss_epoch = (0.0, 0.0);
+                skipped_epoch = 0;
+                continue;
+            }
+            tracing::info!(
+                epoch = p.epoch,
+                "resumed at the end of an epoch: evaluating it first"
+            );
+        }
         let last = state.epoch == t.epochs as u64;
         let due = t.eval_every > 0 && state.epoch % t.eval_every as u64 == 0;
         let mut report = None;
         if let Some(val) = &val_ds {
             if last || due {
                 watchdog.enter(Phase::Evaluation, state.global_step);
+                if let (Some(f), None) = (&fault, &resumed_end) {
+                    if f.hits(FaultKind::KillInEval, world.rank(), state.global_step) {
+                        let rank = world.rank();
+                        super::faults::kill_self(&format!(
+                            "rank {rank} in the evaluation after step {}",
+                            state.global_step
+                        ));
+                    }
+                }
                 let r = evaluate::evaluate(b, world, &mut net, val, s, &opts.catalog).map_err(failed)?;
                 if world.rank() == 0 {
                     tracing::info!("epoch {}: {}", state.epoch, r.one_line());
@@ -934,6 +1000,24 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         }
     }
     Ok(outcome)
+}
+
+/// Whether `metrics.jsonl` under `out` already holds the line of `epoch` ending at `global_step`
+/// (written after the checkpoint that ended the epoch, before the run was interrupted): Some with the
+/// line's evaluation if so. Rank 0 reads the file and tells the others. A collective.
+fn logged_epoch(world: &World, out: &Path, epoch: u64, global_step: u64) -> Option<Option<EvalReport>> {
+    let mut found = None;
+    if world.rank() == 0 {
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+        found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["epoch"] == epoch && v["global_step"] == global_step)
+            .map(|v| serde_json::from_value::<EvalReport>(v["eval"].clone()).ok());
+    }
+    let mut flag = [if found.is_some() { 1.0f32 } else { 0.0 }];
+    world.broadcast_f32(0, &mut flag);
+    (flag[0] != 0.0).then(|| found.flatten())
 }
 
 /// Plans this node's staging exactly as `stage` does, prepares the job directory (refusing early when

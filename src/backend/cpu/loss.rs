@@ -108,12 +108,29 @@ pub fn bce_with_logits(
     Ok((total * inv) as f32)
 }
 
-pub fn regression(kind: RegressionLoss, pred: &[f32], target: &[f32], dpred: &mut [f32]) -> Result<f32> {
+/// MSE or Huber averaged over the known (mask ≠ 0) entries; unknown entries get a zero gradient and
+/// their targets are not read.
+pub fn regression(
+    kind: RegressionLoss,
+    pred: &[f32],
+    target: &[f32],
+    mask: Option<&[f32]>,
+    dpred: &mut [f32],
+) -> Result<f32> {
     check_len("regression loss", "target", pred.len(), target.len())?;
     check_len("regression loss", "dpred", pred.len(), dpred.len())?;
-    let inv = 1.0 / pred.len().max(1) as f64;
+    if let Some(m) = mask {
+        check_len("regression loss", "mask", pred.len(), m.len())?;
+    }
+    let known = |i: usize| mask.map_or(true, |m| m[i] != 0.0);
+    let count = (0..pred.len()).filter(|&i| known(i)).count();
+    let inv = if count > 0 { 1.0 / count as f64 } else { 0.0 };
     let mut total = 0.0f64;
     for i in 0..pred.len() {
+        if !known(i) {
+            dpred[i] = 0.0;
+            continue;
+        }
         let d = pred[i] as f64 - target[i] as f64;
         let (loss, grad) = match kind {
             RegressionLoss::Mse => (d * d, 2.0 * d),
@@ -186,4 +203,62 @@ fn tie_groups(order: &[usize], time: &[f32]) -> Vec<Vec<usize>> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Half the targets unknown: the loss and gradient are those of the known half alone, by the
+    /// closed forms MSE = Σ d²/K, ∂/∂p_i = 2·d_i/K and BCE = Σ softplus terms/K, over the K known
+    /// entries (not over all of them).
+    #[test]
+    fn half_unknown_labels_count_as_the_known_half_alone() {
+        let pred = [0.5f32, -1.0, 2.0, 0.25, 3.0, -2.0];
+        let target = [1.5f32, f32::NAN, 0.0, f32::NAN, 2.5, f32::NAN];
+        let mask = [1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0];
+        let known = [0usize, 2, 4];
+        let mut d = [f32::NAN; 6];
+        let loss = regression(RegressionLoss::Mse, &pred, &target, Some(&mask), &mut d).unwrap();
+        let diffs: Vec<f64> = known.iter().map(|&i| pred[i] as f64 - target[i] as f64).collect();
+        let want = diffs.iter().map(|d| d * d).sum::<f64>() / 3.0;
+        assert!((loss as f64 - want).abs() < 1e-6, "{loss} vs {want}");
+        for (j, &i) in known.iter().enumerate() {
+            let g = 2.0 * diffs[j] / 3.0;
+            assert!((d[i] as f64 - g).abs() < 1e-6, "d[{i}] = {} vs {g}", d[i]);
+        }
+        for i in [1, 3, 5] {
+            assert_eq!(d[i], 0.0);
+        }
+        // The known half alone, without a mask: the same numbers.
+        let (kp, kt): (Vec<f32>, Vec<f32>) = known.iter().map(|&i| (pred[i], target[i])).unzip();
+        let mut dk = [0.0f32; 3];
+        let alone = regression(RegressionLoss::Mse, &kp, &kt, None, &mut dk).unwrap();
+        assert_eq!(alone, loss);
+        assert_eq!(dk.to_vec(), known.iter().map(|&i| d[i]).collect::<Vec<_>>());
+        // Huber below and above its threshold: ½d² and δ(|d| − ½δ), gradients d and δ·sign(d).
+        let huber = RegressionLoss::Huber { delta: 1.0 };
+        let loss = regression(huber, &pred, &target, Some(&mask), &mut d).unwrap();
+        let want = (0.5 * 1.0 + 1.0 * (2.0 - 0.5) + 0.5 * 0.25) / 3.0;
+        assert!((loss as f64 - want).abs() < 1e-6, "{loss} vs {want}");
+        let grads = [-1.0 / 3.0, 1.0 / 3.0, 0.5 / 3.0];
+        for (j, &i) in known.iter().enumerate() {
+            assert!((d[i] as f64 - grads[j]).abs() < 1e-6, "huber d[{i}] = {}", d[i]);
+        }
+
+        // BCE, 2 samples × 2 labels with one label of each sample unknown.
+        let p = BceParams { n: 2, labels: 2 };
+        let logits = [1.0f32, -0.5, 0.25, 2.0];
+        let labels = [1.0f32, f32::NAN, f32::NAN, 0.0];
+        let mask = [1.0f32, 0.0, 0.0, 1.0];
+        let mut d = [f32::NAN; 4];
+        let loss = bce_with_logits(&p, &logits, &labels, Some(&mask), None, &mut d).unwrap();
+        let sp = |x: f64| (1.0 + x.exp()).ln();
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let want = (sp(-1.0) + sp(2.0)) / 2.0;
+        assert!((loss as f64 - want).abs() < 1e-6, "{loss} vs {want}");
+        assert!((d[0] as f64 - (sig(1.0) - 1.0) / 2.0).abs() < 1e-6);
+        assert!((d[3] as f64 - sig(2.0) / 2.0).abs() < 1e-6);
+        assert_eq!((d[1], d[2]), (0.0, 0.0));
+    }
 }

@@ -266,9 +266,10 @@ impl Backend for CpuBackend {
         kind: RegressionLoss,
         pred: &[f32],
         target: &[f32],
+        mask: Option<&[f32]>,
         dpred: &mut [f32],
     ) -> Result<f32> {
-        loss::regression(kind, pred, target, dpred)
+        loss::regression(kind, pred, target, mask, dpred)
     }
     fn cox_loss(&self, risk: &[f32], time: &[f32], event: &[f32], drisk: &mut [f32]) -> Result<f32> {
         loss::cox(risk, time, event, drisk)

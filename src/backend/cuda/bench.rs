@@ -563,7 +563,10 @@ fn inputs(op: &Op, rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
                 r(len),
             ]
         }
-        Op::Regression(_, n) => vec![r(*n), r(*n), r(*n)],
+        Op::Regression(_, n) => {
+            let mask = (0..*n).map(|i| (i % 5 != 0) as u8 as f32).collect();
+            vec![r(*n), r(*n), mask, r(*n)]
+        }
         Op::Cox(n) => {
             let time = (0..*n).map(|i| (i % 5) as f32).collect();
             let event = (0..*n).map(|i| (i % 3 != 0) as u8 as f32).collect();
@@ -828,15 +831,16 @@ fn run<B: Backend>(b: &B, op: &Op, host: &[Vec<f32>]) -> Result<(Vec<Vec<f32>>, 
                 vec![4]
             }
             Op::Regression(kind, _) => {
-                let (ins, outs) = bufs.split_at_mut(2);
+                let (ins, outs) = bufs.split_at_mut(3);
                 let l = b.regression_loss(
                     *kind,
                     v!(ins, 0),
                     v!(ins, 1),
-                    b.view_mut(&mut outs[0], 0..lens[2]),
+                    Some(v!(ins, 2)),
+                    b.view_mut(&mut outs[0], 0..lens[3]),
                 )?;
                 scalar = Some(l as f64);
-                vec![2]
+                vec![3]
             }
             Op::Cox(_) => {
                 let (ins, outs) = bufs.split_at_mut(3);

@@ -21,8 +21,8 @@ use cudarc::nvrtc::Ptx;
 use super::compile::{self, Target};
 
 use crate::backend::kernels::{
-    adamw_scalars, check_bce, check_cross_entropy, check_pool, cross_entropy_status, dropout_mask_args,
-    grid_blocks, regression_args, scratch, BLOCK_THREADS, REDUCE_THREADS, SOURCES,
+    adamw_scalars, check_bce, check_cross_entropy, check_pool, check_regression, cross_entropy_status,
+    dropout_mask_args, grid_blocks, regression_args, scratch, BLOCK_THREADS, REDUCE_THREADS, SOURCES,
 };
 use crate::backend::params::PoolParams;
 use crate::backend::{
@@ -879,7 +879,7 @@ pub fn bce_with_logits(
         arg_opt(b, &pos_weight);
         b.arg(&mut terms).arg(&mut grads);
     })?;
-    launch(k, s, OP, "mt_bce_finish", SINGLE, |b| {
+    launch(k, s, OP, "mt_masked_mean_finish", SINGLE, |b| {
         b.arg(&t64);
         arg_opt(b, &mask);
         b.arg(&mut terms).arg(&mut out);
@@ -904,28 +904,36 @@ pub fn regression_loss(
     kind: RegressionLoss,
     pred: CudaView<'_, f32>,
     target: CudaView<'_, f32>,
+    mask: Option<CudaView<'_, f32>>,
     mut dpred: CudaViewMut<'_, f32>,
 ) -> Result<f32> {
     const OP: &str = "regression loss";
-    check_len(OP, "target", pred.len(), target.len())?;
-    check_len(OP, "dpred", pred.len(), dpred.len())?;
+    check_regression(
+        pred.len(),
+        target.len(),
+        mask.as_ref().map(|m| m.len()),
+        dpred.len(),
+    )?;
     let n = pred.len();
     let work = scratch::regression(n);
     let mut guard = k.scratch(s, work)?;
-    let (mut out, mut terms) = guard.split();
+    let (mut out, mut both) = guard.split();
+    let (mut terms, mut grads) = both.split_at_mut(n);
     let (huber, delta) = regression_args(kind);
     let n64 = u(n);
     launch(k, s, OP, "mt_regression_elements", elementwise(n), |b| {
-        b.arg(&n64)
-            .arg(&huber)
-            .arg(&delta)
-            .arg(&pred)
-            .arg(&target)
-            .arg(&mut dpred)
-            .arg(&mut terms);
+        b.arg(&n64).arg(&huber).arg(&delta).arg(&pred).arg(&target);
+        arg_opt(b, &mask);
+        b.arg(&mut terms).arg(&mut grads);
     })?;
-    launch(k, s, OP, "mt_mean_terms", SINGLE, |b| {
-        b.arg(&n64).arg(&mut terms).arg(&mut out);
+    launch(k, s, OP, "mt_masked_mean_finish", SINGLE, |b| {
+        b.arg(&n64);
+        arg_opt(b, &mask);
+        b.arg(&mut terms).arg(&mut out);
+    })?;
+    let inv = out.slice(1..2);
+    launch(k, s, OP, "mt_scale_f64_by_device_scalar", elementwise(n), |b| {
+        b.arg(&n64).arg(&mut grads).arg(&inv).arg(&mut dpred);
     })?;
     Ok(read_out(s, OP, &out)?[0] as f32)
 }
@@ -1199,8 +1207,19 @@ mod tests {
         let kind = RegressionLoss::Huber { delta: 1.0 };
         let target = uniform(&mut r, total, -5.0, 5.0);
         let dtarget = up(&s, &target);
-        let gl = regression_loss(&k, &s, kind, dl.slice(..), dtarget.slice(..), dd.slice_mut(..)).unwrap();
-        let wl = cpu.regression_loss(kind, &logits, &target, &mut want).unwrap();
+        let gl = regression_loss(
+            &k,
+            &s,
+            kind,
+            dl.slice(..),
+            dtarget.slice(..),
+            Some(dm.slice(..)),
+            dd.slice_mut(..),
+        )
+        .unwrap();
+        let wl = cpu
+            .regression_loss(kind, &logits, &target, Some(&mask), &mut want)
+            .unwrap();
         assert_close("huber loss", &[gl], &[wl], atol, rtol);
         assert_close("huber dpred", &down(&s, &dd), &want, atol, rtol);
 

@@ -1004,10 +1004,11 @@ impl Backend for CudaBackend {
         kind: RegressionLoss,
         pred: CudaView<'_, f32>,
         target: CudaView<'_, f32>,
+        mask: Option<CudaView<'_, f32>>,
         dpred: CudaViewMut<'_, f32>,
     ) -> Result<f32> {
         self.done("regression_loss", || {
-            kernels::regression_loss(&self.kernels, &self.stream, kind, pred, target, dpred)
+            kernels::regression_loss(&self.kernels, &self.stream, kind, pred, target, mask, dpred)
         })
     }
     fn cox_loss(

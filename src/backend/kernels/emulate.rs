@@ -6,8 +6,8 @@
 use std::ptr;
 
 use super::{
-    adamw_scalars, check_bce, check_cross_entropy, check_pool, cross_entropy_status, dropout_mask_args,
-    regression_args, scratch, REDUCE_THREADS,
+    adamw_scalars, check_bce, check_cross_entropy, check_pool, check_regression, cross_entropy_status,
+    dropout_mask_args, regression_args, scratch, REDUCE_THREADS,
 };
 use crate::backend::params::PoolParams;
 use crate::backend::{
@@ -150,7 +150,7 @@ mod ffi {
             terms: *mut f64,
             grads: *mut f64,
         );
-        pub fn mt_bce_finish(total: u64, mask: *const f32, terms: *const f64, out: *mut f64);
+        pub fn mt_masked_mean_finish(total: u64, mask: *const f32, terms: *const f64, out: *mut f64);
         pub fn mt_scale_f64_by_device_scalar(n: u64, src: *const f64, scalar: *const f64, dst: *mut f32);
         pub fn mt_regression_elements(
             n: u64,
@@ -158,10 +158,10 @@ mod ffi {
             delta: f32,
             pred: *const f32,
             target: *const f32,
-            dpred: *mut f32,
+            mask: *const f32,
             terms: *mut f64,
+            grads: *mut f64,
         );
-        pub fn mt_mean_terms(n: u64, terms: *const f64, out: *mut f64);
         pub fn mt_cox_loss(
             n: u64,
             risk: *const f32,
@@ -580,7 +580,7 @@ impl Emulator {
                 grads.as_mut_ptr(),
             )
         });
-        launch_single(|| unsafe { ffi::mt_bce_finish(t64, mask, terms.as_ptr(), out.as_mut_ptr()) });
+        launch_single(|| unsafe { ffi::mt_masked_mean_finish(t64, mask, terms.as_ptr(), out.as_mut_ptr()) });
         launch(self.threads(), || unsafe {
             ffi::mt_scale_f64_by_device_scalar(t64, grads.as_ptr(), out[1..].as_ptr(), dlogits.as_mut_ptr())
         });
@@ -592,26 +592,32 @@ impl Emulator {
         kind: RegressionLoss,
         pred: &[f32],
         target: &[f32],
+        mask: Option<&[f32]>,
         dpred: &mut [f32],
     ) -> Result<f32> {
-        check_len("regression loss", "target", pred.len(), target.len())?;
-        check_len("regression loss", "dpred", pred.len(), dpred.len())?;
+        check_regression(pred.len(), target.len(), mask.map(<[f32]>::len), dpred.len())?;
         let n = pred.len();
-        let mut terms = vec![0.0f64; scratch::regression(n)];
+        let mut work = vec![0.0f64; scratch::regression(n)];
         let mut out = [0.0f64; scratch::OUT];
         let (huber, delta) = regression_args(kind);
+        let (n64, mask) = (n as u64, opt_ptr(mask));
+        let (terms, grads) = work.split_at_mut(n);
         launch(self.threads(), || unsafe {
             ffi::mt_regression_elements(
-                n as u64,
+                n64,
                 huber,
                 delta,
                 pred.as_ptr(),
                 target.as_ptr(),
-                dpred.as_mut_ptr(),
+                mask,
                 terms.as_mut_ptr(),
+                grads.as_mut_ptr(),
             )
         });
-        launch_single(|| unsafe { ffi::mt_mean_terms(n as u64, terms.as_ptr(), out.as_mut_ptr()) });
+        launch_single(|| unsafe { ffi::mt_masked_mean_finish(n64, mask, terms.as_ptr(), out.as_mut_ptr()) });
+        launch(self.threads(), || unsafe {
+            ffi::mt_scale_f64_by_device_scalar(n64, grads.as_ptr(), out[1..].as_ptr(), dpred.as_mut_ptr())
+        });
         Ok(out[0] as f32)
     }
 

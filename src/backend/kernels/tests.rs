@@ -510,13 +510,32 @@ fn regression_losses_match_cpu() {
         let pred = uniform(&mut r, n, -3.0, 3.0);
         let mut target = uniform(&mut r, n, -3.0, 3.0);
         target[0] = pred[0] + 0.7; // exactly on the Huber threshold
+                                   // Unknown targets hold NaN, which neither side may read.
+        let mask: Vec<f32> = (0..n).map(|i| if i % 3 == 2 { 0.0 } else { 1.0 }).collect();
+        let holed: Vec<f32> = (0..n)
+            .map(|i| if mask[i] != 0.0 { target[i] } else { f32::NAN })
+            .collect();
         for kind in [RegressionLoss::Mse, RegressionLoss::Huber { delta: 0.7 }] {
-            let (mut got, mut want) = (nan(n), nan(n));
-            let gl = k.regression_loss(kind, &pred, &target, &mut got).unwrap();
-            let wl = cpu.regression_loss(kind, &pred, &target, &mut want).unwrap();
-            assert_scalar("regression loss", gl as f64, wl as f64, LOSS);
-            assert_close("regression dpred", &got, &want, LOSS);
+            for (m, t) in [(None, &target), (Some(mask.as_slice()), &holed)] {
+                let (mut got, mut want) = (nan(n), nan(n));
+                let gl = k.regression_loss(kind, &pred, t, m, &mut got).unwrap();
+                let wl = cpu.regression_loss(kind, &pred, t, m, &mut want).unwrap();
+                assert_scalar("regression loss", gl as f64, wl as f64, LOSS);
+                assert_close("regression dpred", &got, &want, LOSS);
+            }
         }
+        // Everything unknown: loss 0 and a zero gradient on both.
+        let (mut got, mut want) = (nan(n), nan(n));
+        let none = vec![0.0; n];
+        let kind = RegressionLoss::Mse;
+        let gl = k
+            .regression_loss(kind, &pred, &holed, Some(&none), &mut got)
+            .unwrap();
+        let wl = cpu
+            .regression_loss(kind, &pred, &holed, Some(&none), &mut want)
+            .unwrap();
+        assert_eq!((gl, wl), (0.0, 0.0));
+        assert_close("regression fully masked", &got, &want, EXACT);
     }
 }
 
