@@ -395,6 +395,28 @@ fn fault_training_rank_killed_mid_step_and_mid_checkpoint_resumes_bitwise() {
     assert_eq!(resumed["world_size"], 2);
     assert_eq!(resumed["global_step"].as_u64().unwrap(), steps);
     assert_same_weights(&whole, &parts, "killed and resumed");
+    // TensorBoard, read by its own EventAccumulator: one event file per run (rank 0 alone writes),
+    // and across the killed and resumed runs every step once, with the undisturbed run's losses
+    // (the SessionLog START of each resume dropped what the killed runs logged past their checkpoint).
+    let files = |run: &Path| std::fs::read_dir(run.join("tb")).unwrap().count();
+    assert_eq!(files(&whole), 1);
+    assert_eq!(files(&parts), 1 + faults.len());
+    let losses = |run: &Path| -> Vec<(u64, f64)> {
+        let out = crate::common::reference_script("read_tensorboard.py", &[s(&run.join("tb"))]);
+        let j: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        j["scalars"]["train/loss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+            .collect()
+    };
+    let (want, got) = (losses(&whole), losses(&parts));
+    assert_eq!(
+        want.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (1..=steps).collect::<Vec<_>>()
+    );
+    assert_eq!(got, want, "the resumed runs' TensorBoard curve");
 }
 
 /// A rank that stops calling collectives: the watchdog ends the job with the rank and phase named.

@@ -564,16 +564,22 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let mut dout = b.zeros(n * outputs).map_err(failed)?;
     let mut loss_inputs = LossInputs::new();
 
+    let settings_text = serde_json::to_string_pretty(s).expect("settings serialise");
     if world.rank() == 0 {
         let out_err = |e: std::io::Error| {
             let hint = crate::remedy::io_remedy(&e, "run again with --resume auto");
             failed(format!("output directory {}: {e}{hint}", opts.out.display()))
         };
         std::fs::create_dir_all(&opts.out).map_err(out_err)?;
-        let settings_text = serde_json::to_string_pretty(s).expect("settings serialise");
         crate::fsx::write_atomic(&opts.out.join("settings.json"), settings_text.as_bytes())
             .map_err(out_err)?;
     }
+    let mut board = super::tensorboard::RunBoard::open(
+        world.rank() == 0,
+        &opts.out.join("tb"),
+        state.global_step + 1,
+        &settings_text,
+    );
     tracing::info!(
         ranks = world.size(),
         samples = train_ds.len(),
@@ -836,6 +842,18 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                         tracing::info!(seconds = format!("{seconds:.3}"), "first training step done");
                     }
                 }
+                board.step(
+                    state.global_step,
+                    &super::tensorboard::StepFigures {
+                        loss: step_loss as f64,
+                        lr: lr as f64,
+                        grad_norm: grad_squares.max(0.0).sqrt(),
+                        images_per_second: samples_done as f64 * world.size() as f64
+                            / run_clock.elapsed().as_secs_f64(),
+                        data_wait_s: times.data_wait,
+                        allreduce_wait_s: times.allreduce_wait,
+                    },
+                );
                 if let Some(bar) = &progress {
                     let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
                     bar.set_position(state.global_step);
@@ -943,6 +961,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             };
             let text = serde_json::to_string(&line).expect("metrics serialise");
             writeln!(file, "{text}").map_err(|e| failed(format!("metrics.jsonl: {e}")))?;
+            board.epoch(state.global_step, &line);
             file.sync_data().ok();
             if let Err(e) = evaluate::write_curves(&opts.out) {
                 tracing::warn!("curves: {e}");

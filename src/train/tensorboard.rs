@@ -325,3 +325,130 @@ mod tests {
         assert_eq!(&r[15..], &masked_crc(b"abc").to_le_bytes());
     }
 }
+
+/// Every number in a JSON value, with its path joined by `/` (`eval/auc/lo`), for logging a report
+/// whose shape depends on the task as scalars.
+pub fn numbers(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(x) = n.as_f64() {
+                out.push((prefix.to_string(), x));
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                numbers(&format!("{prefix}/{k}"), v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                numbers(&format!("{prefix}/{i}"), v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A training run's TensorBoard log (`<run>/tb/`), kept by rank 0 only. Writing is best effort: a
+/// failure is logged once and the log is closed, training goes on.
+pub struct RunBoard {
+    writer: Option<EventWriter>,
+    /// Cumulative (data wait, allreduce wait, wall) seconds at the last logged step.
+    last: (f64, f64, std::time::Instant),
+}
+
+/// One training step's figures.
+pub struct StepFigures {
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub images_per_second: f64,
+    /// Cumulative seconds waiting for data and for the allreduce, since the run started.
+    pub data_wait_s: f64,
+    pub allreduce_wait_s: f64,
+}
+
+impl RunBoard {
+    /// Opens the log on rank 0. A resumed run (`first_step` > 1) starts with the SessionLog START that
+    /// drops what a killed run logged past its checkpoint; a new run logs its settings as text.
+    pub fn open(rank0: bool, dir: &Path, first_step: u64, settings: &str) -> RunBoard {
+        let mut board = RunBoard {
+            writer: None,
+            last: (0.0, 0.0, std::time::Instant::now()),
+        };
+        if !rank0 {
+            return board;
+        }
+        board.writer = match EventWriter::create(dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "TensorBoard log {}: {e}; training goes on without it",
+                    dir.display()
+                );
+                None
+            }
+        };
+        board.record(|w| {
+            if first_step > 1 {
+                w.session_start(first_step)
+            } else {
+                w.text(0, "settings", &format!("```\n{settings}\n```"))
+            }
+        });
+        board
+    }
+
+    fn record(&mut self, f: impl FnOnce(&mut EventWriter) -> std::io::Result<()>) {
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = f(w) {
+                tracing::warn!(
+                    "TensorBoard log {}: {e}; no more events are written",
+                    w.path().display()
+                );
+                self.writer = None;
+            }
+        }
+    }
+
+    /// Scalars of a step: loss, learning rate, gradient norm, images/s, and the fractions of the time
+    /// since the last step spent waiting for data and for the allreduce.
+    pub fn step(&mut self, step: u64, f: &StepFigures) {
+        if self.writer.is_none() {
+            return;
+        }
+        let wall = self.last.2.elapsed().as_secs_f64().max(1e-9);
+        let data = (f.data_wait_s - self.last.0) / wall;
+        let reduce = (f.allreduce_wait_s - self.last.1) / wall;
+        self.last = (f.data_wait_s, f.allreduce_wait_s, std::time::Instant::now());
+        self.record(|w| {
+            w.scalars(
+                step,
+                &[
+                    ("train/loss", f.loss),
+                    ("train/lr", f.lr),
+                    ("train/grad_norm", f.grad_norm),
+                    ("train/images_per_second", f.images_per_second),
+                    ("train/data_wait_fraction", data.clamp(0.0, 1.0)),
+                    ("train/allreduce_wait_fraction", reduce.clamp(0.0, 1.0)),
+                ],
+            )
+        });
+    }
+
+    /// Every number of an epoch's `metrics.jsonl` line (validation metrics with their interval
+    /// bounds included), under `epoch/`.
+    pub fn epoch(&mut self, step: u64, line: &impl serde::Serialize) {
+        if self.writer.is_none() {
+            return;
+        }
+        let mut values = Vec::new();
+        numbers(
+            "epoch",
+            &serde_json::to_value(line).unwrap_or_default(),
+            &mut values,
+        );
+        let pairs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        self.record(|w| w.scalars(step, &pairs));
+    }
+}
