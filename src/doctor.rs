@@ -60,6 +60,13 @@ fn check(name: &str, status: Status, detail: impl Into<String>, remedy: Option<&
     }
 }
 
+/// The first line of a C string as a library reports it: up to its NUL (Open MPI's version string
+/// carries one, which made a job log a binary file to grep), trimmed.
+fn first_line(text: &str) -> String {
+    let text = text.split('\0').next().unwrap_or_default();
+    text.lines().next().unwrap_or_default().trim().to_string()
+}
+
 /// The launcher variables and whether medtrain would initialise MPI, plus the library's version.
 fn mpi_check(env: &[(String, String)]) -> Check {
     let mode = crate::dist::MpiMode::parse(
@@ -68,7 +75,7 @@ fn mpi_check(env: &[(String, String)]) -> Check {
             .map(|(_, v)| v.as_str()),
     );
     let library = mpi::environment::library_version()
-        .map(|v| v.lines().next().unwrap_or_default().trim().to_string())
+        .map(|v| first_line(&v))
         .unwrap_or_else(|_| "unknown".into());
     let launcher = crate::dist::launcher_from_env(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     match (mode, launcher) {
@@ -185,7 +192,7 @@ fn cudnn_support_check(rows: &[Check]) -> Option<Check> {
         .filter(|k| (k.cudnn_from..k.cudnn_below).contains(&n) && k.verdict == Verdict::Refuse)
         .map(|k| {
             format!(
-                "sm_{}–sm_{}: {} ({})",
+                "sm_{}-sm_{}: {} ({})",
                 k.sm_from,
                 k.sm_below.min(999) - 1,
                 k.problem,
@@ -378,7 +385,7 @@ pub fn run(args: DoctorArgs) -> Result<i32, Failure> {
             };
             println!("{mark} {:<22} {}", c.name, c.detail);
             if let Some(r) = &c.remedy {
-                println!("        {:<22} → {r}", "");
+                println!("        {:<22} -> {r}", "");
             }
         }
     }
@@ -393,6 +400,26 @@ pub fn run(args: DoctorArgs) -> Result<i32, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_strings_end_at_their_nul() {
+        assert_eq!(
+            first_line("Open MPI v4.1.4, May 26, 2022\0"),
+            "Open MPI v4.1.4, May 26, 2022"
+        );
+        assert_eq!(
+            first_line("MPICH Version: 4.1\nMPICH Release date: x\0\0"),
+            "MPICH Version: 4.1"
+        );
+        let report = run_checks(&DoctorArgs {
+            device: DoctorDevice::Cpu,
+            local: None,
+            json: false,
+        });
+        for c in &report {
+            assert!(!c.detail.contains('\0'), "{}: {:?}", c.name, c.detail);
+        }
+    }
 
     #[test]
     fn versions_come_from_file_names() {
