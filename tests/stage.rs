@@ -819,6 +819,7 @@ fn plan_stages_what_stage_would_and_flags_a_disk_too_small() {
             .any(|w| w.as_str().unwrap().contains("node-local disk")),
         "{plan}"
     );
+}
 
 /// A tmpfs mounted for one test, unmounted (lazily) on drop.
 struct MountedTmpfs(std::path::PathBuf);
