@@ -19,6 +19,7 @@ mod dist;
 mod explain;
 mod explain_cuda;
 mod faults;
+mod intensity;
 mod pack;
 mod pacs;
 mod phantom;

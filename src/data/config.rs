@@ -1,6 +1,7 @@
 //! The `[data]` section of an experiment config: how catalog rows become tensors (sampling mode,
 //! output extent and spacing, HU windows, label targets, augmentation, staged shard directory).
 
+use super::intensity::IntensityConfig;
 use super::DataError;
 use std::path::PathBuf;
 
@@ -77,6 +78,8 @@ pub struct DataConfig {
     pub augment: AugmentConfig,
     /// Read shards from this directory (same file names) instead of the catalogued paths.
     pub shard_dir: Option<PathBuf>,
+    /// Normalisation of CR/DX and MR series (`[data.intensity]`); CT uses `windows`.
+    pub intensity: IntensityConfig,
 }
 
 impl Default for DataConfig {
@@ -90,6 +93,7 @@ impl Default for DataConfig {
             labels: Vec::new(),
             augment: AugmentConfig::default(),
             shard_dir: None,
+            intensity: IntensityConfig::default(),
         }
     }
 }
@@ -173,6 +177,9 @@ impl DataConfig {
                     format!("{l:?} is not of the form \"set.column\""),
                 ));
             }
+        }
+        if let Some((key, reason)) = self.intensity.problem() {
+            return Err(bad(key, reason));
         }
         let a = &self.augment;
         let range = |key, v: f64, max: f64| {
