@@ -78,6 +78,10 @@ pub struct DataConfig {
     pub augment: AugmentConfig,
     /// Read shards from this directory (same file names) instead of the catalogued paths.
     pub shard_dir: Option<PathBuf>,
+    /// 2D modes: resize each image, aspect preserved, to fit `size` (isotropic in-plane spacing of
+    /// max(rows × row spacing / H, cols × col spacing / W)), centred and padded; the sample's
+    /// recorded affine holds the scale. Takes the place of `spacing_mm`.
+    pub fit: bool,
     /// Normalisation of CR/DX and MR series (`[data.intensity]`); CT uses `windows`.
     pub intensity: IntensityConfig,
 }
@@ -94,6 +98,7 @@ impl Default for DataConfig {
             augment: AugmentConfig::default(),
             shard_dir: None,
             intensity: IntensityConfig::default(),
+            fit: false,
         }
     }
 }
@@ -177,6 +182,12 @@ impl DataConfig {
                     format!("{l:?} is not of the form \"set.column\""),
                 ));
             }
+        }
+        if self.fit && (self.mode.is_3d() || self.spacing_mm.is_some()) {
+            return Err(bad(
+                "data.fit",
+                "fits 2D images to `size` (modes slice, slice25d) and replaces spacing_mm; unset one",
+            ));
         }
         if let Some((key, reason)) = self.intensity.problem() {
             return Err(bad(key, reason));

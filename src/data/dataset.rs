@@ -110,6 +110,15 @@ pub struct Dataset {
     source: Option<ShardSource>,
 }
 
+/// Output spacing (z, y, x) that fits a (rows, cols) image into (H, W) with its aspect kept: the
+/// larger of the two scales, on both in-plane axes.
+pub fn fit_spacing(shape: [usize; 3], spacing: [f64; 3], extent: [u32; 3]) -> [f64; 3] {
+    let rows = shape[1] as f64 * spacing[1] / extent[1] as f64;
+    let cols = shape[2] as f64 * spacing[2] / extent[2] as f64;
+    let s = rows.max(cols);
+    [spacing[0], s, s]
+}
+
 fn positive_or(v: f64, fallback: f64) -> f64 {
     if v.is_finite() && v > 0.0 {
         v
@@ -462,7 +471,10 @@ impl Dataset {
             src_shape: s.shape,
             src_spacing: s.spacing,
             out_extent: self.extent(),
-            out_spacing: self.spacing,
+            out_spacing: match self.cfg.fit && !mode.is_3d() {
+                true => Some(fit_spacing(s.shape, s.spacing, self.extent())),
+                false => self.spacing,
+            },
             centre_slice,
         };
         let augmentation = match aug {

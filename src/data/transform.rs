@@ -343,6 +343,25 @@ mod tests {
     }
 
     #[test]
+    fn fitted_images_keep_their_aspect_and_pad() {
+        // 200 × 100 px at 0.5 mm into 64 × 64: 100 mm tall → 100/64 mm per output pixel both ways.
+        let sp = crate::data::dataset::fit_spacing([1, 200, 100], [1.0, 0.5, 0.5], [1, 64, 64]);
+        assert_eq!(sp, [1.0, 100.0 / 64.0, 100.0 / 64.0]);
+        let mut g = grid(SampleMode::Slice, [1, 200, 100], [1, 64, 64]);
+        g.src_spacing = [1.0, 0.5, 0.5];
+        g.out_spacing = Some(sp);
+        g.centre_slice = Some(0);
+        let m = g.affine(&Augmentation::none());
+        // Rows span the image exactly (first and last output rows half a source pixel inside);
+        // columns cover the middle half, the rest is padding.
+        let row = |y: f64| m[1][1] * y + m[1][3];
+        let col = |x: f64| m[2][2] * x + m[2][3];
+        assert!((row(-0.5) + 0.5).abs() < 1e-9 && (row(63.5) - 199.5).abs() < 1e-9);
+        assert!((col(15.5) + 0.5).abs() < 1e-9 && (col(47.5) - 99.5).abs() < 1e-9);
+        assert_eq!(m[1][1], m[2][2]);
+    }
+
+    #[test]
     fn spacing_and_flips_map_onto_the_source_in_mm() {
         let mut g = grid(SampleMode::Slice, [3, 10, 10], [1, 5, 5]);
         g.out_spacing = Some([2.5, 1.4, 1.4]);
