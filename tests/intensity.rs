@@ -153,3 +153,63 @@ fn percentiles_come_from_the_data_config() {
         Ok(_) => panic!("inverted percentiles accepted"),
     }
 }
+
+fn pydicom_file(name: &str) -> PathBuf {
+    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
+        });
+    let file = data.join(name);
+    assert!(
+        file.is_file(),
+        "{} not found: run scripts/fetch-test-data.sh",
+        file.display()
+    );
+    file
+}
+
+#[test]
+fn train_refuses_ultrasound_at_start_up_and_older_packs_ask_for_a_repack() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(pydicom_file("examples_rgb_color.dcm"), input.join("us.dcm")).unwrap();
+    let (catalog, _) = catalogued(&input, dir.path());
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cxr-death-risk.toml");
+    let (code, o, e) = run(&[
+        "train",
+        s(&catalog),
+        s(&dir.path().join("split.h5")),
+        "--out",
+        s(&dir.path().join("run")),
+        "--config",
+        s(&config),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, 2, "{o}\n{e}");
+    assert!(
+        e.contains("modality US") && e.contains("ultrasound has no intensity pipeline"),
+        "{e}"
+    );
+    assert!(!dir.path().join("run/checkpoints").exists(), "no step ran");
+
+    // A shard of the previous format: catalog build names it and asks for a repack.
+    let pack = dir.path().join("pack");
+    let shard = std::fs::read_dir(&pack)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "h5"))
+        .unwrap();
+    {
+        let f = hdf5::File::open_rw(&shard).unwrap();
+        f.attr("format_version").unwrap().write_scalar(&1u32).unwrap();
+    }
+    let (code, o, e) = run(&["catalog", "build", s(&pack), "--out", s(&dir.path().join("old"))]);
+    assert_ne!(code, 0, "{o}\n{e}");
+    assert!(
+        format!("{o}{e}").contains("repack with this version of medtrain"),
+        "{o}\n{e}"
+    );
+}
