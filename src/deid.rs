@@ -52,6 +52,7 @@ pub enum IdKind {
     Instance,
     /// A source file path (quarantine reports name files by this, never by path).
     Path,
+    FrameOfReference,
 }
 
 impl IdKind {
@@ -62,6 +63,7 @@ impl IdKind {
             IdKind::Series => "series",
             IdKind::Instance => "instance",
             IdKind::Path => "path",
+            IdKind::FrameOfReference => "frame-of-reference",
         }
     }
 }

@@ -102,6 +102,7 @@ fn item(key: &SiteKey, s: &FixtureSeries, index: usize) -> PackedItem {
         source_hash: blake3::hash(s.series.as_bytes()).to_hex()[..32].to_string(),
         n_clamped: 0,
         n_padding: 0,
+        presentation: Default::default(),
     };
     let slices = (0..n)
         .map(|k| SliceRecord {
@@ -119,6 +120,7 @@ fn item(key: &SiteKey, s: &FixtureSeries, index: usize) -> PackedItem {
         slices,
         pixels: PixelBuffer::I16(vec![0; n * 4]),
         shape: vec![n, 2, 2],
+        luts: Default::default(),
     }
 }
 

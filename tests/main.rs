@@ -20,6 +20,7 @@ mod doctor;
 mod explain;
 mod explain_cuda;
 mod faults;
+mod intensity;
 mod pack;
 mod pacs;
 mod phantom;

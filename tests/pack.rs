@@ -506,11 +506,11 @@ fn split_all_train(catalog: &Path, filter: &str, out: &Path) -> medtrain::catalo
 }
 
 #[test]
-fn training_refuses_a_signed_mr_series_and_reads_a_lone_ct_image() {
+fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct_image() {
     use medtrain::data::{DataConfig, DataError, Dataset};
     let dir = tempdir();
     let input = dir.path().join("in");
-    // Signed MR pixels are stored as int16 like HU, but they are not HU.
+    // Signed MR pixels are stored as int16 like HU, but they are not HU: never windowed as such.
     let mr = write_series(
         &input.join("mr"),
         &[
@@ -528,39 +528,77 @@ fn training_refuses_a_signed_mr_series_and_reads_a_lone_ct_image() {
         &input.join("ct"),
         &["--modality", "CT", "--slices", "1", "--no-orientation"],
     );
+    // pydicom's RGB ultrasound image: packed, but no intensity pipeline trains it yet.
+    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
+        });
+    fs::create_dir_all(input.join("us")).unwrap();
+    fs::copy(
+        data.join("examples_rgb_color.dcm"),
+        input.join("us/examples_rgb_color.dcm"),
+    )
+    .expect("pydicom's test files: run scripts/fetch-test-data.sh");
     let out = dir.path().join("pack");
     let key = dir.path().join("site.key");
     let (code, stdout, stderr) = pack_dir(&input, &out, &key);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let shards = shards(&out);
-    let mr_rec = shards
-        .iter()
-        .flat_map(|sh| sh.series.iter())
-        .find(|r| r.modality == "MR")
-        .expect("the MR series is packed");
+    let find = |modality: &str| {
+        shards
+            .iter()
+            .flat_map(|sh| sh.series.iter())
+            .find(|r| r.modality == modality)
+            .unwrap_or_else(|| panic!("the {modality} series is packed"))
+            .clone()
+    };
+    let mr_rec = find("MR");
     assert_eq!(
         (mr_rec.dtype.as_str(), mr_rec.transform.as_str()),
         ("i16", "none")
     );
+    let us_rec = find("US");
 
     let catalog = dir.path().join("catalog");
     let (code, o, e) = run(&["catalog", "build", s(&out), "--out", s(&catalog)]);
     assert_eq!(code, 0, "{o}\n{e}");
     let cfg = DataConfig::default();
 
-    // Every series: the MR one is refused, naming the series, its modality and its transform.
+    // Every series: the ultrasound one is refused at open, naming the series and the reason.
     let all = split_all_train(&catalog, "", &dir.path().join("all.h5"));
     match Dataset::open(&catalog, &all, "train", &cfg) {
         Err(DataError::Unsupported { series, reason }) => {
-            assert_eq!(series, mr_rec.series_key);
+            assert_eq!(series, us_rec.series_key);
             assert!(
-                reason.contains("modality MR") && reason.contains("transform 'none'"),
+                reason.contains("modality US") && reason.contains("ultrasound has no intensity pipeline"),
                 "{reason}"
             );
         }
-        Err(other) => panic!("expected the MR series refused, got {other}"),
-        Ok(ds) => panic!("an MR int16 series was accepted as HU ({} samples)", ds.len()),
+        Err(other) => panic!("expected the US series refused, got {other}"),
+        Ok(ds) => panic!("an ultrasound series was accepted ({} samples)", ds.len()),
     }
+
+    // MR: z-scored per series (mean 0 over the series, negative values), not an HU window in [0, 1].
+    let mr_split = split_all_train(&catalog, "modality = 'MR'", &dir.path().join("mr.h5"));
+    let mr_cfg = DataConfig {
+        size: vec![8, 6],
+        ..DataConfig::default()
+    };
+    let ds = Dataset::open(&catalog, &mr_split, "train", &mr_cfg).unwrap();
+    assert_eq!(ds.len(), 3);
+    let mut all_values = Vec::new();
+    let mut sample = vec![f32::NAN; ds.sample_len()];
+    for i in 0..ds.len() {
+        ds.load(i, None, &mut sample).unwrap();
+        all_values.extend(sample.iter().map(|&v| v as f64));
+    }
+    let mean = all_values.iter().sum::<f64>() / all_values.len() as f64;
+    assert!(mean.abs() < 1e-5, "MR mean {mean}");
+    assert!(
+        all_values.iter().any(|&v| v < -0.5),
+        "MR values look windowed: {all_values:?}"
+    );
 
     // CT only: the lone 2D image (orientation unknown) is one slice sample and loads.
     let ct = split_all_train(&catalog, "modality = 'CT'", &dir.path().join("ct.h5"));

@@ -7,7 +7,7 @@ use super::state::{CatalogState, ShardRef, STATE_FILE};
 use super::store::{le_bytes, open_read, read_text_attr, read_vlen_text_attr, MappedFile, TableWriter};
 use super::{h5err, ioerr, CatalogError};
 use crate::pack::index::PackIndex;
-use crate::pack::shard::{hash_file, SHARD_FORMAT};
+use crate::pack::shard::{hash_file, SHARD_FORMAT, SHARD_FORMAT_VERSION};
 use crate::pack::tables::{check_extent, claimed_rows, TableError};
 use hdf5::types::FixedAscii;
 use std::collections::HashMap;
@@ -142,6 +142,19 @@ fn open_shard(path: &Path, fingerprint: &str) -> Result<hdf5::File, CatalogError
         return Err(CatalogError::invalid(
             path,
             format!("not a medtrain shard (format {format:?})"),
+        ));
+    }
+    let version: u32 = file
+        .attr("format_version")
+        .and_then(|a| a.read_scalar())
+        .map_err(h5err(path))?;
+    if version != SHARD_FORMAT_VERSION {
+        return Err(CatalogError::invalid(
+            path,
+            format!(
+                "shard format version {version}; this medtrain reads version {SHARD_FORMAT_VERSION}: \
+                 repack with this version of medtrain (`medtrain pack`)"
+            ),
         ));
     }
     let found = read_vlen_text_attr(&file, "key_fingerprint").map_err(h5err(path))?;

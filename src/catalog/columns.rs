@@ -109,6 +109,14 @@ pub const SHARD_SERIES: &[ColumnSpec] = &[
     col("source_hash", Key32, 1),
     col("n_clamped", U64, 1),
     col("n_padding", U64, 1),
+    col("voi_function", Code16, 1),
+    col("patient_orientation", Code16, 1),
+    col("burned_in_annotation", U8, 1),
+    col("frame_of_reference_key", Key32, 1),
+    col("modality_lut_first", F64, 1),
+    col("modality_lut_entries", U32, 1),
+    col("voi_lut_first", F64, 1),
+    col("voi_lut_entries", U32, 1),
 ];
 
 /// `series/` columns the catalog adds.

@@ -138,6 +138,7 @@ fn make_series(key: &SiteKey, spec: &SynthSpec, i: usize) -> SynthSeries {
         source_hash: blake3::hash(series.as_bytes()).to_hex()[..32].to_string(),
         n_clamped: 0,
         n_padding: 0,
+        presentation: Default::default(),
     };
     SynthSeries {
         record,

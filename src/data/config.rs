@@ -1,6 +1,7 @@
 //! The `[data]` section of an experiment config: how catalog rows become tensors (sampling mode,
 //! output extent and spacing, HU windows, label targets, augmentation, staged shard directory).
 
+use super::intensity::IntensityConfig;
 use super::DataError;
 use std::path::PathBuf;
 
@@ -77,6 +78,12 @@ pub struct DataConfig {
     pub augment: AugmentConfig,
     /// Read shards from this directory (same file names) instead of the catalogued paths.
     pub shard_dir: Option<PathBuf>,
+    /// 2D modes: resize each image, aspect preserved, to fit `size` (isotropic in-plane spacing of
+    /// max(rows × row spacing / H, cols × col spacing / W)), centred and padded; the sample's
+    /// recorded affine holds the scale. Takes the place of `spacing_mm`.
+    pub fit: bool,
+    /// Normalisation of CR/DX and MR series (`[data.intensity]`); CT uses `windows`.
+    pub intensity: IntensityConfig,
 }
 
 impl Default for DataConfig {
@@ -90,6 +97,8 @@ impl Default for DataConfig {
             labels: Vec::new(),
             augment: AugmentConfig::default(),
             shard_dir: None,
+            intensity: IntensityConfig::default(),
+            fit: false,
         }
     }
 }
@@ -173,6 +182,15 @@ impl DataConfig {
                     format!("{l:?} is not of the form \"set.column\""),
                 ));
             }
+        }
+        if self.fit && (self.mode.is_3d() || self.spacing_mm.is_some()) {
+            return Err(bad(
+                "data.fit",
+                "fits 2D images to `size` (modes slice, slice25d) and replaces spacing_mm; unset one",
+            ));
+        }
+        if let Some((key, reason)) = self.intensity.problem() {
+            return Err(bad(key, reason));
         }
         let a = &self.augment;
         let range = |key, v: f64, max: f64| {

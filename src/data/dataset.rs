@@ -7,7 +7,8 @@
 //! series (2D modes then cut the middle slice, n_slices / 2).
 
 use super::config::{DataConfig, SampleMode};
-use super::transform::{resample, Augmentation, Grid, Volume};
+use super::intensity::{plan, IntensityConfig, Luts, Norm, Pipeline, Plan, Recorded};
+use super::transform::{resample, Augmentation, Grid, Mapped, Volume};
 use super::DataError;
 use crate::catalog::columns::{cell_text, Level};
 use crate::catalog::split::Manifest;
@@ -24,13 +25,9 @@ use std::sync::{Arc, OnceLock};
 /// `shard_dir`).
 pub type ShardSource = Arc<dyn Fn(u32) -> Result<PathBuf, DataError> + Send + Sync>;
 
-/// What training reads for now: Hounsfield units, i.e. series whose stored values pack converted
-/// with the CT modality rescale or LUT (`series/transform`). The storage type alone says nothing
-/// about intensities: signed MR or DX pixels are int16 too.
-const TRAIN_TRANSFORMS: &[&str] = &["hu-linear", "hu-lut"];
-/// The pixel type of HU series.
-const TRAIN_DTYPE: &str = "i16";
-const TRAIN_DTYPE_BYTES: u64 = 2;
+/// Series columns that shard format 2 added (presentation); a catalog without them was built from
+/// older packs.
+const PRESENTATION_COLUMN: &str = "voi_lut_entries";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SampleMeta {
@@ -69,6 +66,12 @@ struct SeriesInfo {
     spacing: [f64; 3], // mm (slice, row, col)
     slice_start: u64,
     dataset: String,
+    /// How its stored values become intensities, decided from the recorded columns at open.
+    plan: Plan,
+    /// LUT values read from the shard when it is mapped.
+    luts: OnceLock<Luts>,
+    /// Normalisation per image or for the series, fitted on first use.
+    norms: OnceLock<Vec<Norm>>,
 }
 
 /// Consecutive samples of one series with consecutive slices.
@@ -105,6 +108,15 @@ pub struct Dataset {
     /// Output spacing (z, y, x) when configured.
     spacing: Option<[f64; 3]>,
     source: Option<ShardSource>,
+}
+
+/// Output spacing (z, y, x) that fits a (rows, cols) image into (H, W) with its aspect kept: the
+/// larger of the two scales, on both in-plane axes.
+pub fn fit_spacing(shape: [usize; 3], spacing: [f64; 3], extent: [u32; 3]) -> [f64; 3] {
+    let rows = shape[1] as f64 * spacing[1] / extent[1] as f64;
+    let cols = shape[2] as f64 * spacing[2] / extent[2] as f64;
+    let s = rows.max(cols);
+    [spacing[0], s, s]
 }
 
 fn positive_or(v: f64, fallback: f64) -> f64 {
@@ -180,7 +192,7 @@ impl Dataset {
                 catalog_dir.display()
             )));
         }
-        let mut b = Builder::new(&catalog)?;
+        let mut b = Builder::new(&catalog, &cfg.intensity)?;
         match level {
             Level::Slice => {
                 let series_row = catalog.col_u32(Level::Slice, "series_row")?;
@@ -256,10 +268,13 @@ impl Dataset {
             return Ok(map);
         }
         let series: Vec<&SeriesInfo> = slot.series.iter().map(|&i| &self.series[i]).collect();
-        let map = match &self.source {
+        let (map, luts) = match &self.source {
             Some(source) => open_shard(&source(self.series[slot.series[0]].shard)?, &series)?,
             None => open_shard(&slot.path, &series)?,
         };
+        for (s, l) in series.iter().zip(luts) {
+            let _ = s.luts.set(l);
+        }
         Ok(slot.map.get_or_init(|| map))
     }
 
@@ -418,9 +433,32 @@ impl Dataset {
         let (seg, slice_index, slice_row) = self.locate(i);
         let s = &self.series[seg.series as usize];
         let map = self.shard_map(s.map)?;
+        let bytes = &map[s.offset as usize..(s.offset + s.length) as usize];
+        let mapped = match &s.plan.pipeline {
+            Pipeline::Hu => None,
+            Pipeline::Normalised { per_image, .. } => {
+                let luts = s.luts.get_or_init(Luts::default);
+                let norms = s.norms.get_or_init(|| {
+                    let image = s.shape[1] * s.shape[2];
+                    if *per_image {
+                        (0..s.shape[0])
+                            .map(|k| s.plan.norm(bytes, luts, k * image, image))
+                            .collect()
+                    } else {
+                        vec![s.plan.norm(bytes, luts, 0, s.shape[0] * image)]
+                    }
+                });
+                Some(Mapped {
+                    plan: &s.plan,
+                    luts,
+                    norms,
+                })
+            }
+        };
         let vol = Volume {
-            bytes: &map[s.offset as usize..(s.offset + s.length) as usize],
+            bytes,
             shape: s.shape,
+            mapped,
         };
         let mode = self.cfg.mode;
         let centre_slice = match mode {
@@ -433,7 +471,10 @@ impl Dataset {
             src_shape: s.shape,
             src_spacing: s.spacing,
             out_extent: self.extent(),
-            out_spacing: self.spacing,
+            out_spacing: match self.cfg.fit && !mode.is_3d() {
+                true => Some(fit_spacing(s.shape, s.spacing, self.extent())),
+                false => self.spacing,
+            },
             centre_slice,
         };
         let augmentation = match aug {
@@ -489,6 +530,12 @@ impl Dataset {
         }
         let (seg, ..) = self.locate(i);
         let s = &self.series[seg.series as usize];
+        if s.plan.pipeline != Pipeline::Hu {
+            return Err(DataError::Unsupported {
+                series: self.meta(i).series_key,
+                reason: "not a Hounsfield-unit series: series outputs read CT only".into(),
+            });
+        }
         let map = self.shard_map(s.map)?;
         let bytes = &map[s.offset as usize..(s.offset + s.length) as usize];
         Ok(SeriesVolume {
@@ -506,6 +553,7 @@ impl Dataset {
 /// Collects the used series and the sample segments while the manifest rows are walked.
 struct Builder<'a> {
     cat: &'a Catalog,
+    intensity: &'a IntensityConfig,
     n_slices: &'a [u32],
     by_row: HashMap<u32, u32>,
     series: Vec<SeriesInfo>,
@@ -514,9 +562,10 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(cat: &'a Catalog) -> Result<Builder<'a>, DataError> {
+    fn new(cat: &'a Catalog, intensity: &'a IntensityConfig) -> Result<Builder<'a>, DataError> {
         Ok(Builder {
             cat,
+            intensity,
             n_slices: cat.col_u32(Level::Series, "n_slices")?,
             by_row: HashMap::new(),
             series: Vec::new(),
@@ -529,7 +578,7 @@ impl<'a> Builder<'a> {
         let idx = match self.by_row.get(&series_row) {
             Some(&i) => i,
             None => {
-                let info = series_info(self.cat, series_row)?;
+                let info = series_info(self.cat, series_row, self.intensity)?;
                 let i = self.series.len() as u32;
                 self.series.push(info);
                 self.by_row.insert(series_row, i);
@@ -556,24 +605,44 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Reads and checks one series row: HU (int16, single-channel) series only, bytes = voxels × 2.
-fn series_info(cat: &Catalog, row: u32) -> Result<SeriesInfo, DataError> {
+/// Reads and checks one series row: its intensity plan from the recorded columns (refused with
+/// the reason when none applies), bytes = voxels × samples × stored size.
+fn series_info(cat: &Catalog, row: u32, intensity: &IntensityConfig) -> Result<SeriesInfo, DataError> {
     let r = row as usize;
     let key = cell_text(&cat.col_keys(Level::Series, "series_key")?[r]).to_string();
-    let dtype = cell_text(&cat.tables.codes("series/dtype")?[r]).to_string();
-    let spp = cat.tables.u8s("series/samples_per_pixel")?[r];
-    let modality = cell_text(&cat.tables.codes("series/modality")?[r]).to_string();
-    let transform = cell_text(&cat.tables.codes("series/transform")?[r]).to_string();
-    if !TRAIN_TRANSFORMS.contains(&transform.as_str()) || dtype != TRAIN_DTYPE || spp != 1 {
+    if cat.col_u32(Level::Series, PRESENTATION_COLUMN).is_err() {
         return Err(DataError::Unsupported {
             series: key,
-            reason: format!(
-                "modality {modality}, intensity transform '{transform}' ({dtype}, {spp} sample(s) per \
-                 pixel); training reads Hounsfield units only (transform hu-linear or hu-lut, single \
-                 channel int16, packed from CT): filter the split on modality, e.g. modality = 'CT'"
-            ),
+            reason: "the catalog was built from packs of an older shard format, which lack the \
+                     presentation columns (VOI LUT, window function) intensities are decided from: \
+                     repack with this version of medtrain (`medtrain pack`), then rebuild the catalog"
+                .into(),
         });
     }
+    let code = |name: &str| -> Result<String, DataError> {
+        Ok(cell_text(&cat.tables.codes(&format!("series/{name}"))?[r]).to_string())
+    };
+    let f64col = |name| cat.col_f64(Level::Series, name).map(|c| c[r]);
+    let recorded = Recorded {
+        modality: code("modality")?,
+        transform: code("transform")?,
+        dtype: code("dtype")?,
+        samples_per_pixel: cat.tables.u8s("series/samples_per_pixel")?[r],
+        photometric: code("photometric")?,
+        rescale_slope: f64col("rescale_slope")?,
+        rescale_intercept: f64col("rescale_intercept")?,
+        window_center: f64col("window_center")?,
+        window_width: f64col("window_width")?,
+        voi_function: code("voi_function")?,
+        modality_lut_first: f64col("modality_lut_first")?,
+        modality_lut_entries: cat.col_u32(Level::Series, "modality_lut_entries")?[r],
+        voi_lut_first: f64col("voi_lut_first")?,
+        voi_lut_entries: cat.col_u32(Level::Series, "voi_lut_entries")?[r],
+    };
+    let plan = plan(&recorded, intensity).map_err(|reason| DataError::Unsupported {
+        series: key.clone(),
+        reason,
+    })?;
     let u32col = |name| cat.col_u32(Level::Series, name).map(|c| c[r]);
     let u64col = |name| cat.col_u64(Level::Series, name).map(|c| c[r]);
     let shape = [
@@ -583,10 +652,14 @@ fn series_info(cat: &Catalog, row: u32) -> Result<SeriesInfo, DataError> {
     ];
     let length = u64col("data_length")?;
     let voxels = shape.iter().map(|&n| n as u64).product::<u64>();
-    if voxels * TRAIN_DTYPE_BYTES != length || voxels == 0 {
+    let element = (plan.samples * plan.stored.bytes()) as u64;
+    if voxels * element != length || voxels == 0 {
         return Err(DataError::Unsupported {
             series: key,
-            reason: format!("{shape:?} voxels of int16 do not fill its {length} pixel bytes"),
+            reason: format!(
+                "{shape:?} voxels of {} ({} sample(s)) do not fill its {length} pixel bytes",
+                recorded.dtype, plan.samples
+            ),
         });
     }
     let pixel = cat.col_f64(Level::Series, "pixel_spacing")?;
@@ -613,6 +686,9 @@ fn series_info(cat: &Catalog, row: u32) -> Result<SeriesInfo, DataError> {
         ],
         slice_start: u64col("slice_start")?,
         dataset: cell_text(&cat.col_keys(Level::Series, "dataset")?[r]).to_string(),
+        plan,
+        luts: OnceLock::new(),
+        norms: OnceLock::new(),
     })
 }
 
@@ -668,7 +744,7 @@ fn resolve_targets(cat: &Catalog, labels: &[String]) -> Result<Vec<Target>, Data
 
 /// Checks one shard file against the byte ranges the catalog recorded for `series`, asks HDF5
 /// (metadata only, no file lock) where each pixel dataset starts, and maps the file read-only.
-fn open_shard(path: &Path, series: &[&SeriesInfo]) -> Result<Mmap, DataError> {
+fn open_shard(path: &Path, series: &[&SeriesInfo]) -> Result<(Mmap, Vec<Luts>), DataError> {
     let err = |reason: String| DataError::Shard {
         path: path.to_path_buf(),
         reason,
@@ -712,8 +788,28 @@ fn open_shard(path: &Path, series: &[&SeriesInfo]) -> Result<Mmap, DataError> {
             )));
         }
     }
+    let mut luts = Vec::with_capacity(series.len());
+    for s in series {
+        let mut l = Luts::default();
+        for which in s.plan.lut_names() {
+            let name = crate::pack::tables::lut_dataset(&s.dataset, which);
+            let values: Vec<f64> = h5
+                .dataset(&name)
+                .and_then(|ds| ds.read_raw())
+                .map_err(|e| err(format!("no LUT dataset {name}: {e}")))?;
+            match which {
+                "modality" => l.modality = values,
+                _ => l.voi = values,
+            }
+        }
+        s.plan
+            .check_luts(&l)
+            .map_err(|reason| err(format!("series of {}: {reason}", s.dataset)))?;
+        luts.push(l);
+    }
     drop(h5);
     // SAFETY: shards are immutable once published (pack renames them into place; staging copies
     // them before training starts); the ranges read were checked against the file size above.
-    unsafe { Mmap::map(&file) }.map_err(|e| err(format!("cannot map: {e}")))
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| err(format!("cannot map: {e}")))?;
+    Ok((map, luts))
 }

@@ -4,12 +4,14 @@
 
 pub mod config;
 pub mod dataset;
+pub mod intensity;
 pub mod loader;
 pub mod sampler;
 pub mod transform;
 
 pub use config::{AugmentConfig, DataConfig, SampleMode};
 pub use dataset::{Dataset, SampleMeta, SampleTransform, SeriesVolume};
+pub use intensity::IntensityConfig;
 pub use loader::{Batch, Loader};
 
 use std::path::PathBuf;

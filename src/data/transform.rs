@@ -6,24 +6,53 @@
 //! spacing change, no augmentation and the native size, the affine is exactly the identity.
 
 use super::config::{AugmentConfig, SampleMode};
+use super::intensity::{Luts, Norm, Plan};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// HU of everything outside the volume (air), before windowing.
 pub const OUTSIDE_HU: f32 = -1024.0;
 
-/// A series' int16 HU as mapped bytes (little-endian), (slices, rows, cols).
+/// A series as mapped bytes (little-endian), (slices, rows, cols[, samples]): int16 HU, or any
+/// stored type read through its intensity plan (`mapped`).
 #[derive(Clone, Copy)]
 pub struct Volume<'a> {
-    pub bytes: &'a [u8], // (slices, rows, cols) i16 LE
+    pub bytes: &'a [u8],
     pub shape: [usize; 3],
+    /// None: int16 HU.
+    pub mapped: Option<Mapped<'a>>,
+}
+
+/// How a non-HU series' stored values become z-scored intensities, per voxel, from the mapping.
+#[derive(Clone, Copy)]
+pub struct Mapped<'a> {
+    pub plan: &'a Plan,
+    pub luts: &'a Luts,
+    /// One per slice (per-image normalisation) or one for the series.
+    pub norms: &'a [Norm],
+}
+
+impl Mapped<'_> {
+    #[inline]
+    fn norm(&self, k: usize) -> &Norm {
+        &self.norms[if self.norms.len() == 1 { 0 } else { k }]
+    }
 }
 
 impl Volume<'_> {
-    /// HU at an integer voxel; air outside.
+    /// HU at an integer voxel (air outside); for a mapped series its normalised intensity (the low
+    /// clip outside).
     #[inline]
     pub fn hu(&self, k: i64, r: i64, c: i64) -> f32 {
         let [n, rows, cols] = self.shape;
+        if let Some(m) = &self.mapped {
+            let kk = k.clamp(0, n as i64 - 1) as usize;
+            if k < 0 || r < 0 || c < 0 || k >= n as i64 || r >= rows as i64 || c >= cols as i64 {
+                return m.norm(kk).outside();
+            }
+            let i = (kk * rows + r as usize) * cols + c as usize;
+            return m.norm(kk).apply(m.plan.value(m.plan.raw(self.bytes, i), m.luts));
+        }
         if k < 0 || r < 0 || c < 0 || k >= n as i64 || r >= rows as i64 || c >= cols as i64 {
             return OUTSIDE_HU;
         }
@@ -266,7 +295,16 @@ pub fn resample(
                     };
                     let at = (z * h + y) * w + x;
                     for (wi, &win) in windows.iter().enumerate() {
-                        out[(j * nw + wi) * plane + at] = aug.intensity(hu_window(hu, win));
+                        out[(j * nw + wi) * plane + at] = if vol.mapped.is_some() {
+                            // Already z-scored: every channel holds it; jitter without a clamp.
+                            if aug.gain == 0.0 && aug.bias == 0.0 {
+                                hu
+                            } else {
+                                hu * (1.0 + aug.gain) + aug.bias
+                            }
+                        } else {
+                            aug.intensity(hu_window(hu, win))
+                        };
                     }
                 }
             }
@@ -305,6 +343,25 @@ mod tests {
     }
 
     #[test]
+    fn fitted_images_keep_their_aspect_and_pad() {
+        // 200 × 100 px at 0.5 mm into 64 × 64: 100 mm tall → 100/64 mm per output pixel both ways.
+        let sp = crate::data::dataset::fit_spacing([1, 200, 100], [1.0, 0.5, 0.5], [1, 64, 64]);
+        assert_eq!(sp, [1.0, 100.0 / 64.0, 100.0 / 64.0]);
+        let mut g = grid(SampleMode::Slice, [1, 200, 100], [1, 64, 64]);
+        g.src_spacing = [1.0, 0.5, 0.5];
+        g.out_spacing = Some(sp);
+        g.centre_slice = Some(0);
+        let m = g.affine(&Augmentation::none());
+        // Rows span the image exactly (first and last output rows half a source pixel inside);
+        // columns cover the middle half, the rest is padding.
+        let row = |y: f64| m[1][1] * y + m[1][3];
+        let col = |x: f64| m[2][2] * x + m[2][3];
+        assert!((row(-0.5) + 0.5).abs() < 1e-9 && (row(63.5) - 199.5).abs() < 1e-9);
+        assert!((col(15.5) + 0.5).abs() < 1e-9 && (col(47.5) - 99.5).abs() < 1e-9);
+        assert_eq!(m[1][1], m[2][2]);
+    }
+
+    #[test]
     fn spacing_and_flips_map_onto_the_source_in_mm() {
         let mut g = grid(SampleMode::Slice, [3, 10, 10], [1, 5, 5]);
         g.out_spacing = Some([2.5, 1.4, 1.4]);
@@ -327,6 +384,7 @@ mod tests {
         let v = Volume {
             bytes: &bytes,
             shape: [2, 3, 4],
+            mapped: None,
         };
         let at = |k: usize, r: usize, c: usize| ((k * 3 + r) * 4 + c) as f32 * 7.0 - 500.0;
         assert_eq!(v.bilinear(1, 2.0, 3.0), at(1, 2, 3));

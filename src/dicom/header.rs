@@ -49,6 +49,14 @@ pub struct ImageHeader {
     pub padding: Option<(i64, Option<i64>)>,
     pub body_part: String,
     pub convolution_kernel: String,
+    /// VOILUTFunction (LINEAR when absent).
+    pub voi_function: String,
+    /// PatientOrientation (row and column directions of a projection image, e.g. "P\\F").
+    pub patient_orientation: String,
+    /// BurnedInAnnotation: Some(true) for YES, Some(false) for NO, None when absent.
+    pub burned_in_annotation: Option<bool>,
+    /// FrameOfReferenceUID (pseudonymised before it is stored).
+    pub frame_of_reference_uid: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,5 +189,11 @@ pub fn read_header(obj: &DefaultDicomObject) -> Result<FileKind, HeaderError> {
         padding,
         body_part: text(obj, tags::BODY_PART_EXAMINED).unwrap_or_default(),
         convolution_kernel: text(obj, tags::CONVOLUTION_KERNEL).unwrap_or_default(),
+        voi_function: text(obj, tags::VOILUT_FUNCTION)
+            .map(|f| f.to_ascii_uppercase())
+            .unwrap_or_else(|| "LINEAR".into()),
+        patient_orientation: text(obj, tags::PATIENT_ORIENTATION).unwrap_or_default(),
+        burned_in_annotation: text(obj, tags::BURNED_IN_ANNOTATION).map(|v| v.eq_ignore_ascii_case("YES")),
+        frame_of_reference_uid: text(obj, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),
     })))
 }

@@ -78,6 +78,24 @@ pub fn modality_lut(obj: &DefaultDicomObject) -> Result<ModalityLut, DecodeError
     }
 }
 
+/// The first VOI LUT Sequence (0028,3010) item's table (PS3.3 C.11.2), as pydicom's `apply_voi_lut`
+/// reads it: `first_mapped` and one value per entry. None when the object has no sequence.
+pub fn voi_lut(obj: &DefaultDicomObject) -> Result<Option<ModalityLut>, DecodeError> {
+    let ts = transfer_syntax_uid(obj);
+    match first_item(obj, tags::VOILUT_SEQUENCE) {
+        None => Ok(None),
+        Some(item) => {
+            let signed_pixels = uint_value(obj, tags::PIXEL_REPRESENTATION) == Some(1);
+            lut_table(item, signed_pixels)
+                .map(Some)
+                .map_err(|reason| DecodeError::ModalityLut {
+                    ts: ts_label(&ts),
+                    reason: format!("VOI LUT Sequence: {reason}"),
+                })
+        }
+    }
+}
+
 fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
     obj.get(tag)?.items()?.first()
 }

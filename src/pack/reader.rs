@@ -18,7 +18,7 @@ pub enum ReadError {
     Table { path: PathBuf, source: TableError },
     #[error("{path} is not a medtrain shard (format {found:?})")]
     NotAShard { path: PathBuf, found: String },
-    #[error("shard {path} has format version {found}; this medtrain reads version {expected}: re-pack it")]
+    #[error("shard {path} has format version {found}; this medtrain reads version {expected}: repack with this version of medtrain (`medtrain pack`)")]
     Version {
         path: PathBuf,
         found: u32,

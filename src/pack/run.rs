@@ -4,14 +4,14 @@
 use super::index::{PackIndex, ShardEntry};
 use super::journal::{commit_journals, Journal};
 use super::quarantine::{QuarantineEntry, QuarantineReport, Stage, QUARANTINE_FILE};
-use super::shard::{PackedItem, ShardWriter, PARTIAL_SUFFIX};
-use super::tables::{ItemKind, SeriesRecord, SliceRecord};
+use super::shard::{ItemLuts, PackedItem, ShardWriter, PARTIAL_SUFFIX};
+use super::tables::{ItemKind, Presentation, SeriesRecord, SliceRecord};
 use super::voxels::{to_hu, HuStats, PaddingRange};
 use crate::deid::{IdKind, SiteKey};
 use crate::dicom::decode::{decode_pixels, PixelBuffer};
 use crate::dicom::guard::PREAMBLE_LEN;
 use crate::dicom::header::{read_header, FileKind};
-use crate::dicom::modality::{modality_lut, ModalityLut};
+use crate::dicom::modality::{modality_lut, voi_lut, ModalityLut};
 use crate::dicom::open::has_part10_magic;
 use crate::dicom::read::{open_checked, open_header_checked, salvage_header, Opened, ReadError};
 use crate::dicom::series::{assemble, group_by_series, PackItem, SourceFile};
@@ -638,6 +638,7 @@ pub(crate) fn pack_item_with(
     let mut stats = HuStats::default();
     let mut slices = Vec::new();
     let mut lut0: Option<ModalityLut> = None;
+    let mut voi0: Option<Option<ModalityLut>> = None;
     let mut photometric = first.photometric.clone();
     let mut frames_total = 0u32;
     let mut spp = first.samples_per_pixel;
@@ -695,6 +696,9 @@ pub(crate) fn pack_item_with(
                 ));
             }
         }
+        if voi0.is_none() {
+            voi0 = Some(voi_lut(&obj).map_err(|e| fail(file, e.reason()))?);
+        }
         photometric = decoded.photometric.clone();
         spp = decoded.samples_per_pixel;
         if is_ct {
@@ -744,6 +748,31 @@ pub(crate) fn pack_item_with(
         (true, ModalityLut::Table { .. }) => "hu-lut",
         (true, _) => "hu-linear",
     };
+    let table = |lut: Option<&ModalityLut>| match lut {
+        Some(ModalityLut::Table { first_mapped, values }) => (*first_mapped as f64, values.clone()),
+        _ => (f64::NAN, Vec::new()),
+    };
+    // CT tables are applied at pack time (HU are stored); other series keep theirs for training.
+    let (modality_first, modality_values) = table(if is_ct { None } else { Some(&lut) });
+    let (voi_first, voi_values) = table(voi0.flatten().as_ref());
+    let presentation = Presentation {
+        voi_function: first.voi_function.clone(),
+        patient_orientation: first.patient_orientation.clone(),
+        burned_in_annotation: match first.burned_in_annotation {
+            Some(false) => 0,
+            Some(true) => 1,
+            None => 2,
+        },
+        frame_of_reference_key: if first.frame_of_reference_uid.is_empty() {
+            String::new()
+        } else {
+            key.pseudonym(IdKind::FrameOfReference, &first.frame_of_reference_uid)
+        },
+        modality_lut_first: modality_first,
+        modality_lut_entries: modality_values.len() as u32,
+        voi_lut_first: voi_first,
+        voi_lut_entries: voi_values.len() as u32,
+    };
     let record = SeriesRecord {
         series_key: key.pseudonym(IdKind::Series, &first.series_uid),
         study_key: key.pseudonym(IdKind::Study, &first.study_uid),
@@ -778,6 +807,7 @@ pub(crate) fn pack_item_with(
         source_hash: item.source_hash.clone(),
         n_clamped: stats.clamped,
         n_padding: stats.padding,
+        presentation,
     };
     Ok((
         PackedItem {
@@ -785,6 +815,10 @@ pub(crate) fn pack_item_with(
             slices,
             pixels,
             shape,
+            luts: ItemLuts {
+                modality: modality_values,
+                voi: voi_values,
+            },
         },
         stats,
     ))

@@ -4,7 +4,7 @@
 
 use super::index::{ShardEntry, CHECKSUM_SUFFIX};
 use super::reader::dtype_size;
-use super::tables::{write_tables, SeriesRecord, SliceRecord, TableError};
+use super::tables::{lut_dataset, write_tables, SeriesRecord, SliceRecord, TableError, LUTS_GROUP};
 use crate::dicom::decode::PixelBuffer;
 use crate::fsx::write_atomic;
 use hdf5::types::VarLenUnicode;
@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 /// Identifies a medtrain shard (root attribute `format`).
 pub const SHARD_FORMAT: &str = "medtrain-shard";
 /// Version of the shard layout (root attribute `format_version`).
-pub const SHARD_FORMAT_VERSION: u32 = 1;
+/// 2: presentation columns (VOI LUT function and tables, window, PatientOrientation,
+/// BurnedInAnnotation, frame of reference) and the `luts` group.
+pub const SHARD_FORMAT_VERSION: u32 = 2;
 /// Pixel datasets start on page boundaries so that an mmap of their bytes is aligned.
 pub const PAGE_ALIGNMENT: u64 = 4096;
 /// Every object of at least this many bytes starts on a page: all pixel datasets, however small.
@@ -56,6 +58,15 @@ pub struct PackedItem {
     pub pixels: PixelBuffer,
     /// Dataset shape: (slices, rows, cols) or (images, rows, cols, samples).
     pub shape: Vec<usize>,
+    /// Modality LUT and VOI LUT tables (written to `luts/` when the record counts entries).
+    pub luts: ItemLuts,
+}
+
+/// The LUT tables of one item, one f64 per entry.
+#[derive(Clone, Debug, Default)]
+pub struct ItemLuts {
+    pub modality: Vec<f64>,
+    pub voi: Vec<f64>,
 }
 
 pub struct ShardWriter {
@@ -183,6 +194,23 @@ impl ShardWriter {
             path: self.partial.clone(),
             dataset: dataset.clone(),
         })?;
+        for (which, values) in [("modality", &item.luts.modality), ("voi", &item.luts.voi)] {
+            if values.is_empty() {
+                continue;
+            }
+            let luts = match file.group(LUTS_GROUP) {
+                Ok(g) => g,
+                Err(_) => file.create_group(LUTS_GROUP).map_err(h5)?,
+            };
+            let lut_name = lut_dataset(&dataset, which);
+            let lut_name = lut_name.rsplit('/').next().expect("a name");
+            luts.new_dataset::<f64>()
+                .shape(values.len())
+                .create(lut_name)
+                .map_err(h5)?
+                .write_raw(values)
+                .map_err(h5)?;
+        }
         let mut record = item.record;
         record.dtype = dtype_code(&item.pixels).into();
         record.dataset = dataset;

@@ -30,6 +30,45 @@ impl ItemKind {
     }
 }
 
+/// Presentation attributes of a series (its first object), recorded so that training decides the
+/// intensity pipeline from the pack alone. LUT tables themselves are datasets of the shard
+/// ([`lut_dataset`]); the table records their first mapped value and entry count (0: no table).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Presentation {
+    pub voi_function: String,           // VOILUTFunction: LINEAR, LINEAR_EXACT, SIGMOID
+    pub patient_orientation: String,    // PatientOrientation, e.g. "P\\F" (empty if absent)
+    pub burned_in_annotation: u8,       // 0: NO, 1: YES, 2: absent
+    pub frame_of_reference_key: String, // HMAC(FrameOfReferenceUID) (empty if absent)
+    pub modality_lut_first: f64,        // first mapped stored value of the Modality LUT (NaN: none)
+    pub modality_lut_entries: u32,      // entries of the Modality LUT (0: none)
+    pub voi_lut_first: f64,             // first mapped value of the first VOI LUT (NaN: none)
+    pub voi_lut_entries: u32,           // entries of the first VOI LUT (0: none)
+}
+
+impl Default for Presentation {
+    fn default() -> Self {
+        Presentation {
+            voi_function: "LINEAR".into(),
+            patient_orientation: String::new(),
+            burned_in_annotation: 2,
+            frame_of_reference_key: String::new(),
+            modality_lut_first: f64::NAN,
+            modality_lut_entries: 0,
+            voi_lut_first: f64::NAN,
+            voi_lut_entries: 0,
+        }
+    }
+}
+
+/// Group of the LUT datasets (f64, one value per entry).
+pub const LUTS_GROUP: &str = "luts";
+
+/// Dataset of a series' LUT (`which`: "modality" or "voi") beside its pixel dataset `dataset`.
+pub fn lut_dataset(dataset: &str, which: &str) -> String {
+    let name = dataset.rsplit('/').next().unwrap_or(dataset);
+    format!("{LUTS_GROUP}/{name}_{which}")
+}
+
 /// One row of `series/`: everything about a packed series except per-slice values.
 ///
 /// Unknown orientation: a 2D item whose source has no ImageOrientationPatient (radiographs, a lone
@@ -69,6 +108,7 @@ pub struct SeriesRecord {
     pub source_hash: String,        // BLAKE3 over the source files (idempotent re-packing)
     pub n_clamped: u64,             // voxels clamped to the int16 range
     pub n_padding: u64,             // padding voxels mapped to the padding HU
+    pub presentation: Presentation,
 }
 
 /// One row of `slices/`: a slice of a volume or one 2D image/frame, in stored order.
@@ -360,6 +400,58 @@ pub fn write_tables(root: &Group, series: &[SeriesRecord], slices: &[SliceRecord
     )?;
     put(&g, "n_clamped", &column!(series, |r| r.n_clamped), 0)?;
     put(&g, "n_padding", &column!(series, |r| r.n_padding), 0)?;
+    put(
+        &g,
+        "voi_function",
+        &ascii_column::<16, _>(series, "voi_function", |r| &r.presentation.voi_function)?,
+        0,
+    )?;
+    put(
+        &g,
+        "patient_orientation",
+        &ascii_column::<16, _>(series, "patient_orientation", |r| {
+            &r.presentation.patient_orientation
+        })?,
+        0,
+    )?;
+    put(
+        &g,
+        "burned_in_annotation",
+        &column!(series, |r| r.presentation.burned_in_annotation),
+        0,
+    )?;
+    put(
+        &g,
+        "frame_of_reference_key",
+        &ascii_column::<32, _>(series, "frame_of_reference_key", |r| {
+            &r.presentation.frame_of_reference_key
+        })?,
+        0,
+    )?;
+    put(
+        &g,
+        "modality_lut_first",
+        &column!(series, |r| r.presentation.modality_lut_first),
+        0,
+    )?;
+    put(
+        &g,
+        "modality_lut_entries",
+        &column!(series, |r| r.presentation.modality_lut_entries),
+        0,
+    )?;
+    put(
+        &g,
+        "voi_lut_first",
+        &column!(series, |r| r.presentation.voi_lut_first),
+        0,
+    )?;
+    put(
+        &g,
+        "voi_lut_entries",
+        &column!(series, |r| r.presentation.voi_lut_entries),
+        0,
+    )?;
 
     let g = root.create_group("slices").map_err(wrap("slices"))?;
     put(&g, "series_index", &column!(slices, |r| r.series_index), 0)?;
@@ -434,6 +526,11 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
     let (wc, ww) = (f64s("window_center", 0)?, f64s("window_width", 0)?);
     let (offset, length, first) = (u64s("data_offset")?, u64s("data_length")?, u64s("first_slice")?);
     let (clamped, padding) = (u64s("n_clamped")?, u64s("n_padding")?);
+    let (voi_function, patient_orientation) = (s16("voi_function")?, s16("patient_orientation")?);
+    let burned_in = get::<u8>(&g, "burned_in_annotation", n, 0, limit)?;
+    let frame_of_reference = s32("frame_of_reference_key")?;
+    let (mlut_first, mlut_entries) = (f64s("modality_lut_first", 0)?, u32s("modality_lut_entries")?);
+    let (vlut_first, vlut_entries) = (f64s("voi_lut_first", 0)?, u32s("voi_lut_entries")?);
     (0..n)
         .map(|i| {
             Ok(SeriesRecord {
@@ -471,6 +568,16 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
                 source_hash: text(&source_hash[i]),
                 n_clamped: clamped[i],
                 n_padding: padding[i],
+                presentation: Presentation {
+                    voi_function: text(&voi_function[i]),
+                    patient_orientation: text(&patient_orientation[i]),
+                    burned_in_annotation: burned_in[i],
+                    frame_of_reference_key: text(&frame_of_reference[i]),
+                    modality_lut_first: mlut_first[i],
+                    modality_lut_entries: mlut_entries[i],
+                    voi_lut_first: vlut_first[i],
+                    voi_lut_entries: vlut_entries[i],
+                },
             })
         })
         .collect()

@@ -1,0 +1,215 @@
+//! Intensities per modality, end to end: DICOM written by pydicom (tests/reference/write_radiograph.py)
+//! is packed, catalogued and split, and the loader's floats equal an independent implementation
+//! (pydicom's `apply_modality_lut` + `apply_voi_lut`, MONOCHROME1 inversion, numpy percentile clip
+//! and z-score) to 1e-5. Series without a pipeline are refused at open, naming the series.
+
+use crate::common::{reference_script, run, s, tempdir};
+use medtrain::catalog::split::Manifest;
+use medtrain::data::{DataConfig, DataError, Dataset};
+use std::path::{Path, PathBuf};
+
+const TOLERANCE: f64 = 1e-5;
+
+/// Packs `input`, builds its catalog and a split with every slice in `train`; the catalog dir and manifest.
+fn catalogued(input: &Path, work: &Path) -> (PathBuf, Manifest) {
+    let out = work.join("pack");
+    let (code, o, e) = run(&[
+        "pack",
+        s(input),
+        "--out",
+        s(&out),
+        "--key",
+        s(&work.join("site.key")),
+        "--create-key",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{o}\n{e}");
+    let catalog = work.join("catalog");
+    let (code, o, e) = run(&["catalog", "build", s(&out), "--out", s(&catalog)]);
+    assert_eq!(code, 0, "{o}\n{e}");
+    let manifest = work.join("split.h5");
+    let (code, o, e) = run(&[
+        "catalog",
+        "split",
+        s(&catalog),
+        "",
+        "--out",
+        s(&manifest),
+        "--ratios",
+        "train=1",
+    ]);
+    assert_eq!(code, 0, "{o}\n{e}");
+    (catalog, Manifest::load(&manifest).unwrap())
+}
+
+fn images(json: &str) -> Vec<Vec<f64>> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|img| {
+            img.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Loads every sample at the native size and compares it with `expected` (one image per sample).
+fn assert_loader_matches(
+    name: &str,
+    catalog: &Path,
+    manifest: &Manifest,
+    rows: u32,
+    cols: u32,
+    expected: &[Vec<f64>],
+) {
+    let cfg = DataConfig {
+        size: vec![rows, cols],
+        ..DataConfig::default()
+    };
+    let ds = Dataset::open(catalog, manifest, "train", &cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(ds.len(), expected.len(), "{name}: samples");
+    let mut sample = vec![f32::NAN; ds.sample_len()];
+    for (i, want) in expected.iter().enumerate() {
+        let t = ds.load(i, None, &mut sample).unwrap();
+        assert_eq!(t.slice_index as usize, i, "{name}: samples in stored order");
+        assert_eq!(sample.len(), want.len(), "{name}: image {i} size");
+        let worst = sample
+            .iter()
+            .zip(want)
+            .map(|(&got, &w)| (got as f64 - w).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= TOLERANCE,
+            "{name}: image {i} differs from the pydicom/numpy reference by {worst}"
+        );
+    }
+}
+
+#[test]
+fn radiographs_and_mr_load_like_pydicom_voi_and_numpy_normalisation() {
+    for variant in ["mono1-window", "voi-lut", "modality-lut", "window-only", "mr"] {
+        let dir = tempdir();
+        let input = dir.path().join("in");
+        let expected = images(&reference_script("write_radiograph.py", &[s(&input), variant]));
+        let (catalog, manifest) = catalogued(&input, dir.path());
+        assert_loader_matches(variant, &catalog, &manifest, 10, 7, &expected);
+    }
+}
+
+#[test]
+fn pydicom_mr_small_loads_like_numpy_normalisation() {
+    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
+        });
+    let file = data.join("MR_small.dcm");
+    assert!(
+        file.is_file(),
+        "{} not found: run scripts/fetch-test-data.sh",
+        file.display()
+    );
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(&file, input.join("MR_small.dcm")).unwrap();
+    let expected = images(&reference_script("write_radiograph.py", &["--file", s(&file)]));
+    let (catalog, manifest) = catalogued(&input, dir.path());
+    assert_loader_matches("MR_small.dcm", &catalog, &manifest, 64, 64, &expected);
+}
+
+#[test]
+fn percentiles_come_from_the_data_config() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    let expected = images(&reference_script(
+        "write_radiograph.py",
+        &[s(&input), "window-only", "--low", "5", "--high", "90"],
+    ));
+    let (catalog, manifest) = catalogued(&input, dir.path());
+    let mut cfg = DataConfig {
+        size: vec![10, 7],
+        ..DataConfig::default()
+    };
+    cfg.intensity.radiograph_percentiles = [5.0, 90.0];
+    let ds = Dataset::open(&catalog, &manifest, "train", &cfg).unwrap();
+    let mut sample = vec![0.0f32; ds.sample_len()];
+    ds.load(0, None, &mut sample).unwrap();
+    let worst = sample
+        .iter()
+        .zip(&expected[0])
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst <= TOLERANCE, "{worst}");
+    cfg.intensity.radiograph_percentiles = [50.0, 10.0];
+    match Dataset::open(&catalog, &manifest, "train", &cfg) {
+        Err(DataError::Config { key, .. }) => assert_eq!(key, "data.intensity.radiograph_percentiles"),
+        Err(e) => panic!("expected a config error, got {e}"),
+        Ok(_) => panic!("inverted percentiles accepted"),
+    }
+}
+
+fn pydicom_file(name: &str) -> PathBuf {
+    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
+        });
+    let file = data.join(name);
+    assert!(
+        file.is_file(),
+        "{} not found: run scripts/fetch-test-data.sh",
+        file.display()
+    );
+    file
+}
+
+#[test]
+fn train_refuses_ultrasound_at_start_up_and_older_packs_ask_for_a_repack() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(pydicom_file("examples_rgb_color.dcm"), input.join("us.dcm")).unwrap();
+    let (catalog, _) = catalogued(&input, dir.path());
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cxr-death-risk.toml");
+    let (code, o, e) = run(&[
+        "train",
+        s(&catalog),
+        s(&dir.path().join("split.h5")),
+        "--out",
+        s(&dir.path().join("run")),
+        "--config",
+        s(&config),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, 2, "{o}\n{e}");
+    assert!(
+        e.contains("modality US") && e.contains("ultrasound has no intensity pipeline"),
+        "{e}"
+    );
+    assert!(!dir.path().join("run/checkpoints").exists(), "no step ran");
+
+    // A shard of the previous format: catalog build names it and asks for a repack.
+    let pack = dir.path().join("pack");
+    let shard = std::fs::read_dir(&pack)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "h5"))
+        .unwrap();
+    {
+        let f = hdf5::File::open_rw(&shard).unwrap();
+        f.attr("format_version").unwrap().write_scalar(&1u32).unwrap();
+    }
+    let (code, o, e) = run(&["catalog", "build", s(&pack), "--out", s(&dir.path().join("old"))]);
+    assert_ne!(code, 0, "{o}\n{e}");
+    assert!(
+        format!("{o}{e}").contains("repack with this version of medtrain"),
+        "{o}\n{e}"
+    );
+}
