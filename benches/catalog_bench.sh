@@ -2,12 +2,15 @@
 # Catalog benchmark (not a timed test): writes a metadata-only cohort, builds the catalog, imports
 # the labels, times the planning queries in medtrain, then the same queries on DuckDB and SQLite.
 # Usage: benches/catalog_bench.sh WORK_DIR [SERIES] [MEAN_SLICES]   (defaults: 90000 x 200 = 18 M)
-# Needs a release build (cargo build --release) and python3 with h5py, numpy, pandas, duckdb.
+# Needs a release build (cargo build --release; MEDTRAIN_BIN names another binary) and the peers'
+# Python (benches/peers-env.sh: h5py, numpy, pandas, duckdb; PYTHON names another interpreter).
 set -euo pipefail
 work=${1:?work directory}
 series=${2:-90000}
 slices=${3:-200}
-bin=$(cd "$(dirname "$0")/.." && pwd)/target/release/medtrain
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=$(realpath "${MEDTRAIN_BIN:-$root/target/release/medtrain}")
+python=${PYTHON:-$(bash "$root/benches/peers-env.sh")}
 peers=$(cd "$(dirname "$0")" && pwd)/catalog_peers.py
 mkdir -p "$work" && cd "$work"
 rm -rf cat
@@ -20,4 +23,4 @@ rm -rf cat
   --event-within death_5y=Death,FollowUpDays,1826
 "$bin" catalog bench cat --repeat 30 > medtrain-bench.json
 grep -E '"(open_ms|peak_rss_mib|slices)"' medtrain-bench.json
-python3 "$peers" pack site.key medtrain-bench.json 10
+"$python" "$peers" pack site.key medtrain-bench.json 10
