@@ -131,12 +131,14 @@ fn file_version(path: &Path) -> String {
         .map_or("unversioned".into(), |(_, v)| v.to_string())
 }
 
-/// One row per CUDA library the build loads: its resolved file and version, or why none fits.
-fn library_checks(needed: bool, env: &impl Fn(&str) -> Option<String>) -> Vec<Check> {
+/// One row per CUDA library the build loads: its resolved file and version, or why none fits; and
+/// the resolved cuDNN's file version, for the support table.
+fn library_checks(needed: bool, env: &impl Fn(&str) -> Option<String>) -> (Vec<Check>, Option<String>) {
     let major = build_cuda_major();
     let dirs = search_dirs_from(env);
     let missing = if needed { Status::Error } else { Status::Warning };
-    Lib::ALL
+    let mut cudnn_version = None;
+    let rows = Lib::ALL
         .iter()
         .map(|&lib| {
             let name = format!("cuda library {lib:?}").to_lowercase();
@@ -144,12 +146,18 @@ fn library_checks(needed: bool, env: &impl Fn(&str) -> Option<String>) -> Vec<Ch
                 "put the CUDA libraries of this build's major on LD_LIBRARY_PATH or MEDTRAIN_CUDA_LIB_DIRS";
             match resolve(major, &dirs, &[lib]) {
                 Ok(found) => match found.first() {
-                    Some((_, path)) => check(
-                        &name,
-                        Status::Ok,
-                        format!("{} (version {})", path.display(), file_version(path)),
-                        None,
-                    ),
+                    Some((_, path)) => {
+                        let version = file_version(path);
+                        if lib == Lib::Cudnn {
+                            cudnn_version = Some(version.clone());
+                        }
+                        check(
+                            &name,
+                            Status::Ok,
+                            format!("{} (version {version})", path.display()),
+                            None,
+                        )
+                    }
                     None => check(
                         &name,
                         missing,
@@ -163,7 +171,8 @@ fn library_checks(needed: bool, env: &impl Fn(&str) -> Option<String>) -> Vec<Ch
                 Err(reason) => check(&name, missing, reason, Some(remedy)),
             }
         })
-        .collect()
+        .collect();
+    (rows, cudnn_version)
 }
 
 /// cuDNN 9's version number (`cudnnGetVersion`'s encoding) from a file version such as `9.10.2`.
@@ -180,13 +189,9 @@ fn cudnn_number(version: &str) -> Option<u32> {
 /// The rows of the (cuDNN version → SM) support table (`backend::cuda::support`, the one the start-up
 /// self-test applies) that concern the resolved cuDNN, for the GPUs a cluster may hold: a login node
 /// without a GPU learns that its cuDNN will be refused on, say, the V100 nodes.
-fn cudnn_support_check(rows: &[Check]) -> Option<Check> {
+fn cudnn_support_check(version: Option<&str>) -> Option<Check> {
     use crate::backend::cuda::support::{cudnn_version_text, Verdict, KNOWN};
-    let row = rows
-        .iter()
-        .find(|c| c.name == "cuda library cudnn" && c.status == Status::Ok)?;
-    let version = row.detail.rsplit_once("(version ")?.1.trim_end_matches(')');
-    let n = cudnn_number(version)?;
+    let n = cudnn_number(version?)?;
     let hits: Vec<String> = KNOWN
         .iter()
         .filter(|k| (k.cudnn_from..k.cudnn_below).contains(&n) && k.verdict == Verdict::Refuse)
@@ -360,8 +365,8 @@ pub fn run_checks(args: &DoctorArgs) -> Vec<Check> {
     let needed = args.device == DoctorDevice::Cuda;
     let mut checks = vec![mpi_check(&env_list), hdf5_check()];
     if args.device != DoctorDevice::Cpu {
-        let libraries = library_checks(needed, &env);
-        let support = cudnn_support_check(&libraries);
+        let (libraries, cudnn_version) = library_checks(needed, &env);
+        let support = cudnn_support_check(cudnn_version.as_deref());
         checks.extend(libraries);
         checks.extend(support);
         checks.push(gpu_check(needed));
@@ -429,24 +434,16 @@ mod tests {
 
     #[test]
     fn the_support_table_warns_of_a_cudnn_that_volta_refuses() {
-        let row = |version: &str| {
-            vec![check(
-                "cuda library cudnn",
-                Status::Ok,
-                format!("/x/libcudnn.so.9 (version {version})"),
-                None,
-            )]
-        };
-        let new = cudnn_support_check(&row("9.28.0")).unwrap();
+        let new = cudnn_support_check(Some("9.28.0")).unwrap();
         assert_eq!(new.status, Status::Warning);
         assert!(
             new.detail.contains("sm_70") && new.detail.contains("9.10"),
             "{}",
             new.detail
         );
-        assert_eq!(cudnn_support_check(&row("9.10.2")).unwrap().status, Status::Ok);
-        assert!(cudnn_support_check(&row("unversioned")).is_none());
-        assert!(cudnn_support_check(&[]).is_none());
+        assert_eq!(cudnn_support_check(Some("9.10.2")).unwrap().status, Status::Ok);
+        assert!(cudnn_support_check(Some("unversioned")).is_none());
+        assert!(cudnn_support_check(None).is_none());
         assert_eq!(cudnn_number("9.10.2"), Some(91002));
     }
 
