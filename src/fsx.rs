@@ -78,9 +78,15 @@ pub fn write_checksum(path: &Path) -> std::io::Result<String> {
         .finalize()
         .to_hex()
         .to_string();
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    write_atomic(&checksum_path(path), format!("{hash}  {name}\n").as_bytes())?;
+    write_checksum_of(path, &hash)?;
     Ok(hash)
+}
+
+/// Writes the checksum file of `path` for an already computed `hash` (hex), atomically: for a file
+/// hashed before it was renamed to `path` (a shard is hashed as `.partial`).
+pub fn write_checksum_of(path: &Path, hash: &str) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    write_atomic(&checksum_path(path), format!("{hash}  {name}\n").as_bytes())
 }
 
 /// Checks the file at `path` against its checksum file before anything parses it. The error says what

@@ -2,11 +2,10 @@
 //! memory-map them at the offset HDF5 reports), the series and slice tables, and format
 //! attributes. A shard becomes visible only by rename after it is complete, fsynced and hashed.
 
-use super::index::{ShardEntry, CHECKSUM_SUFFIX};
+use super::index::ShardEntry;
 use super::reader::dtype_size;
 use super::tables::{lut_dataset, write_tables, SeriesRecord, SliceRecord, TableError, LUTS_GROUP};
 use crate::dicom::decode::PixelBuffer;
-use crate::fsx::write_atomic;
 use hdf5::types::VarLenUnicode;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -251,8 +250,8 @@ impl ShardWriter {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        let sidecar = self.path.with_file_name(format!("{name}{CHECKSUM_SUFFIX}"));
-        write_atomic(&sidecar, format!("{hash}  {name}\n").as_bytes()).map_err(io(&sidecar))?;
+        crate::fsx::write_checksum_of(&self.path, &hash)
+            .map_err(io(&crate::fsx::checksum_path(&self.path)))?;
         crate::fsx::commit_file(&partial, &self.path).map_err(io(&self.path))?;
         Ok(ShardEntry {
             file: name,
