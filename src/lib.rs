@@ -12,6 +12,7 @@ pub mod dist;
 pub mod doctor;
 pub mod explain;
 pub mod fsx;
+pub mod h5text;
 pub mod logging;
 pub mod nn;
 pub mod optim;

@@ -752,6 +752,74 @@ fn fuzz_shard_with_an_impossible_table_extent_is_refused_not_aborted() {
     }
 }
 
+/// Writes an HDF5 file with the root attributes of a shard of format 2 (variable-length strings), then
+/// damages its global heap: the first heap object's index and size are zeroed, so libhdf5 1.10 parsing
+/// the collection never advances (`H5HG__cache_heap_deserialize`), the loop fuzz hdf5_shard found at
+/// input 4,901 reading such an attribute (`H5Aread` → `H5T__conv_vlen` → `H5HG_read`).
+fn vlen_shard_with_a_looping_global_heap(path: &Path, version: u32) {
+    use hdf5::types::VarLenUnicode;
+    {
+        let file = hdf5::File::create(path).unwrap();
+        for (name, value) in [
+            ("format", "medtrain-shard"),
+            ("key_fingerprint", "0123456789abcdef"),
+        ] {
+            let v: VarLenUnicode = value.parse().unwrap();
+            file.new_attr::<VarLenUnicode>()
+                .create(name)
+                .unwrap()
+                .write_scalar(&v)
+                .unwrap();
+        }
+        file.new_attr::<u32>()
+            .create("format_version")
+            .unwrap()
+            .write_scalar(&version)
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"GCOL")
+        .expect("a global heap collection");
+    // Signature (4), version (1), reserved (3), collection size (8), then the first object's header:
+    // index (2), reference count (2), reserved (4), size (8).
+    let object = at + 16;
+    bytes[object..object + 2].fill(0);
+    bytes[object + 8..object + 16].fill(0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// fuzz hdf5_shard, input 4,901: a shard whose text attribute points into a damaged global heap made
+/// libhdf5 loop forever in `ShardReader::open` (it read the variable-length `format` string). Shards
+/// now keep their text attributes in the attribute message (format 3), and an attribute that is a
+/// variable-length string is judged by its type alone: an old shard is refused with "repack", a damaged
+/// one as not a shard, both at once.
+#[test]
+fn fuzz_shard_with_a_damaged_global_heap_is_refused_not_hung() {
+    let dir = tempdir();
+    for (version, wanted) in [(2u32, "format version 2"), (3, "not a medtrain shard")] {
+        let path = dir.path().join(format!("shard-v{version}.h5"));
+        vlen_shard_with_a_looping_global_heap(&path, version);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let open = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(ShardReader::open(&open).err().map(|e| e.to_string()));
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Some(e)) => assert!(e.contains(wanted), "version {version}: {e}"),
+            Ok(None) => panic!("version {version}: a damaged shard was opened"),
+            Err(_) => panic!("version {version}: ShardReader::open did not return within 10 s"),
+        }
+        let (code, _, err) = run(&["catalog", "build", s(&path), "--out", s(&dir.path().join("cat"))]);
+        assert_eq!(code, 1, "catalog build must refuse it: {err}");
+        assert!(
+            err.contains(if version == 2 { "repack" } else { wanted }),
+            "{err}"
+        );
+    }
+}
+
 /// A manifest is checked against its checksum file before the HDF5 library sees it: a damaged manifest
 /// (fuzz manifest: libhdf5 allocated 4 GB in H5Dopen2 on one) and a manifest whose plan was altered
 /// (a patient index changed: the old code read it as a valid plan) are refused with the remedy.

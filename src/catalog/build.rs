@@ -4,10 +4,11 @@
 
 use super::columns::{ascii_bytes, level_columns, ColType, ColumnSpec, Level, SHARD_SERIES, SHARD_SLICES};
 use super::state::{CatalogState, ShardRef, STATE_FILE};
-use super::store::{le_bytes, open_read, read_text_attr, read_vlen_text_attr, MappedFile, TableWriter};
+use super::store::{le_bytes, open_read, MappedFile, TableWriter};
 use super::{h5err, ioerr, CatalogError};
+use crate::h5text::read_text_attr;
 use crate::pack::index::PackIndex;
-use crate::pack::shard::{hash_file, SHARD_FORMAT, SHARD_FORMAT_VERSION};
+use crate::pack::shard::{hash_file, read_shard_header, HeaderError, SHARD_FORMAT_VERSION};
 use crate::pack::tables::{check_extent, claimed_rows, TableError};
 use hdf5::types::FixedAscii;
 use std::collections::HashMap;
@@ -137,27 +138,7 @@ fn column_index(specs: &[ColumnSpec], name: &str) -> usize {
 
 fn open_shard(path: &Path, fingerprint: &str) -> Result<hdf5::File, CatalogError> {
     let file = open_read(path)?;
-    let format = read_vlen_text_attr(&file, "format").unwrap_or_default();
-    if format != SHARD_FORMAT {
-        return Err(CatalogError::invalid(
-            path,
-            format!("not a medtrain shard (format {format:?})"),
-        ));
-    }
-    let version: u32 = file
-        .attr("format_version")
-        .and_then(|a| a.read_scalar())
-        .map_err(h5err(path))?;
-    if version != SHARD_FORMAT_VERSION {
-        return Err(CatalogError::invalid(
-            path,
-            format!(
-                "shard format version {version}; this medtrain reads version {SHARD_FORMAT_VERSION}: \
-                 repack with this version of medtrain (`medtrain pack`)"
-            ),
-        ));
-    }
-    let found = read_vlen_text_attr(&file, "key_fingerprint").map_err(h5err(path))?;
+    let found = shard_fingerprint(&file, path)?;
     if found != fingerprint {
         return Err(CatalogError::invalid(
             path,
@@ -165,6 +146,23 @@ fn open_shard(path: &Path, fingerprint: &str) -> Result<hdf5::File, CatalogError
         ));
     }
     Ok(file)
+}
+
+/// The site-key fingerprint of a shard whose root attributes this medtrain reads.
+fn shard_fingerprint(file: &hdf5::File, path: &Path) -> Result<String, CatalogError> {
+    read_shard_header(file).map_err(|e| match e {
+        HeaderError::NotAShard(format) => {
+            CatalogError::invalid(path, format!("not a medtrain shard (format {format:?})"))
+        }
+        HeaderError::Version(version) => CatalogError::invalid(
+            path,
+            format!(
+                "shard format version {version}; this medtrain reads version {SHARD_FORMAT_VERSION}: \
+                 repack with this version of medtrain (`medtrain pack`)"
+            ),
+        ),
+        HeaderError::Hdf5(e) => h5err(path)(e),
+    })
 }
 
 fn read_shard_series(path: &Path, fingerprint: &str) -> Result<ShardSeries, CatalogError> {
@@ -229,7 +227,7 @@ pub fn build(inputs: &[PathBuf], out: &Path) -> Result<BuildReport, CatalogError
         (None, None) => match inputs.first() {
             Some(s) => {
                 let file = open_read(&s.path)?;
-                read_vlen_text_attr(&file, "key_fingerprint").map_err(h5err(&s.path))?
+                shard_fingerprint(&file, &s.path)?
             }
             None => {
                 return Err(CatalogError::invalid(

@@ -8,6 +8,7 @@
 
 use super::columns::{ColType, ColumnSpec, Level};
 use super::{h5err, ioerr, CatalogError};
+use crate::h5text::text_attr;
 use crate::pack::shard::PAGE_ALIGNMENT;
 use hdf5::types::{FixedAscii, TypeDescriptor};
 use hdf5::H5Type;
@@ -35,53 +36,6 @@ pub fn open_read(path: &Path) -> Result<hdf5::File, CatalogError> {
         .with_fapl(|p| p.file_locking(false))
         .open(path)
         .map_err(h5err(path))
-}
-
-/// Text attributes of catalogs and manifests are stored as 1-D `u8` arrays of UTF-8 (h5py:
-/// `bytes(f.attrs[name]).decode()`), not as variable-length strings: a variable-length string lives in
-/// HDF5's global heap, and a damaged global heap makes the HDF5 1.10 library loop forever while reading
-/// it (found by fuzzing `Manifest::load`). A byte array is read from the attribute message itself, and
-/// its type is checked before any data is read. An empty text is stored as one NUL byte.
-pub fn text_attr(loc: &hdf5::Location, name: &str, value: &str) -> Result<(), hdf5::Error> {
-    let bytes: &[u8] = if value.is_empty() { b"\0" } else { value.as_bytes() };
-    loc.new_attr::<u8>()
-        .shape(bytes.len())
-        .create(name)?
-        .write_raw(bytes)
-}
-
-/// A variable-length string attribute, as `pack` writes into shards (h5py reads them as `str`). Shards
-/// carry a BLAKE3 sidecar that `inspect --verify` and staging check.
-pub fn read_vlen_text_attr(loc: &hdf5::Location, name: &str) -> Result<String, hdf5::Error> {
-    Ok(loc
-        .attr(name)?
-        .read_scalar::<hdf5::types::VarLenUnicode>()?
-        .as_str()
-        .to_string())
-}
-
-/// A text attribute of a catalog or manifest file (see `text_attr`).
-pub fn read_text_attr(loc: &hdf5::Location, name: &str) -> Result<String, hdf5::Error> {
-    let attr = loc.attr(name)?;
-    match attr.dtype()?.to_descriptor()? {
-        TypeDescriptor::Unsigned(hdf5::types::IntSize::U1) => {}
-        other => {
-            return Err(hdf5::Error::from(format!(
-                "attribute `{name}` is stored as {other:?}, not as UTF-8 bytes: the file was written by an \
-                 older medtrain or is damaged; rebuild it (catalog build / catalog split)"
-            )))
-        }
-    }
-    if attr.ndim() != 1 {
-        return Err(hdf5::Error::from(format!(
-            "attribute `{name}` is not a 1-D byte array"
-        )));
-    }
-    let mut bytes = attr.read_raw::<u8>()?;
-    while bytes.last() == Some(&0) {
-        bytes.pop();
-    }
-    String::from_utf8(bytes).map_err(|_| hdf5::Error::from(format!("attribute `{name}` is not UTF-8 text")))
 }
 
 fn shape(rows: usize, width: usize) -> Vec<usize> {

@@ -5,8 +5,9 @@
 use super::build::open_tables;
 use super::columns::Level;
 use super::state::{CatalogState, LabelColumnRef, LabelSetRef, STATE_FILE};
-use super::store::{read_text_attr, MappedFile};
+use super::store::MappedFile;
 use super::{h5err, CatalogError};
+use crate::h5text::read_text_attr;
 use std::path::{Path, PathBuf};
 
 /// Label state codes stored per row in `<column>/state`.

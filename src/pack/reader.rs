@@ -1,9 +1,8 @@
 //! Reading a shard: HDF5 for the attributes and tables only, `memmap2` for the pixels, which are
 //! used in place at the byte offset HDF5 reported (no copy before the transform).
 
-use super::shard::{SHARD_FORMAT, SHARD_FORMAT_VERSION};
+use super::shard::{read_shard_header, HeaderError, SHARD_FORMAT_VERSION};
 use super::tables::{read_series, read_slices, SeriesRecord, SliceRecord, TableError};
-use hdf5::types::VarLenUnicode;
 use memmap2::Mmap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -61,14 +60,6 @@ pub struct ShardReader {
     map: Mmap,
 }
 
-fn attr_text(file: &hdf5::File, name: &str) -> hdf5::Result<String> {
-    Ok(file
-        .attr(name)?
-        .read_scalar::<VarLenUnicode>()?
-        .as_str()
-        .to_string())
-}
-
 impl ShardReader {
     pub fn open(path: &Path) -> Result<ShardReader, ReadError> {
         let h5 = |source| ReadError::Hdf5 {
@@ -79,25 +70,18 @@ impl ShardReader {
             .with_fapl(|p| p.file_locking(false))
             .open(path)
             .map_err(h5)?;
-        let format = attr_text(&file, "format").unwrap_or_default();
-        if format != SHARD_FORMAT {
-            return Err(ReadError::NotAShard {
+        let key_fingerprint = read_shard_header(&file).map_err(|e| match e {
+            HeaderError::NotAShard(found) => ReadError::NotAShard {
                 path: path.to_path_buf(),
-                found: format,
-            });
-        }
-        let version: u32 = file
-            .attr("format_version")
-            .and_then(|a| a.read_scalar())
-            .map_err(h5)?;
-        if version != SHARD_FORMAT_VERSION {
-            return Err(ReadError::Version {
+                found,
+            },
+            HeaderError::Version(found) => ReadError::Version {
                 path: path.to_path_buf(),
-                found: version,
+                found,
                 expected: SHARD_FORMAT_VERSION,
-            });
-        }
-        let key_fingerprint = attr_text(&file, "key_fingerprint").map_err(h5)?;
+            },
+            HeaderError::Hdf5(source) => h5(source),
+        })?;
         let table = |source| ReadError::Table {
             path: path.to_path_buf(),
             source,

@@ -8,7 +8,9 @@ import h5py
 import numpy as np
 
 with h5py.File(sys.argv[1], "r") as f:
-    assert f.attrs["format"] == "medtrain-shard", f.attrs["format"]
+    # Text attributes are UTF-8 byte arrays (medtrain h5text), not variable-length strings.
+    fmt = bytes(f.attrs["format"]).decode()
+    assert fmt == "medtrain-shard", fmt
     series = f["series"]
     rows = []
     for i in range(series["series_key"].shape[0]):

@@ -8,10 +8,11 @@ mod join;
 
 use super::columns::Level;
 use super::state::{CatalogState, LabelColumnRef, LabelKind, LabelSetRef};
-use super::store::{create_h5, text_attr, write_column};
+use super::store::{create_h5, write_column};
 use super::view::{Catalog, LABEL_ABSENT, LABEL_PRESENT, LABEL_UNKNOWN};
 use super::{h5err, ioerr, CatalogError};
 use crate::deid::SiteKey;
+use crate::h5text::text_attr;
 use join::{KeyColumns, Target};
 use std::collections::HashMap;
 use std::fs;
