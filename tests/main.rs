@@ -12,6 +12,7 @@ mod catalog_split;
 mod catalog_update;
 mod checkpoint;
 mod common;
+mod configs;
 mod data;
 mod decode_conformance;
 mod demo;
