@@ -670,3 +670,35 @@ fn an_mr_series_with_per_slice_rescale_is_quarantined_and_equal_rescale_packs_li
         .collect();
     assert_eq!(values, same.values());
 }
+
+/// Burned-in text is patient data in the pixels: a series whose BurnedInAnnotation is YES (written with
+/// pydicom) is quarantined with the reason, and none of its pixels reaches a shard; the same series
+/// with NO, and one without the attribute, pack.
+#[test]
+fn a_series_with_burned_in_annotation_is_quarantined_and_never_packed() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    for (name, flag) in [("yes", Some("YES")), ("no", Some("NO")), ("absent", None)] {
+        let mut args = vec!["--modality", "MR", "--slices", "2"];
+        if let Some(flag) = flag {
+            args.extend(["--burned-in", flag]);
+        }
+        write_series(&input.join(name), &args);
+    }
+    let out = dir.path().join("pack");
+    let (code, stdout, stderr) = pack_dir(&input, &out, &dir.path().join("site.key"));
+    assert_eq!(code, 1, "the annotated series is quarantined: {stdout}\n{stderr}");
+    let entries = quarantine(&out);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let reason = entries[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("BurnedInAnnotation is YES"), "{reason}");
+    assert_eq!(entries[0]["files"].as_array().unwrap().len(), 2);
+    let packed: Vec<u8> = shards(&out)
+        .iter()
+        .flat_map(|sh| sh.series.iter().map(|r| r.presentation.burned_in_annotation))
+        .collect();
+    // NO (0) and absent (2) are packed; YES (1) never is.
+    let mut sorted = packed.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![0, 2], "{packed:?}");
+}

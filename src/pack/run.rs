@@ -642,6 +642,20 @@ pub(crate) fn pack_item_with(
     let mut photometric = first.photometric.clone();
     let mut frames_total = 0u32;
     let mut spp = first.samples_per_pixel;
+    // Burned-in text is patient data in the pixels, which de-identification of the header cannot
+    // remove: such a series is refused before any of its pixels is read.
+    if let Some(file) = item
+        .files
+        .iter()
+        .find(|f| f.header.burned_in_annotation == Some(true))
+    {
+        let reason = "BurnedInAnnotation is YES: the pixels carry burned-in text (patient data that \
+                      de-identification of the header cannot remove); not packed. Mask or crop the \
+                      annotation and set BurnedInAnnotation to NO, or leave the series out"
+            .to_string();
+        tracing::warn!(path = %file.path.display(), "quarantined: {reason}");
+        return Err(item_entry(Stage::Header, reason, &item.files, key));
+    }
     for (file_index, file) in item.files.iter().enumerate() {
         let h = &file.header;
         let opened = open(file).map_err(|e| fail(file, e.to_string()))?;
