@@ -27,23 +27,50 @@ struct Manifests {
 fn phantom_catalog(root: &Path) -> Manifests {
     let p = |x: &str| root.join(x);
     ok(&[
-        "phantom", "--out", s(&p("phantom")), "--patients", "6", "--size", "32", "--slices", "12",
+        "phantom",
+        "--out",
+        s(&p("phantom")),
+        "--patients",
+        "6",
+        "--size",
+        "32",
+        "--slices",
+        "12",
     ]);
     ok(&[
-        "pack", s(&p("phantom/dicom")), "--out", s(&p("pack")), "--key", s(&p("site.key")), "--create-key",
+        "pack",
+        s(&p("phantom/dicom")),
+        "--out",
+        s(&p("pack")),
+        "--key",
+        s(&p("site.key")),
+        "--create-key",
     ]);
     ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
     let (catalog, key) = (p("catalog"), p("site.key"));
     let import = |csv: &str, name: &str, extra: &[&str]| {
         let csv = p(&format!("phantom/truth/{csv}"));
         let mut args = vec![
-            "catalog", "labels", "import", s(&csv), "--out", s(&catalog), "--name", name, "--key", s(&key),
+            "catalog",
+            "labels",
+            "import",
+            s(&csv),
+            "--out",
+            s(&catalog),
+            "--name",
+            name,
+            "--key",
+            s(&key),
         ];
         args.extend_from_slice(extra);
         ok(&args);
     };
     import("slices_by_instance.csv", "nodule_slices", &[]);
-    import("series.csv", "series_labels", &["--ignore", "Modality", "--ignore", "StudyInstanceUID"]);
+    import(
+        "series.csv",
+        "series_labels",
+        &["--ignore", "Modality", "--ignore", "StudyInstanceUID"],
+    );
     import(
         "patients.csv",
         "outcome",
@@ -52,8 +79,16 @@ fn phantom_catalog(root: &Path) -> Manifests {
     let split = |query: &str, out: &str, extra: &[&str]| {
         let out = p(out);
         let mut args = vec![
-            "catalog", "split", s(&catalog), query, "--out", s(&out), "--ratios", "train=0.5,val=0.5",
-            "--seed", "3",
+            "catalog",
+            "split",
+            s(&catalog),
+            query,
+            "--out",
+            s(&out),
+            "--ratios",
+            "train=0.5,val=0.5",
+            "--seed",
+            "3",
         ];
         args.extend_from_slice(extra);
         ok(&args);
@@ -83,21 +118,40 @@ fn mr_catalog(root: &Path, n: usize) -> (PathBuf, PathBuf) {
         file.display()
     );
     let p = |x: &str| root.join(x);
-    reference_script(
-        "write_mr_cohort.py",
-        &[s(&file), s(&p("mr")), &n.to_string()],
-    );
+    reference_script("write_mr_cohort.py", &[s(&file), s(&p("mr")), &n.to_string()]);
     ok(&[
-        "pack", s(&p("mr/dicom")), "--out", s(&p("mr-pack")), "--key", s(&p("mr.key")), "--create-key",
+        "pack",
+        s(&p("mr/dicom")),
+        "--out",
+        s(&p("mr-pack")),
+        "--key",
+        s(&p("mr.key")),
+        "--create-key",
     ]);
     ok(&["catalog", "build", s(&p("mr-pack")), "--out", s(&p("mr-catalog"))]);
     ok(&[
-        "catalog", "labels", "import", s(&p("mr/healing.csv")), "--out", s(&p("mr-catalog")), "--name",
-        "healing", "--key", s(&p("mr.key")),
+        "catalog",
+        "labels",
+        "import",
+        s(&p("mr/healing.csv")),
+        "--out",
+        s(&p("mr-catalog")),
+        "--name",
+        "healing",
+        "--key",
+        s(&p("mr.key")),
     ]);
     ok(&[
-        "catalog", "split", s(&p("mr-catalog")), "modality = 'MR'", "--out", s(&p("mr.h5")), "--ratios",
-        "train=0.5,val=0.5", "--seed", "3",
+        "catalog",
+        "split",
+        s(&p("mr-catalog")),
+        "modality = 'MR'",
+        "--out",
+        s(&p("mr.h5")),
+        "--ratios",
+        "train=0.5,val=0.5",
+        "--seed",
+        "3",
     ]);
     (p("mr-catalog"), p("mr.h5"))
 }
@@ -144,8 +198,7 @@ fn every_config_template_trains_on_its_modality() {
         ]);
         assert_eq!(code, 0, "configs/{name} does not train\n{stdout}\n{err}");
         let status: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("train-status.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(out.join("train-status.json")).unwrap()).unwrap();
         assert_eq!(status["global_step"], 1, "configs/{name}: {status}");
         trained.push(name.clone());
     }
