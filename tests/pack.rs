@@ -506,7 +506,7 @@ fn split_all_train(catalog: &Path, filter: &str, out: &Path) -> medtrain::catalo
 }
 
 #[test]
-fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct_image() {
+fn training_refuses_palette_colour_normalises_a_signed_mr_series_and_reads_a_lone_ct_image() {
     use medtrain::data::{DataConfig, DataError, Dataset};
     let dir = tempdir();
     let input = dir.path().join("in");
@@ -528,7 +528,7 @@ fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct
         &input.join("ct"),
         &["--modality", "CT", "--slices", "1", "--no-orientation"],
     );
-    // pydicom's RGB ultrasound image: packed, but no intensity pipeline trains it yet.
+    // pydicom's PALETTE COLOR ultrasound image: packed, but its pixels are indices, not intensities.
     let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -536,8 +536,8 @@ fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct
         });
     fs::create_dir_all(input.join("us")).unwrap();
     fs::copy(
-        data.join("examples_rgb_color.dcm"),
-        input.join("us/examples_rgb_color.dcm"),
+        data.join("examples_palette.dcm"),
+        input.join("us/examples_palette.dcm"),
     )
     .expect("pydicom's test files: run scripts/fetch-test-data.sh");
     let out = dir.path().join("pack");
@@ -559,24 +559,28 @@ fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct
         ("i16", "none")
     );
     let us_rec = find("US");
+    // Its Sequence of Ultrasound Regions overruns the 800 x 350 image (rows 60-518, columns 120-800):
+    // the crop is the region's intersection with the image.
+    assert_eq!(us_rec.presentation.crop, Some([120, 60, 799, 349]));
+    assert_eq!((us_rec.rows, us_rec.cols), (290, 680));
 
     let catalog = dir.path().join("catalog");
     let (code, o, e) = run(&["catalog", "build", s(&out), "--out", s(&catalog)]);
     assert_eq!(code, 0, "{o}\n{e}");
     let cfg = DataConfig::default();
 
-    // Every series: the ultrasound one is refused at open, naming the series and the reason.
+    // Every series: the PALETTE COLOR one is refused at open, naming the series and the reason.
     let all = split_all_train(&catalog, "", &dir.path().join("all.h5"));
     match Dataset::open(&catalog, &all, "train", &cfg) {
         Err(DataError::Unsupported { series, reason }) => {
             assert_eq!(series, us_rec.series_key);
             assert!(
-                reason.contains("modality US") && reason.contains("ultrasound has no intensity pipeline"),
+                reason.contains("modality US") && reason.contains("PALETTE COLOR pixels are indices"),
                 "{reason}"
             );
         }
-        Err(other) => panic!("expected the US series refused, got {other}"),
-        Ok(ds) => panic!("an ultrasound series was accepted ({} samples)", ds.len()),
+        Err(other) => panic!("expected the PALETTE COLOR series refused, got {other}"),
+        Ok(ds) => panic!("a PALETTE COLOR series was accepted ({} samples)", ds.len()),
     }
 
     // MR: z-scored per series (mean 0 over the series, negative values), not an HU window in [0, 1].
