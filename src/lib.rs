@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod config_reference;
 pub mod data;
 pub mod deid;
 pub mod dicom;

@@ -17,6 +17,7 @@ mod data;
 mod decode_conformance;
 mod demo;
 mod dist;
+mod docs;
 mod doctor;
 mod explain;
 mod explain_cuda;
