@@ -485,7 +485,8 @@ pub static SECTIONS: &[Section] = &[
         header: "[data.intensity]",
         about: "Normalisation of non-CT series. CR/DX: stored values → Modality LUT or rescale → VOI LUT \
                 (the table, else the first window) → MONOCHROME1 inverted → clip and z-score per image. \
-                MR: rescale → clip and z-score per series.",
+                MR: rescale → clip and z-score per series. US: cropped by `pack` to the tissue region, RGB \
+                as luma → clip and z-score per image (each frame of a cine loop).",
         fields: struct_fields::<IntensityConfig>,
         defaults: Some(defaults_of::<IntensityConfig>),
         keys: &[
@@ -498,6 +499,11 @@ pub static SECTIONS: &[Section] = &[
                 "mr_percentiles",
                 "[low, high]",
                 "MR: per-series clip to these percentiles, then z-score (0 ≤ low < high ≤ 100).",
+            ),
+            key(
+                "us_percentiles",
+                "[low, high]",
+                "US: per-image (per-frame) clip to these percentiles, then z-score (0 ≤ low < high ≤ 100).",
             ),
         ],
     },
