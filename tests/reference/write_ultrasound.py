@@ -2,6 +2,7 @@
 floats training must produce from it.
 
     write_ultrasound.py OUT_DIR VARIANT [--low 0.5 --high 99.5]
+    write_ultrasound.py --file DICOM_FILE [--low 0.5 --high 99.5]   (an existing file, e.g. pydicom's)
 
 Variants (all 8-bit, 12 rows x 16 columns, a 2D region of the Sequence of Ultrasound Regions at
 columns 2..13 and rows 3..9 with physical deltas of 0.02 cm; the border outside it is filled with 255,
@@ -11,7 +12,8 @@ as burned-in text would be, and the region's own values stay below 250):
     mono         MONOCHROME2, 2 frames
 
 Reference: pydicom's pixel_array (YBR_FULL converted to RGB by pydicom), each frame cropped to the
-region, RGB to luma (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B), then per frame numpy's percentiles
+region (an existing file: the largest 2D region of its Sequence of Ultrasound Regions, intersected with
+the image, or the whole image without one), RGB to luma (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B), then per frame numpy's percentiles
 (low, high), clip and z-score (population std). Prints JSON {"images": [[floats, row major], ...],
 "rows": 7, "cols": 12}: one image per frame, in stored order."""
 import argparse
@@ -118,14 +120,31 @@ def normalise(values, low, high):
     return (c - c.mean()) / (std if std > 0 else 1.0)
 
 
-def reference(path, low, high):
+def file_region(ds):
+    best = None
+    for r in ds.get("SequenceOfUltrasoundRegions", []):
+        if r.get("RegionSpatialFormat") != 1:
+            continue
+        x0, y0 = max(int(r.RegionLocationMinX0), 0), max(int(r.RegionLocationMinY0), 0)
+        x1 = min(int(r.RegionLocationMaxX1), ds.Columns - 1)
+        y1 = min(int(r.RegionLocationMaxY1), ds.Rows - 1)
+        if x0 > x1 or y0 > y1:
+            continue
+        area = (x1 - x0 + 1) * (y1 - y0 + 1)
+        if best is None or area > best[0]:
+            best = (area, (x0, y0, x1, y1))
+    return best[1] if best else (0, 0, ds.Columns - 1, ds.Rows - 1)
+
+
+def reference(path, low, high, region=(X0, Y0, X1, Y1)):
     ds = pydicom.dcmread(path)
+    x0, y0, x1, y1 = region
     arr = ds.pixel_array  # YBR_FULL is converted to RGB by pydicom
     if int(getattr(ds, "NumberOfFrames", 1)) == 1:
         arr = arr[np.newaxis]
     images = []
     for frame in arr:
-        crop = frame[Y0 : Y1 + 1, X0 : X1 + 1].astype(np.float64)
+        crop = frame[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)
         if crop.ndim == 3:
             crop = 0.299 * crop[..., 0] + 0.587 * crop[..., 1] + 0.114 * crop[..., 2]
         images.append(normalise(crop, low, high).ravel().tolist())
@@ -134,11 +153,18 @@ def reference(path, low, high):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("out")
-    p.add_argument("variant")
+    p.add_argument("out", nargs="?")
+    p.add_argument("variant", nargs="?")
+    p.add_argument("--file")
     p.add_argument("--low", type=float, default=0.5)
     p.add_argument("--high", type=float, default=99.5)
     a = p.parse_args()
+    if a.file:
+        region = file_region(pydicom.dcmread(a.file, stop_before_pixels=True))
+        x0, y0, x1, y1 = region
+        images = reference(a.file, a.low, a.high, region)
+        json.dump({"images": images, "rows": y1 - y0 + 1, "cols": x1 - x0 + 1}, sys.stdout)
+        return
     path = write(a.out, a.variant)
     json.dump(
         {"images": reference(path, a.low, a.high), "rows": Y1 - Y0 + 1, "cols": X1 - X0 + 1},
