@@ -150,6 +150,14 @@ def fn_parts(sig):
     return args, ret
 
 
+RUST_KEYWORDS = {"type", "fn", "ref", "match", "mod", "move", "impl", "loop", "self", "where", "in", "use"}
+
+
+def cname(f):
+    """bindgen writes a C field named like a Rust keyword with a trailing underscore (type → type_)."""
+    return f[:-1] if f.endswith("_") and f[:-1] in RUST_KEYWORDS else f
+
+
 class Unmappable(Exception):
     pass
 
@@ -180,9 +188,10 @@ def cxx(t, names):
     last = t.split("::")[-1]
     if last in CTYPE:
         return CTYPE[last]
-    if not names(last):
+    spelled = names(last)
+    if not spelled:
         raise Unmappable(last)
-    return last
+    return spelled if isinstance(spelled, str) else last
 
 
 class Sys:
@@ -211,11 +220,13 @@ class Sys:
                 if depth <= 0 and (lines[j].rstrip().endswith(("}", ";")) or depth < 0):
                     break
                 j += 1
-            body = lines[i:j + 1]
+            body, start = lines[i:j + 1], i
             i = j + 1
             if not on:
                 continue
             m = re.match(r"pub unsafe fn (\w+)(\(.*\))(?: -> (.*?))? \{$", ln)
+            if m and not any('extern "C"' in b for b in body):
+                continue  # cudarc's own helpers (culib, is_culib_present)
             if m:
                 args, _ = fn_parts(m.group(2))
                 self.fns[m.group(1)] = (args, m.group(3) or "()")
@@ -244,7 +255,7 @@ class Sys:
                 continue
             m = re.match(r"pub enum (\w+) \{", ln)
             if m:
-                rep = next((re.search(r"repr\((\w+)\)", l).group(1) for l in lines[max(0, i - 8):i]
+                rep = next((re.search(r"repr\((\w+)\)", l).group(1) for l in reversed(lines[max(0, start - 4):start])
                             if "#[repr(" in l), "u32")
                 vals, vattrs = [], []
                 for b in body[1:-1]:
@@ -457,11 +468,20 @@ def preprocess(includes, incdirs, extra=()):
                           input=hdr, capture_output=True, text=True, check=True).stdout
     macros = subprocess.run(["g++", "-std=c++17", "-x", "c++", "-E", "-dM", "-", *flags, *extra],
                             input=hdr, capture_output=True, text=True, check=True).stdout
-    defined = {}
+    names = []
     for ln in macros.splitlines():
-        m = re.match(r"#define (\w+)(\([^)]*\))? ?(.*)", ln)
+        m = re.match(r"#define (\w+) (\w[\w()]*)$", ln)  # object-like, to a name: a possible redirect
+        if m and not m.group(1).startswith("_"):
+            names.append(m.group(1))
+    # what each expands to in the end (cuFoo → cuFoo_v2; __CUDA_API_PTSZ(cuFoo) → cuFoo)
+    probe = hdr + "".join(f"@@ {n} {n}\n" for n in names)
+    out = subprocess.run(["g++", "-std=c++17", "-x", "c++", "-E", "-P", "-", *flags, *extra],
+                         input=probe, capture_output=True, text=True, check=True).stdout
+    defined = {}
+    for ln in out.splitlines():
+        m = re.match(r"@@ (\w+) (.*)", ln)
         if m:
-            defined[m.group(1)] = m.group(3)
+            defined[m.group(1)] = m.group(2).strip()
     return hdr, flags, text, defined
 
 
@@ -492,9 +512,36 @@ def generate(mod, sysm, fns, types, hidx, macros, out_enums):
     lines, notes, fails = [CXX_PRELUDE, "int main() {"], [], []
     expect = {}  # enum values to compare after the run
     checked = {"fn": 0, "enum": 0, "record": 0, "field": 0, "alias": 0, "opaque": 0}
-    mirrors = []
+    mirrors, mirrored = [], set()
+
+    def spell(n):  # a record bindgen named itself is its rust_ mirror; others are the header's
+        if names(n):
+            return True
+        if n in sysm.records:
+            return f"rust_{n}"
+        return False
+
+    def mirror(t):
+        """`rust_<t>`: the binding's layout of record t, as C++ lays it out (repr(C)); records it
+        holds by value first."""
+        if t in mirrored:
+            return
+        kind, fields = sysm.records[t]
+        body = []
+        for fname, ft in fields:
+            for n in type_names(ft):
+                if n in sysm.records and "*" not in ft and n != t:
+                    mirror(n)
+            m = re.fullmatch(r"\[(.*);\s*0usize\]", ft)
+            if m:
+                body.append(f"  {cxx(m.group(1), spell)} {cname(fname)}[0];")
+            else:
+                body.append(f"  {cxx(ft, spell)} {cname(fname)};")
+        mirrored.add(t)
+        mirrors.append(f"{kind} rust_{t} {{\n" + "\n".join(body) + "\n};")
+
     for f in sorted(fns):
-        if f in macros:
+        if f in macros and macros[f] != f:
             fails.append(f"{mod}: {f} is a macro in the header (for {macros[f] or '?'}): the binding loads "
                          f"the symbol {f} itself")
             continue
@@ -546,42 +593,60 @@ def generate(mod, sysm, fns, types, hidx, macros, out_enums):
             if not names(t):
                 notes.append(f"{mod}: {kind} {t} is bindgen's own name; checked through its parent")
                 continue
-            body, cmp = [], []
             try:
-                for fname, ft in fields:
-                    m = re.fullmatch(r"\[(.*);\s*0usize\]", ft)
-                    if m:
-                        body.append(f"  {cxx(m.group(1), names)} {fname}[0];")
-                        continue
-                    body.append(f"  {cxx(ft, lambda n: names(n) or n in sysm.records)} {fname};")
-                    if not fname.startswith("_") and not fname.startswith("__bindgen"):
-                        cmp.append(fname)
+                mirror(t)
             except Unmappable as e:
                 notes.append(f"{mod}: {t}: field type {e} unknown; not compared")
                 continue
-            mirrors.append(f"{kind} rust_{t} {{\n" + "\n".join(body) + "\n};")
             checked["record"] += 1
             lines.append(f'  std::printf("record {t} %zu %zu %zu %zu\\n", sizeof({t}), alignof({t}), '
                          f'sizeof(rust_{t}), alignof(rust_{t}));')
-            for fname in cmp:
+            for fname, ft in fields:
+                if fname.startswith("_") or re.fullmatch(r"\[(.*);\s*0usize\]", ft):
+                    continue  # bindgen's padding, bitfield units and anonymous members: covered by the size
+                fname = cname(fname)
                 checked["field"] += 1
+                own = any(n in sysm.records and not names(n) for n in type_names(ft))
+                code = (f"(sizeof(decltype({t}::{fname})) == sizeof(decltype(rust_{t}::{fname})) ? 0 : 4)" if own
+                        else f"C<decltype({t}::{fname}), decltype(rust_{t}::{fname})>::v")
                 lines.append(f'  std::printf("field {t}.{fname} %zu %zu %d\\n", offsetof({t}, {fname}), '
-                             f'offsetof(rust_{t}, {fname}), C<decltype({t}::{fname}), decltype(rust_{t}::{fname})>::v);')
-    lines.append("  return 0;\n}")
-    # rust_ mirrors may refer to one another; emit them after the prelude, before main
-    src = lines[0] + "\n".join(mirrors) + "\n" + "\n".join(lines[1:])
-    return src, expect, checked, notes, fails
+                             f'offsetof(rust_{t}, {fname}), {code});')
+    fwd = [f"{sysm.records[t][0]} rust_{t};" for t in sorted(mirrored)]
+    head = lines[0] + "\n".join(fwd + mirrors) + "\nint main() {\n"
+    return (head, lines[2:]), expect, checked, notes, fails
 
 
 def run_checks(mod, src, hdr, flags, work, expect):
-    cpp = work / f"{mod}.cpp"
-    cpp.write_text(hdr + src)
-    exe = work / mod
-    r = subprocess.run(["g++", "-std=c++17", "-w", "-o", str(exe), str(cpp), *flags], capture_output=True, text=True)
-    if r.returncode:
-        return None, [f"{mod}: the check program did not compile:\n" + r.stderr[-6000:]]
+    """Compiles and runs the checks. A check line the compiler rejects (a C++ overload, a type the
+    header spells otherwise) is dropped and reported with the compiler's message; then it retries."""
+    head, body = src
+    body = list(body)
+    cpp, exe = work / f"{mod}.cpp", work / mod
+    dropped = []
+    for _ in range(20):
+        text = hdr + head + "\n".join(body) + "\n  return 0;\n}\n"
+        cpp.write_text(text)
+        first = (hdr + head).count("\n") + 1  # line number of body[0]
+        r = subprocess.run(["g++", "-std=c++17", "-w", "-o", str(exe), str(cpp), *flags],
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        bad = {}
+        for m in re.finditer(rf"{re.escape(str(cpp))}:(\d+):\d+: error: (.*)", r.stderr):
+            i = int(m.group(1)) - first
+            if 0 <= i < len(body) and body[i].strip():
+                bad.setdefault(i, m.group(2))
+        if not bad:
+            return None, [f"{mod}: the check program did not compile:\n" + r.stderr[-6000:]]
+        for i, err in sorted(bad.items()):
+            what = re.search(r'"(\w+(?: [\w.]+)?)', body[i])
+            dropped.append(f"{mod}: not compiled against the header: "
+                           f"{what.group(1) if what else body[i].strip()[:80]}: {err}")
+            body[i] = ""
+    else:
+        return None, [f"{mod}: the check program did not compile after 20 tries"]
     outp = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
-    return outp, []
+    return outp, dropped
 
 
 def judge(mod, outp, expect, sysm):
@@ -606,8 +671,10 @@ def judge(mod, outp, expect, sysm):
         elif p[0] == "enumtype":
             rep = expect[p[1]][0]
             size, signed = int(p[2]), p[3] == "1"
-            if size != int(rep[1:]) // 8 or signed != (rep[0] == "i"):
-                fails.append(f"{mod}: enum {p[1]} is {size} bytes, {'signed' if signed else 'unsigned'} in the "
+            if size != int(rep[1:]) // 8:
+                fails.append(f"{mod}: enum {p[1]} is {size} bytes in the header; the binding says repr({rep})")
+            elif signed != (rep[0] == "i"):
+                notes.append(f"{mod}: enum {p[1]} is {size} bytes, {'signed' if signed else 'unsigned'} in the "
                              f"header; the binding says repr({rep})")
         elif p[0] == "enumerator":
             got.setdefault(p[1], {})[p[2]] = int(p[3])
@@ -624,11 +691,11 @@ def judge(mod, outp, expect, sysm):
         for name, val in want.items():
             if name not in have:
                 notes.append(f"{mod}: {e}::{name} = {val} is in the binding, not in the header")
-            elif have[name] != val:
+            elif have[name] % 2**32 != val % 2**32:
                 fails.append(f"{mod}: {e}::{name} is {have[name]} in the header, {val} in the binding")
         extra = sorted(set(have) - set(want), key=lambda n: have[n])
         # values the binding lacks: only harmful where the library can hand one back
-        extra_vals = [n for n in extra if have[n] not in set(want.values())]
+        extra_vals = [n for n in extra if have[n] % 2**32 not in {v % 2**32 for v in want.values()}]
         if extra_vals:
             msg = (f"{mod}: {e} has {len(extra_vals)} header value(s) the binding lacks: "
                    + ", ".join(f"{n}={have[n]}" for n in extra_vals[:8]) + (" ..." if len(extra_vals) > 8 else ""))
@@ -645,10 +712,14 @@ def bindings(args):
     mods = {m: Sys(cudarc / "src" / m / "sys" / "mod.rs", feats) for m in MODULES}
     print(f"cudarc {ver}, features: {' '.join(sorted(f for f in feats if f not in ('std',)))}")
     used = used_items(cudarc, mods)
-    incs = {
-        "driver": ["cuda.h"], "cublas": ["cuda.h", "cublas_v2.h"],
-        "cudnn": ["cuda.h", "cudnn.h", "cudnn_backend.h"], "nvrtc": ["cuda.h", "nvrtc.h"],
-    }
+    # each module's headers: those cudarc generated it from (its wrapper.h), where the wheels have them
+    incs = {}
+    for m in MODULES:
+        hs = re.findall(r'#include "([^"]+)"', (cudarc / "src" / m / "sys" / "wrapper.h").read_text())
+        have = [h for h in hs if any((Path(d) / h).exists() for d in args.include)]
+        if len(have) < len(hs):
+            print(f"note: {m}: {', '.join(sorted(set(hs) - set(have)))} not in the wheels; its items count as missing")
+        incs[m] = have
     work = Path(tempfile.mkdtemp(prefix="bindings-", dir=args.work))
     known = []
     if args.known and Path(args.known).exists():
