@@ -720,7 +720,8 @@ def bindings(args):
         if len(have) < len(hs):
             print(f"note: {m}: {', '.join(sorted(set(hs) - set(have)))} not in the wheels; its items count as missing")
         incs[m] = have
-    work = Path(tempfile.mkdtemp(prefix="bindings-", dir=args.work))
+    tmp = tempfile.TemporaryDirectory(prefix="bindings-", dir=args.work)  # removed at exit
+    work = Path(tmp.name)
     known = []
     if args.known and Path(args.known).exists():
         known = [l.split("#")[0].strip() for l in Path(args.known).read_text().splitlines()]
@@ -856,7 +857,7 @@ def main():
     b.add_argument("--include", action="append", required=True, help="header directory (repeat)")
     b.add_argument("--cuda-feature", default="cuda-12", help="this crate's CUDA feature (Cargo.toml)")
     b.add_argument("--all", action="store_true", help="every item of the modules, not just those src/ uses")
-    b.add_argument("--work", default=None)
+    b.add_argument("--work", default=None, help="where the generated C++ goes (a temporary directory in it)")
     b.add_argument("--module", action="append", choices=MODULES, help="only this module (repeat)")
     b.add_argument("--known", help="reviewed findings, one message substring a line (# comments)")
     s = sub.add_parser("sms")
