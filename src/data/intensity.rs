@@ -519,7 +519,11 @@ mod tests {
                 ..
             }
         ));
-        let us = plan(&recorded("US", "u8", "RGB"), &cfg).unwrap();
+        let rgb = Recorded {
+            samples_per_pixel: 3,
+            ..recorded("US", "u8", "RGB")
+        };
+        let us = plan(&rgb, &cfg).unwrap();
         assert_eq!(us.samples, 3);
         assert!(matches!(
             us.pipeline,
