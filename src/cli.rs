@@ -1,20 +1,16 @@
 //! The command line: `medtrain <verb> <inputs…> --out <dir>`, `--config FILE`, `--json`.
-//! Exit codes: 0 ok, 1 failures recorded (e.g. quarantined inputs) or the job failed, 2 usage or
-//! configuration error.
+//! Exit codes: see [`crate::exit`].
 
 use crate::config::{parse_size, Config};
 use crate::deid::SiteKey;
-use crate::dist::{DistError, World};
+use crate::dist::{dist_failure, World};
+use crate::exit::{usage, Failure, EXIT_FAILURES, EXIT_OK, EXIT_USAGE};
 use crate::logging::{self, LogFormat};
 use crate::pack::ranks::{is_usage, run_pack_ranks};
 use crate::pack::run::{PackOptions, PackReport, DEFAULT_SHARD_BYTES};
 use crate::phantom::PhantomConfig;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILURES: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -132,33 +128,6 @@ pub struct PackArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-/// A failure that decides the exit code.
-pub enum Failure {
-    Usage(String),
-    Job(String),
-}
-
-impl<E: std::fmt::Display> From<E> for Failure
-where
-    E: std::error::Error,
-{
-    fn from(e: E) -> Failure {
-        Failure::Job(e.to_string())
-    }
-}
-
-pub(crate) fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
-}
-
-/// A bad `MEDTRAIN_MPI` is a usage error; a failed MPI start-up fails the job.
-pub fn dist_failure(e: DistError) -> Failure {
-    match e {
-        DistError::BadSetting(_) => usage(e),
-        other => Failure::Job(other.to_string()),
-    }
 }
 
 /// Parses the command line, runs the verb and returns the process exit code.

@@ -10,6 +10,7 @@ pub mod deid;
 pub mod dicom;
 pub mod dist;
 pub mod doctor;
+pub mod exit;
 pub mod explain;
 pub mod fsx;
 pub mod h5text;

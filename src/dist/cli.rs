@@ -3,9 +3,10 @@
 //! or `srun --mpi=pmix`; it is also the test driver of the MPI layer.
 
 use super::bucket::{BucketReducer, ReduceStats, DEFAULT_BUCKET_BYTES};
+use super::dist_failure;
 use super::World;
-use crate::cli::{dist_failure, Failure, EXIT_FAILURES, EXIT_OK};
 use crate::config::parse_size;
+use crate::exit::{Failure, EXIT_FAILURES, EXIT_OK};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 

@@ -3,12 +3,12 @@
 
 use super::{assumptions, layouts, project, LayoutFacts, LinkPreset, PlanInputs, PlanRow};
 use crate::catalog::split::Manifest;
-use crate::cli::{Failure, EXIT_OK};
 use crate::config::{parse_size, Config};
 use crate::data::sampler::Layout as SamplerLayout;
 use crate::data::Dataset;
 use crate::dist::cli::CommReport;
 use crate::dist::costmodel::{AlphaBeta, Layout};
+use crate::exit::{usage, Failure, EXIT_OK};
 use crate::train::config::Settings;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -75,10 +75,6 @@ struct PlanReport {
     assumptions: Vec<String>,
     warnings: Vec<String>,
     rows: Vec<PlanRow>,
-}
-
-fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(flag: &str, path: &Path) -> Result<T, Failure> {

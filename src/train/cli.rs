@@ -11,10 +11,10 @@ use crate::catalog::columns::Level;
 use crate::catalog::split::{Manifest, SplitSpec};
 use crate::catalog::view::Catalog;
 use crate::checkpoint::{self, CheckpointInfo, TrainState};
-use crate::cli::{Failure, EXIT_FAILURES, EXIT_OK, EXIT_USAGE};
 use crate::config::Config;
 use crate::data::{Dataset, SampleMode};
 use crate::dist::World;
+use crate::exit::{usage, Failure, EXIT_FAILURES, EXIT_OK, EXIT_USAGE};
 use crate::nn::{build, Net};
 use crate::stage::background::{AsyncOptions, Fallback};
 use crate::stage::cli::{job_id, StageConfig, DIR_PREFIX};
@@ -122,10 +122,6 @@ pub struct PredictArgs {
     pub device: String,
     #[arg(long)]
     pub json: bool,
-}
-
-fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
 }
 
 /// Compute threads per rank: the setting, else RAYON_NUM_THREADS, else the node's cores shared by its ranks.

@@ -20,14 +20,10 @@ use crate::backend::params::{BatchNormParams, ConvParams, LinearParams, PoolPara
 use crate::backend::{
     AdamWHyper, Backend, BceParams, CrossEntropyParams, DropoutParams, RegressionLoss, Result, SgdHyper,
 };
-use crate::cli::{Failure, EXIT_FAILURES, EXIT_OK};
+use crate::exit::{usage, Failure, EXIT_FAILURES, EXIT_OK};
 use crate::nn::resnet::{build, ResNetConfig};
 use crate::nn::Net;
 use crate::optim::{Optimizer, OptimizerConfig};
-
-fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
-}
 
 /// The CUDA backend on the first visible device, or a usage error naming what is missing. Without the
 /// start-up self-test: these checks are how a failing self-test is diagnosed.
