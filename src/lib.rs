@@ -22,5 +22,6 @@ pub mod pacs;
 pub mod phantom;
 pub mod plan;
 pub mod remedy;
+pub mod runtime;
 pub mod stage;
 pub mod train;

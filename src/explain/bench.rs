@@ -8,7 +8,7 @@ use super::layers::{default_layer, grad_cam, grad_cam_layers, select_layers, Cam
 use crate::backend::cpu::CpuBackend;
 use crate::exit::{Failure, EXIT_FAILURES, EXIT_OK};
 use crate::nn::{build, Net, ResNetConfig};
-use crate::train::cli::{open_gpu, resolve_device, Device};
+use crate::runtime::{open_gpu, resolve_device, Device};
 use serde::Serialize;
 use std::time::Instant;
 

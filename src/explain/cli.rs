@@ -18,9 +18,8 @@ use crate::data::{Dataset, SeriesVolume};
 use crate::deid::SiteKey;
 use crate::exit::{usage, Failure, EXIT_OK};
 use crate::nn::Net;
-use crate::train::cli::{
-    eval_overrides, find_checkpoint, load_net, open_gpu, recorded_path, resolve_device, settings_of, Device,
-};
+use crate::runtime::{open_gpu, resolve_device, Device};
+use crate::train::cli::{eval_overrides, find_checkpoint, load_net, recorded_path, settings_of};
 use crate::train::config::{Settings, Task};
 use clap::Args;
 use serde::Serialize;
