@@ -23,5 +23,6 @@ pub mod phantom;
 pub mod plan;
 pub mod remedy;
 pub mod runtime;
+pub mod settings;
 pub mod stage;
 pub mod train;

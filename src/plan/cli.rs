@@ -9,7 +9,7 @@ use crate::data::Dataset;
 use crate::dist::cli::CommReport;
 use crate::dist::costmodel::{AlphaBeta, Layout};
 use crate::exit::{usage, Failure, EXIT_OK};
-use crate::train::config::Settings;
+use crate::settings::Settings;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -233,7 +233,8 @@ fn layout_facts(
         local_rank: 0,
         local_size: layout.gpus_per_node,
     };
-    let sampler = crate::train::run::train_sampler(settings, train, sampler_layout)
+    let sampler = settings
+        .train_sampler(train, sampler_layout)
         .map_err(|e| usage(e.to_string()))?;
     let plan = crate::stage::cli::make_plan(settings, catalog, manifest, &node_of_rank)
         .map_err(|e| usage(e.to_string()))?;

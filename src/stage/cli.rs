@@ -17,7 +17,7 @@ use crate::config::{parse_size, Config};
 use crate::data::Dataset;
 use crate::dist::World;
 use crate::exit::{usage, Failure, EXIT_FAILURES, EXIT_OK};
-use crate::train::config::Settings;
+use crate::settings::Settings;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::fs;

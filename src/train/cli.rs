@@ -1,7 +1,6 @@
 //! `medtrain train`, `medtrain eval` and `medtrain predict`: one process per rank (or a single process
 //! without a launcher). Rank 0 writes the outputs; an error on any rank ends the whole job.
 
-use super::config::Settings;
 use super::evaluate::{self, Prediction};
 use super::run::{train, Resume, TrainError, TrainOptions};
 use crate::backend::Backend;
@@ -15,6 +14,7 @@ use crate::dist::World;
 use crate::exit::{usage, Failure, EXIT_OK};
 use crate::nn::{build, Net};
 use crate::runtime::{finish, init_world, resolve_device, run_on, set_threads, OnBackend};
+use crate::settings::Settings;
 use crate::stage::background::{AsyncOptions, Fallback};
 use crate::stage::cli::{job_id, StageConfig, DIR_PREFIX};
 use clap::Args;
@@ -529,7 +529,7 @@ impl OnBackend for PredictJob<'_> {
 
 /// Per-sample and per-series scores as CSV (probabilities for binary tasks, raw outputs otherwise).
 fn write_predictions(out: &Path, ds: &Dataset, preds: &[Prediction], s: &Settings) -> Result<(), String> {
-    let binary = s.train.task == super::config::Task::Binary;
+    let binary = s.train.task == crate::settings::Task::Binary;
     let score = |v: f32| {
         if binary {
             1.0 / (1.0 + (-(v as f64)).exp())
