@@ -877,8 +877,18 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 if periodic || epoch_done || stop || at_max {
                     watchdog.enter(Phase::Checkpoint, state.global_step);
                     if world.rank() == 0 {
-                        let dir = checkpoint::save(&ckpt_root, b, &net, &opt, &state, t.keep_checkpoints)
-                            .map_err(failed)?;
+                        let step = state.global_step;
+                        let kill_point = || super::faults::checkpoint_kill_point(step);
+                        let dir = checkpoint::save_with(
+                            &ckpt_root,
+                            b,
+                            &net,
+                            &opt,
+                            &state,
+                            t.keep_checkpoints,
+                            kill_point,
+                        )
+                        .map_err(failed)?;
                         tracing::info!(checkpoint = %dir.display(), step = state.global_step, "checkpoint");
                         last_checkpoint = Some(dir);
                     }
