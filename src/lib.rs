@@ -12,6 +12,7 @@ pub mod dist;
 pub mod doctor;
 pub mod exit;
 pub mod explain;
+pub mod font;
 pub mod fsx;
 pub mod h5text;
 pub mod logging;
