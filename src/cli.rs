@@ -54,7 +54,7 @@ pub enum Command {
     /// them against ground-truth lesions per layer.
     Explain(crate::explain::cli::ExplainArgs),
     /// Benchmarks; `bench allreduce` times and checks the MPI gradient averaging.
-    Bench(crate::dist::cli::BenchArgs),
+    Bench(crate::bench::BenchArgs),
     /// Project a job to a cluster: step time, scaling efficiency, epoch time and staging per node for
     /// 1…512 ranks, from `bench step` and `bench comm` figures (measured, or given as presets).
     Plan(crate::plan::cli::PlanArgs),
@@ -151,7 +151,7 @@ pub fn run() -> i32 {
         Command::Eval(args) => crate::train::cli::run_eval(args),
         Command::Predict(args) => crate::train::cli::run_predict(args),
         Command::Explain(args) => crate::explain::cli::run_explain(args),
-        Command::Bench(args) => crate::dist::cli::run(args),
+        Command::Bench(args) => crate::bench::run(args),
         Command::Plan(args) => crate::plan::cli::run(args),
         Command::Doctor(args) => crate::doctor::run(args),
     };

@@ -1,6 +1,7 @@
 //! medtrain: HPC-native, data-parallel CNN training for medical imaging.
 
 pub mod backend;
+pub mod bench;
 pub mod catalog;
 pub mod checkpoint;
 pub mod cli;

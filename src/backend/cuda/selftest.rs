@@ -8,9 +8,9 @@
 
 use serde::Serialize;
 
-use super::bench::{parity_of_tampered, Op, OpParity, Outputs};
 use super::support::{self, Verdict};
 use crate::backend::params::{BatchNormParams, ConvParams, LinearParams, PoolParams};
+use crate::backend::parity::{parity_of_tampered, Op, OpParity, Outputs};
 use crate::backend::{AdamWHyper, Backend, SgdHyper};
 
 /// Seed of the self-test's random inputs.
