@@ -7,6 +7,7 @@
 //! See `tables.rs` for the columns, `format.rs` for the format's constants and attributes and `shard.rs`
 //! for the layout.
 
+pub mod cli;
 pub mod format;
 pub mod index;
 pub mod inspect;
