@@ -63,7 +63,7 @@ export ASAN_OPTIONS="suppressions=$root/fuzz/asan.supp${ASAN_OPTIONS:+:$ASAN_OPT
 export LSAN_OPTIONS="suppressions=$root/fuzz/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 limits=(-rss_limit_mb=2048 -timeout=20)
 # The CI gate's inputs per target: 17–53 s each, about 4 minutes in all, on the 2-core development
-# machine (RELIABILITY.md). hdf5_shard stays below the input that hangs libhdf5 (RELIABILITY.md, Runs).
+# machine (RELIABILITY.md).
 runs_for() {
   case "$1" in
     catalog_query) echo 1200000 ;;
@@ -72,7 +72,7 @@ runs_for() {
     pack_index) echo 100000 ;;
     manifest) echo 57000 ;;
     checkpoint_load) echo 16000 ;;
-    hdf5_shard) echo 3000 ;;
+    hdf5_shard) echo 8000 ;;
     dicom_decode) echo 30000 ;;
     *) echo 2000 ;;
   esac

@@ -15,7 +15,7 @@ pub enum ConfigError {
 }
 
 /// Settings of `pack`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PackConfig {
     /// Target pixel bytes per shard, e.g. "2GiB".

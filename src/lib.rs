@@ -22,8 +22,9 @@
 //! 10. `train`: training, evaluation, prediction, metrics, plots and reports.
 //! 11. `explain`: Grad-CAM of a trained model (loads it through `train`).
 //! 12. `bench`, `doctor`, `pacs`, `phantom`, `plan`: verbs over the layers below.
-//! 13. `cli`: the command line; it only parses and dispatches (and runs `pack`, which may pull from
-//!     `pacs`).
+//! 13. `cli`, `config_reference`: the command line; it only parses and dispatches (and runs `pack`,
+//!     which may pull from `pacs`). The config-file reference generated from every verb's settings
+//!     (its test compares it with docs/src/config.md).
 //!
 //! Why this order: `dist` is low because packing runs across MPI ranks; `backend` needs nothing from
 //! the data side, and the data side nothing from it, so either could be lower; `settings` sits above
@@ -36,6 +37,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod config_reference;
 pub mod data;
 pub mod deid;
 pub mod dicom;

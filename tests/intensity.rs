@@ -170,11 +170,11 @@ fn pydicom_file(name: &str) -> PathBuf {
 }
 
 #[test]
-fn train_refuses_ultrasound_at_start_up_and_older_packs_ask_for_a_repack() {
+fn train_refuses_palette_colour_at_start_up_and_older_packs_ask_for_a_repack() {
     let dir = tempdir();
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
-    std::fs::copy(pydicom_file("examples_rgb_color.dcm"), input.join("us.dcm")).unwrap();
+    std::fs::copy(pydicom_file("examples_palette.dcm"), input.join("us.dcm")).unwrap();
     let (catalog, _) = catalogued(&input, dir.path());
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cxr-death-risk.toml");
     let (code, o, e) = run(&[
@@ -190,7 +190,7 @@ fn train_refuses_ultrasound_at_start_up_and_older_packs_ask_for_a_repack() {
     ]);
     assert_eq!(code, 2, "{o}\n{e}");
     assert!(
-        e.contains("modality US") && e.contains("ultrasound has no intensity pipeline"),
+        e.contains("modality US") && e.contains("PALETTE COLOR pixels are indices"),
         "{e}"
     );
     assert!(!dir.path().join("run/checkpoints").exists(), "no step ran");
@@ -212,4 +212,51 @@ fn train_refuses_ultrasound_at_start_up_and_older_packs_ask_for_a_repack() {
         format!("{o}{e}").contains("repack with this version of medtrain"),
         "{o}\n{e}"
     );
+}
+
+/// Ultrasound, written by pydicom (tests/reference/write_ultrasound.py): pack crops every frame to the
+/// tissue region of the Sequence of Ultrasound Regions (the largest 2D one), takes its physical deltas
+/// as the pixel spacing and records the crop; a cine loop's frames are samples; RGB and YBR_FULL
+/// become luma. The loader's floats equal pydicom's pixels, cropped, with BT.601 luma and numpy's
+/// per-frame percentile clip and z-score. The border, where burned-in text is (value 255 here), never
+/// reaches a shard, so an annotated object with a region packs.
+#[test]
+fn ultrasound_is_cropped_to_its_region_and_loads_like_pydicom_and_numpy() {
+    for variant in ["rgb-cine", "ybr", "mono"] {
+        let dir = tempdir();
+        let input = dir.path().join("in");
+        let json = reference_script("write_ultrasound.py", &[s(&input), variant]);
+        let expected = images(&json);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let (rows, cols) = (
+            v["rows"].as_u64().unwrap() as u32,
+            v["cols"].as_u64().unwrap() as u32,
+        );
+        let (catalog, manifest) = catalogued(&input, dir.path());
+        let pack = dir.path().join("pack");
+        let index = medtrain::pack::index::PackIndex::load(&pack).unwrap().unwrap();
+        let shard = medtrain::pack::reader::ShardReader::open(&pack.join(&index.shards[0].file)).unwrap();
+        let record = &shard.series[0];
+        assert_eq!(
+            (record.rows, record.cols),
+            (rows, cols),
+            "{variant}: cropped shape"
+        );
+        assert_eq!(
+            record.presentation.crop,
+            Some([2, 3, 13, 9]),
+            "{variant}: crop recorded"
+        );
+        assert!(
+            record.pixel_spacing.iter().all(|&d| (d - 0.2).abs() < 1e-12),
+            "{variant}: spacing from the region's deltas: {:?}",
+            record.pixel_spacing
+        );
+        let bytes = shard.pixel_bytes(0).unwrap();
+        assert!(
+            !bytes.contains(&255),
+            "{variant}: a border (burned-in) value reached the shard"
+        );
+        assert_loader_matches(variant, &catalog, &manifest, rows, cols, &expected);
+    }
 }

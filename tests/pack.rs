@@ -506,7 +506,7 @@ fn split_all_train(catalog: &Path, filter: &str, out: &Path) -> medtrain::catalo
 }
 
 #[test]
-fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct_image() {
+fn training_refuses_palette_colour_normalises_a_signed_mr_series_and_reads_a_lone_ct_image() {
     use medtrain::data::{DataConfig, DataError, Dataset};
     let dir = tempdir();
     let input = dir.path().join("in");
@@ -528,7 +528,7 @@ fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct
         &input.join("ct"),
         &["--modality", "CT", "--slices", "1", "--no-orientation"],
     );
-    // pydicom's RGB ultrasound image: packed, but no intensity pipeline trains it yet.
+    // pydicom's PALETTE COLOR ultrasound image: packed, but its pixels are indices, not intensities.
     let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -536,8 +536,8 @@ fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct
         });
     fs::create_dir_all(input.join("us")).unwrap();
     fs::copy(
-        data.join("examples_rgb_color.dcm"),
-        input.join("us/examples_rgb_color.dcm"),
+        data.join("examples_palette.dcm"),
+        input.join("us/examples_palette.dcm"),
     )
     .expect("pydicom's test files: run scripts/fetch-test-data.sh");
     let out = dir.path().join("pack");
@@ -559,24 +559,28 @@ fn training_refuses_ultrasound_normalises_a_signed_mr_series_and_reads_a_lone_ct
         ("i16", "none")
     );
     let us_rec = find("US");
+    // Its Sequence of Ultrasound Regions overruns the 800 x 350 image (rows 60-518, columns 120-800):
+    // the crop is the region's intersection with the image.
+    assert_eq!(us_rec.presentation.crop, Some([120, 60, 799, 349]));
+    assert_eq!((us_rec.rows, us_rec.cols), (290, 680));
 
     let catalog = dir.path().join("catalog");
     let (code, o, e) = run(&["catalog", "build", s(&out), "--out", s(&catalog)]);
     assert_eq!(code, 0, "{o}\n{e}");
     let cfg = DataConfig::default();
 
-    // Every series: the ultrasound one is refused at open, naming the series and the reason.
+    // Every series: the PALETTE COLOR one is refused at open, naming the series and the reason.
     let all = split_all_train(&catalog, "", &dir.path().join("all.h5"));
     match Dataset::open(&catalog, &all, "train", &cfg) {
         Err(DataError::Unsupported { series, reason }) => {
             assert_eq!(series, us_rec.series_key);
             assert!(
-                reason.contains("modality US") && reason.contains("ultrasound has no intensity pipeline"),
+                reason.contains("modality US") && reason.contains("PALETTE COLOR pixels are indices"),
                 "{reason}"
             );
         }
-        Err(other) => panic!("expected the US series refused, got {other}"),
-        Ok(ds) => panic!("an ultrasound series was accepted ({} samples)", ds.len()),
+        Err(other) => panic!("expected the PALETTE COLOR series refused, got {other}"),
+        Ok(ds) => panic!("a PALETTE COLOR series was accepted ({} samples)", ds.len()),
     }
 
     // MR: z-scored per series (mean 0 over the series, negative values), not an HU window in [0, 1].
@@ -669,4 +673,36 @@ fn an_mr_series_with_per_slice_rescale_is_quarantined_and_equal_rescale_packs_li
         .map(|&v| v as f64 * rec.rescale_slope + rec.rescale_intercept)
         .collect();
     assert_eq!(values, same.values());
+}
+
+/// Burned-in text is patient data in the pixels: a series whose BurnedInAnnotation is YES (written with
+/// pydicom) is quarantined with the reason, and none of its pixels reaches a shard; the same series
+/// with NO, and one without the attribute, pack.
+#[test]
+fn a_series_with_burned_in_annotation_is_quarantined_and_never_packed() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    for (name, flag) in [("yes", Some("YES")), ("no", Some("NO")), ("absent", None)] {
+        let mut args = vec!["--modality", "MR", "--slices", "2"];
+        if let Some(flag) = flag {
+            args.extend(["--burned-in", flag]);
+        }
+        write_series(&input.join(name), &args);
+    }
+    let out = dir.path().join("pack");
+    let (code, stdout, stderr) = pack_dir(&input, &out, &dir.path().join("site.key"));
+    assert_eq!(code, 1, "the annotated series is quarantined: {stdout}\n{stderr}");
+    let entries = quarantine(&out);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let reason = entries[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("BurnedInAnnotation is YES"), "{reason}");
+    assert_eq!(entries[0]["files"].as_array().unwrap().len(), 2);
+    let packed: Vec<u8> = shards(&out)
+        .iter()
+        .flat_map(|sh| sh.series.iter().map(|r| r.presentation.burned_in_annotation))
+        .collect();
+    // NO (0) and absent (2) are packed; YES (1) never is.
+    let mut sorted = packed.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![0, 2], "{packed:?}");
 }

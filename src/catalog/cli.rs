@@ -11,7 +11,7 @@ use super::view::Catalog;
 use crate::deid::SiteKey;
 use crate::exit::{usage, Failure, EXIT_OK};
 use clap::{Args, Subcommand};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -229,9 +229,9 @@ fn run_build(a: BuildArgs) -> Result<i32, Failure> {
 }
 
 /// `[catalog.labels]` in a config file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-struct LabelsConfig {
+pub struct LabelsConfig {
     patient_column: Option<String>,
     series_column: Option<String>,
     sop_column: Option<String>,
@@ -242,18 +242,20 @@ struct LabelsConfig {
     event_within: Vec<EventConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `[[catalog.labels.column]]`: one label column.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ColumnConfig {
+pub struct ColumnConfig {
     name: String,
     column: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `[[catalog.labels.event_within]]`: one derived "event within N days" label.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct EventConfig {
+pub struct EventConfig {
     name: String,
     event: String,
     time: String,

@@ -7,8 +7,11 @@
 //!   window, PS3.3 C.11.2.1.2) → MONOCHROME1 inverted so that denser is brighter → per image,
 //!   clipped to the configured percentiles and z-scored.
 //! - MR: stored values → rescale → per series, clipped to the configured percentiles and z-scored.
+//! - US: stored values (cropped by pack to the tissue region of the Sequence of Ultrasound Regions,
+//!   whose physical deltas are the pixel spacing) → per image (each frame of a cine loop is one
+//!   image), clipped to the configured percentiles and z-scored.
 //!
-//! Everything else (ultrasound, PALETTE COLOR, a float image without rescale, other modalities) is
+//! Everything else (PALETTE COLOR, a float image without rescale, other modalities) is
 //! refused with the reason before training starts. Three-sample pixels are read as luma.
 
 /// Default percentile clip before z-scoring.
@@ -24,6 +27,8 @@ pub struct IntensityConfig {
     pub radiograph_percentiles: [f64; 2],
     /// MR: per-series clip to these percentiles (low, high), then z-score.
     pub mr_percentiles: [f64; 2],
+    /// US: per-image (per frame) clip to these percentiles (low, high), then z-score.
+    pub us_percentiles: [f64; 2],
 }
 
 impl Default for IntensityConfig {
@@ -31,6 +36,7 @@ impl Default for IntensityConfig {
         IntensityConfig {
             radiograph_percentiles: DEFAULT_PERCENTILES,
             mr_percentiles: DEFAULT_PERCENTILES,
+            us_percentiles: DEFAULT_PERCENTILES,
         }
     }
 }
@@ -44,6 +50,7 @@ impl IntensityConfig {
                 self.radiograph_percentiles,
             ),
             ("data.intensity.mr_percentiles", self.mr_percentiles),
+            ("data.intensity.us_percentiles", self.us_percentiles),
         ] {
             if !(p[0].is_finite() && p[1].is_finite() && 0.0 <= p[0] && p[0] < p[1] && p[1] <= 100.0) {
                 return Some((key, format!("{p:?}: expected 0 <= low < high <= 100")));
@@ -193,16 +200,11 @@ pub fn plan(r: &Recorded, cfg: &IntensityConfig) -> Result<Plan, String> {
     let percentiles = match r.modality.as_str() {
         "MR" => cfg.mr_percentiles,
         _ if radiograph => cfg.radiograph_percentiles,
-        "US" => {
-            return Err(format!(
-                "{what}: ultrasound has no intensity pipeline yet; filter the split on modality, \
-                 e.g. modality != 'US'"
-            ))
-        }
+        "US" => cfg.us_percentiles,
         "CT" => return Err(format!("{what}: CT packed without Hounsfield units; re-pack it")),
         _ => {
             return Err(format!(
-                "{what}: no intensity pipeline for this modality (CT, CR, DX and MR train); filter \
+                "{what}: no intensity pipeline for this modality (CT, CR, DX, MR and US train); filter \
                  the split on modality"
             ))
         }
@@ -287,7 +289,7 @@ pub fn plan(r: &Recorded, cfg: &IntensityConfig) -> Result<Plan, String> {
             voi,
             invert: r.photometric == "MONOCHROME1",
             percentiles,
-            per_image: radiograph,
+            per_image: radiograph || r.modality == "US",
         },
     })
 }
@@ -517,8 +519,18 @@ mod tests {
                 ..
             }
         ));
+        let us = plan(&recorded("US", "u8", "RGB"), &cfg).unwrap();
+        assert_eq!(us.samples, 3);
+        assert!(matches!(
+            us.pipeline,
+            Pipeline::Normalised {
+                per_image: true,
+                voi: Voi::None,
+                invert: false,
+                ..
+            }
+        ));
         for (r, why) in [
-            (recorded("US", "u8", "RGB"), "ultrasound"),
             (recorded("CR", "u8", "PALETTE COLOR"), "PALETTE COLOR"),
             (
                 recorded("MR", "f32", "MONOCHROME2"),

@@ -57,6 +57,80 @@ pub struct ImageHeader {
     pub burned_in_annotation: Option<bool>,
     /// FrameOfReferenceUID (pseudonymised before it is stored).
     pub frame_of_reference_uid: String,
+    /// The image region of an ultrasound object (Sequence of Ultrasound Regions), if it has one.
+    pub us_region: Option<UsRegion>,
+}
+
+/// The tissue region of an ultrasound image: the largest 2D region of the Sequence of Ultrasound
+/// Regions (RegionSpatialFormat 1), intersected with the image. Everything outside it (the border, where
+/// scanners burn in text, scales and logos) is left out of the pack.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UsRegion {
+    /// RegionLocationMinX0, MinY0, MaxX1, MaxY1: columns and rows, inclusive.
+    pub bounds: [u32; 4],
+    /// Pixel spacing in mm (between rows, between columns) from PhysicalDeltaY/X when both axes are
+    /// in cm (PhysicalUnits 3).
+    pub spacing_mm: Option<[f64; 2]>,
+}
+
+/// RegionSpatialFormat of a 2D (B-mode) region.
+const REGION_2D: i64 = 1;
+/// PhysicalUnitsX/YDirection of centimetres.
+const UNITS_CM: i64 = 3;
+
+/// The largest 2D region of the Sequence of Ultrasound Regions, within a `rows` × `cols` image.
+fn us_region(obj: &DefaultDicomObject, rows: u32, cols: u32) -> Option<UsRegion> {
+    let Some(items) = obj
+        .element_opt(tags::SEQUENCE_OF_ULTRASOUND_REGIONS)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items())
+    else {
+        return None;
+    };
+    let mut best: Option<(u64, UsRegion)> = None;
+    for item in items {
+        let int = |tag| item.element_opt(tag).ok().flatten()?.to_int::<i64>().ok();
+        let float = |tag| item.element_opt(tag).ok().flatten()?.to_float64().ok();
+        if int(tags::REGION_SPATIAL_FORMAT) != Some(REGION_2D) {
+            continue;
+        }
+        let corners = [
+            int(tags::REGION_LOCATION_MIN_X0),
+            int(tags::REGION_LOCATION_MIN_Y0),
+            int(tags::REGION_LOCATION_MAX_X1),
+            int(tags::REGION_LOCATION_MAX_Y1),
+        ];
+        // A region without its four corners locates nothing.
+        let [Some(x0), Some(y0), Some(x1), Some(y1)] = corners else {
+            continue;
+        };
+        // Scanners write regions that overrun the image (pydicom's examples_palette.dcm: rows 60–518
+        // of a 350-row image): the region is its intersection with the image, and one that misses
+        // the image is no region.
+        let (x0, y0) = (x0.max(0), y0.max(0));
+        let (x1, y1) = (x1.min(i64::from(cols) - 1), y1.min(i64::from(rows) - 1));
+        if x0 > x1 || y0 > y1 {
+            continue;
+        }
+        let cm = int(tags::PHYSICAL_UNITS_X_DIRECTION) == Some(UNITS_CM)
+            && int(tags::PHYSICAL_UNITS_Y_DIRECTION) == Some(UNITS_CM);
+        let spacing_mm = match (float(tags::PHYSICAL_DELTA_Y), float(tags::PHYSICAL_DELTA_X)) {
+            (Some(dy), Some(dx)) if cm && dy > 0.0 && dx > 0.0 && dy.is_finite() && dx.is_finite() => {
+                Some([dy.abs() * 10.0, dx.abs() * 10.0])
+            }
+            _ => None,
+        };
+        let area = (x1 - x0 + 1) as u64 * (y1 - y0 + 1) as u64;
+        let region = UsRegion {
+            bounds: [x0 as u32, y0 as u32, x1 as u32, y1 as u32],
+            spacing_mm,
+        };
+        if best.as_ref().is_none_or(|(a, _)| area > *a) {
+            best = Some((area, region));
+        }
+    }
+    best.map(|(_, r)| r)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +232,12 @@ pub fn read_header(obj: &DefaultDicomObject) -> Result<FileKind, HeaderError> {
         None => fixed::<2>(obj, tags::IMAGER_PIXEL_SPACING, "ImagerPixelSpacing")?,
     };
     let sop_instance_uid = text(obj, tags::SOP_INSTANCE_UID).ok_or(HeaderError::Missing("SOPInstanceUID"))?;
+    let (rows, cols) = (dim(tags::ROWS, "Rows")?, dim(tags::COLUMNS, "Columns")?);
+    let us_region = if modality == "US" {
+        us_region(obj, rows, cols)
+    } else {
+        None
+    };
     Ok(FileKind::Image(Box::new(ImageHeader {
         patient_id: text(obj, tags::PATIENT_ID).unwrap_or_default(),
         // Without a SeriesInstanceUID an object is a series of its own; without a
@@ -174,8 +254,8 @@ pub fn read_header(obj: &DefaultDicomObject) -> Result<FileKind, HeaderError> {
             .or_else(|| text(obj, tags::SERIES_DATE))
             .unwrap_or_default(),
         instance_number: int(obj, tags::INSTANCE_NUMBER).and_then(|v| i32::try_from(v).ok()),
-        rows: dim(tags::ROWS, "Rows")?,
-        cols: dim(tags::COLUMNS, "Columns")?,
+        rows,
+        cols,
         frames,
         samples_per_pixel: int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16,
         bits_allocated: required_int(obj, tags::BITS_ALLOCATED, "BitsAllocated")? as u16,
@@ -195,5 +275,6 @@ pub fn read_header(obj: &DefaultDicomObject) -> Result<FileKind, HeaderError> {
         patient_orientation: text(obj, tags::PATIENT_ORIENTATION).unwrap_or_default(),
         burned_in_annotation: text(obj, tags::BURNED_IN_ANNOTATION).map(|v| v.eq_ignore_ascii_case("YES")),
         frame_of_reference_uid: text(obj, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),
+        us_region,
     })))
 }

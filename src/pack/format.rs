@@ -9,7 +9,8 @@ pub const SHARD_FORMAT: &str = "medtrain-shard";
 /// Version of the shard layout (root attribute `format_version`).
 /// 2: presentation columns (VOI LUT function and tables, window, PatientOrientation,
 /// BurnedInAnnotation, frame of reference) and the `luts` group.
-/// 3: the text attributes are UTF-8 byte arrays (`h5text`), not variable-length strings.
+/// 3: the text attributes are UTF-8 byte arrays (`h5text`), not variable-length strings; the series
+/// table's `crop` column (ultrasound tissue region).
 pub const SHARD_FORMAT_VERSION: u32 = 3;
 /// Pixel datasets start on page boundaries so that an mmap of their bytes is aligned.
 pub const PAGE_ALIGNMENT: u64 = 4096;

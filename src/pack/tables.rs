@@ -24,7 +24,13 @@ pub struct Presentation {
     pub modality_lut_entries: u32,      // entries of the Modality LUT (0: none)
     pub voi_lut_first: f64,             // first mapped value of the first VOI LUT (NaN: none)
     pub voi_lut_entries: u32,           // entries of the first VOI LUT (0: none)
+    /// Ultrasound: the tissue region the pixels were cropped to at pack time, as columns and rows of
+    /// the source image (x0, y0, x1, y1, inclusive). Column `crop`; `NO_CROP` in every entry: none.
+    pub crop: Option<[u32; 4]>,
 }
+
+/// `crop` column entries of a series stored uncropped.
+pub const NO_CROP: u32 = u32::MAX;
 
 impl Default for Presentation {
     fn default() -> Self {
@@ -37,6 +43,7 @@ impl Default for Presentation {
             modality_lut_entries: 0,
             voi_lut_first: f64::NAN,
             voi_lut_entries: 0,
+            crop: None,
         }
     }
 }
@@ -403,6 +410,15 @@ pub fn write_tables(root: &Group, series: &[SeriesRecord], slices: &[SliceRecord
     )?;
     put(
         &g,
+        "crop",
+        &series
+            .iter()
+            .flat_map(|r| r.presentation.crop.unwrap_or([NO_CROP; 4]))
+            .collect::<Vec<_>>(),
+        4,
+    )?;
+    put(
+        &g,
         "frame_of_reference_key",
         &ascii_column::<32, _>(series, "frame_of_reference_key", |r| {
             &r.presentation.frame_of_reference_key
@@ -509,6 +525,7 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
     let (clamped, padding) = (u64s("n_clamped")?, u64s("n_padding")?);
     let (voi_function, patient_orientation) = (s16("voi_function")?, s16("patient_orientation")?);
     let burned_in = get::<u8>(&g, "burned_in_annotation", n, 0, limit)?;
+    let crop = get::<u32>(&g, "crop", n, 4, limit)?;
     let frame_of_reference = s32("frame_of_reference_key")?;
     let (mlut_first, mlut_entries) = (f64s("modality_lut_first", 0)?, u32s("modality_lut_entries")?);
     let (vlut_first, vlut_entries) = (f64s("voi_lut_first", 0)?, u32s("voi_lut_entries")?);
@@ -558,6 +575,7 @@ pub fn read_series(root: &Group) -> Result<Vec<SeriesRecord>, TableError> {
                     modality_lut_entries: mlut_entries[i],
                     voi_lut_first: vlut_first[i],
                     voi_lut_entries: vlut_entries[i],
+                    crop: Some(std::array::from_fn(|k| crop[i * 4 + k])).filter(|c| *c != [NO_CROP; 4]),
                 },
             })
         })

@@ -62,7 +62,7 @@ pub struct StageArgs {
 }
 
 /// A size given as bytes or as text with a unit ("10GiB").
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum SizeSetting {
     Bytes(u64),
@@ -70,7 +70,7 @@ pub enum SizeSetting {
 }
 
 /// The `[stage]` table of a config file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StageConfig {
     pub local_dir: Option<PathBuf>,

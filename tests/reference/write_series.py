@@ -1,7 +1,7 @@
 """Writes one small single-frame series with pydicom and reads it back with pydicom alone.
 
     write_series.py OUT_DIR --modality CT|MR --slices N [--no-orientation] [--slopes 1,2,1]
-                    [--intercepts 0,0,0] [--signed] [--rows 8] [--cols 6]
+                    [--intercepts 0,0,0] [--signed] [--rows 8] [--cols 6] [--burned-in YES|NO]
 
 Slices are axial (ImageOrientationPatient 1\\0\\0\\0\\1\\0, unless --no-orientation leaves the tag out)
 at z = 2.5 mm × index, written in reverse InstanceNumber order so that an order taken from file
@@ -44,6 +44,7 @@ def main():
     p.add_argument("--signed", action="store_true")
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--cols", type=int, default=6)
+    p.add_argument("--burned-in", help="BurnedInAnnotation of every slice (YES or NO)")
     a = p.parse_args()
     n = a.slices
     default_intercept = -1024.0 if a.modality == "CT" else 0.0
@@ -76,6 +77,8 @@ def main():
         ds.ImagePositionPatient = [-10.0, -20.0, 2.5 * k]
         if not a.no_orientation:
             ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        if a.burned_in:
+            ds.BurnedInAnnotation = a.burned_in
         ds.RescaleSlope = slopes[k]
         ds.RescaleIntercept = intercepts[k]
         i = np.arange(a.rows * a.cols).reshape(a.rows, a.cols)
