@@ -458,6 +458,20 @@ pub fn save<B: Backend>(
     state: &TrainState,
     keep: usize,
 ) -> Result<PathBuf> {
+    save_with(root, b, net, opt, state, keep, || {})
+}
+
+/// `save`, with `between_files` run after the weights are written and before the state file: the
+/// point where the fault tests' `kill-in-checkpoint` ends the process.
+pub fn save_with<B: Backend>(
+    root: &Path,
+    b: &B,
+    net: &Net<B>,
+    opt: &Optimizer<B>,
+    state: &TrainState,
+    keep: usize,
+    between_files: impl FnOnce(),
+) -> Result<PathBuf> {
     let mut state = state.clone();
     state.dropout_seed = net.dropout_seed;
     state.optimizer_step = opt.step;
@@ -483,7 +497,7 @@ pub fn save<B: Backend>(
         };
         files.insert(file.to_string(), record);
     }
-    crate::train::faults::checkpoint_kill_point(state.global_step);
+    between_files();
     let state_path = partial.join(STATE_FILE);
     let record = StateFile {
         format: FORMAT_NAME.to_string(),

@@ -1,20 +1,15 @@
 //! The command line: `medtrain <verb> <inputs…> --out <dir>`, `--config FILE`, `--json`.
-//! Exit codes: 0 ok, 1 failures recorded (e.g. quarantined inputs) or the job failed, 2 usage or
-//! configuration error.
+//! Exit codes: see [`crate::exit`].
 
 use crate::config::{parse_size, Config};
 use crate::deid::SiteKey;
-use crate::dist::{DistError, World};
+use crate::dist::{dist_failure, World};
+use crate::exit::{usage, Failure, EXIT_FAILURES, EXIT_OK, EXIT_USAGE};
 use crate::logging::{self, LogFormat};
 use crate::pack::ranks::{is_usage, run_pack_ranks};
-use crate::pack::run::{PackOptions, PackReport, DEFAULT_SHARD_BYTES};
-use crate::phantom::PhantomConfig;
+use crate::pack::run::{PackOptions, DEFAULT_SHARD_BYTES};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILURES: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,11 +34,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Write the synthetic screening cohort (real DICOM plus ground truth) used by the demo and tests.
-    Phantom(PhantomArgs),
+    Phantom(crate::phantom::cli::PhantomArgs),
     /// Pack DICOM series into de-identified, memory-mappable HDF5 shards.
     Pack(PackArgs),
     /// Summarise a pack directory; --verify checks every shard's checksum.
-    Inspect(InspectArgs),
+    Inspect(crate::pack::cli::InspectArgs),
     /// Catalog of shards: build, label import, queries, patient-level splits.
     Catalog(crate::catalog::cli::CatalogArgs),
     /// Copy the shards each node will read to node-local disk (ranks of a node share the copying).
@@ -58,53 +53,13 @@ pub enum Command {
     /// them against ground-truth lesions per layer.
     Explain(crate::explain::cli::ExplainArgs),
     /// Benchmarks; `bench allreduce` times and checks the MPI gradient averaging.
-    Bench(crate::dist::cli::BenchArgs),
+    Bench(crate::bench::BenchArgs),
     /// Project a job to a cluster: step time, scaling efficiency, epoch time and staging per node for
     /// 1…512 ranks, from `bench step` and `bench comm` figures (measured, or given as presets).
     Plan(crate::plan::cli::PlanArgs),
     /// Check that a job can run here: MPI, HDF5, CUDA libraries and GPU, node-local disk, Slurm,
     /// threads; each ok / warning / error with the remedy (exit 1 on any error).
     Doctor(crate::doctor::DoctorArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct InspectArgs {
-    /// Pack directory.
-    pub inputs: Vec<PathBuf>,
-    /// Re-hash every shard and compare with the checksum recorded at pack time.
-    #[arg(long)]
-    pub verify: bool,
-    /// Print the summary as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct PhantomArgs {
-    /// Output directory (dicom/ and truth/ are written below it).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Settings file; its [phantom] table holds seed, patients, size, slices, slice_thickness_mm, radiographs.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Random seed (the cohort is a pure function of its settings).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Number of patients.
-    #[arg(long)]
-    pub patients: Option<u32>,
-    /// Rows and columns of each CT slice.
-    #[arg(long)]
-    pub size: Option<u32>,
-    /// Slices per CT series.
-    #[arg(long)]
-    pub slices: Option<u32>,
-    /// Leave out the chest radiographs.
-    #[arg(long)]
-    pub no_radiographs: bool,
-    /// Print the summary as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,33 +89,6 @@ pub struct PackArgs {
     pub json: bool,
 }
 
-/// A failure that decides the exit code.
-pub enum Failure {
-    Usage(String),
-    Job(String),
-}
-
-impl<E: std::fmt::Display> From<E> for Failure
-where
-    E: std::error::Error,
-{
-    fn from(e: E) -> Failure {
-        Failure::Job(e.to_string())
-    }
-}
-
-pub(crate) fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
-}
-
-/// A bad `MEDTRAIN_MPI` is a usage error; a failed MPI start-up fails the job.
-pub fn dist_failure(e: DistError) -> Failure {
-    match e {
-        DistError::BadSetting(_) => usage(e),
-        other => Failure::Job(other.to_string()),
-    }
-}
-
 /// Parses the command line, runs the verb and returns the process exit code.
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
@@ -173,16 +101,16 @@ pub fn run() -> i32 {
     logging::init(cli.log_format, cli.verbose, cli.quiet);
     crate::pack::reader::disable_hdf5_file_locking();
     let result = match cli.command {
-        Command::Phantom(args) => phantom(args),
+        Command::Phantom(args) => crate::phantom::cli::run(args),
         Command::Pack(args) => pack(args),
-        Command::Inspect(args) => inspect(args),
+        Command::Inspect(args) => crate::pack::cli::inspect(args),
         Command::Catalog(args) => crate::catalog::cli::run(args),
         Command::Stage(args) => crate::stage::cli::run(args),
         Command::Train(args) => crate::train::cli::run_train(args),
         Command::Eval(args) => crate::train::cli::run_eval(args),
         Command::Predict(args) => crate::train::cli::run_predict(args),
         Command::Explain(args) => crate::explain::cli::run_explain(args),
-        Command::Bench(args) => crate::dist::cli::run(args),
+        Command::Bench(args) => crate::bench::run(args),
         Command::Plan(args) => crate::plan::cli::run(args),
         Command::Doctor(args) => crate::doctor::run(args),
     };
@@ -197,39 +125,6 @@ pub fn run() -> i32 {
             EXIT_FAILURES
         }
     }
-}
-
-fn phantom(args: PhantomArgs) -> Result<i32, Failure> {
-    let config = Config::load(args.config.as_deref()).map_err(usage)?;
-    let mut cfg: PhantomConfig = match config.phantom {
-        Some(table) => table
-            .try_into()
-            .map_err(|e| usage(format!("config [phantom]: {e}")))?,
-        None => PhantomConfig::default(),
-    };
-    cfg.seed = args.seed.unwrap_or(cfg.seed);
-    cfg.patients = args.patients.unwrap_or(cfg.patients);
-    cfg.size = args.size.unwrap_or(cfg.size);
-    cfg.slices = args.slices.unwrap_or(cfg.slices);
-    cfg.radiographs &= !args.no_radiographs;
-    let summary = crate::phantom::generate(&cfg, &args.out)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).expect("serialisable")
-        );
-    } else {
-        println!(
-            "phantom: {} patients, {} series, {} files ({:.1} MB) in {}; ground truth in {}",
-            summary.patients,
-            summary.series,
-            summary.files,
-            summary.bytes as f64 / 1e6,
-            summary.dicom_dir.display(),
-            summary.truth_dir.display()
-        );
-    }
-    Ok(EXIT_OK)
 }
 
 /// Under an MPI launcher every rank packs its share (see `pack::ranks`); rank 0 prints the report.
@@ -276,7 +171,7 @@ fn pack(mut args: PackArgs) -> Result<i32, Failure> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
         } else {
-            print_pack_summary(&report, &opts.out);
+            crate::pack::cli::print_pack_summary(&report, &opts.out);
         }
     }
     Ok(if report.quarantined_entries > 0 {
@@ -284,78 +179,4 @@ fn pack(mut args: PackArgs) -> Result<i32, Failure> {
     } else {
         EXIT_OK
     })
-}
-
-pub(crate) fn print_pack_summary(r: &PackReport, out: &std::path::Path) {
-    println!(
-        "packed {} items ({} slices) into {} new shard(s) in {}",
-        r.items_packed,
-        r.slices_packed,
-        r.shards_written,
-        out.display()
-    );
-    println!(
-        "  files seen {}, images {}, not DICOM {}, non-image skipped {:?}",
-        r.files_seen, r.image_files, r.not_dicom, r.non_image_skipped
-    );
-    println!(
-        "  already packed {}, quarantined {} entries ({} files), clamped voxels {}, padding voxels {}",
-        r.items_already_packed,
-        r.quarantined_entries,
-        r.quarantined_files,
-        r.voxels_clamped,
-        r.padding_voxels
-    );
-    println!(
-        "  {:.1} MB of pixels in {:.2} s",
-        r.pixel_bytes_written as f64 / 1e6,
-        r.seconds
-    );
-}
-
-fn inspect(args: InspectArgs) -> Result<i32, Failure> {
-    if args.inputs.is_empty() {
-        return Err(usage("inspect needs at least one pack directory"));
-    }
-    let mut code = EXIT_OK;
-    for dir in &args.inputs {
-        let summary = crate::pack::inspect::inspect(dir, args.verify)?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary).expect("serialisable")
-            );
-        } else {
-            println!(
-                "pack {}: {} shard(s), {:.1} MB, {} patients, key {}",
-                dir.display(),
-                summary.shards,
-                summary.bytes as f64 / 1e6,
-                summary.patients,
-                summary.key_fingerprint
-            );
-            for (modality, m) in &summary.by_modality {
-                println!(
-                    "  {modality:<4} {:>6} items {:>8} slices {:>10.1} MB",
-                    m.items,
-                    m.slices,
-                    m.pixel_bytes as f64 / 1e6
-                );
-            }
-            if args.verify {
-                println!(
-                    "  checksums: {}",
-                    if summary.corrupt_shards.is_empty() {
-                        "all verified".to_string()
-                    } else {
-                        format!("CORRUPT {:?}", summary.corrupt_shards)
-                    }
-                );
-            }
-        }
-        if !summary.corrupt_shards.is_empty() {
-            code = EXIT_FAILURES;
-        }
-    }
-    Ok(code)
 }

@@ -37,7 +37,7 @@ pub struct Config {
     /// Read by `catalog` itself (label import column mappings and the like).
     pub catalog: Option<toml::Value>,
     /// `train`/`eval`/`predict`: the model, its input samples, the sampler, the training run and the
-    /// evaluation (typed and validated in `train::config`).
+    /// evaluation (typed and validated in `settings`).
     pub model: Option<toml::Value>,
     pub data: Option<toml::Value>,
     pub sampler: Option<toml::Value>,

@@ -128,9 +128,8 @@ use crate::config::{Config, PackConfig};
 use crate::data::sampler::{SamplerConfig, SamplerMode};
 use crate::data::{AugmentConfig, DataConfig, IntensityConfig, SampleMode};
 use crate::phantom::PhantomConfig;
+use crate::settings::{Aggregate, EvalSettings, ModelSettings, OnNonfinite, Task, TrainSettings};
 use crate::stage::cli::StageConfig;
-use crate::train::config::{EvalSettings, ModelSettings, OnNonfinite, Task, TrainSettings};
-use crate::train::metrics::Aggregate;
 
 const fn key(name: &'static str, ty: &'static str, doc: &'static str) -> Key {
     Key {

@@ -4,7 +4,7 @@
 //! `backend::cuda::probe`), so doctor and a real run cannot disagree.
 
 use crate::backend::cuda::libs::{build_cuda_major, resolve, search_dirs_from, Lib};
-use crate::cli::{Failure, EXIT_FAILURES, EXIT_OK};
+use crate::exit::{Failure, EXIT_FAILURES, EXIT_OK};
 use clap::Args;
 use serde::Serialize;
 use std::io::Write;

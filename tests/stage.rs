@@ -12,8 +12,7 @@ use medtrain::catalog::state::CatalogState;
 use medtrain::config::Config;
 use medtrain::data::sampler::Layout;
 use medtrain::data::Dataset;
-use medtrain::train::config::Settings;
-use medtrain::train::run::train_sampler;
+use medtrain::settings::Settings;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -76,7 +75,7 @@ fn shards_train_reads(
                         local_rank: l,
                         local_size: ranks.len(),
                     };
-                    train_sampler(set, train, layout).unwrap()
+                    set.train_sampler(train, layout).unwrap()
                 })
                 .collect();
             let mut seen = HashSet::new();
@@ -202,7 +201,8 @@ fn plan_is_what_train_reads_and_staged_training_matches_the_archive() {
         local_rank: 0,
         local_size: 1,
     };
-    let deal: Vec<HashSet<u32>> = train_sampler(&set, &train, layout)
+    let deal: Vec<HashSet<u32>> = set
+        .train_sampler(&train, layout)
         .unwrap()
         .deal(0)
         .into_iter()
@@ -782,7 +782,7 @@ fn plan_stages_what_stage_would_and_flags_a_disk_too_small() {
             local_rank: 0,
             local_size: 1,
         };
-        let steps = train_sampler(&set, &train, layout).unwrap().steps_per_epoch();
+        let steps = set.train_sampler(&train, layout).unwrap().steps_per_epoch();
         assert_eq!(row["steps_per_epoch"].as_u64().unwrap() as usize, steps, "{row}");
         // stage --dry-run on as many rehearsed nodes.
         let stage = stage_cmd(&c, &config, &local, &["--dry-run", "--json"]);

@@ -165,6 +165,15 @@ pub fn grid_blocks(n: usize) -> u32 {
     n.div_ceil(BLOCK_THREADS as usize).clamp(1, MAX_BLOCKS as usize) as u32
 }
 
+/// splitmix64 finaliser: a counter-based hash, so dropout mask element i needs only (seed, i); also
+/// how `nn::Net` advances its dropout seed.
+pub fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// (threshold, keep_scale) of `mt_dropout`: element i is dropped iff its 32-bit draw < threshold and
 /// otherwise scaled by keep_scale. A probability ≤ 0 is the identity (threshold 0, scale 1), as on
 /// the CPU, which copies.

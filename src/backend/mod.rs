@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod kernels;
 pub mod params;
+pub mod parity;
 
 use std::ops::Range;
 

@@ -199,6 +199,34 @@ pub struct LinearParams {
     pub out_features: u32,
 }
 
+/// Where one output axis reads the layer's grid: source coordinate src = scale · (dst + before) + after,
+/// clamped to the grid [0, len − 1].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AxisMap {
+    pub scale: f32,
+    pub before: f32,
+    pub after: f32,
+}
+
+impl AxisMap {
+    /// PyTorch's `align_corners = False`: src = (in / out) · (dst + ½) − ½.
+    pub fn interpolate(in_len: usize, out_len: usize) -> AxisMap {
+        AxisMap {
+            scale: in_len as f32 / out_len as f32,
+            before: 0.5,
+            after: -0.5,
+        }
+    }
+    /// Cell i centred at input coordinate `offset + stride · i`: src = (dst − offset) / stride.
+    pub fn centred(offset: f64, stride: f64) -> AxisMap {
+        AxisMap {
+            scale: (1.0 / stride) as f32,
+            before: -offset as f32,
+            after: 0.0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

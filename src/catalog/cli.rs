@@ -8,8 +8,8 @@ use super::query::{run as run_query, QueryFailure, Request};
 use super::split::{plan, SplitSpec};
 use super::state::LabelKind;
 use super::view::Catalog;
-use crate::cli::{Failure, EXIT_OK};
 use crate::deid::SiteKey;
+use crate::exit::{usage, Failure, EXIT_OK};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -185,10 +185,6 @@ pub struct SplitArgs {
     pub seed: u64,
     #[arg(long)]
     pub json: bool,
-}
-
-fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
 }
 
 pub fn run(args: CatalogArgs) -> Result<i32, Failure> {

@@ -9,7 +9,7 @@
 use super::columns::{ColType, ColumnSpec, Level};
 use super::{h5err, ioerr, CatalogError};
 use crate::h5text::text_attr;
-use crate::pack::shard::PAGE_ALIGNMENT;
+use crate::pack::format::PAGE_ALIGNMENT;
 use hdf5::types::{FixedAscii, TypeDescriptor};
 use hdf5::H5Type;
 use memmap2::{Mmap, MmapMut};

@@ -133,6 +133,19 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// The sampler over the samples of `ds`: each sample's shard, and its class for balancing.
+    pub fn for_dataset(
+        cfg: &SamplerConfig,
+        seed: u64,
+        ds: &super::Dataset,
+        layout: Layout,
+        batch_per_rank: usize,
+    ) -> Result<Sampler, SamplerError> {
+        let shard_of: Vec<u32> = (0..ds.len()).map(|i| ds.shard_of(i)).collect();
+        let class_of: Vec<Option<u32>> = (0..ds.len()).map(|i| ds.class_of(i)).collect();
+        Sampler::new(cfg, seed, shard_of, class_of, layout, batch_per_rank)
+    }
+
     /// `shard_of[i]`: shard of sample i; `class_of[i]`: class for balancing (`None` = unlabelled; an
     /// empty vector leaves every sample unlabelled).
     pub fn new(

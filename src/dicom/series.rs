@@ -4,9 +4,29 @@
 //! series of a single CT/MR image without the geometry to place it (orientation unknown).
 
 use super::header::ImageHeader;
-use crate::pack::tables::ItemKind;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+/// How a series' pixels are laid out (in a shard: the `kind` column, its dataset's shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ItemKind {
+    /// CT/MR slices ordered along the slice normal: one (slices, rows, cols) volume.
+    Volume = 0,
+    /// Independent 2D images (CR/DX/US/other, and a lone CT/MR image without
+    /// ImageOrientationPatient/ImagePositionPatient): (images, rows, cols[, samples]).
+    Images = 1,
+}
+
+impl ItemKind {
+    pub fn from_code(code: u8) -> Option<ItemKind> {
+        match code {
+            0 => Some(ItemKind::Volume),
+            1 => Some(ItemKind::Images),
+            _ => None,
+        }
+    }
+}
 
 /// Modalities whose single-frame slices form volumes.
 const VOLUME_MODALITIES: &[&str] = &["CT", "MR", "PT", "NM"];

@@ -1,42 +1,14 @@
-//! `medtrain bench allreduce`: times the bucketed gradient allreduce against one blocking allreduce
+//! `medtrain bench allreduce` and `bench comm`: times the bucketed gradient allreduce against one blocking allreduce
 //! of the same bytes, and with `--check` verifies closed-form averages. Run it under `mpirun -np N`
 //! or `srun --mpi=pmix`; it is also the test driver of the MPI layer.
 
 use super::bucket::{BucketReducer, ReduceStats, DEFAULT_BUCKET_BYTES};
+use super::dist_failure;
 use super::World;
-use crate::cli::{dist_failure, Failure, EXIT_FAILURES, EXIT_OK};
 use crate::config::parse_size;
+use crate::exit::{Failure, EXIT_FAILURES, EXIT_OK};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
-
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub what: BenchCommand,
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Bucketed gradient allreduce vs one blocking allreduce (run under mpirun or srun).
-    Allreduce(AllreduceArgs),
-    /// The allreduce cost model of this machine: bucketed and raw allreduce from 4 KiB to 256 MiB, with
-    /// the α-β fit of each (run under mpirun or srun, 2 ranks or more).
-    Comm(CommArgs),
-    /// Training-step throughput (images/s) and peak device memory on synthetic data; one process.
-    Step(crate::backend::cuda::bench::StepArgs),
-    /// Every backend op on the device against the CPU reference (atol + rtol·|ref| per op); exit 1 on
-    /// a mismatch.
-    Parity(crate::backend::cuda::bench::ParityArgs),
-    /// The same seeded training run on the CPU and on the device; exit 1 when the loss curves differ.
-    Curve(crate::backend::cuda::bench::CurveArgs),
-    /// The start-up self-test every GPU job runs (tiny conv, batch norm, pool, linear forward and
-    /// backward, SGD and AdamW steps against the CPU), with the device's SM and library versions;
-    /// exit 2 when it fails or CUDA is unavailable.
-    Selftest(crate::backend::cuda::selftest::SelfTestArgs),
-    /// Milliseconds per Grad-CAM map (resnet18 512×512, 3D ResNet 128³); on a GPU also every block
-    /// output's map against the CPU reference (exit 1 on a mismatch).
-    Explain(crate::explain::bench::ExplainBenchArgs),
-}
 
 #[derive(clap::Args, Debug)]
 pub struct AllreduceArgs {
@@ -66,19 +38,7 @@ pub struct AllreduceArgs {
 /// Floats per tensor never fall below this many per tensor (keeps every tensor non-empty).
 const MIN_FLOATS_PER_TENSOR: usize = 16;
 
-pub fn run(args: BenchArgs) -> Result<i32, Failure> {
-    match args.what {
-        BenchCommand::Allreduce(a) => allreduce(a),
-        BenchCommand::Comm(a) => comm(a),
-        BenchCommand::Step(a) => crate::backend::cuda::bench::step(a),
-        BenchCommand::Parity(a) => crate::backend::cuda::bench::parity(a),
-        BenchCommand::Curve(a) => crate::backend::cuda::bench::curve(a),
-        BenchCommand::Selftest(a) => crate::backend::cuda::selftest::command(a),
-        BenchCommand::Explain(a) => crate::explain::bench::run(a),
-    }
-}
-
-fn allreduce(args: AllreduceArgs) -> Result<i32, Failure> {
+pub fn allreduce(args: AllreduceArgs) -> Result<i32, Failure> {
     let usage = |m: String| Failure::Usage(m);
     let bytes = parse_size("--bytes", &args.bytes).map_err(|e| usage(e.to_string()))?;
     let bucket_bytes = match &args.bucket_bytes {
@@ -178,7 +138,7 @@ pub struct CommReport {
     pub raw: super::costmodel::AlphaBeta,
 }
 
-fn comm(args: CommArgs) -> Result<i32, Failure> {
+pub fn comm(args: CommArgs) -> Result<i32, Failure> {
     let usage = |m: String| Failure::Usage(m);
     let min = parse_size("--min-bytes", &args.min_bytes).map_err(|e| usage(e.to_string()))?;
     let max = parse_size("--max-bytes", &args.max_bytes).map_err(|e| usage(e.to_string()))?;

@@ -42,6 +42,14 @@ pub enum DistError {
     Size { size: i64 },
 }
 
+/// A bad `MEDTRAIN_MPI` is a usage error; a failed MPI start-up fails the job.
+pub fn dist_failure(e: DistError) -> crate::exit::Failure {
+    match e {
+        DistError::BadSetting(_) => crate::exit::usage(e),
+        other => crate::exit::Failure::Job(other.to_string()),
+    }
+}
+
 /// How the user asked for MPI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MpiMode {

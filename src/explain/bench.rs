@@ -6,9 +6,9 @@
 use super::cam::{GradCamOps, Method, Upsample};
 use super::layers::{default_layer, grad_cam, grad_cam_layers, select_layers, CamRequest};
 use crate::backend::cpu::CpuBackend;
-use crate::cli::{Failure, EXIT_FAILURES, EXIT_OK};
+use crate::exit::{Failure, EXIT_FAILURES, EXIT_OK};
 use crate::nn::{build, Net, ResNetConfig};
-use crate::train::cli::{open_gpu, resolve_device, Device};
+use crate::runtime::{open_gpu, resolve_device, Device};
 use serde::Serialize;
 use std::time::Instant;
 

@@ -14,14 +14,13 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::catalog::split::Manifest;
 use crate::checkpoint::CheckpointInfo;
-use crate::cli::{Failure, EXIT_OK};
 use crate::data::{Dataset, SeriesVolume};
 use crate::deid::SiteKey;
+use crate::exit::{usage, Failure, EXIT_OK};
 use crate::nn::Net;
-use crate::train::cli::{
-    eval_overrides, find_checkpoint, load_net, open_gpu, recorded_path, resolve_device, settings_of, Device,
-};
-use crate::train::config::{Settings, Task};
+use crate::runtime::{open_gpu, resolve_device, Device};
+use crate::settings::{Settings, Task};
+use crate::train::cli::{eval_overrides, find_checkpoint, load_net, recorded_path, settings_of};
 use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -102,9 +101,6 @@ pub struct ExplainArgs {
     pub json: bool,
 }
 
-fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
-}
 fn job(e: impl std::fmt::Display) -> Failure {
     Failure::Job(e.to_string())
 }

@@ -5,7 +5,7 @@
 //! viridis never takes), and the map's maximum is marked with a white cross, so a reader sees at once
 //! whether the map points at the lesion. Montages tile several slices of one series.
 
-use crate::train::plot::glyph;
+use crate::font::glyph;
 
 /// Colour of reference-lesion outlines: red, which viridis never takes.
 pub const OUTLINE: [u8; 3] = [255, 48, 48];

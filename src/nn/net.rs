@@ -103,7 +103,7 @@ impl<B: Backend> Net<B> {
             }
         }
         if training {
-            self.dropout_seed = crate::backend::cpu::elementwise::mix64(self.dropout_seed);
+            self.dropout_seed = crate::backend::kernels::mix64(self.dropout_seed);
         }
         Ok(())
     }

@@ -4,8 +4,11 @@
 //! `index.json` (the committed shards; readers trust nothing else), `quarantine.json` and
 //! `pack-report.json`. While several MPI ranks pack, each records its committed shards in its own
 //! `journal-<rank>.json`, folded into `index.json` by rank 0 (see `journal.rs`, `ranks.rs`).
-//! See `tables.rs` for the columns and `shard.rs` for the layout.
+//! See `tables.rs` for the columns, `format.rs` for the format's constants and attributes and `shard.rs`
+//! for the layout.
 
+pub mod cli;
+pub mod format;
 pub mod index;
 pub mod inspect;
 pub mod journal;

@@ -1,7 +1,8 @@
 //! Reading a shard: HDF5 for the attributes and tables only, `memmap2` for the pixels, which are
 //! used in place at the byte offset HDF5 reported (no copy before the transform).
 
-use super::shard::{read_shard_header, HeaderError, SHARD_FORMAT_VERSION};
+pub use super::format::dtype_size;
+use super::format::{read_shard_header, HeaderError, SHARD_FORMAT_VERSION};
 use super::tables::{read_series, read_slices, SeriesRecord, SliceRecord, TableError};
 use memmap2::Mmap;
 use std::fs;
@@ -171,17 +172,6 @@ impl ShardReader {
         let s = &self.series[i];
         let start = s.first_slice as usize;
         &self.slices[start..start + s.n_slices as usize]
-    }
-}
-
-/// Bytes per element of a dtype code (0 for unknown codes).
-pub fn dtype_size(code: &str) -> u64 {
-    match code {
-        "u8" | "i8" => 1,
-        "u16" | "i16" => 2,
-        "u32" | "i32" | "f32" => 4,
-        "f64" => 8,
-        _ => 0,
     }
 }
 

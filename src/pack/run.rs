@@ -1,10 +1,11 @@
 //! The `pack` pipeline: walk the roots, read headers in parallel, assemble series, skip what the
 //! pack already holds, decode batches in parallel and write them in order into shards.
 
+use super::format::PARTIAL_SUFFIX;
 use super::index::{PackIndex, ShardEntry};
 use super::journal::{commit_journals, Journal};
 use super::quarantine::{QuarantineEntry, QuarantineReport, Stage, QUARANTINE_FILE};
-use super::shard::{ItemLuts, PackedItem, ShardWriter, PARTIAL_SUFFIX};
+use super::shard::{ItemLuts, PackedItem, ShardWriter};
 use super::tables::{ItemKind, Presentation, SeriesRecord, SliceRecord};
 use super::voxels::{to_hu, HuStats, PaddingRange};
 use crate::deid::{IdKind, SiteKey};

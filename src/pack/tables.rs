@@ -9,26 +9,7 @@ use hdf5::{Group, H5Type};
 pub type Key32 = FixedAscii<32>;
 pub type Code16 = FixedAscii<16>;
 
-/// How a series' pixels are laid out in its dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ItemKind {
-    /// CT/MR slices ordered along the slice normal: one (slices, rows, cols) volume.
-    Volume = 0,
-    /// Independent 2D images (CR/DX/US/other, and a lone CT/MR image without
-    /// ImageOrientationPatient/ImagePositionPatient): (images, rows, cols[, samples]).
-    Images = 1,
-}
-
-impl ItemKind {
-    pub fn from_code(code: u8) -> Option<ItemKind> {
-        match code {
-            0 => Some(ItemKind::Volume),
-            1 => Some(ItemKind::Images),
-            _ => None,
-        }
-    }
-}
+pub use crate::dicom::series::ItemKind;
 
 /// Presentation attributes of a series (its first object), recorded so that training decides the
 /// intensity pipeline from the pack alone. LUT tables themselves are datasets of the shard

@@ -4,6 +4,7 @@
 //! in the demo and the tests, and `ct_volume` recomputes any series' HU for exact comparisons.
 
 mod anatomy;
+pub mod cli;
 mod cohort;
 mod ct;
 mod identity;

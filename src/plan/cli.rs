@@ -3,13 +3,13 @@
 
 use super::{assumptions, layouts, project, LayoutFacts, LinkPreset, PlanInputs, PlanRow};
 use crate::catalog::split::Manifest;
-use crate::cli::{Failure, EXIT_OK};
 use crate::config::{parse_size, Config};
 use crate::data::sampler::Layout as SamplerLayout;
 use crate::data::Dataset;
 use crate::dist::cli::CommReport;
 use crate::dist::costmodel::{AlphaBeta, Layout};
-use crate::train::config::Settings;
+use crate::exit::{usage, Failure, EXIT_OK};
+use crate::settings::Settings;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -75,10 +75,6 @@ struct PlanReport {
     assumptions: Vec<String>,
     warnings: Vec<String>,
     rows: Vec<PlanRow>,
-}
-
-fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(flag: &str, path: &Path) -> Result<T, Failure> {
@@ -237,7 +233,8 @@ fn layout_facts(
         local_rank: 0,
         local_size: layout.gpus_per_node,
     };
-    let sampler = crate::train::run::train_sampler(settings, train, sampler_layout)
+    let sampler = settings
+        .train_sampler(train, sampler_layout)
         .map_err(|e| usage(e.to_string()))?;
     let plan = crate::stage::cli::make_plan(settings, catalog, manifest, &node_of_rank)
         .map_err(|e| usage(e.to_string()))?;

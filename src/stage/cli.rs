@@ -13,11 +13,11 @@ use super::plan::{self, StagePlan};
 use super::StageError;
 use crate::catalog::split::Manifest;
 use crate::catalog::state::CatalogState;
-use crate::cli::{Failure, EXIT_FAILURES, EXIT_OK};
 use crate::config::{parse_size, Config};
 use crate::data::Dataset;
 use crate::dist::World;
-use crate::train::config::Settings;
+use crate::exit::{usage, Failure, EXIT_FAILURES, EXIT_OK};
+use crate::settings::Settings;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -78,10 +78,6 @@ pub struct StageConfig {
     pub bandwidth_mbps: Option<f64>,
     /// Bytes to leave free on the local disk.
     pub reserve_bytes: Option<SizeSetting>,
-}
-
-fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Usage(e.to_string())
 }
 
 /// The node-local root: the flag, the config, then the scheduler's and the system's scratch variables.
@@ -207,7 +203,7 @@ pub fn run(args: StageArgs) -> Result<i32, Failure> {
     }
 
     if args.clean {
-        let world = World::init().map_err(crate::cli::dist_failure)?;
+        let world = World::init().map_err(crate::dist::dist_failure)?;
         return finish(&world, clean(&world, &dir), args.json);
     }
     let settings = Settings::from_config(&config).map_err(usage)?;
@@ -219,7 +215,7 @@ pub fn run(args: StageArgs) -> Result<i32, Failure> {
         },
         _ => return Err(usage("stage takes two inputs: CATALOG_DIR MANIFEST_FILE")),
     };
-    let world = World::init().map_err(crate::cli::dist_failure)?;
+    let world = World::init().map_err(crate::dist::dist_failure)?;
     let _span = tracing::info_span!("rank", r = world.rank()).entered();
     // Every rank computes the plan from the same inputs, so an error here is the same on every rank.
     let node_of_rank = gather_nodes(&world);

@@ -1,7 +1,7 @@
 //! The staging plan: for each node, the shards its ranks will read in this job, in order of first
 //! use, each once. A pure function of the settings, the catalog, the manifest's splits (as datasets)
 //! and the world layout: the training split's shards come from the very sampler `train` builds
-//! ([`crate::train::run::train_sampler`]) over the run's epochs, and the validation split's shards
+//! ([`Settings::train_sampler`]) over the run's epochs, and the validation split's shards
 //! are staged on every node (each rank scores a share of the split, and the baseline of the report
 //! reads every series of it), placed where the first evaluation needs them.
 
@@ -9,8 +9,7 @@ use super::StageError;
 use crate::catalog::state::CatalogState;
 use crate::data::sampler::Layout;
 use crate::data::Dataset;
-use crate::train::config::Settings;
-use crate::train::run::{train_sampler, TrainError};
+use crate::settings::Settings;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -53,9 +52,9 @@ pub fn node_shard_ids(
     node: usize,
 ) -> Result<Vec<u32>, StageError> {
     let layout = sampler_layout(node_of_rank)?;
-    let sampler = train_sampler(settings, train, layout).map_err(|e| match e {
-        TrainError::Usage(m) | TrainError::Failed(m) => StageError::Usage(m),
-    })?;
+    let sampler = settings
+        .train_sampler(train, layout)
+        .map_err(|e| StageError::Usage(e.to_string()))?;
     let mut val_ids: Vec<u32> = match val {
         Some(v) => (0..v.len()).map(|i| v.shard_of(i)).collect(),
         None => Vec::new(),

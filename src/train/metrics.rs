@@ -288,15 +288,7 @@ pub fn confusion(scores: &[f64], labels: &[bool], threshold: f64) -> Confusion {
     c
 }
 
-/// How slice scores become one series or patient score. TOML: `"max"`, `"mean"` or `{ topk = 3 }`
-/// (mean of the k highest; k = 0 is read as 1).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Aggregate {
-    Max,
-    Mean,
-    TopK(u32),
-}
+pub use crate::settings::Aggregate;
 
 /// One aggregated group (a series or a patient).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -11,7 +11,6 @@
 //! update is linear in the batch statistics, that is the update with batch statistics averaged over
 //! the global batch, and every rank holds the same running statistics.
 
-use super::config::{OnNonfinite, Settings, Task};
 use super::evaluate::{self, EvalReport};
 use super::faults::{Fault, FaultKind};
 use super::signals;
@@ -20,12 +19,13 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BceParams, RegressionLoss};
 use crate::catalog::split::Manifest;
 use crate::checkpoint::{self, PendingEval, TrainState};
-use crate::data::sampler::{Layout, Sampler};
+use crate::data::sampler::Layout;
 use crate::data::{Batch, Dataset, Loader};
 use crate::dist::bucket::BucketReducer;
 use crate::dist::World;
 use crate::nn::{build, Net};
 use crate::optim::{clip_grad_norm_with, LrSchedule, Optimizer, ScheduleKind};
+use crate::settings::{OnNonfinite, Settings, Task};
 use crate::stage::background::{AsyncOptions, BackgroundStage, CopierReport, Fallback};
 use serde::Serialize;
 use std::io::Write;
@@ -162,7 +162,7 @@ fn replica_hash(params: &[f32], state: &[f32], settings_hash: &str) -> [u8; 32] 
 /// `--max-steps` or a signal resumes under the same hash).
 pub fn trajectory_hash(s: &Settings) -> String {
     let mut s = s.clone();
-    let d = super::config::TrainSettings::default();
+    let d = crate::settings::TrainSettings::default();
     s.train.catalog = None;
     s.train.manifest = None;
     s.train.max_steps = None;
@@ -355,17 +355,6 @@ fn micro_batch_loss<B: Backend>(
     }
 }
 
-/// The sampler of the training split, built from the settings alone: the one construction shared by
-/// `train` and the staging plan (`stage`), so the two never disagree on which shards a node reads.
-pub fn train_sampler(s: &Settings, train_ds: &Dataset, layout: Layout) -> Result<Sampler, TrainError> {
-    let t = &s.train;
-    let shard_of: Vec<u32> = (0..train_ds.len()).map(|i| train_ds.shard_of(i)).collect();
-    let class_of: Vec<Option<u32>> = (0..train_ds.len()).map(|i| train_ds.class_of(i)).collect();
-    let per_rank = t.batch_size as usize * t.micro_batches as usize;
-    Sampler::new(&s.sampler, t.seed, shard_of, class_of, layout, per_rank)
-        .map_err(|e| TrainError::Usage(e.to_string()))
-}
-
 /// Trains as described by `opts` on this rank; every rank calls it.
 pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     let started = Instant::now();
@@ -529,7 +518,9 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         local_size: world.local_size(),
     };
     let micro = t.micro_batches as usize;
-    let sampler = train_sampler(s, &train_ds, layout)?;
+    let sampler = s
+        .train_sampler(&train_ds, layout)
+        .map_err(|e| TrainError::Usage(e.to_string()))?;
     let steps_per_epoch = sampler.steps_per_epoch() as u64;
     if steps_per_epoch == 0 {
         return Err(TrainError::Usage(format!(
@@ -886,8 +877,18 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                 if periodic || epoch_done || stop || at_max {
                     watchdog.enter(Phase::Checkpoint, state.global_step);
                     if world.rank() == 0 {
-                        let dir = checkpoint::save(&ckpt_root, b, &net, &opt, &state, t.keep_checkpoints)
-                            .map_err(failed)?;
+                        let step = state.global_step;
+                        let kill_point = || super::faults::checkpoint_kill_point(step);
+                        let dir = checkpoint::save_with(
+                            &ckpt_root,
+                            b,
+                            &net,
+                            &opt,
+                            &state,
+                            t.keep_checkpoints,
+                            kill_point,
+                        )
+                        .map_err(failed)?;
                         tracing::info!(checkpoint = %dir.display(), step = state.global_step, "checkpoint");
                         last_checkpoint = Some(dir);
                     }

@@ -3,15 +3,8 @@
 use rayon::prelude::*;
 
 use super::activation::ELEMENTWISE_CHUNK;
+use crate::backend::kernels::mix64;
 use crate::backend::{check_len, DropoutParams, Result};
-
-/// splitmix64 finaliser: a counter-based hash, so mask element i needs only (seed, i).
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The multiplier dropout applies to element `i`: 0 or 1/(1−p).
 pub fn dropout_factor(p: &DropoutParams, i: usize) -> f32 {

@@ -714,7 +714,7 @@ pub fn gradcam_upsample(
     n: usize,
     from: Dims3,
     to: Dims3,
-    axes: &[crate::explain::cam::AxisMap; 3],
+    axes: &[crate::backend::params::AxisMap; 3],
     cam: CudaView<'_, f32>,
     mut out: CudaViewMut<'_, f32>,
 ) -> Result<()> {

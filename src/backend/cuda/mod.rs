@@ -8,7 +8,6 @@
 //! math mode (tensor-op math is never enabled), so results are comparable with the CPU reference.
 
 pub mod batchnorm;
-pub mod bench;
 pub mod compile;
 pub mod conv;
 pub mod cudnn;

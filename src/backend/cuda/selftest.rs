@@ -8,9 +8,9 @@
 
 use serde::Serialize;
 
-use super::bench::{parity_of_tampered, Op, OpParity, Outputs};
 use super::support::{self, Verdict};
 use crate::backend::params::{BatchNormParams, ConvParams, LinearParams, PoolParams};
+use crate::backend::parity::{parity_of_tampered, Op, OpParity, Outputs};
 use crate::backend::{AdamWHyper, Backend, SgdHyper};
 
 /// Seed of the self-test's random inputs.
@@ -286,8 +286,8 @@ fn report<B: Backend>(b: &B, facts: DeviceFacts) -> SelfTestReport {
 }
 
 /// Exit 0 when the self-test passes, 2 when it fails or CUDA is unavailable (as `--device cuda`).
-pub fn command(args: SelfTestArgs) -> std::result::Result<i32, crate::cli::Failure> {
-    use crate::cli::{Failure, EXIT_OK, EXIT_USAGE};
+pub fn command(args: SelfTestArgs) -> std::result::Result<i32, crate::exit::Failure> {
+    use crate::exit::{Failure, EXIT_OK, EXIT_USAGE};
     let r = match args.device.as_str() {
         "cuda" => {
             let b = super::CudaBackend::for_local_rank_unchecked(0, 1)
@@ -460,6 +460,6 @@ mod tests {
             device: "tpu".into(),
             json: false,
         };
-        assert!(matches!(command(args), Err(crate::cli::Failure::Usage(_))));
+        assert!(matches!(command(args), Err(crate::exit::Failure::Usage(_))));
     }
 }

@@ -1,15 +1,25 @@
-//! The typed experiment settings of `train`, `eval` and `predict`: the `[model]`, `[data]`,
-//! `[sampler]`, `[train]` and `[eval]` tables of a config file, each with defaults, unknown keys
-//! rejected with their name, and values checked before any work starts.
+//! The typed experiment settings of `train`, `eval` and `predict` (and of `stage` and `plan`, which
+//! must agree with `train` on them): the `[model]`, `[data]`, `[sampler]`, `[train]` and `[eval]`
+//! tables of a config file, each with defaults, unknown keys rejected with their name, and values
+//! checked before any work starts.
 
 use crate::config::Config;
-use crate::data::sampler::SamplerConfig;
-use crate::data::{DataConfig, SampleMode};
+use crate::data::sampler::{Layout, Sampler, SamplerConfig, SamplerError};
+use crate::data::{DataConfig, Dataset, SampleMode};
 use crate::nn::ResNetConfig;
 use crate::optim::OptimizerConfig;
-use crate::train::metrics::Aggregate;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// How slice scores become one series or patient score. TOML: `"max"`, `"mean"` or `{ topk = 3 }`
+/// (mean of the k highest; k = 0 is read as 1).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    Max,
+    Mean,
+    TopK(u32),
+}
 
 /// What the model predicts, which decides its outputs, loss and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +204,15 @@ fn table<T: serde::de::DeserializeOwned + Default>(
 }
 
 impl Settings {
+    /// The sampler of the training split, built from the settings alone: the one construction shared
+    /// by `train`, the staging plan (`stage`) and `plan`, so they never disagree on which shards a node
+    /// reads.
+    pub fn train_sampler(&self, train_ds: &Dataset, layout: Layout) -> Result<Sampler, SamplerError> {
+        let t = &self.train;
+        let per_rank = t.batch_size as usize * t.micro_batches as usize;
+        Sampler::for_dataset(&self.sampler, t.seed, train_ds, layout, per_rank)
+    }
+
     pub fn from_config(config: &Config) -> Result<Settings, String> {
         let s = Settings {
             model: table(&config.model, "model")?,
