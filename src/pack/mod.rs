@@ -18,4 +18,5 @@ pub mod reader;
 pub mod run;
 pub mod shard;
 pub mod tables;
+mod ultrasound;
 pub mod voxels;

@@ -7,11 +7,12 @@ use super::journal::{commit_journals, Journal};
 use super::quarantine::{QuarantineEntry, QuarantineReport, Stage, QUARANTINE_FILE};
 use super::shard::{ItemLuts, PackedItem, ShardWriter};
 use super::tables::{ItemKind, Presentation, SeriesRecord, SliceRecord};
+use super::ultrasound::{crop_frames, ultrasound_crop};
 use super::voxels::{to_hu, HuStats, PaddingRange};
 use crate::deid::{IdKind, SiteKey};
-use crate::dicom::decode::{decode_pixels, DecodedPixels, PixelBuffer};
+use crate::dicom::decode::{decode_pixels, PixelBuffer};
 use crate::dicom::guard::PREAMBLE_LEN;
-use crate::dicom::header::{read_header, FileKind, UsRegion};
+use crate::dicom::header::{read_header, FileKind};
 use crate::dicom::modality::{modality_lut, voi_lut, ModalityLut};
 use crate::dicom::open::has_part10_magic;
 use crate::dicom::read::{open_checked, open_header_checked, salvage_header, Opened, ReadError};
@@ -643,40 +644,10 @@ pub(crate) fn pack_item_with(
     let mut photometric = first.photometric.clone();
     let mut frames_total = 0u32;
     let mut spp = first.samples_per_pixel;
-    // Burned-in text is patient data in the pixels, which de-identification of the header cannot
-    // remove: such a series is refused before any of its pixels is read, unless it is ultrasound with
-    // a tissue region, whose crop (below) leaves out the border where scanners burn in text.
-    let crop = ultrasound_crop(item);
-    if let Some(file) = item
-        .files
-        .iter()
-        .find(|f| f.header.burned_in_annotation == Some(true))
-    {
-        if crop.is_none() {
-            let reason = "BurnedInAnnotation is YES: the pixels carry burned-in text (patient data that \
-                          de-identification of the header cannot remove); not packed. Mask or crop the \
-                          annotation and set BurnedInAnnotation to NO, or leave the series out"
-                .to_string();
-            tracing::warn!(path = %file.path.display(), "quarantined: {reason}");
-            return Err(item_entry(Stage::Header, reason, &item.files, key));
-        }
-    }
-    if let Some(region) = &crop {
-        if let Some(file) = item
-            .files
-            .iter()
-            .find(|f| f.header.us_region.as_ref() != Some(region))
-        {
-            let reason = format!(
-                "ultrasound regions differ across the series' objects ({:?} vs {:?}); one crop per series \
-                 is recorded, so the series cannot be packed",
-                file.header.us_region.map(|r| r.bounds),
-                region.bounds
-            );
-            tracing::warn!(path = %file.path.display(), "quarantined: {reason}");
-            return Err(item_entry(Stage::Header, reason, &item.files, key));
-        }
-    }
+    let crop = ultrasound_crop(item).map_err(|(file, reason)| {
+        tracing::warn!(path = %file.path.display(), "quarantined: {reason}");
+        item_entry(Stage::Header, reason, &item.files, key)
+    })?;
     for (file_index, file) in item.files.iter().enumerate() {
         let h = &file.header;
         let opened = open(file).map_err(|e| fail(file, e.to_string()))?;
@@ -869,47 +840,6 @@ pub(crate) fn pack_item_with(
         },
         stats,
     ))
-}
-
-/// The crop of an ultrasound series: its first object's tissue region, when it has one.
-fn ultrasound_crop(item: &PackItem) -> Option<UsRegion> {
-    let first = &item.files[0].header;
-    (first.modality == "US").then_some(first.us_region).flatten()
-}
-
-/// Keeps columns x0..=x1 and rows y0..=y1 of every frame (all samples of a pixel).
-fn crop_frames(mut decoded: DecodedPixels, [x0, y0, x1, y1]: [u32; 4]) -> DecodedPixels {
-    let (rows, cols, spp) = (
-        decoded.rows as usize,
-        decoded.cols as usize,
-        decoded.samples_per_pixel as usize,
-    );
-    let (x0, y0, x1, y1) = (x0 as usize, y0 as usize, x1 as usize, y1 as usize);
-    fn keep<T: Copy>(v: &[T], frames: usize, rows: usize, cols: usize, spp: usize, b: [usize; 4]) -> Vec<T> {
-        let [x0, y0, x1, y1] = b;
-        let mut out = Vec::with_capacity(frames * (y1 - y0 + 1) * (x1 - x0 + 1) * spp);
-        for f in 0..frames {
-            for y in y0..=y1 {
-                let row = (f * rows + y) * cols * spp;
-                out.extend_from_slice(&v[row + x0 * spp..row + (x1 + 1) * spp]);
-            }
-        }
-        out
-    }
-    let (frames, b) = (decoded.frames as usize, [x0, y0, x1, y1]);
-    decoded.pixels = match decoded.pixels {
-        PixelBuffer::U8(v) => PixelBuffer::U8(keep(&v, frames, rows, cols, spp, b)),
-        PixelBuffer::I8(v) => PixelBuffer::I8(keep(&v, frames, rows, cols, spp, b)),
-        PixelBuffer::U16(v) => PixelBuffer::U16(keep(&v, frames, rows, cols, spp, b)),
-        PixelBuffer::I16(v) => PixelBuffer::I16(keep(&v, frames, rows, cols, spp, b)),
-        PixelBuffer::U32(v) => PixelBuffer::U32(keep(&v, frames, rows, cols, spp, b)),
-        PixelBuffer::I32(v) => PixelBuffer::I32(keep(&v, frames, rows, cols, spp, b)),
-        PixelBuffer::F32(v) => PixelBuffer::F32(keep(&v, frames, rows, cols, spp, b)),
-        PixelBuffer::F64(v) => PixelBuffer::F64(keep(&v, frames, rows, cols, spp, b)),
-    };
-    decoded.rows = (y1 - y0 + 1) as u32;
-    decoded.cols = (x1 - x0 + 1) as u32;
-    decoded
 }
 
 /// Whether two slices' modality transforms are the same (an absent rescale is slope 1, intercept 0).
