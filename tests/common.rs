@@ -46,6 +46,22 @@ pub fn reference_script(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A file of pydicom's test data (MEDTRAIN_PYDICOM_DATA, else where scripts/fetch-test-data.sh puts it).
+pub fn pydicom_file(name: &str) -> PathBuf {
+    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
+        });
+    let file = data.join(name);
+    assert!(
+        file.is_file(),
+        "{} not found: run scripts/fetch-test-data.sh",
+        file.display()
+    );
+    file
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("medtrain-test-")

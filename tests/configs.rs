@@ -6,7 +6,7 @@
 //! per series, never windowed as HU). A template that no longer parses, names a setting the code does
 //! not have, or asks for data the loader refuses fails here.
 
-use crate::common::{reference_script, run, s, tempdir};
+use crate::common::{pydicom_file, reference_script, run, s, tempdir};
 use std::path::{Path, PathBuf};
 
 fn ok(args: &[&str]) -> String {
@@ -106,17 +106,7 @@ fn phantom_catalog(root: &Path) -> Manifests {
 
 /// An MR cohort of `n` patients with a series-level healing score, catalogued and split.
 fn mr_catalog(root: &Path, n: usize) -> (PathBuf, PathBuf) {
-    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
-        });
-    let file = data.join("MR_small.dcm");
-    assert!(
-        file.is_file(),
-        "{} not found: run scripts/fetch-test-data.sh",
-        file.display()
-    );
+    let file = pydicom_file("MR_small.dcm");
     let p = |x: &str| root.join(x);
     reference_script("write_mr_cohort.py", &[s(&file), s(&p("mr")), &n.to_string()]);
     ok(&[

@@ -3,7 +3,7 @@
 //! (pydicom's `apply_modality_lut` + `apply_voi_lut`, MONOCHROME1 inversion, numpy percentile clip
 //! and z-score) to 1e-5. Series without a pipeline are refused at open, naming the series.
 
-use crate::common::{reference_script, run, s, tempdir};
+use crate::common::{pydicom_file, reference_script, run, s, tempdir};
 use medtrain::catalog::split::Manifest;
 use medtrain::data::{DataConfig, DataError, Dataset};
 use std::path::{Path, PathBuf};
@@ -119,17 +119,7 @@ fn radiographs_and_mr_load_like_pydicom_voi_and_numpy_normalisation() {
 
 #[test]
 fn pydicom_mr_small_loads_like_numpy_normalisation() {
-    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
-        });
-    let file = data.join("MR_small.dcm");
-    assert!(
-        file.is_file(),
-        "{} not found: run scripts/fetch-test-data.sh",
-        file.display()
-    );
+    let file = pydicom_file("MR_small.dcm");
     let dir = tempdir();
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
@@ -168,21 +158,6 @@ fn percentiles_come_from_the_data_config() {
         Err(e) => panic!("expected a config error, got {e}"),
         Ok(_) => panic!("inverted percentiles accepted"),
     }
-}
-
-fn pydicom_file(name: &str) -> PathBuf {
-    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
-        });
-    let file = data.join(name);
-    assert!(
-        file.is_file(),
-        "{} not found: run scripts/fetch-test-data.sh",
-        file.display()
-    );
-    file
 }
 
 #[test]

@@ -529,17 +529,12 @@ fn training_refuses_palette_colour_normalises_a_signed_mr_series_and_reads_a_lon
         &["--modality", "CT", "--slices", "1", "--no-orientation"],
     );
     // pydicom's PALETTE COLOR ultrasound image: packed, but its pixels are indices, not intensities.
-    let data = std::env::var_os("MEDTRAIN_PYDICOM_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/pydicom/data/test_files")
-        });
     fs::create_dir_all(input.join("us")).unwrap();
     fs::copy(
-        data.join("examples_palette.dcm"),
+        crate::common::pydicom_file("examples_palette.dcm"),
         input.join("us/examples_palette.dcm"),
     )
-    .expect("pydicom's test files: run scripts/fetch-test-data.sh");
+    .unwrap();
     let out = dir.path().join("pack");
     let key = dir.path().join("site.key");
     let (code, stdout, stderr) = pack_dir(&input, &out, &key);

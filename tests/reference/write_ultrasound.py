@@ -28,6 +28,8 @@ from pydicom.pixels import convert_color_space
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from write_radiograph import normalise  # the same percentile clip and z-score (population std)
+
 US_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.3.1"
 ROWS, COLS = 12, 16
@@ -110,14 +112,6 @@ def write(out_dir, variant):
     path = os.path.join(out_dir, f"{variant}.dcm")
     ds.save_as(path, enforce_file_format=True)
     return path
-
-
-def normalise(values, low, high):
-    v = np.asarray(values, dtype=np.float64)
-    lo, hi = np.percentile(v, [low, high])
-    c = np.clip(v, lo, hi)
-    std = c.std()
-    return (c - c.mean()) / (std if std > 0 else 1.0)
 
 
 def file_region(ds):
