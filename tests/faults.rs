@@ -820,6 +820,35 @@ fn fuzz_shard_with_a_damaged_global_heap_is_refused_not_hung() {
     }
 }
 
+/// fuzz hdf5_shard (campaign of 2026-12-06): a table column whose stored datatype claims 1,886,351,971-byte
+/// values (the bytes "crop" read as a size) made libhdf5 allocate 1.9 GB for a 32-byte column before
+/// failing with "addr overflow". Each column's stored element size and storage are now checked from
+/// its metadata before it is read. Run under a 1 GB address-space limit: the old code could not
+/// allocate and failed with libhdf5's message, not ours.
+#[test]
+fn fuzz_shard_with_a_damaged_datatype_size_is_refused_without_allocating_it() {
+    let dir = tempdir();
+    let shard = regression(
+        "hdf5_shard-datatype-size-oom.h5.gz",
+        dir.path(),
+        "shard-0-00000.h5",
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" catalog build \"$1\" --out \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_medtrain"))
+        .arg(&shard)
+        .arg(dir.path().join("cat"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("series/n_padding") && err.contains("damaged"),
+        "{err}"
+    );
+}
+
 /// A manifest is checked against its checksum file before the HDF5 library sees it: a damaged manifest
 /// (fuzz manifest: libhdf5 allocated 4 GB in H5Dopen2 on one) and a manifest whose plan was altered
 /// (a patient index changed: the old code read it as a valid plan) are refused with the remedy.

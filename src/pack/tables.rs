@@ -134,6 +134,18 @@ pub enum TableError {
         bytes: u128,
         file_bytes: u64,
     },
+    #[error(
+        "table column {column} stores {found_element}-byte values in {storage} bytes, expected \
+         {element}-byte values in {bytes} bytes: the shard is damaged; restore it from the archive or \
+         re-pack the series"
+    )]
+    Storage {
+        column: String,
+        element: usize,
+        found_element: usize,
+        bytes: u128,
+        storage: u64,
+    },
 }
 
 /// The number of bytes of the file holding `group`: no table of it can be larger.
@@ -193,6 +205,20 @@ pub fn check_extent(
             found,
             bytes,
             file_bytes,
+        });
+    }
+    // The stored element size and the storage the layout message claims, from the metadata alone: a
+    // damaged datatype or layout size made libhdf5 allocate gigabytes for a column of a few bytes
+    // (fuzz hdf5_shard, campaign of 2026-12-06).
+    let found_element = ds.dtype().map(|t| t.size()).unwrap_or(0);
+    let storage = ds.storage_size();
+    if found_element != element || u128::from(storage) != bytes {
+        return Err(TableError::Storage {
+            column: column.to_string(),
+            element,
+            found_element,
+            bytes,
+            storage,
         });
     }
     Ok(())
