@@ -3,9 +3,10 @@
 
 use medtrain::deid::{IdKind, SiteKey};
 use medtrain::dicom::decode::PixelBuffer;
+use medtrain::dicom::series::ItemKind;
 use medtrain::pack::index::PackIndex;
 use medtrain::pack::shard::{PackedItem, ShardWriter};
-use medtrain::pack::tables::{ItemKind, SeriesRecord, SliceRecord};
+use medtrain::pack::tables::{SeriesRecord, SliceRecord};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -6,8 +6,9 @@
 
 use crate::common::run;
 use medtrain::backend::cpu::CpuBackend;
+use medtrain::backend::params::AxisMap;
 use medtrain::backend::{Backend, BatchNormParams, ConvParams, LinearParams};
-use medtrain::explain::cam::{self, interpolate_axes, AxisMap, CamShape, GradCamOps, Method, Upsample};
+use medtrain::explain::cam::{self, interpolate_axes, CamShape, GradCamOps, Method, Upsample};
 use medtrain::explain::layers::{cam_layers, grad_cam, grad_cam_layers, CamRequest};
 use medtrain::explain::mapback::SeriesGeometry;
 use medtrain::explain::overlay::{radiological_flips, render_slice, SliceView};
@@ -671,9 +672,9 @@ fn explain_layer_centres_are_where_each_cell_reads_the_input() {
             if stride == 4.0 {
                 // F.interpolate(align_corners=False) puts cell i at 4i + 1.5: the shift the
                 // centred up-sampling removes.
-                let m = cam::AxisMap::interpolate(l.dims[axis] as usize, hw);
-                let c = cam::AxisMap::centred(offset, stride);
-                let src = |m: cam::AxisMap, x: f32| m.scale * (x + m.before) + m.after;
+                let m = AxisMap::interpolate(l.dims[axis] as usize, hw);
+                let c = AxisMap::centred(offset, stride);
+                let src = |m: AxisMap, x: f32| m.scale * (x + m.before) + m.after;
                 let x = (offset + stride * 10.0) as f32;
                 assert!((src(c, x) - 10.0).abs() < 1e-6);
                 assert!((src(m, x) - (10.0 - 1.5 / 4.0)).abs() < 1e-6, "{}", src(m, x));

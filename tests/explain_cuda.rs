@@ -7,8 +7,9 @@ use crate::explain::cam_req;
 use crate::explain::{hand_built, values};
 use medtrain::backend::cpu::CpuBackend;
 use medtrain::backend::cuda::{probe, CudaBackend};
+use medtrain::backend::params::AxisMap;
 use medtrain::backend::{Backend, Dims3};
-use medtrain::explain::cam::{interpolate_axes, AxisMap, CamShape, GradCamOps, Method};
+use medtrain::explain::cam::{interpolate_axes, CamShape, GradCamOps, Method};
 use medtrain::explain::layers::{cam_layers, grad_cam};
 use medtrain::nn::Net;
 

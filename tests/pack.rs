@@ -5,9 +5,9 @@
 
 use crate::common::{key_file, reference_script, run, s, tempdir};
 use medtrain::deid::{IdKind, SiteKey};
+use medtrain::dicom::series::ItemKind;
 use medtrain::pack::index::PackIndex;
 use medtrain::pack::reader::ShardReader;
-use medtrain::pack::tables::ItemKind;
 use medtrain::phantom::{ct_volume, generate, PhantomConfig};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;

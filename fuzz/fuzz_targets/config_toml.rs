@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use medtrain::config::Config;
-use medtrain::train::config::Settings;
+use medtrain::settings::Settings;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

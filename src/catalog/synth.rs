@@ -5,10 +5,11 @@
 
 use super::{h5err, ioerr, CatalogError};
 use crate::deid::{IdKind, SiteKey};
+use crate::dicom::series::ItemKind;
 use crate::pack::format::write_shard_attrs;
 use crate::pack::index::{PackIndex, ShardEntry};
 use crate::pack::shard::hash_file;
-use crate::pack::tables::{write_tables, ItemKind, SeriesRecord, SliceRecord};
+use crate::pack::tables::{write_tables, SeriesRecord, SliceRecord};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;

@@ -5,7 +5,7 @@
 //! normalisation per map. Layouts: activations and gradients (N, C, D, H, W); maps (N, D, H, W).
 
 use crate::backend::cpu::CpuBackend;
-pub use crate::backend::params::AxisMap;
+use crate::backend::params::AxisMap;
 use crate::backend::{check_len, Backend, Dims3, Result};
 
 /// Shape of one layer's activation: batch, channels and spatial extents (D, H, W; 2D has D = 1).

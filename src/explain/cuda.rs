@@ -4,8 +4,9 @@
 
 use cudarc::driver::{CudaView, CudaViewMut};
 
-use super::cam::{AxisMap, CamShape, GradCamOps};
+use super::cam::{CamShape, GradCamOps};
 use crate::backend::cuda::{kernels, CudaBackend};
+use crate::backend::params::AxisMap;
 use crate::backend::{check_len, Dims3, Result};
 
 impl GradCamOps for CudaBackend {

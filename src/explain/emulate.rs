@@ -3,7 +3,8 @@
 //! index arithmetic checked without a GPU. The launch sequence is the one a CUDA `GradCamOps` uses:
 //! weights, weighted sum, up-sampling, then min/max and normalisation.
 
-use super::cam::{AxisMap, CamShape, Method};
+use super::cam::{CamShape, Method};
+use crate::backend::params::AxisMap;
 use crate::backend::Dims3;
 
 mod ffi {

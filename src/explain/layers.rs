@@ -4,7 +4,8 @@
 //! also knows where its cells sit on the input grid (receptive-field centres), so its maps can be
 //! up-sampled onto the features they came from.
 
-use super::cam::{interpolate_axes, AxisMap, CamShape, GradCamOps, Method, Upsample};
+use super::cam::{interpolate_axes, CamShape, GradCamOps, Method, Upsample};
+use crate::backend::params::AxisMap;
 use crate::backend::{BackendError, Dims3, Result};
 use crate::nn::graph::Op;
 use crate::nn::{ModelSpec, Net};

@@ -15,6 +15,6 @@ pub mod overlay;
 pub mod quality;
 pub mod truth;
 
-pub use cam::{AxisMap, CamShape, GradCamOps, Method, Upsample};
+pub use cam::{CamShape, GradCamOps, Method, Upsample};
 pub use layers::{cam_layers, grad_cam, grad_cam_layers, select_layers, CamBatch, CamLayer, CamRequest};
 pub use mapback::{map_to_pack, SeriesGeometry};

@@ -1,7 +1,7 @@
 //! Reading a shard: HDF5 for the attributes and tables only, `memmap2` for the pixels, which are
 //! used in place at the byte offset HDF5 reported (no copy before the transform).
 
-pub use super::format::dtype_size;
+use super::format::dtype_size;
 use super::format::{read_shard_header, HeaderError, SHARD_FORMAT_VERSION};
 use super::tables::{read_series, read_slices, SeriesRecord, SliceRecord, TableError};
 use memmap2::Mmap;

@@ -9,7 +9,7 @@ use hdf5::{Group, H5Type};
 pub type Key32 = FixedAscii<32>;
 pub type Code16 = FixedAscii<16>;
 
-pub use crate::dicom::series::ItemKind;
+use crate::dicom::series::ItemKind;
 
 /// Presentation attributes of a series (its first object), recorded so that training decides the
 /// intensity pipeline from the pack alone. LUT tables themselves are datasets of the shard

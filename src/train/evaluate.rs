@@ -4,7 +4,7 @@
 //! bootstrap over patients. Also the curves (PNG) and the run report.
 
 use super::baseline::brightest_lung_voxel;
-use super::metrics::{self, Aggregate, Interval};
+use super::metrics::{self, Interval};
 use super::plot::{self, Chart, Series};
 use crate::backend::Backend;
 use crate::catalog::view::Catalog;
@@ -12,6 +12,7 @@ use crate::data::{Dataset, Loader};
 use crate::dist::World;
 use crate::nn::Net;
 use crate::pack::reader::ShardReader;
+use crate::settings::Aggregate;
 use crate::settings::{Settings, Task};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

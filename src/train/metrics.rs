@@ -288,7 +288,7 @@ pub fn confusion(scores: &[f64], labels: &[bool], threshold: f64) -> Confusion {
     c
 }
 
-pub use crate::settings::Aggregate;
+use crate::settings::Aggregate;
 
 /// One aggregated group (a series or a patient).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -11,7 +11,3 @@ pub mod run;
 pub mod signals;
 pub mod tensorboard;
 pub mod watchdog;
-
-/// The settings moved to `crate::settings` (below `stage` and `plan`, which read them too); this old
-/// path stays for the fuzz target and outside users.
-pub use crate::settings as config;
