@@ -427,6 +427,15 @@ pub static SECTIONS: &[Section] = &[
                  `task = \"survival\"`).",
             ),
             key(
+                "tabular",
+                "array of strings",
+                "Tabular inputs fused late, as `\"label_set.column\"` (numeric label columns: age, \
+                 hand-crafted image features imported from a CSV). Standardised with the training \
+                 split's mean and standard deviation (kept in the checkpoint); a missing value is 0 \
+                 with a missing-indicator input of 1. The head is one linear layer over [pooled CNN \
+                 features, values, indicators]. Unset: images only.",
+            ),
+            key(
                 "augment",
                 "table",
                 "Random augmentation: see [`[data.augment]`](#dataaugment).",
@@ -888,58 +897,4 @@ pub fn slug(heading: &str) -> String {
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probe_reads_fields_and_variants() {
-        assert_eq!(
-            struct_fields::<ColumnConfig>(),
-            &["name", "column", "type"],
-            "renamed fields appear under their TOML name"
-        );
-        assert_eq!(enum_variants::<SamplerMode>(), &["global", "shard-local"]);
-        assert!(struct_fields::<Config>().contains(&"stage"));
-    }
-
-    #[test]
-    fn reference_is_complete() {
-        assert_eq!(problems(), Vec::<String>::new());
-    }
-
-    /// Defaults that live outside the config structs, written in [`SECTIONS`] by hand.
-    #[test]
-    fn hand_written_defaults_match_the_code() {
-        let pack = SECTIONS.iter().find(|s| s.header == "[pack]").unwrap();
-        let note = pack
-            .keys
-            .iter()
-            .find(|k| k.name == "shard_size")
-            .unwrap()
-            .default_note;
-        let text = note.unwrap().trim_matches('`');
-        assert_eq!(
-            crate::config::parse_size("shard_size", text).unwrap(),
-            crate::pack::run::DEFAULT_SHARD_BYTES
-        );
-    }
-
-    #[test]
-    fn floats_print_as_written() {
-        assert_eq!(inline_toml(&toml::Value::Float(2e-3f32 as f64)), "0.002");
-        assert_eq!(inline_toml(&toml::Value::Float(0.95)), "0.95");
-        assert_eq!(inline_toml(&toml::Value::Float(1e-8f32 as f64)), "1e-8");
-    }
-
-    #[test]
-    fn slugs_match_github() {
-        assert_eq!(slug("[data.augment]"), "dataaugment");
-        assert_eq!(
-            slug("`pack --from`: a DICOMweb archive"),
-            "pack---from-a-dicomweb-archive"
-        );
-    }
 }

@@ -309,6 +309,7 @@ impl Settings {
             stem_kernel: self.model.stem_kernel,
             stem_stride: self.model.stem_stride,
             stem_pool: self.model.stem_pool,
+            tabular: 2 * self.data.tabular.len() as u32,
         }
     }
 }

@@ -104,7 +104,8 @@ fn phantom_catalog(root: &Path) -> Manifests {
     }
 }
 
-/// An MR cohort of `n` patients with a series-level healing score, catalogued and split.
+/// An MR cohort of `n` patients with a series-level healing score and hand-crafted features,
+/// catalogued and split.
 fn mr_catalog(root: &Path, n: usize) -> (PathBuf, PathBuf) {
     let file = pydicom_file("MR_small.dcm");
     let p = |x: &str| root.join(x);
@@ -119,18 +120,20 @@ fn mr_catalog(root: &Path, n: usize) -> (PathBuf, PathBuf) {
         "--create-key",
     ]);
     ok(&["catalog", "build", s(&p("mr-pack")), "--out", s(&p("mr-catalog"))]);
-    ok(&[
-        "catalog",
-        "labels",
-        "import",
-        s(&p("mr/healing.csv")),
-        "--out",
-        s(&p("mr-catalog")),
-        "--name",
-        "healing",
-        "--key",
-        s(&p("mr.key")),
-    ]);
+    for name in ["healing", "features"] {
+        ok(&[
+            "catalog",
+            "labels",
+            "import",
+            s(&p(&format!("mr/{name}.csv"))),
+            "--out",
+            s(&p("mr-catalog")),
+            "--name",
+            name,
+            "--key",
+            s(&p("mr.key")),
+        ]);
+    }
     ok(&[
         "catalog",
         "split",

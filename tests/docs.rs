@@ -2,7 +2,9 @@
 //! generate, every config key is described, and every internal link and anchor of README.md and the
 //! manual (`docs/src/**/*.md`) resolves, so CI needs no mdbook.
 
-use medtrain::config_reference::{problems, render, slug, REGENERATE};
+use medtrain::config_reference::{
+    enum_variants, inline_toml, problems, render, slug, struct_fields, REGENERATE, SECTIONS,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -244,5 +246,52 @@ fn link_parser_finds_links_and_anchors() {
             .into_iter()
             .map(String::from)
             .collect()
+    );
+}
+
+#[test]
+fn probe_reads_fields_and_variants() {
+    use medtrain::catalog::cli::ColumnConfig;
+    use medtrain::config::Config;
+    use medtrain::data::sampler::SamplerMode;
+    assert_eq!(
+        struct_fields::<ColumnConfig>(),
+        &["name", "column", "type"],
+        "renamed fields appear under their TOML name"
+    );
+    assert_eq!(enum_variants::<SamplerMode>(), &["global", "shard-local"]);
+    assert!(struct_fields::<Config>().contains(&"stage"));
+}
+
+/// Defaults that live outside the config structs, written in `SECTIONS` by hand.
+#[test]
+fn hand_written_defaults_match_the_code() {
+    let pack = SECTIONS.iter().find(|s| s.header == "[pack]").unwrap();
+    let note = pack
+        .keys
+        .iter()
+        .find(|k| k.name == "shard_size")
+        .unwrap()
+        .default_note;
+    let text = note.unwrap().trim_matches('`');
+    assert_eq!(
+        medtrain::config::parse_size("shard_size", text).unwrap(),
+        medtrain::pack::run::DEFAULT_SHARD_BYTES
+    );
+}
+
+#[test]
+fn floats_print_as_written() {
+    assert_eq!(inline_toml(&toml::Value::Float(2e-3f32 as f64)), "0.002");
+    assert_eq!(inline_toml(&toml::Value::Float(0.95)), "0.95");
+    assert_eq!(inline_toml(&toml::Value::Float(1e-8f32 as f64)), "1e-8");
+}
+
+#[test]
+fn slugs_match_github() {
+    assert_eq!(slug("[data.augment]"), "dataaugment");
+    assert_eq!(
+        slug("`pack --from`: a DICOMweb archive"),
+        "pack---from-a-dicomweb-archive"
     );
 }

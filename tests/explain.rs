@@ -98,6 +98,7 @@ pub(crate) fn hand_built(with_bn: bool) -> ModelSpec {
             stem_kernel: 3,
             stem_stride: 1,
             stem_pool: false,
+            tabular: 0,
         },
         graph: g,
         params,
@@ -592,6 +593,7 @@ fn averaging_resnet(b: &CpuBackend, hw: u32) -> Net<CpuBackend> {
         stem_kernel: 5,
         stem_stride: 2,
         stem_pool: false,
+        tabular: 0,
     };
     let spec = medtrain::nn::build(&cfg, 1, [1, hw, hw]);
     let mut params = vec![0.0f32; spec.params.len()];

@@ -22,6 +22,7 @@ mod doctor;
 mod explain;
 mod explain_cuda;
 mod faults;
+mod fusion;
 mod intensity;
 mod pack;
 mod pacs;

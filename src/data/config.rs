@@ -75,6 +75,12 @@ pub struct DataConfig {
     pub windows: Vec<[f32; 2]>,
     /// Targets as "label_set.column", in order.
     pub labels: Vec<String>,
+    /// Tabular inputs fused late into the model's head, as "label_set.column" (numeric label
+    /// columns, e.g. age or hand-crafted image features imported from a CSV). Standardised with the
+    /// training split's mean and standard deviation; a missing value is 0 with a missing-indicator
+    /// input of 1, so the model gets 2 inputs per column.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tabular: Vec<String>,
     pub augment: AugmentConfig,
     /// Read shards from this directory (same file names) instead of the catalogued paths.
     pub shard_dir: Option<PathBuf>,
@@ -95,6 +101,7 @@ impl Default for DataConfig {
             spacing_mm: None,
             windows: vec![DEFAULT_WINDOW],
             labels: Vec::new(),
+            tabular: Vec::new(),
             augment: AugmentConfig::default(),
             shard_dir: None,
             intensity: IntensityConfig::default(),
@@ -173,14 +180,16 @@ impl DataConfig {
                 format!("{} slices each side is too many", self.context),
             ));
         }
-        for l in &self.labels {
-            if l.split_once('.')
-                .is_none_or(|(s, c)| s.is_empty() || c.is_empty())
-            {
-                return Err(bad(
-                    "data.labels",
-                    format!("{l:?} is not of the form \"set.column\""),
-                ));
+        for (key, names) in [("data.labels", &self.labels), ("data.tabular", &self.tabular)] {
+            for (k, l) in names.iter().enumerate() {
+                if l.split_once('.')
+                    .is_none_or(|(s, c)| s.is_empty() || c.is_empty())
+                {
+                    return Err(bad(key, format!("{l:?} is not of the form \"set.column\"")));
+                }
+                if names[..k].contains(l) {
+                    return Err(bad(key, format!("{l:?} is listed twice")));
+                }
             }
         }
         if self.fit && (self.mode.is_3d() || self.spacing_mm.is_some()) {

@@ -8,11 +8,12 @@
 
 use super::config::{DataConfig, SampleMode};
 use super::intensity::{plan, IntensityConfig, Luts, Norm, Pipeline, Plan, Recorded};
+use super::targets::{resolve_targets, TabularStats, Target};
 use super::transform::{resample, Augmentation, Grid, Mapped, Volume};
 use super::DataError;
 use crate::catalog::columns::{cell_text, Level};
 use crate::catalog::split::Manifest;
-use crate::catalog::view::{Catalog, LABEL_PRESENT};
+use crate::catalog::view::Catalog;
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs;
@@ -55,16 +56,16 @@ pub struct SampleTransform {
 }
 
 /// One series used by the split, resolved from the catalog's series table.
-struct SeriesInfo {
-    row: u32,
-    patient_row: u32,
-    shard: u32,        // catalog shard index
-    map: usize,        // index into Dataset::shards
-    offset: u64,       // bytes into the shard
-    length: u64,       // bytes
-    shape: [usize; 3], // (slices, rows, cols)
-    spacing: [f64; 3], // mm (slice, row, col)
-    slice_start: u64,
+pub(super) struct SeriesInfo {
+    pub(super) row: u32,
+    pub(super) patient_row: u32,
+    shard: u32,                   // catalog shard index
+    map: usize,                   // index into Dataset::shards
+    offset: u64,                  // bytes into the shard
+    length: u64,                  // bytes
+    pub(super) shape: [usize; 3], // (slices, rows, cols)
+    spacing: [f64; 3],            // mm (slice, row, col)
+    pub(super) slice_start: u64,
     dataset: String,
     /// How its stored values become intensities, decided from the recorded columns at open.
     plan: Plan,
@@ -75,17 +76,11 @@ struct SeriesInfo {
 }
 
 /// Consecutive samples of one series with consecutive slices.
-struct Segment {
-    first: usize, // first sample index
-    series: u32,  // index into Dataset::series
+pub(super) struct Segment {
+    first: usize,           // first sample index
+    pub(super) series: u32, // index into Dataset::series
     first_slice: u32,
     first_row: Option<u64>, // catalog slice row of the first sample (slice level)
-}
-
-struct Target {
-    set: usize, // index into catalog.labels
-    column: String,
-    level: Level,
 }
 
 /// One shard used by the split: its path (after `shard_dir`), the series it holds (indices into
@@ -97,14 +92,17 @@ struct ShardMap {
 }
 
 pub struct Dataset {
-    cfg: DataConfig,
+    pub(super) cfg: DataConfig,
     level: Level,
-    catalog: Catalog,
-    series: Vec<SeriesInfo>,
+    pub(super) catalog: Catalog,
+    pub(super) series: Vec<SeriesInfo>,
     segments: Vec<Segment>,
     len: usize,
     shards: Vec<ShardMap>,
     targets: Vec<Target>,
+    /// Tabular inputs (`[data] tabular`) and the statistics that standardise them.
+    pub(super) tabular: Vec<Target>,
+    pub(super) tabular_stats: Option<TabularStats>,
     /// Output spacing (z, y, x) when configured.
     spacing: Option<[f64; 3]>,
     source: Option<ShardSource>,
@@ -219,6 +217,8 @@ impl Dataset {
             cfg: cfg.clone(),
             level,
             targets: resolve_targets(&catalog, &cfg.labels)?,
+            tabular: resolve_targets(&catalog, &cfg.tabular)?,
+            tabular_stats: None,
             spacing: cfg.spacing_mm.as_ref().map(|s| match s.as_slice() {
                 [r, c] => [1.0, *r, *c],
                 [z, r, c] => [*z, *r, *c],
@@ -340,7 +340,7 @@ impl Dataset {
     }
 
     /// (segment, slice index, slice row) of sample `i`.
-    fn locate(&self, i: usize) -> (&Segment, u32, Option<u64>) {
+    pub(super) fn locate(&self, i: usize) -> (&Segment, u32, Option<u64>) {
         let at = self.segments.partition_point(|s| s.first <= i) - 1;
         let seg = &self.segments[at];
         let k = (i - seg.first) as u32;
@@ -384,25 +384,6 @@ impl Dataset {
             let value = self.label(t, s, slice_row);
             *o = value.unwrap_or(0.0) as f32;
             *m = if value.is_some() { 1.0 } else { 0.0 };
-        }
-    }
-
-    fn label(&self, t: &Target, s: &SeriesInfo, slice_row: Option<u64>) -> Option<f64> {
-        let set = &self.catalog.labels[t.set];
-        let values = set.values(&t.column).unwrap_or(&[]);
-        let states = set.states(&t.column).unwrap_or(&[]);
-        let at = |row: u64| match states.get(row as usize) {
-            Some(&LABEL_PRESENT) => values.get(row as usize).copied().filter(|v| !v.is_nan()),
-            _ => None,
-        };
-        match (t.level, slice_row) {
-            (Level::Slice, Some(row)) => at(row),
-            (Level::Slice, None) => {
-                let rows = s.slice_start..s.slice_start + s.shape[0] as u64;
-                rows.filter_map(at).reduce(f64::max)
-            }
-            (Level::Series, _) => at(s.row as u64),
-            (Level::Patient, _) => at(s.patient_row as u64),
         }
     }
 
@@ -690,56 +671,6 @@ fn series_info(cat: &Catalog, row: u32, intensity: &IntensityConfig) -> Result<S
         luts: OnceLock::new(),
         norms: OnceLock::new(),
     })
-}
-
-fn resolve_targets(cat: &Catalog, labels: &[String]) -> Result<Vec<Target>, DataError> {
-    labels
-        .iter()
-        .map(|name| {
-            let err = |reason: String| DataError::Label {
-                name: name.clone(),
-                reason,
-            };
-            let (set_name, column) = name
-                .split_once('.')
-                .ok_or_else(|| err("expected \"set.column\"".into()))?;
-            let set = cat
-                .labels
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| l.meta.name == set_name)
-                .max_by_key(|(_, l)| l.meta.version)
-                .map(|(i, _)| i)
-                .ok_or_else(|| {
-                    let mut known: Vec<&str> = cat.labels.iter().map(|l| l.meta.name.as_str()).collect();
-                    known.dedup();
-                    err(format!(
-                        "no label set {set_name} in the catalog (it has {known:?})"
-                    ))
-                })?;
-            let ls = &cat.labels[set];
-            if ls.column(column).is_none() {
-                let cols: Vec<&str> = ls.meta.columns.iter().map(|c| c.name.as_str()).collect();
-                return Err(err(format!(
-                    "label set {set_name} has no column {column} (it has {cols:?})"
-                )));
-            }
-            let (values, states) = (ls.values(column)?, ls.states(column)?);
-            if values.len() != states.len() {
-                return Err(err(format!(
-                    "{} values but {} states in {}",
-                    values.len(),
-                    states.len(),
-                    ls.file.path.display()
-                )));
-            }
-            Ok(Target {
-                set,
-                column: column.to_string(),
-                level: ls.meta.level,
-            })
-        })
-        .collect()
 }
 
 /// Checks one shard file against the byte ranges the catalog recorded for `series`, asks HDF5

@@ -19,6 +19,7 @@ pub struct Batch {
     pub input: Vec<f32>,   // (batch, C, D, H, W)
     pub targets: Vec<f32>, // (batch, targets)
     pub mask: Vec<f32>,    // (batch, targets); 0 = unknown label or padding
+    pub tabular: Vec<f32>, // (batch, tabular inputs); see `Dataset::tabular`
     pub samples: Vec<usize>,
     pub transforms: Vec<SampleTransform>,
     pub valid: usize,
@@ -148,6 +149,8 @@ impl Producer {
         b.input.resize(n * len, 0.0);
         b.targets.resize(n * nt, 0.0);
         b.mask.resize(n * nt, 0.0);
+        let nx = ds.tabular_len();
+        b.tabular.resize(n * nx, 0.0);
         let augment = self.augment;
         b.input
             .par_chunks_mut(len)
@@ -164,6 +167,7 @@ impl Producer {
                 &mut b.mask[k * nt..(k + 1) * nt],
             );
             ds.target(i, t, m);
+            ds.tabular(i, &mut b.tabular[k * nx..(k + 1) * nx])?;
             if k >= b.valid {
                 m.fill(0.0);
             }

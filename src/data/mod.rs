@@ -7,12 +7,14 @@ pub mod dataset;
 pub mod intensity;
 pub mod loader;
 pub mod sampler;
+pub mod targets;
 pub mod transform;
 
 pub use config::{AugmentConfig, DataConfig, SampleMode};
 pub use dataset::{Dataset, SampleMeta, SampleTransform, SeriesVolume};
 pub use intensity::IntensityConfig;
 pub use loader::{Batch, Loader};
+pub use targets::TabularStats;
 
 use std::path::PathBuf;
 

@@ -270,6 +270,7 @@ mod tests {
             stem_kernel: 3,
             stem_stride: 2,
             stem_pool: true,
+            tabular: 0,
         };
         let b = CpuBackend;
         let mut net = Net::new(&b, build(&cfg, 1, [1, 32, 32]), 7).unwrap();

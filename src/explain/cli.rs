@@ -8,7 +8,7 @@ use super::cam::{GradCamOps, Method, Upsample};
 use super::layers::{grad_cam_layers, select_layers, CamLayer, CamRequest};
 use super::mapback::map_to_pack;
 use super::overlay::{self, SliceView};
-use super::quality::{self, SanityCheck};
+use super::quality::{self, mean, median, LayerQuality, SanityCheck, SeriesQuality};
 use super::truth::{lesion_mask, series_geometry, LesionTruth};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
@@ -20,7 +20,9 @@ use crate::exit::{usage, Failure, EXIT_OK};
 use crate::nn::Net;
 use crate::runtime::{open_gpu, resolve_device, Device};
 use crate::settings::{Settings, Task};
-use crate::train::cli::{eval_overrides, find_checkpoint, load_net, recorded_path, settings_of};
+use crate::train::cli::{
+    eval_overrides, find_checkpoint, load_net, recorded_path, settings_of, with_tabular,
+};
 use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -345,8 +347,23 @@ impl<B: GradCamOps> Ctx<'_, B> {
         Ok(scores)
     }
 
-    /// The network input of one sample (as the explain pass saw it).
-    fn sample_input(&self, sample: usize) -> Result<Vec<f32>, Failure> {
+    /// The model's tabular input for a batch of `samples` (rows past the end repeat the last).
+    fn set_tabular(&mut self, samples: &[usize]) -> Result<(), Failure> {
+        let k = self.ds.tabular_len();
+        let mut t = vec![0.0f32; self.batch * k];
+        if k > 0 {
+            for (row, slot) in t.chunks_exact_mut(k).enumerate() {
+                self.ds
+                    .tabular(samples[row.min(samples.len() - 1)], slot)
+                    .map_err(job)?;
+            }
+        }
+        self.net.set_tabular(self.b, &t).map_err(job)
+    }
+
+    /// The network input of one sample (as the explain pass saw it); the tabular input follows it.
+    fn sample_input(&mut self, sample: usize) -> Result<Vec<f32>, Failure> {
+        self.set_tabular(&[sample])?;
         let mut x = vec![0.0f32; self.ds.sample_len()];
         self.ds.load(sample, None, &mut x).map_err(job)?;
         Ok(x)
@@ -385,6 +402,7 @@ impl<B: GradCamOps> Ctx<'_, B> {
                     ts.push(t);
                 }
             }
+            self.set_tabular(chunk)?;
             let req = CamRequest {
                 method,
                 normalise: false,
@@ -417,59 +435,6 @@ impl<B: GradCamOps> Ctx<'_, B> {
             layers: maps,
         })
     }
-}
-
-/// Quality of one series' map against its lesions.
-#[derive(Clone, Debug, Serialize)]
-struct SeriesQuality {
-    series_key: String,
-    score: f64,
-    hit: Option<bool>,
-    /// The map's maximum (slice, row, col) in the pack volume and its distance to the lesion (mm).
-    peak: Option<quality::Peak>,
-    energy_inside: Option<f64>,
-    deletion_auc: f64,
-    insertion_auc: f64,
-}
-
-/// Quality of one layer over a split.
-#[derive(Clone, Debug, Serialize)]
-pub struct LayerQuality {
-    pub method: String,
-    pub layer: String,
-    pub node: usize,
-    /// In-plane input pixels between neighbouring cells of the layer: a bilinearly up-sampled map
-    /// peaks on a cell centre, so its maximum can sit up to half this (per axis) from a lesion
-    /// centre however well the model localises.
-    pub cell_px: f64,
-    pub series: usize,
-    pub hits: usize,
-    pub hit_rate: Option<f64>,
-    /// Wilson 95% interval of the hit rate.
-    pub hit_rate_ci: Option<[f64; 2]>,
-    /// Median distance (mm) from each series' map maximum to its nearest lesion voxel.
-    pub median_distance_mm: Option<f64>,
-    pub energy_inside: Option<f64>,
-    pub deletion_auc: Option<f64>,
-    pub insertion_auc: Option<f64>,
-}
-
-fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
-    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    (n > 0).then(|| s / n as f64)
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
 }
 
 /// Quality of layer `layer` of a series' maps against its lesion mask.
@@ -584,7 +549,8 @@ fn best_layer(rows: &[LayerQuality]) -> Option<usize> {
 }
 
 fn open_split(p: &Plan, split: &str) -> Result<Dataset, Failure> {
-    Dataset::open(&p.catalog, &p.manifest, split, &p.settings.data).map_err(usage)
+    let ds = Dataset::open(&p.catalog, &p.manifest, split, &p.settings.data).map_err(usage)?;
+    with_tabular(ds, &p.ck.state)
 }
 
 fn new_ctx<'a, B: GradCamOps>(b: &'a B, p: &Plan, ds: &'a Dataset) -> Result<Ctx<'a, B>, Failure> {

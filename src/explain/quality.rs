@@ -3,6 +3,7 @@
 //! grid (D, H, W) with a voxel spacing in mm.
 
 use crate::backend::Dims3;
+use serde::Serialize;
 
 /// A ball in the grid's millimetre frame (z, y, x measured from voxel (0, 0, 0)).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -248,4 +249,57 @@ pub fn sanity_check(stages: &[Vec<Vec<f32>>]) -> SanityCheck {
     let first_random = correlations.get(1).copied().unwrap_or(1.0);
     let passed = correlations.len() > 1 && last < MAX_FINAL_CORRELATION && last <= first_random + 0.05;
     SanityCheck { correlations, passed }
+}
+
+/// Quality of one series' map against its lesions.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct SeriesQuality {
+    pub(crate) series_key: String,
+    pub(crate) score: f64,
+    pub(crate) hit: Option<bool>,
+    /// The map's maximum (slice, row, col) in the pack volume and its distance to the lesion (mm).
+    pub(crate) peak: Option<Peak>,
+    pub(crate) energy_inside: Option<f64>,
+    pub(crate) deletion_auc: f64,
+    pub(crate) insertion_auc: f64,
+}
+
+/// Quality of one layer over a split.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerQuality {
+    pub method: String,
+    pub layer: String,
+    pub node: usize,
+    /// In-plane input pixels between neighbouring cells of the layer: a bilinearly up-sampled map
+    /// peaks on a cell centre, so its maximum can sit up to half this (per axis) from a lesion
+    /// centre however well the model localises.
+    pub cell_px: f64,
+    pub series: usize,
+    pub hits: usize,
+    pub hit_rate: Option<f64>,
+    /// Wilson 95% interval of the hit rate.
+    pub hit_rate_ci: Option<[f64; 2]>,
+    /// Median distance (mm) from each series' map maximum to its nearest lesion voxel.
+    pub median_distance_mm: Option<f64>,
+    pub energy_inside: Option<f64>,
+    pub deletion_auc: Option<f64>,
+    pub insertion_auc: Option<f64>,
+}
+
+pub(crate) fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| s / n as f64)
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }

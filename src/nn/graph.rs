@@ -1,5 +1,6 @@
-//! A model as a list of nodes over numbered tensors (tensor 0 is the input). Each node's output is a
-//! new tensor, so the list is already in topological order and backward is the list reversed.
+//! A model as a list of nodes over numbered tensors (tensor 0 is the image input; tensor 1, when the
+//! model has one, its tabular input). Each node's output is a new tensor, so the list is already in
+//! topological order and backward is the list reversed.
 
 use crate::backend::{BatchNormParams, ConvParams, LinearParams, PoolParams};
 
@@ -49,6 +50,8 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Element count of each tensor.
     pub tensor_len: Vec<usize>,
+    /// Tensors `0..inputs` are fed by the caller (no node produces them, none needs a gradient).
+    pub inputs: usize,
 }
 
 impl Graph {
@@ -56,7 +59,19 @@ impl Graph {
         Self {
             nodes: Vec::new(),
             tensor_len: vec![len],
+            inputs: 1,
         }
+    }
+    /// Adds another input tensor of `len` elements (before any node); returns it.
+    pub fn add_input(&mut self, len: usize) -> TensorId {
+        assert!(self.nodes.is_empty(), "inputs come before the first node");
+        self.tensor_len.push(len);
+        self.inputs += 1;
+        self.tensor_len.len() - 1
+    }
+    /// Whether `id` is fed by the caller rather than computed.
+    pub fn is_input(&self, id: TensorId) -> bool {
+        id < self.inputs
     }
     /// Appends a node producing a new tensor of `len` elements; returns that tensor.
     pub fn push(&mut self, op: Op, inputs: &[TensorId], len: usize) -> TensorId {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::graph::{Node, Op};
 use super::init::init_params;
-use super::resnet::ModelSpec;
+use super::resnet::{ModelSpec, TABULAR_INPUT};
 use crate::backend::{check_len, Backend, DropoutParams, Result};
 
 pub struct Net<B: Backend> {
@@ -28,6 +28,8 @@ pub struct Net<B: Backend> {
     /// The seed the last forward used, which backward regenerates the masks from.
     last_dropout_seed: u64,
     training: bool,
+    /// Whether the tabular input has been given (models with one refuse to run before it is).
+    tabular_set: bool,
     /// Seconds spent per node (forward, backward), summed over passes, when profiling is on.
     pub profile: Option<Vec<(f64, f64)>>,
 }
@@ -69,6 +71,7 @@ impl<B: Backend> Net<B> {
             dropout_seed: seed ^ 0xD50F_0057,
             last_dropout_seed: 0,
             training: true,
+            tabular_set: false,
             profile: None,
             spec,
         })
@@ -83,6 +86,25 @@ impl<B: Backend> Net<B> {
         self.spec.graph.tensor_len[0]
     }
 
+    /// Tabular values per batch row the model fuses late (0 when it takes none).
+    pub fn tabular_len(&self) -> usize {
+        match self.spec.graph.inputs {
+            0 | 1 => 0,
+            _ => self.spec.graph.tensor_len[TABULAR_INPUT],
+        }
+    }
+
+    /// Sets the tabular input (batch × `tabular_len` values, row-major) that the following forward
+    /// passes use, until it is set again.
+    pub fn set_tabular(&mut self, b: &B, values: &[f32]) -> Result<()> {
+        check_len("model forward", "tabular input", self.tabular_len(), values.len())?;
+        if !values.is_empty() {
+            b.upload_into(values, b.view_mut(&mut self.acts[TABULAR_INPUT], 0..values.len()))?;
+        }
+        self.tabular_set = true;
+        Ok(())
+    }
+
     /// The model output (logits or risk scores) of the last forward.
     pub fn output(&self) -> &B::Buf {
         &self.acts[self.spec.graph.output()]
@@ -92,6 +114,15 @@ impl<B: Backend> Net<B> {
     pub fn forward(&mut self, b: &B, input: &[f32], training: bool) -> Result<()> {
         self.training = training;
         check_len("model forward", "input", self.input_len(), input.len())?;
+        if self.tabular_len() > 0 && !self.tabular_set {
+            return Err(crate::backend::BackendError::Params {
+                op: "model forward",
+                reason: format!(
+                    "the model fuses {} tabular values per sample and none were given",
+                    self.spec.config.tabular
+                ),
+            });
+        }
         // Into the buffer allocated once: no device allocation per step.
         b.upload_into(input, b.view_mut(&mut self.acts[0], 0..input.len()))?;
         self.last_dropout_seed = self.dropout_seed;
@@ -275,7 +306,7 @@ impl<B: Backend> Net<B> {
             dilation: [1; 3],
         };
         let x_id = node.inputs[0];
-        if x_id == 0 {
+        if self.spec.graph.is_input(x_id) {
             return Ok(());
         }
         let fresh = !self.written[x_id];
@@ -322,8 +353,8 @@ impl<B: Backend> Net<B> {
     fn backward_node(&mut self, b: &B, index: usize) -> Result<()> {
         let node = self.spec.graph.nodes[index].clone();
         let x_id = node.inputs[0];
-        // The input image needs no gradient.
-        let wants_dx = x_id != 0;
+        // The inputs (image, tabular values) need no gradient.
+        let wants_dx = !self.spec.graph.is_input(x_id);
         let fresh = !self.written[x_id];
         let joins_residual = self.backward_op(b, index, &node, fresh)?;
         if joins_residual {
@@ -341,7 +372,7 @@ impl<B: Backend> Net<B> {
     fn backward_op(&mut self, b: &B, index: usize, node: &Node, fresh: bool) -> Result<bool> {
         let lens = &self.spec.graph.tensor_len;
         let x_id = node.inputs[0];
-        let wants_dx = x_id != 0;
+        let wants_dx = !self.spec.graph.is_input(x_id);
         let (grads_before, grads_after) = self.act_grads.split_at_mut(node.output);
         let dy = b.view(&grads_after[0], 0..lens[node.output]);
         let x = b.view(&self.acts[x_id], 0..lens[x_id]);

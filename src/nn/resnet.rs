@@ -23,6 +23,14 @@ pub struct ResNetConfig {
     pub stem_stride: u32,
     /// torchvision's 3×3 stride-2 max pool after the stem.
     pub stem_pool: bool,
+    /// Tabular inputs fused late (0: none): the head is `fc(pooled) + fc_tabular(tabular)`, which is
+    /// one linear layer over the concatenation [pooled, tabular] with its weight split in two.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tabular: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl ResNetConfig {
@@ -43,6 +51,7 @@ impl ResNetConfig {
             stem_kernel: 7,
             stem_stride: 2,
             stem_pool: true,
+            tabular: 0,
         }
     }
     /// 3D ResNet-style CNN: three stages of two BasicBlocks (widths w, 2w, 4w), stride-2 stem.
@@ -56,6 +65,7 @@ impl ResNetConfig {
             stem_kernel: 7,
             stem_stride: 2,
             stem_pool: true,
+            tabular: 0,
         }
     }
 }
@@ -210,24 +220,53 @@ impl Builder<'_> {
             .params
             .push("fc.weight", &[p.out_features as usize, c as usize]);
         let bias = self.spec.params.push("fc.bias", &[p.out_features as usize]);
-        self.spec.graph.push(
+        let out_len = (self.n * p.out_features) as usize;
+        let image = self.spec.graph.push(
             Op::Linear {
                 p,
                 weight,
                 bias: Some(bias),
             },
             &[pooled],
-            (self.n * p.out_features) as usize,
+            out_len,
         );
+        if self.cfg.tabular > 0 {
+            let p = LinearParams {
+                in_features: self.cfg.tabular,
+                ..p
+            };
+            let weight = self.spec.params.push(
+                "fc_tabular.weight",
+                &[p.out_features as usize, p.in_features as usize],
+            );
+            let tabular = self.spec.graph.push(
+                Op::Linear {
+                    p,
+                    weight,
+                    bias: None,
+                },
+                &[TABULAR_INPUT],
+                out_len,
+            );
+            self.spec.graph.push(Op::Add, &[image, tabular], out_len);
+        }
     }
 }
+
+/// The tensor of a model's tabular input (`n × tabular` values), when it has one.
+pub const TABULAR_INPUT: TensorId = 1;
 
 /// Builds the model for a batch of `n` inputs of extent `dims` (depth 1 for 2D).
 pub fn build(cfg: &ResNetConfig, n: u32, dims: Dims3) -> ModelSpec {
     let input_len = (n * cfg.in_channels) as usize * dims.iter().map(|&d| d as usize).product::<usize>();
+    let mut graph = Graph::with_input(input_len);
+    if cfg.tabular > 0 {
+        let id = graph.add_input((n * cfg.tabular) as usize);
+        debug_assert_eq!(id, TABULAR_INPUT);
+    }
     let spec = ModelSpec {
         config: cfg.clone(),
-        graph: Graph::with_input(input_len),
+        graph,
         params: NamedTable::default(),
         buffers: NamedTable::default(),
     };

@@ -273,6 +273,16 @@ pub(crate) fn settings_of(state: &TrainState) -> Result<Settings, Failure> {
         .map_err(|e| usage(format!("checkpoint settings: {e}")))
 }
 
+/// Gives `ds` the tabular standardisation the checkpoint's run fitted on its training split.
+pub(crate) fn with_tabular(mut ds: Dataset, state: &TrainState) -> Result<Dataset, Failure> {
+    if ds.tabular_len() > 0 {
+        let stats = serde_json::from_value(state.extra["tabular"].clone())
+            .map_err(|e| usage(format!("checkpoint: no tabular standardisation ({e})")))?;
+        ds.set_tabular_stats(stats).map_err(usage)?;
+    }
+    Ok(ds)
+}
+
 pub(crate) fn recorded_path(state: &TrainState, key: &str) -> Option<PathBuf> {
     state.extra[key].as_str().map(PathBuf::from)
 }
@@ -361,6 +371,13 @@ pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
     let mut settings = settings_of(&ck.state)?;
     eval_overrides(args.config.as_deref(), &mut settings)?;
     let packs = args.inputs[1..].to_vec();
+    if !settings.data.tabular.is_empty() {
+        return Err(usage(format!(
+            "predict on new packs has no label sets for the model's tabular inputs ({}): import them \
+             into a catalog, split it and use eval",
+            settings.data.tabular.join(", ")
+        )));
+    }
     let device = resolve_device(&args.device)?;
     let world = init_world()?;
     let _span = tracing::info_span!("rank", r = world.rank()).entered();
@@ -398,7 +415,8 @@ impl OnBackend for EvalJob<'_> {
             catalog,
             manifest,
         } = self;
-        let ds = Arc::new(Dataset::open(catalog, manifest, &args.split, &settings.data).map_err(usage)?);
+        let ds = Dataset::open(catalog, manifest, &args.split, &settings.data).map_err(usage)?;
+        let ds = Arc::new(with_tabular(ds, &ck.state)?);
         let mut net = load_net(b, ck, settings, &ds)?;
         let preds = evaluate::predict_dataset(
             b,

@@ -46,6 +46,8 @@ pub fn predict_dataset<B: Backend>(
         let mut loader = Loader::new(ds.clone(), mine, batch, 0, None, 2);
         while let Some(next) = loader.next() {
             let batch_data = next.map_err(|e| e.to_string())?;
+            net.set_tabular(b, &batch_data.tabular)
+                .map_err(|e| e.to_string())?;
             net.forward(b, &batch_data.input, false)
                 .map_err(|e| e.to_string())?;
             let out = b

@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod plot;
 pub mod run;
 pub mod signals;
+mod staging;
 pub mod tensorboard;
 pub mod watchdog;

@@ -14,6 +14,7 @@
 use super::evaluate::{self, EvalReport};
 use super::faults::{Fault, FaultKind};
 use super::signals;
+use super::staging::{staging_stats, start_background};
 use super::watchdog::{Phase, Watchdog};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BceParams, RegressionLoss};
@@ -26,7 +27,7 @@ use crate::dist::World;
 use crate::nn::{build, Net};
 use crate::optim::{clip_grad_norm_with, LrSchedule, Optimizer, ScheduleKind};
 use crate::settings::{OnNonfinite, Settings, Task};
-use crate::stage::background::{AsyncOptions, BackgroundStage, CopierReport, Fallback};
+use crate::stage::background::{AsyncOptions, Fallback};
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -364,29 +365,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let manifest = Manifest::load(&opts.manifest).map_err(|e| TrainError::Usage(e.to_string()))?;
     let manifest_hash = manifest_hash(&opts.manifest)?;
     let settings_hash = trajectory_hash(s);
-    // Staged shards: a node holds only the shards it reads, so each is mapped on first use.
-    let lazy = s.data.shard_dir.is_some() || opts.stage_async.is_some();
-    let open = |split: &str| {
-        let ds = match lazy {
-            true => Dataset::open_lazy(&opts.catalog, &manifest, split, &s.data),
-            false => Dataset::open(&opts.catalog, &manifest, split, &s.data),
-        };
-        ds.map_err(|e| TrainError::Usage(e.to_string()))
-    };
-    let mut train_ds = open(&t.train_split)?;
-    if train_ds.len() == 0 {
-        return Err(TrainError::Usage(format!(
-            "split {:?} of {} has no samples",
-            t.train_split,
-            opts.manifest.display()
-        )));
-    }
-    let mut val_ds = if manifest.splits.iter().any(|p| p.name == t.val_split) {
-        Some(open(&t.val_split)?)
-    } else {
-        tracing::warn!(split = %t.val_split, "no validation split in the manifest: metrics are skipped");
-        None
-    };
+    let (mut train_ds, mut val_ds) = open_splits(opts, &manifest)?;
     let background = match &opts.stage_async {
         Some(a) => {
             let bg = start_background(world, opts, a, &train_ds, val_ds.as_ref(), started)?;
@@ -398,6 +377,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         }
         None => None,
     };
+    let tabular = crate::data::targets::standardise(&mut train_ds, val_ds.as_mut())
+        .map_err(|e| TrainError::Usage(e.to_string()))?;
     let train_ds = Arc::new(train_ds);
     let val_ds = val_ds.map(Arc::new);
 
@@ -435,6 +416,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             "settings": s,
             "catalog": opts.catalog,
             "manifest": opts.manifest,
+            "tabular": tabular,
         }),
     };
     let resume_from = match &opts.resume {
@@ -675,6 +657,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                         b.upload_into(&state_start, b.view_mut(&mut net.state, 0..slen))
                             .map_err(failed)?;
                     }
+                    net.set_tabular(b, &batch.tabular).map_err(failed)?;
                     net.forward(b, &batch.input, true).map_err(failed)?;
                     let (loss, weight) = micro_batch_loss(
                         b,
@@ -1024,6 +1007,36 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
 
 /// Whether `metrics.jsonl` under `out` already holds the line of `epoch` ending at `global_step`
 /// (written after the checkpoint that ended the epoch, before the run was interrupted): Some with the
+
+/// The training split (not empty) and the validation split, when the manifest has one. Staged
+/// shards: a node holds only the shards it reads, so each is mapped on first use.
+fn open_splits(opts: &TrainOptions, manifest: &Manifest) -> Result<(Dataset, Option<Dataset>), TrainError> {
+    let (s, t) = (&opts.settings, &opts.settings.train);
+    let lazy = s.data.shard_dir.is_some() || opts.stage_async.is_some();
+    let open = |split: &str| {
+        let ds = match lazy {
+            true => Dataset::open_lazy(&opts.catalog, manifest, split, &s.data),
+            false => Dataset::open(&opts.catalog, manifest, split, &s.data),
+        };
+        ds.map_err(|e| TrainError::Usage(e.to_string()))
+    };
+    let train_ds = open(&t.train_split)?;
+    if train_ds.len() == 0 {
+        return Err(TrainError::Usage(format!(
+            "split {:?} of {} has no samples",
+            t.train_split,
+            opts.manifest.display()
+        )));
+    }
+    let val_ds = if manifest.splits.iter().any(|p| p.name == t.val_split) {
+        Some(open(&t.val_split)?)
+    } else {
+        tracing::warn!(split = %t.val_split, "no validation split in the manifest: metrics are skipped");
+        None
+    };
+    Ok((train_ds, val_ds))
+}
+
 /// line's evaluation if so. Rank 0 reads the file and tells the others. A collective.
 fn logged_epoch(world: &World, out: &Path, epoch: u64, global_step: u64) -> Option<Option<EvalReport>> {
     let mut found = None;
@@ -1038,120 +1051,4 @@ fn logged_epoch(world: &World, out: &Path, epoch: u64, global_step: u64) -> Opti
     let mut flag = [if found.is_some() { 1.0f32 } else { 0.0 }];
     world.broadcast_f32(0, &mut flag);
     (flag[0] != 0.0).then(|| found.flatten())
-}
-
-/// Plans this node's staging exactly as `stage` does, prepares the job directory (refusing early when
-/// the local disk cannot hold the plan), and starts this rank's copier. A collective.
-fn start_background(
-    world: &World,
-    opts: &TrainOptions,
-    a: &AsyncOptions,
-    train: &Dataset,
-    val: Option<&Dataset>,
-    origin: Instant,
-) -> Result<BackgroundStage, TrainError> {
-    use crate::stage::{cli, copy, plan};
-    if opts.settings.data.shard_dir.is_some() {
-        return Err(TrainError::Usage(
-            "--stage-async reads shards from its staging directory: do not also give --shard-dir or \
-             [data] shard_dir"
-                .into(),
-        ));
-    }
-    let state = crate::catalog::state::CatalogState::load(&opts.catalog)
-        .map_err(|e| TrainError::Usage(format!("{}: {e}", opts.catalog.display())))?
-        .ok_or_else(|| {
-            TrainError::Usage(format!(
-                "{}: not a catalog (no catalog.json)",
-                opts.catalog.display()
-            ))
-        })?;
-    let node_of_rank = cli::gather_nodes(world);
-    let plan = plan::plan(&opts.settings, &state, train, val, &node_of_rank)
-        .map_err(|e| TrainError::Usage(e.to_string()))?;
-    let node = plan
-        .nodes
-        .get(world.node_index())
-        .ok_or_else(|| failed(format!("node {} has no staging plan", world.node_index())))?;
-    cli::make_job_dir(&a.dir).map_err(TrainError::Failed)?;
-    if world.local_rank() == 0 {
-        let free =
-            copy::free_bytes(&a.dir).map_err(|e| failed(format!("statvfs {}: {e}", a.dir.display())))?;
-        let present: u64 = node
-            .shards
-            .iter()
-            .filter(|s| std::fs::metadata(a.dir.join(&s.file)).is_ok_and(|m| m.len() == s.bytes))
-            .map(|s| s.bytes)
-            .sum();
-        let needed = node.bytes.saturating_sub(present);
-        if needed > free {
-            return Err(TrainError::Usage(format!(
-                "node {} ({}): not enough space in {}: the plan needs {needed} more bytes ({} planned, \
-                 {present} already staged), but {free} bytes are free",
-                world.node_index(),
-                world.node_name(),
-                a.dir.display(),
-                node.bytes
-            )));
-        }
-        tracing::info!(
-            dir = %a.dir.display(),
-            shards = node.shards.len(),
-            bytes = node.bytes,
-            bandwidth_mbps = a.bandwidth_mbps.unwrap_or(0.0),
-            "staging in the background"
-        );
-    }
-    let archive = state.shards.iter().map(|r| PathBuf::from(&r.path)).collect();
-    Ok(BackgroundStage::start(
-        node,
-        world.local_rank(),
-        world.local_size(),
-        archive,
-        a,
-        origin,
-    ))
-}
-
-/// Sums and maxima of every rank's staging report. A collective.
-fn staging_stats(world: &World, a: &AsyncOptions, r: &CopierReport, first_step: Option<f64>) -> StagingStats {
-    let mut sums = [
-        r.waited_seconds,
-        r.archive_reads as f64,
-        r.shards_copied as f64,
-        r.shards_skipped as f64,
-        r.bytes_copied as f64,
-        r.failed.len() as f64,
-    ];
-    world.allreduce_sum_f64(&mut sums);
-    // Nanoseconds; u64::MAX stands for "not done" and wins the maximum.
-    let nanos = |s: Option<f64>| s.map_or(u64::MAX, |v| (v * 1e9) as u64);
-    let mut latest = [nanos(r.finished_seconds), nanos(first_step)];
-    world.allreduce_max_u64(&mut latest);
-    let seconds = |n: u64| (n != u64::MAX).then(|| n as f64 * 1e-9);
-    for f in &r.failed {
-        tracing::warn!(shard = %f.path.display(), "staging failed: {}", f.reason);
-    }
-    let stats = StagingStats {
-        dir: a.dir.clone(),
-        fallback: a.fallback,
-        staging_seconds: seconds(latest[0]),
-        first_step_seconds: seconds(latest[1]),
-        waited_for_shards_seconds: sums[0],
-        archive_reads: sums[1] as u64,
-        shards_copied: sums[2] as u64,
-        shards_skipped: sums[3] as u64,
-        bytes_copied: sums[4] as u64,
-        shards_failed: sums[5] as u64,
-    };
-    if world.rank() == 0 {
-        tracing::info!(
-            first_step_seconds = ?stats.first_step_seconds,
-            staging_seconds = ?stats.staging_seconds,
-            waited_for_shards_seconds = format!("{:.3}", stats.waited_for_shards_seconds),
-            archive_reads = stats.archive_reads,
-            "asynchronous staging"
-        );
-    }
-    stats
 }

@@ -4,9 +4,11 @@ series-level label CSV of a score per series, as an Achilles healing grade would
 
     write_mr_cohort.py MR_SMALL OUT_DIR N
 
-Writes OUT_DIR/dicom/<patient>/mr.dcm and OUT_DIR/healing.csv (PatientID, SeriesInstanceUID, Score).
-The score is drawn from 1..7 by patient index, not from the pixels: the cohort shows that a template
-trains on MR, not that the score is learnable."""
+Writes OUT_DIR/dicom/<patient>/mr.dcm, OUT_DIR/healing.csv (PatientID, SeriesInstanceUID, Score) and
+OUT_DIR/features.csv (PatientID, SeriesInstanceUID, Thickness, Age; the first patient's Thickness
+missing), the hand-crafted features a template fuses late. The score is drawn from 1..7 by patient
+index, not from the pixels: the cohort shows that a template trains on MR, not that the score is
+learnable (tests/fusion.rs shows that)."""
 import csv
 import os
 import sys
@@ -16,6 +18,7 @@ from pydicom.uid import generate_uid
 
 src, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = []
+features = []
 for i in range(n):
     ds = pydicom.dcmread(src)
     ds.PatientID = f"ACH{i:04d}"
@@ -28,7 +31,12 @@ for i in range(n):
     os.makedirs(folder, exist_ok=True)
     ds.save_as(os.path.join(folder, "mr.dcm"))
     rows.append((ds.PatientID, ds.SeriesInstanceUID, 1 + i % 7))
+    features.append((ds.PatientID, ds.SeriesInstanceUID, "" if i == 0 else f"{2.0 + 0.1 * i:.1f}", 30 + i))
 with open(os.path.join(out, "healing.csv"), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["PatientID", "SeriesInstanceUID", "Score"])
     w.writerows(rows)
+with open(os.path.join(out, "features.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["PatientID", "SeriesInstanceUID", "Thickness", "Age"])
+    w.writerows(features)
