@@ -21,6 +21,7 @@ mod docs;
 mod doctor;
 mod explain;
 mod explain_cuda;
+mod explain_radiograph;
 mod faults;
 mod fusion;
 mod intensity;

@@ -482,7 +482,7 @@ impl Dataset {
     }
 }
 
-/// A series' HU volume as stored in its pack, for outputs aligned with the series (overlays, maps).
+/// A series' volume as stored in its pack, for outputs aligned with the series (overlays, maps).
 #[derive(Clone, Debug)]
 pub struct SeriesVolume {
     pub series_row: u32,
@@ -490,8 +490,16 @@ pub struct SeriesVolume {
     pub shape: [usize; 3],
     /// mm (slice, row, col)
     pub spacing: [f64; 3],
-    pub hu: Vec<i16>, // (slices, rows, cols)
+    /// (slices, rows, cols): HU for CT; for other series, display units: the intensity the model
+    /// reads (after the Modality and VOI LUTs, MONOCHROME1 inverted so denser is brighter, colour as
+    /// luma) mapped from the normalisation's clip range (per image or per series) onto 0–1000.
+    pub values: Vec<i16>,
+    /// The window (center, width) of `values` when they are display units; None for HU.
+    pub display_window: Option<[f32; 2]>,
 }
+
+/// The span of the display units of a non-HU [`SeriesVolume`].
+pub const DISPLAY_UNITS: f32 = 1000.0;
 
 impl Dataset {
     /// The catalog the dataset was opened from.
@@ -511,22 +519,44 @@ impl Dataset {
         }
         let (seg, ..) = self.locate(i);
         let s = &self.series[seg.series as usize];
-        if s.plan.pipeline != Pipeline::Hu {
-            return Err(DataError::Unsupported {
-                series: self.meta(i).series_key,
-                reason: "not a Hounsfield-unit series: series outputs read CT only".into(),
-            });
-        }
         let map = self.shard_map(s.map)?;
         let bytes = &map[s.offset as usize..(s.offset + s.length) as usize];
+        let (values, display_window) = match &s.plan.pipeline {
+            Pipeline::Hu => (
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+                None,
+            ),
+            Pipeline::Normalised { per_image, .. } => {
+                let luts = s.luts.get_or_init(Luts::default);
+                let image = s.shape[1] * s.shape[2];
+                let (parts, voxels) = match per_image {
+                    true => (s.shape[0], image),
+                    false => (1, s.shape[0] * image),
+                };
+                let mut values = Vec::with_capacity(s.shape[0] * image);
+                for k in 0..parts {
+                    let norm = s.plan.norm(bytes, luts, k * voxels, voxels);
+                    let span = (norm.high - norm.low).max(f64::MIN_POSITIVE);
+                    values.extend((k * voxels..(k + 1) * voxels).map(|v| {
+                        let x = s
+                            .plan
+                            .value(s.plan.raw(bytes, v), luts)
+                            .clamp(norm.low, norm.high);
+                        ((x - norm.low) / span * DISPLAY_UNITS as f64).round() as i16
+                    }));
+                }
+                (values, Some([DISPLAY_UNITS / 2.0, DISPLAY_UNITS]))
+            }
+        };
         Ok(SeriesVolume {
             series_row: s.row,
             shape: s.shape,
             spacing: s.spacing,
-            hu: bytes
-                .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect(),
+            values,
+            display_window,
         })
     }
 }

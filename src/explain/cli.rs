@@ -383,7 +383,7 @@ impl<B: GradCamOps> Ctx<'_, B> {
         let mut maps: Vec<LayerMap> = layers
             .iter()
             .map(|_| LayerMap {
-                map: vec![0.0f32; volume.hu.len()],
+                map: vec![0.0f32; volume.values.len()],
                 peak_sample: g.samples[0],
                 peak_input_map: Vec::new(),
             })
@@ -800,8 +800,8 @@ fn write_series(
     } = *e;
     let map = &sm.layers[e.index].map;
     let [slices, rows, cols] = sm.volume.shape;
-    let geom = series_geometry(ds.catalog(), g.series_row).map_err(job)?;
-    let (flip_cols, flip_rows) = overlay::radiological_flips(geom.col_step, geom.row_step);
+    let (flip_cols, flip_rows) = overlay::series_flips(ds.catalog(), g.series_row).map_err(job)?;
+    let window = sm.volume.display_window.unwrap_or(p.window);
     let plane = rows * cols;
     let slice_max: Vec<f32> = (0..slices)
         .map(|k| {
@@ -817,7 +817,7 @@ fn write_series(
     // The cross marks the map's maximum on the slice that holds it (the pointing game's voxel).
     let marker = quality::argmax(&map[peak * plane..(peak + 1) * plane]).map(|i| [i / cols, i % cols]);
     let view = |k: usize| SliceView {
-        hu: &sm.volume.hu[k * plane..(k + 1) * plane],
+        hu: &sm.volume.values[k * plane..(k + 1) * plane],
         map: &map[k * plane..(k + 1) * plane],
         rows,
         cols,
@@ -847,7 +847,7 @@ fn write_series(
         lines.push(("red: reference lesion".into(), overlay::OUTLINE));
     }
     lines.push(("+: map maximum".into(), overlay::MARKER));
-    let slice_img = overlay::render_slice(&view(peak), p.window, 256);
+    let slice_img = overlay::render_slice(&view(peak), window, 256);
     let overlay_name = format!("{short}-{}-{}.png", layer.name, method.file_name());
     write(
         &out.join(&overlay_name),
@@ -860,7 +860,7 @@ fn write_series(
     order.sort_unstable();
     let tiles: Vec<_> = order
         .iter()
-        .map(|&k| (overlay::render_slice(&view(k), p.window, 128), format!("{k}")))
+        .map(|&k| (overlay::render_slice(&view(k), window, 128), format!("{k}")))
         .collect();
     let montage_name = format!("{short}-{}-{}-montage.png", layer.name, method.file_name());
     let mont = overlay::montage(&tiles, 4);

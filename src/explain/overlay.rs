@@ -5,6 +5,9 @@
 //! viridis never takes), and the map's maximum is marked with a white cross, so a reader sees at once
 //! whether the map points at the lesion. Montages tile several slices of one series.
 
+use super::truth::series_geometry;
+use crate::catalog::columns::cell_text;
+use crate::catalog::view::Catalog;
 use crate::font::glyph;
 
 /// Colour of reference-lesion outlines: red, which viridis never takes.
@@ -131,6 +134,33 @@ pub fn radiological_flips(col_step: [f64; 3], row_step: [f64; 3]) -> (bool, bool
         v[a] < 0.0
     };
     (dominant(col_step), dominant(row_step))
+}
+
+/// Whether columns and rows must be mirrored for display of a projection image (a radiograph),
+/// from its PatientOrientation: the patient directions of increasing column and increasing row
+/// (PS3.3 C.7.6.1.1.1, e.g. `L\\F`). Shown as radiologists read a PA chest, patient right on image
+/// left (columns toward L) and head up (rows toward F); lateral directions (A, P) are kept. An empty
+/// or unreadable value keeps the stored layout.
+pub fn projection_flips(patient_orientation: &str) -> (bool, bool) {
+    let mut parts = patient_orientation.split('\\').map(|p| p.trim().chars().next());
+    let (cols, rows) = (parts.next().flatten(), parts.next().flatten());
+    (cols == Some('R'), rows == Some('H'))
+}
+
+/// The display flips of a catalog series: from its orientation (ImageOrientationPatient), or,
+/// for a projection image that has none, from its PatientOrientation.
+pub fn series_flips(cat: &Catalog, series_row: u32) -> Result<(bool, bool), String> {
+    let geom = series_geometry(cat, series_row)?;
+    if geom.col_step.iter().chain(&geom.row_step).all(|v| v.is_finite()) {
+        return Ok(radiological_flips(geom.col_step, geom.row_step));
+    }
+    let orientation = cat
+        .tables
+        .codes("series/patient_orientation")
+        .map_err(|e| format!("catalog series row {series_row}: {e}"))?;
+    Ok(projection_flips(
+        orientation.get(series_row as usize).map_or("", |c| cell_text(c)),
+    ))
 }
 
 /// The slice with the map blended on top, at the physical aspect ratio (the finer spacing is one
