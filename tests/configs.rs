@@ -166,7 +166,7 @@ fn every_config_template_trains_on_its_modality() {
     for name in &names {
         let (catalog, manifest) = match name.as_str() {
             "cxr-death-risk.toml" => (&phantom.catalog, &phantom.cxr),
-            "achilles-healing.toml" => (&mr_catalog, &mr),
+            "achilles-healing.toml" | "achilles-demo.toml" => (&mr_catalog, &mr),
             "smoke.toml" | "ldct-nodule.toml" => (&phantom.catalog, &phantom.ct),
             "ldct-death-risk.toml" => (&phantom.catalog, &phantom.ct_series),
             other => panic!("configs/{other}: say here which data this template trains on"),

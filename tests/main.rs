@@ -1,5 +1,6 @@
 //! The integration test crate: one binary, one module per area.
 
+mod achilles;
 mod backend_cuda;
 mod backend_gradcheck;
 mod backend_reference;

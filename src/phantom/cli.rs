@@ -5,6 +5,12 @@ use crate::config::Config;
 use crate::exit::{usage, Failure, EXIT_OK};
 use std::path::PathBuf;
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cohort {
+    Lung,
+    Achilles,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct PhantomArgs {
     /// Output directory (dicom/ and truth/ are written below it).
@@ -28,6 +34,11 @@ pub struct PhantomArgs {
     /// Leave out the chest radiographs.
     #[arg(long)]
     pub no_radiographs: bool,
+    /// Which cohort: `lung` (low-dose chest CT and radiographs, nodules, death) or `achilles`
+    /// (tendon ultrasound and sagittal MR, healing grade 1–7, hand-crafted features; only the seed
+    /// and the number of patients apply).
+    #[arg(long, value_enum, default_value_t = Cohort::Lung)]
+    pub cohort: Cohort,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -46,7 +57,10 @@ pub fn run(args: PhantomArgs) -> Result<i32, Failure> {
     cfg.size = args.size.unwrap_or(cfg.size);
     cfg.slices = args.slices.unwrap_or(cfg.slices);
     cfg.radiographs &= !args.no_radiographs;
-    let summary = crate::phantom::generate(&cfg, &args.out)?;
+    let summary = match args.cohort {
+        Cohort::Lung => crate::phantom::generate(&cfg, &args.out)?,
+        Cohort::Achilles => crate::phantom::achilles::generate(&cfg, &args.out)?,
+    };
     if args.json {
         println!(
             "{}",

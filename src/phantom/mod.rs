@@ -3,6 +3,7 @@
 //! identifiers planted everywhere) plus clinical-export ground truth. It is the input of `pack`
 //! in the demo and the tests, and `ct_volume` recomputes any series' HU for exact comparisons.
 
+pub mod achilles;
 mod anatomy;
 pub mod cli;
 mod cohort;

@@ -34,15 +34,28 @@ const CT_SERIES_NUMBER: &str = "2";
 const RADIOGRAPH_SERIES_NUMBER: &str = "1";
 const SOURCE_TO_DETECTOR_MM: &str = "1800";
 
-struct Dataset(InMemDicomObject);
+pub(super) struct Dataset(InMemDicomObject);
+
+/// Builds a data set element by element (the other phantom writers use it too).
+pub(super) type DicomBuilder = Dataset;
 
 impl Dataset {
-    fn str(&mut self, tag: Tag, vr: VR, value: impl Into<String>) -> &mut Self {
+    pub(super) fn new() -> Self {
+        Dataset(InMemDicomObject::new_empty())
+    }
+    pub(super) fn put(&mut self, element: DataElement<InMemDicomObject>) -> &mut Self {
+        self.0.put(element);
+        self
+    }
+    pub(super) fn into_inner(self) -> InMemDicomObject {
+        self.0
+    }
+    pub(super) fn str(&mut self, tag: Tag, vr: VR, value: impl Into<String>) -> &mut Self {
         self.0
             .put(DataElement::new(tag, vr, PrimitiveValue::from(value.into())));
         self
     }
-    fn strs(&mut self, tag: Tag, vr: VR, values: &[String]) -> &mut Self {
+    pub(super) fn strs(&mut self, tag: Tag, vr: VR, values: &[String]) -> &mut Self {
         self.0.put(DataElement::new(
             tag,
             vr,
@@ -55,7 +68,7 @@ impl Dataset {
             .put(DataElement::new(tag, VR::SS, PrimitiveValue::from(value)));
         self
     }
-    fn us(&mut self, tag: Tag, value: u16) -> &mut Self {
+    pub(super) fn us(&mut self, tag: Tag, value: u16) -> &mut Self {
         self.0
             .put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
         self
@@ -64,7 +77,7 @@ impl Dataset {
 
 /// DS text with a fixed number of decimals (the values used in the geometry are already rounded
 /// to these, so what the file says is exactly what the phantom computed with).
-fn ds(value: f64, decimals: usize) -> String {
+pub(super) fn ds(value: f64, decimals: usize) -> String {
     format!("{value:.decimals$}")
 }
 
@@ -308,7 +321,11 @@ fn intensity_sign(monochrome1: bool) -> i16 {
     }
 }
 
-fn write_file(object: InMemDicomObject, transfer_syntax: &str, path: &Path) -> Result<u64, PhantomError> {
+pub(super) fn write_file(
+    object: InMemDicomObject,
+    transfer_syntax: &str,
+    path: &Path,
+) -> Result<u64, PhantomError> {
     let dicom_error = |reason: String| PhantomError::Dicom {
         path: path.to_path_buf(),
         reason,

@@ -427,8 +427,14 @@ impl OnBackend for EvalJob<'_> {
             settings.num_outputs() as usize,
         )
         .map_err(Failure::Job)?;
-        let report =
+        let mut report =
             evaluate::metrics_of(&preds, &ds, settings, &args.split, catalog).map_err(Failure::Job)?;
+        if settings.train.task == crate::settings::Task::Regression {
+            let t = &settings.train.train_split;
+            let train = Dataset::open_lazy(catalog, manifest, t, &settings.data).map_err(usage)?;
+            let train = with_tabular(train, &ck.state)?;
+            report.baselines = super::regression::baselines(&train, &ds).map_err(Failure::Job)?;
+        }
         if world.rank() == 0 {
             std::fs::create_dir_all(&args.out)
                 .map_err(|e| Failure::Job(format!("{}: {e}", args.out.display())))?;

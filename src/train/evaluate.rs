@@ -103,6 +103,12 @@ pub struct EvalReport {
     pub baseline_series: Option<BinaryMetrics>,
     pub c_index: Option<Interval>,
     pub mae: Option<f64>,
+    /// Regression: Spearman's rank correlation of predictions and targets.
+    #[serde(default)]
+    pub spearman: Option<f64>,
+    /// Regression: trivial predictors fitted on the training split, scored on this split (`eval`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<super::regression::RegressionBaseline>,
 }
 
 impl EvalReport {
@@ -127,7 +133,10 @@ impl EvalReport {
                 "{} C-index {:.3} [{:.3}, {:.3}]",
                 self.split, c.estimate, c.low, c.high
             ),
-            (None, None, Some(mae)) => format!("{} MAE {mae:.4}", self.split),
+            (None, None, Some(mae)) => {
+                let rho = self.spearman.map_or("n/a".into(), |r| format!("{r:.3}"));
+                format!("{} MAE {mae:.4}, Spearman {rho}", self.split)
+            }
             _ => format!("{}: no metrics (no labelled samples)", self.split),
         }
     }
@@ -187,6 +196,8 @@ pub fn metrics_of(
         baseline_series: None,
         c_index: None,
         mae: None,
+        spearman: None,
+        baselines: Vec::new(),
     };
     let seed = s.train.seed ^ 0xE7A1;
     match s.train.task {
@@ -233,6 +244,7 @@ pub fn metrics_of(
                 }
             }
             report.mae = metrics::mae(&pred, &truth);
+            report.spearman = metrics::spearman(&pred, &truth);
         }
         Task::Survival => {
             // Risk per patient: the aggregate of its samples' risks; time and event per patient.
@@ -440,6 +452,14 @@ pub fn report_markdown(r: &EvalReport) -> String {
     }
     if let Some(mae) = r.mae {
         md.push_str(&format!("\nMAE: {mae:.4}\n"));
+        let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+        if !r.baselines.is_empty() {
+            md.push_str("\n| predictor | MAE | Spearman |\n|---|---|---|\n");
+            md.push_str(&format!("| the model | {mae:.3} | {} |\n", f(r.spearman)));
+            for b in &r.baselines {
+                md.push_str(&format!("| {} | {} | {} |\n", b.name, f(b.mae), f(b.spearman)));
+            }
+        }
     }
     md
 }

@@ -240,6 +240,44 @@ pub fn mae(pred: &[f64], target: &[f64]) -> Option<f64> {
     Some(pred.iter().zip(target).map(|(p, t)| (p - t).abs()).sum::<f64>() / pred.len() as f64)
 }
 
+/// Average ranks (1-based; ties get the mean of the ranks they span), as scipy's `rankdata`.
+pub fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut out = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            out[k] = rank;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// Spearman's rank correlation: Pearson's correlation of the average ranks. `None` when fewer than
+/// two pairs, the lengths differ, or either side is constant.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() < 2 || a.len() != b.len() {
+        return None;
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma).powi(2);
+        sbb += (y - mb).powi(2);
+    }
+    (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
+}
+
 /// Fraction of items whose prediction (`score >= threshold`) matches the label. `None` when empty or
 /// the lengths differ.
 pub fn accuracy(scores: &[f64], labels: &[bool], threshold: f64) -> Option<f64> {
@@ -535,6 +573,12 @@ mod tests {
     fn simple_metrics() {
         assert_eq!(mae(&[1.0, 2.0, 4.0], &[1.5, 2.0, 1.0]), Some(3.5 / 3.0));
         assert_eq!(mae(&[], &[]), None);
+        // scipy.stats.rankdata([3, 1, 4, 1, 5]) = [3, 1.5, 4, 1.5, 5].
+        assert_eq!(ranks(&[3.0, 1.0, 4.0, 1.0, 5.0]), vec![3.0, 1.5, 4.0, 1.5, 5.0]);
+        // scipy.stats.spearmanr([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) = 0.8207826816681233.
+        let rho = spearman(&[1.0, 2.0, 3.0, 4.0, 5.0], &[5.0, 6.0, 7.0, 8.0, 7.0]).unwrap();
+        assert!((rho - 0.820_782_681_668_123_3).abs() < 1e-12, "{rho}");
+        assert_eq!(spearman(&[1.0, 2.0], &[3.0, 3.0]), None);
         assert_eq!(mae(&[1.0], &[]), None);
         let scores = [0.9, 0.6, 0.4, 0.1, 0.5];
         let labels = [true, false, true, false, true];

@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod faults;
 pub mod metrics;
 pub mod plot;
+pub mod regression;
 pub mod run;
 pub mod signals;
 mod staging;
