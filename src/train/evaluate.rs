@@ -90,6 +90,29 @@ pub struct BinaryMetrics {
     pub specificity: Option<f64>,
 }
 
+/// Regression metrics at one level (series or patients).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    pub n: usize,
+    pub mae: Option<f64>,
+    pub spearman: Option<f64>,
+}
+
+/// MAE and Spearman of the predictions aggregated per `keys` group against each group's mean target.
+fn regression_by(keys: &[u64], pred: &[f64], truth: &[f64], how: Aggregate) -> Option<RegressionMetrics> {
+    if pred.is_empty() {
+        return None;
+    }
+    let p = metrics::aggregate(keys, pred, None, how);
+    let t = metrics::aggregate(keys, truth, None, Aggregate::Mean);
+    let (p, t): (Vec<f64>, Vec<f64>) = p.iter().zip(&t).map(|(a, b)| (a.score, b.score)).unzip();
+    Some(RegressionMetrics {
+        n: p.len(),
+        mae: metrics::mae(&p, &t),
+        spearman: metrics::spearman(&p, &t),
+    })
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     pub split: String,
@@ -106,6 +129,12 @@ pub struct EvalReport {
     /// Regression: Spearman's rank correlation of predictions and targets.
     #[serde(default)]
     pub spearman: Option<f64>,
+    /// Regression: predictions aggregated per series and per patient (`[eval] aggregate`) against the
+    /// mean target of each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression_series: Option<RegressionMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression_patients: Option<RegressionMetrics>,
     /// Regression: trivial predictors fitted on the training split, scored on this split (`eval`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baselines: Vec<super::regression::RegressionBaseline>,
@@ -197,6 +226,8 @@ pub fn metrics_of(
         c_index: None,
         mae: None,
         spearman: None,
+        regression_series: None,
+        regression_patients: None,
         baselines: Vec::new(),
     };
     let seed = s.train.seed ^ 0xE7A1;
@@ -235,16 +266,21 @@ pub fn metrics_of(
             }
         }
         Task::Regression => {
-            let (mut pred, mut truth) = (vec![], vec![]);
+            let (mut pred, mut truth, mut series, mut patients) = (vec![], vec![], vec![], vec![]);
             for p in preds {
                 ds.target(p.sample, &mut target, &mut mask);
                 if mask[0] != 0.0 {
+                    let meta = ds.meta(p.sample);
                     pred.push(p.outputs[0] as f64);
                     truth.push(target[0] as f64);
+                    series.push(meta.series_row as u64);
+                    patients.push(meta.patient_row as u64);
                 }
             }
             report.mae = metrics::mae(&pred, &truth);
             report.spearman = metrics::spearman(&pred, &truth);
+            report.regression_series = regression_by(&series, &pred, &truth, s.eval.aggregate);
+            report.regression_patients = regression_by(&patients, &pred, &truth, s.eval.aggregate);
         }
         Task::Survival => {
             // Risk per patient: the aggregate of its samples' risks; time and event per patient.
@@ -451,10 +487,25 @@ pub fn report_markdown(r: &EvalReport) -> String {
         ));
     }
     if let Some(mae) = r.mae {
-        md.push_str(&format!("\nMAE: {mae:.4}\n"));
         let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+        md.push_str(&format!("\nMAE: {mae:.4} per image\n"));
+        let levels = [
+            ("series", "series", &r.regression_series),
+            ("patient", "patients", &r.regression_patients),
+        ];
+        for (one, many, m) in levels {
+            if let Some(m) = m {
+                md.push_str(&format!(
+                    "MAE per {one} ({} {many}, scores aggregated by {}): {}, Spearman {}\n",
+                    m.n,
+                    r.aggregate,
+                    f(m.mae),
+                    f(m.spearman)
+                ));
+            }
+        }
         if !r.baselines.is_empty() {
-            md.push_str("\n| predictor | MAE | Spearman |\n|---|---|---|\n");
+            md.push_str("\nPer image:\n\n| predictor | MAE | Spearman |\n|---|---|---|\n");
             md.push_str(&format!("| the model | {mae:.3} | {} |\n", f(r.spearman)));
             for b in &r.baselines {
                 md.push_str(&format!("| {} | {} | {} |\n", b.name, f(b.mae), f(b.spearman)));
@@ -482,4 +533,22 @@ pub fn write_report(out: &Path, outcome: &super::run::TrainOutcome) -> std::io::
         md.push_str(&format!("\nLast checkpoint: `{}`\n", c.display()));
     }
     crate::fsx::write_atomic(&out.join("report.md"), md.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_is_aggregated_per_group_against_each_groups_mean_target() {
+        // Groups 1 and 2: mean predictions 2 and 5 against targets 2 and 4 → MAE 0.5; max of the
+        // predictions 3 and 5 → MAE 1.
+        let (keys, pred, truth) = ([1, 1, 2], [1.0, 3.0, 5.0], [2.0, 2.0, 4.0]);
+        let m = regression_by(&keys, &pred, &truth, Aggregate::Mean).unwrap();
+        assert_eq!((m.n, m.mae), (2, Some(0.5)));
+        assert_eq!(m.spearman, Some(1.0));
+        let m = regression_by(&keys, &pred, &truth, Aggregate::Max).unwrap();
+        assert_eq!(m.mae, Some(1.0));
+        assert!(regression_by(&[], &[], &[], Aggregate::Mean).is_none());
+    }
 }
