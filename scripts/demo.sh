@@ -23,23 +23,12 @@ case "$task" in
 esac
 out="$(realpath -m "${2:-$root/demo-$task}")"
 cd "$root"
-if [ -n "${MEDTRAIN_BIN:-}" ]; then
-  bin="$MEDTRAIN_BIN"
-else
-  bash scripts/install-deps.sh
-  . scripts/lib.sh
-  ensure_cargo
-  cargo build --release --locked --quiet
-  bin="$root/target/release/medtrain"
-fi
+. scripts/lib.sh
+demo_binary
 ranks="${MEDTRAIN_RANKS:-2}"
 device="${MEDTRAIN_DEVICE:-auto}"
 patients="${MEDTRAIN_PATIENTS:-120}"
-launch=()
-if command -v mpirun >/dev/null && [ "$ranks" -gt 1 ]; then
-  launch=(mpirun -np "$ranks" --oversubscribe --bind-to none)
-  if [ "$(id -u)" = 0 ]; then launch+=(--allow-run-as-root); fi
-fi
+demo_launcher "$ranks"
 start=$SECONDS
 mkdir -p "$out"
 rm -rf "$out/phantom" "$out/pack" "$out/catalog" "$out/run" "$out/eval" "$out/explain"

@@ -8,3 +8,26 @@ ensure_cargo() {
     exit 1
   }
 }
+
+# The demos' binary: $MEDTRAIN_BIN, or a release build (installing the OS packages first). Sets `bin`.
+demo_binary() {
+  if [ -n "${MEDTRAIN_BIN:-}" ]; then
+    bin="$MEDTRAIN_BIN"
+  else
+    bash scripts/install-deps.sh
+    ensure_cargo
+    cargo build --release --locked --quiet
+    bin="$(pwd)/target/release/medtrain"
+  fi
+}
+
+# The launcher of a demo's training on RANKS ranks: `mpirun` (one thread per rank, oversubscribed so
+# a small machine runs more ranks than it has cores), or nothing (one process) when mpirun is
+# missing or RANKS is 1. Sets the array `launch`.
+demo_launcher() {
+  launch=()
+  if command -v mpirun >/dev/null && [ "$1" -gt 1 ]; then
+    launch=(mpirun -np "$1" --oversubscribe --bind-to none)
+    if [ "$(id -u)" = 0 ]; then launch+=(--allow-run-as-root); fi
+  fi
+}

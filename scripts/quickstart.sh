@@ -13,24 +13,12 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "${1:-$root/demo}")"
 cd "$root"
-if [ -n "${MEDTRAIN_BIN:-}" ]; then
-  bin="$MEDTRAIN_BIN"
-else
-  bash scripts/install-deps.sh
-  . scripts/lib.sh
-  ensure_cargo
-  cargo build --release --locked --quiet
-  bin="$root/target/release/medtrain"
-fi
+. scripts/lib.sh
+demo_binary
 ranks="${MEDTRAIN_RANKS:-2}"
 device="${MEDTRAIN_DEVICE:-auto}"
 config="${MEDTRAIN_CONFIG:-configs/smoke.toml}"
-launch=()
-if command -v mpirun >/dev/null && [ "$ranks" -gt 1 ]; then
-  # One thread per rank; --oversubscribe lets a small machine run more ranks than it has cores.
-  launch=(mpirun -np "$ranks" --oversubscribe --bind-to none)
-  if [ "$(id -u)" = 0 ]; then launch+=(--allow-run-as-root); fi
-fi
+demo_launcher "$ranks"
 start=$SECONDS
 mkdir -p "$out"
 set -x
