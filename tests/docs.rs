@@ -2,9 +2,8 @@
 //! generate, every config key is described, and every internal link and anchor of README.md and the
 //! manual (`docs/src/**/*.md`) resolves, so CI needs no mdbook.
 
-use medtrain::config_reference::{
-    enum_variants, inline_toml, problems, render, slug, struct_fields, REGENERATE, SECTIONS,
-};
+use medtrain::config_reference::render::{inline_toml, render, slug};
+use medtrain::config_reference::{enum_variants, problems, struct_fields, REGENERATE, SECTIONS};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
