@@ -516,6 +516,14 @@ pub static SECTIONS: &[Section] = &[
                 "[low, high]",
                 "US: per-image (per-frame) clip to these percentiles, then z-score (0 ≤ low < high ≤ 100).",
             ),
+            key(
+                "rgb",
+                "bool",
+                "RGB (and YBR, decoded to RGB) images as 3 channels R, G, B instead of their luma, each \
+                 clipped and z-scored with the image's luma statistics, for a 3-channel stem (e.g. \
+                 ImageNet weights through `[model] init`); grey images fill the 3 channels alike. \
+                 Needs 3 `windows` (the channel count).",
+            ),
         ],
     },
     Section {

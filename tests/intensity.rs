@@ -252,6 +252,56 @@ fn ultrasound_is_cropped_to_its_region_and_loads_like_pydicom_and_numpy() {
     }
 }
 
+/// `[data.intensity] rgb = true`: the R, G and B samples become 3 channels, each clipped and z-scored
+/// with the frame's luma statistics (a grey object fills the 3 alike), against pydicom + numpy
+/// (tests/reference/write_ultrasound.py --rgb) to 1e-5, and the channels of the RGB objects differ.
+#[test]
+fn ultrasound_rgb_channels_load_like_pydicom_and_numpy() {
+    for variant in ["rgb-cine", "ybr", "mono"] {
+        let dir = tempdir();
+        let input = dir.path().join("in");
+        let json = reference_script("write_ultrasound.py", &[s(&input), variant, "--rgb"]);
+        let expected = images(&json);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let (rows, cols) = (
+            v["rows"].as_u64().unwrap() as u32,
+            v["cols"].as_u64().unwrap() as u32,
+        );
+        let (catalog, manifest) = catalogued(&input, dir.path());
+        let mut cfg = DataConfig {
+            size: vec![rows, cols],
+            windows: vec![[0.0, 1.0]; 3],
+            ..DataConfig::default()
+        };
+        cfg.intensity.rgb = true;
+        let ds = Dataset::open(&catalog, &manifest, "train", &cfg).unwrap();
+        assert_eq!((ds.len(), ds.channels()), (expected.len(), 3), "{variant}");
+        let plane = (rows * cols) as usize;
+        let mut sample = vec![f32::NAN; ds.sample_len()];
+        for (i, want) in expected.iter().enumerate() {
+            ds.load(i, None, &mut sample).unwrap();
+            assert_eq!(sample.len(), want.len(), "{variant}: image {i}");
+            let worst = sample
+                .iter()
+                .zip(want)
+                .map(|(&got, &w)| (got as f64 - w).abs())
+                .fold(0.0, f64::max);
+            assert!(worst <= TOLERANCE, "{variant}: image {i} differs by {worst}");
+            let differ = sample[..plane] != sample[plane..2 * plane];
+            assert_eq!(
+                differ,
+                variant != "mono",
+                "{variant}: R and G channels differ for colour"
+            );
+        }
+    }
+    // Three channels need three windows.
+    let mut cfg = DataConfig::default();
+    cfg.intensity.rgb = true;
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("data.intensity.rgb"), "{e}");
+}
+
 /// pydicom's own ultrasound files. `examples_rgb_color.dcm` (RGB, no regions, uncompressed) must match
 /// pydicom + numpy to 1e-5. `examples_ybr_color.dcm` is a 30-frame YBR_FULL_422 cine loop in lossy
 /// JPEG whose ultrasound region overruns the 320 x 240 image (columns 84-595, rows 31-414): pack crops

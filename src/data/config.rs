@@ -201,6 +201,15 @@ impl DataConfig {
         if let Some((key, reason)) = self.intensity.problem() {
             return Err(bad(key, reason));
         }
+        if self.intensity.rgb && self.windows.len() != 3 {
+            return Err(bad(
+                "data.intensity.rgb",
+                format!(
+                    "3 channels (R, G, B) need 3 `windows` (the channel count), not {}",
+                    self.windows.len()
+                ),
+            ));
+        }
         let a = &self.augment;
         let range = |key, v: f64, max: f64| {
             if v.is_finite() && (0.0..max).contains(&v) {

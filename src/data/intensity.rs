@@ -29,6 +29,10 @@ pub struct IntensityConfig {
     pub mr_percentiles: [f64; 2],
     /// US: per-image (per frame) clip to these percentiles (low, high), then z-score.
     pub us_percentiles: [f64; 2],
+    /// RGB (and YBR, decoded to RGB) images as 3 channels R, G, B instead of their luma, each
+    /// clipped and z-scored with the image's luma statistics; grey images fill the 3 channels
+    /// alike. Needs 3 `windows` (the channel count).
+    pub rgb: bool,
 }
 
 impl Default for IntensityConfig {
@@ -37,6 +41,7 @@ impl Default for IntensityConfig {
             radiograph_percentiles: DEFAULT_PERCENTILES,
             mr_percentiles: DEFAULT_PERCENTILES,
             us_percentiles: DEFAULT_PERCENTILES,
+            rgb: false,
         }
     }
 }
@@ -174,6 +179,8 @@ pub struct Recorded {
 pub struct Plan {
     pub stored: Stored,
     pub samples: usize,
+    /// Three samples read as channels (`[data.intensity] rgb`), not as their luma.
+    pub rgb: bool,
     pub pipeline: Pipeline,
 }
 
@@ -190,6 +197,7 @@ pub fn plan(r: &Recorded, cfg: &IntensityConfig) -> Result<Plan, String> {
         return Ok(Plan {
             stored: Stored::I16,
             samples: 1,
+            rgb: false,
             pipeline: Pipeline::Hu,
         });
     }
@@ -284,6 +292,7 @@ pub fn plan(r: &Recorded, cfg: &IntensityConfig) -> Result<Plan, String> {
     Ok(Plan {
         stored,
         samples,
+        rgb: cfg.rgb && samples == 3,
         pipeline: Pipeline::Normalised {
             modality,
             voi,
@@ -333,6 +342,17 @@ impl Plan {
                 + 0.114 * self.stored.read(bytes, j + 2)
         } else {
             self.stored.read(bytes, i)
+        }
+    }
+
+    /// The stored value of channel `ch` of voxel `i`: sample `ch` of an RGB plan read as channels,
+    /// else the voxel's value (luma of three samples) for every channel.
+    #[inline]
+    pub fn channel_raw(&self, bytes: &[u8], i: usize, ch: usize) -> f64 {
+        if self.rgb {
+            self.stored.read(bytes, 3 * i + ch)
+        } else {
+            self.raw(bytes, i)
         }
     }
 

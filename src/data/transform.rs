@@ -41,9 +41,9 @@ impl Mapped<'_> {
 
 impl Volume<'_> {
     /// HU at an integer voxel (air outside); for a mapped series its normalised intensity (the low
-    /// clip outside).
+    /// clip outside) of channel `ch` (which only an RGB plan tells apart).
     #[inline]
-    pub fn hu(&self, k: i64, r: i64, c: i64) -> f32 {
+    pub fn hu(&self, k: i64, r: i64, c: i64, ch: usize) -> f32 {
         let [n, rows, cols] = self.shape;
         if let Some(m) = &self.mapped {
             let kk = k.clamp(0, n as i64 - 1) as usize;
@@ -51,7 +51,9 @@ impl Volume<'_> {
                 return m.norm(kk).outside();
             }
             let i = (kk * rows + r as usize) * cols + c as usize;
-            return m.norm(kk).apply(m.plan.value(m.plan.raw(self.bytes, i), m.luts));
+            return m
+                .norm(kk)
+                .apply(m.plan.value(m.plan.channel_raw(self.bytes, i, ch), m.luts));
         }
         if k < 0 || r < 0 || c < 0 || k >= n as i64 || r >= rows as i64 || c >= cols as i64 {
             return OUTSIDE_HU;
@@ -63,21 +65,21 @@ impl Volume<'_> {
     /// Bilinear in the plane of slice `k` (an integer weight of 0 never reads its neighbour's
     /// value into the result, so integer points are exact).
     #[inline]
-    pub fn bilinear(&self, k: i64, y: f64, x: f64) -> f32 {
+    pub fn bilinear(&self, k: i64, y: f64, x: f64, ch: usize) -> f32 {
         let (y0, x0) = (y.floor(), x.floor());
         let (fy, fx) = ((y - y0) as f32, (x - x0) as f32);
         let (r, c) = (y0 as i64, x0 as i64);
-        let top = lerp(self.hu(k, r, c), self.hu(k, r, c + 1), fx);
-        let bottom = lerp(self.hu(k, r + 1, c), self.hu(k, r + 1, c + 1), fx);
+        let top = lerp(self.hu(k, r, c, ch), self.hu(k, r, c + 1, ch), fx);
+        let bottom = lerp(self.hu(k, r + 1, c, ch), self.hu(k, r + 1, c + 1, ch), fx);
         lerp(top, bottom, fy)
     }
 
     #[inline]
-    pub fn trilinear(&self, z: f64, y: f64, x: f64) -> f32 {
+    pub fn trilinear(&self, z: f64, y: f64, x: f64, ch: usize) -> f32 {
         let z0 = z.floor();
         let fz = (z - z0) as f32;
         let k = z0 as i64;
-        lerp(self.bilinear(k, y, x), self.bilinear(k + 1, y, x), fz)
+        lerp(self.bilinear(k, y, x, ch), self.bilinear(k + 1, y, x, ch), fz)
     }
 }
 
@@ -274,6 +276,7 @@ pub fn resample(
     let [d, h, w] = extent.map(|n| n as usize);
     let plane = d * h * w;
     let nw = windows.len();
+    let rgb = vol.mapped.is_some_and(|m| m.plan.rgb);
     let offsets: Vec<i64> = match mode {
         SampleMode::Slice25d => (-(context as i64)..=context as i64).collect(),
         _ => vec![0],
@@ -288,13 +291,15 @@ pub fn resample(
                 for x in 0..w {
                     let xf = x as f64;
                     let (sy, sx) = (base[1] + m[1][2] * xf, base[2] + m[2][2] * xf);
-                    let hu = if mode.is_3d() {
-                        vol.trilinear(base[0] + m[0][2] * xf, sy, sx)
-                    } else {
-                        vol.bilinear(k, sy, sx)
+                    let sample = |ch| match mode.is_3d() {
+                        true => vol.trilinear(base[0] + m[0][2] * xf, sy, sx, ch),
+                        false => vol.bilinear(k, sy, sx, ch),
                     };
+                    let first = sample(0);
                     let at = (z * h + y) * w + x;
                     for (wi, &win) in windows.iter().enumerate() {
+                        // An RGB plan reads channel wi (validation makes it 3 windows).
+                        let hu = if rgb && wi > 0 { sample(wi) } else { first };
                         out[(j * nw + wi) * plane + at] = if vol.mapped.is_some() {
                             // Already z-scored: every channel holds it; jitter without a clamp.
                             if aug.gain == 0.0 && aug.bias == 0.0 {
@@ -387,14 +392,14 @@ mod tests {
             mapped: None,
         };
         let at = |k: usize, r: usize, c: usize| ((k * 3 + r) * 4 + c) as f32 * 7.0 - 500.0;
-        assert_eq!(v.bilinear(1, 2.0, 3.0), at(1, 2, 3));
+        assert_eq!(v.bilinear(1, 2.0, 3.0, 0), at(1, 2, 3));
         assert_eq!(
-            v.bilinear(0, 0.5, 1.5),
+            v.bilinear(0, 0.5, 1.5, 0),
             (at(0, 0, 1) + at(0, 0, 2) + at(0, 1, 1) + at(0, 1, 2)) / 4.0
         );
-        assert_eq!(v.trilinear(0.5, 0.0, 0.0), (at(0, 0, 0) + at(1, 0, 0)) / 2.0);
-        assert_eq!(v.bilinear(0, -1.0, 0.0), OUTSIDE_HU);
-        assert_eq!(v.bilinear(0, 2.5, 0.0), (at(0, 2, 0) + OUTSIDE_HU) / 2.0);
+        assert_eq!(v.trilinear(0.5, 0.0, 0.0, 0), (at(0, 0, 0) + at(1, 0, 0)) / 2.0);
+        assert_eq!(v.bilinear(0, -1.0, 0.0, 0), OUTSIDE_HU);
+        assert_eq!(v.bilinear(0, 2.5, 0.0, 0), (at(0, 2, 0) + OUTSIDE_HU) / 2.0);
     }
 
     #[test]

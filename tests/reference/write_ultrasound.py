@@ -15,7 +15,9 @@ Reference: pydicom's pixel_array (YBR_FULL converted to RGB by pydicom), each fr
 region (an existing file: the largest 2D region of its Sequence of Ultrasound Regions, intersected with
 the image, or the whole image without one), RGB to luma (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B), then per frame numpy's percentiles
 (low, high), clip and z-score (population std). Prints JSON {"images": [[floats, row major], ...],
-"rows": 7, "cols": 12}: one image per frame, in stored order."""
+"rows": 7, "cols": 12}: one image per frame, in stored order. With --rgb ([data.intensity] rgb) each
+image is 3 channels (R, G, B; a grey image three times), channel-major, each clipped and z-scored with
+the luma's percentiles, mean and std."""
 import argparse
 import json
 import os
@@ -130,7 +132,7 @@ def file_region(ds):
     return best[1] if best else (0, 0, ds.Columns - 1, ds.Rows - 1)
 
 
-def reference(path, low, high, region=(X0, Y0, X1, Y1)):
+def reference(path, low, high, region=(X0, Y0, X1, Y1), rgb=False):
     ds = pydicom.dcmread(path)
     x0, y0, x1, y1 = region
     arr = ds.pixel_array  # YBR_FULL is converted to RGB by pydicom
@@ -139,9 +141,21 @@ def reference(path, low, high, region=(X0, Y0, X1, Y1)):
     images = []
     for frame in arr:
         crop = frame[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)
+        luma = crop
         if crop.ndim == 3:
-            crop = 0.299 * crop[..., 0] + 0.587 * crop[..., 1] + 0.114 * crop[..., 2]
-        images.append(normalise(crop, low, high).ravel().tolist())
+            luma = 0.299 * crop[..., 0] + 0.587 * crop[..., 1] + 0.114 * crop[..., 2]
+        if not rgb:
+            images.append(normalise(luma, low, high).ravel().tolist())
+            continue
+        # Channels R, G, B (grey: the image three times), clipped and z-scored with the luma's
+        # percentiles, mean and population std; channel-major.
+        lo, hi = np.percentile(luma, [low, high])
+        clipped = np.clip(luma, lo, hi)
+        std = clipped.std() if clipped.std() > 0 else 1.0
+        chans = crop if crop.ndim == 3 else np.stack([crop] * 3, axis=-1)
+        images.append(
+            np.concatenate([((np.clip(chans[..., c], lo, hi) - clipped.mean()) / std).ravel() for c in range(3)]).tolist()
+        )
     return images
 
 
@@ -152,6 +166,7 @@ def main():
     p.add_argument("--file")
     p.add_argument("--low", type=float, default=0.5)
     p.add_argument("--high", type=float, default=99.5)
+    p.add_argument("--rgb", action="store_true", help="3 channels per image ([data.intensity] rgb)")
     a = p.parse_args()
     if a.file:
         region = file_region(pydicom.dcmread(a.file, stop_before_pixels=True))
@@ -161,7 +176,7 @@ def main():
         return
     path = write(a.out, a.variant)
     json.dump(
-        {"images": reference(path, a.low, a.high), "rows": Y1 - Y0 + 1, "cols": X1 - X0 + 1},
+        {"images": reference(path, a.low, a.high, rgb=a.rgb), "rows": Y1 - Y0 + 1, "cols": X1 - X0 + 1},
         sys.stdout,
     )
 
