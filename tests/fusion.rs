@@ -328,6 +328,36 @@ fn each_input_of_a_fused_model_is_learned_alone() {
         fused <= 0.8 * mean_c,
         "both inputs: MAE {fused:.3} vs the mean predictor's {mean_c:.3}"
     );
+    // eval against a manifest without the training split: metrics, no baselines (nothing to fit).
+    let only_val = root.join("only-val.h5");
+    ok(&[
+        "catalog",
+        "split",
+        s(&catalog),
+        "modality = 'MR'",
+        "--out",
+        s(&only_val),
+        "--ratios",
+        "val=1",
+    ]);
+    let out = root.join("eval-only-val");
+    let run_dir = root.join("run-fused");
+    ok(&[
+        "eval",
+        s(&run_dir),
+        "--out",
+        s(&out),
+        "--split",
+        "val",
+        "--manifest",
+        s(&only_val),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert!(
+        report["mae"].is_f64() && report.get("baselines").is_none(),
+        "{report}"
+    );
     assert!(
         features_only <= 0.8 * mean_a,
         "pixels shuffled: MAE {features_only:.3} from the features alone vs the mean predictor's {mean_a:.3}"

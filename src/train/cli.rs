@@ -429,8 +429,12 @@ impl OnBackend for EvalJob<'_> {
         .map_err(Failure::Job)?;
         let mut report =
             evaluate::metrics_of(&preds, &ds, settings, &args.split, catalog).map_err(Failure::Job)?;
-        if settings.train.task == crate::settings::Task::Regression {
-            let t = &settings.train.train_split;
+        let t = &settings.train.train_split;
+        let has_train = manifest.splits.iter().any(|p| &p.name == t);
+        if settings.train.task == crate::settings::Task::Regression && !has_train {
+            tracing::warn!(split = %t, "no training split in the manifest: no regression baselines");
+        }
+        if settings.train.task == crate::settings::Task::Regression && has_train {
             let train = Dataset::open_lazy(catalog, manifest, t, &settings.data).map_err(usage)?;
             let train = with_tabular(train, &ck.state)?;
             report.baselines = super::regression::baselines(&train, &ds).map_err(Failure::Job)?;
