@@ -22,6 +22,13 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs medtrain, requires exit 0 (else fails with the output), and returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "{args:?}\n{out}\n{err}");
+    out
+}
+
 /// The interpreter with the reference packages (scripts/test.sh sets MEDTRAIN_PYTHON).
 pub fn python() -> Command {
     let exe = std::env::var("MEDTRAIN_PYTHON").unwrap_or_else(|_| "python3".into());

@@ -6,14 +6,8 @@
 //! per series, never windowed as HU). A template that no longer parses, names a setting the code does
 //! not have, or asks for data the loader refuses fails here.
 
-use crate::common::{pydicom_file, reference_script, run, s, tempdir};
+use crate::common::{ok, pydicom_file, reference_script, run, s, tempdir};
 use std::path::{Path, PathBuf};
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = run(args);
-    assert_eq!(code, 0, "{args:?}\n{out}\n{err}");
-    out
-}
 
 /// A catalog of a small phantom (CT and one radiograph per patient) with its label sets, and its
 /// manifests: CT slices, CT series (for 3D volumes) and radiographs.

@@ -3,17 +3,11 @@
 //! them MONOCHROME1. Through pack, catalog and the loader's display volume, the overlay shows every
 //! marker on image right, bright, as a radiologist reads a PA chest; and `explain` runs on them.
 
-use crate::common::{reference_script, run, s, tempdir};
+use crate::common::{ok, reference_script, s, tempdir};
 use medtrain::catalog::split::Manifest;
 use medtrain::data::{DataConfig, Dataset};
 use medtrain::explain::overlay::{render_slice, series_flips, SliceView};
 use std::path::{Path, PathBuf};
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = run(args);
-    assert_eq!(code, 0, "{args:?}\n{out}\n{err}");
-    out
-}
 
 /// Eight marked radiographs, packed, catalogued with a binary label and split in two.
 fn marked_catalog(root: &Path) -> (PathBuf, PathBuf) {

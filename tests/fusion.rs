@@ -6,7 +6,7 @@
 //! hand-crafted feature, each input alone is learned: with the pixels shuffled across samples the
 //! features give MAE ≤ 0.8 × the mean predictor's, and with the features shuffled the pixels do.
 
-use crate::common::{pydicom_file, reference_script, run, s, tempdir};
+use crate::common::{ok, pydicom_file, reference_script, s, tempdir};
 use medtrain::backend::cpu::CpuBackend;
 use medtrain::catalog::split::Manifest;
 use medtrain::data::{DataConfig, Dataset};
@@ -104,12 +104,6 @@ fn the_fused_head_is_one_linear_layer_over_the_concatenation_and_backpropagates(
         net.grad[..plain.grad.len()],
         "image-path gradients"
     );
-}
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = run(args);
-    assert_eq!(code, 0, "{args:?}\n{out}\n{err}");
-    out
 }
 
 /// The fusion cohort, packed, catalogued with its five label sets, and split 60/40.

@@ -58,6 +58,15 @@ fn images(json: &str) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// (rows, cols) of the images of a reference script's JSON.
+fn image_shape(json: &str) -> (u32, u32) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    (
+        v["rows"].as_u64().unwrap() as u32,
+        v["cols"].as_u64().unwrap() as u32,
+    )
+}
+
 /// Loads every sample at the native size and compares it with `expected` (one image per sample).
 fn assert_loader_matches(
     name: &str,
@@ -218,11 +227,7 @@ fn ultrasound_is_cropped_to_its_region_and_loads_like_pydicom_and_numpy() {
         let input = dir.path().join("in");
         let json = reference_script("write_ultrasound.py", &[s(&input), variant]);
         let expected = images(&json);
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let (rows, cols) = (
-            v["rows"].as_u64().unwrap() as u32,
-            v["cols"].as_u64().unwrap() as u32,
-        );
+        let (rows, cols) = image_shape(&json);
         let (catalog, manifest) = catalogued(&input, dir.path());
         let pack = dir.path().join("pack");
         let index = medtrain::pack::index::PackIndex::load(&pack).unwrap().unwrap();
@@ -262,11 +267,7 @@ fn ultrasound_rgb_channels_load_like_pydicom_and_numpy() {
         let input = dir.path().join("in");
         let json = reference_script("write_ultrasound.py", &[s(&input), variant, "--rgb"]);
         let expected = images(&json);
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let (rows, cols) = (
-            v["rows"].as_u64().unwrap() as u32,
-            v["cols"].as_u64().unwrap() as u32,
-        );
+        let (rows, cols) = image_shape(&json);
         let (catalog, manifest) = catalogued(&input, dir.path());
         let mut cfg = DataConfig {
             size: vec![rows, cols],
@@ -319,11 +320,7 @@ fn pydicom_ultrasound_files_load_like_pydicom_and_numpy() {
         let json = reference_script("write_ultrasound.py", &["--file", s(&file)]);
         let expected = images(&json);
         assert_eq!(expected.len(), frames, "{name}");
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let (rows, cols) = (
-            v["rows"].as_u64().unwrap() as u32,
-            v["cols"].as_u64().unwrap() as u32,
-        );
+        let (rows, cols) = image_shape(&json);
         let dir = tempdir();
         let input = dir.path().join("in");
         std::fs::create_dir_all(&input).unwrap();
