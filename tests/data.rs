@@ -738,3 +738,54 @@ fn shard_path_answers_by_catalog_shard_number() {
         );
     }
 }
+
+/// Time per sample of the resampling loop on a synthetic 48 × 256 × 256 int16 CT volume: 2.5D
+/// (3 slices × 3 windows, 128²) and a 3D crop (3 windows, 32 × 64²), 7 rounds of 20 samples each,
+/// median and range printed. A timing, never a pass/fail (BENCHMARKS.md, "data: resampling").
+#[test]
+#[ignore = "timing: run on a quiet machine, see BENCHMARKS.md"]
+fn resample_timing() {
+    use medtrain::data::transform::{resample, Augmentation, Grid, Volume};
+    use std::time::Instant;
+    let shape = [48usize, 256, 256];
+    let bytes: Vec<u8> = (0..shape.iter().product::<usize>())
+        .flat_map(|i| (((i * 7919) % 2400) as i16 - 1200).to_le_bytes())
+        .collect();
+    let vol = Volume {
+        bytes: &bytes,
+        shape,
+        mapped: None,
+    };
+    let windows = [[-600.0f32, 1500.0], [40.0, 400.0], [-160.0, 240.0]];
+    for (mode, extent, context) in [
+        (SampleMode::Slice25d, [1u32, 128, 128], 1u32),
+        (SampleMode::Crop3d, [32, 64, 64], 0),
+    ] {
+        let grid = Grid {
+            mode,
+            src_shape: shape,
+            src_spacing: [2.5, 0.7, 0.7],
+            out_extent: extent,
+            out_spacing: None,
+            centre_slice: Some(24),
+        };
+        let aug = Augmentation::none();
+        let m = grid.affine(&aug);
+        let channels = (2 * context as usize + 1) * windows.len();
+        let mut out = vec![0.0f32; channels * extent.iter().map(|&e| e as usize).product::<usize>()];
+        let mut ms = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            for _ in 0..20 {
+                resample(&vol, mode, &m, extent, context, &windows, &aug, &mut out);
+            }
+            ms.push(t.elapsed().as_secs_f64() / 20.0 * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        let checksum: f64 = out.iter().map(|&v| v as f64).sum();
+        eprintln!(
+            "resample {mode:?}: median {:.3} ms per sample [{:.3}, {:.3}], checksum {checksum}",
+            ms[3], ms[0], ms[6]
+        );
+    }
+}

@@ -42,7 +42,7 @@ impl Mapped<'_> {
 impl Volume<'_> {
     /// HU at an integer voxel (air outside); for a mapped series its normalised intensity (the low
     /// clip outside) of channel `ch` (which only an RGB plan tells apart).
-    #[inline]
+    #[inline(always)]
     pub fn hu(&self, k: i64, r: i64, c: i64, ch: usize) -> f32 {
         let [n, rows, cols] = self.shape;
         if let Some(m) = &self.mapped {
@@ -64,7 +64,7 @@ impl Volume<'_> {
 
     /// Bilinear in the plane of slice `k` (an integer weight of 0 never reads its neighbour's
     /// value into the result, so integer points are exact).
-    #[inline]
+    #[inline(always)]
     pub fn bilinear(&self, k: i64, y: f64, x: f64, ch: usize) -> f32 {
         let (y0, x0) = (y.floor(), x.floor());
         let (fy, fx) = ((y - y0) as f32, (x - x0) as f32);
@@ -74,7 +74,7 @@ impl Volume<'_> {
         lerp(top, bottom, fy)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn trilinear(&self, z: f64, y: f64, x: f64, ch: usize) -> f32 {
         let z0 = z.floor();
         let fz = (z - z0) as f32;
@@ -273,10 +273,29 @@ pub fn resample(
     aug: &Augmentation,
     out: &mut [f32],
 ) {
+    // One loop compiled twice: the RGB reads stay out of the CT and grey loop.
+    match vol.mapped.is_some_and(|m| m.plan.rgb) {
+        true => resample_as::<true>(vol, mode, m, extent, context, windows, aug, out),
+        false => resample_as::<false>(vol, mode, m, extent, context, windows, aug, out),
+    }
+}
+
+/// [`resample`]; `RGB`: window `wi` reads channel `wi` (validation makes it 3 windows), else every
+/// window reads channel 0.
+#[allow(clippy::too_many_arguments)]
+fn resample_as<const RGB: bool>(
+    vol: &Volume,
+    mode: SampleMode,
+    m: &Affine,
+    extent: [u32; 3],
+    context: u32,
+    windows: &[[f32; 2]],
+    aug: &Augmentation,
+    out: &mut [f32],
+) {
     let [d, h, w] = extent.map(|n| n as usize);
     let plane = d * h * w;
     let nw = windows.len();
-    let rgb = vol.mapped.is_some_and(|m| m.plan.rgb);
     let offsets: Vec<i64> = match mode {
         SampleMode::Slice25d => (-(context as i64)..=context as i64).collect(),
         _ => vec![0],
@@ -291,15 +310,14 @@ pub fn resample(
                 for x in 0..w {
                     let xf = x as f64;
                     let (sy, sx) = (base[1] + m[1][2] * xf, base[2] + m[2][2] * xf);
-                    let sample = |ch| match mode.is_3d() {
+                    let read = |ch| match mode.is_3d() {
                         true => vol.trilinear(base[0] + m[0][2] * xf, sy, sx, ch),
                         false => vol.bilinear(k, sy, sx, ch),
                     };
-                    let first = sample(0);
+                    let hu0 = read(0);
                     let at = (z * h + y) * w + x;
                     for (wi, &win) in windows.iter().enumerate() {
-                        // An RGB plan reads channel wi (validation makes it 3 windows).
-                        let hu = if rgb && wi > 0 { sample(wi) } else { first };
+                        let hu = if RGB && wi > 0 { read(wi) } else { hu0 };
                         out[(j * nw + wi) * plane + at] = if vol.mapped.is_some() {
                             // Already z-scored: every channel holds it; jitter without a clamp.
                             if aug.gain == 0.0 && aug.bias == 0.0 {
