@@ -494,8 +494,8 @@ fn planted_identifiers_are_listed_and_really_planted() {
 }
 
 #[test]
-fn death_risk_rises_with_nodule_size() {
-    // Thin slabs keep this fast; survival depends only on nodules and age, not on the slab.
+fn death_risk_rises_with_nodule_size_heart_size_and_emphysema() {
+    // Thin slabs keep this fast; survival depends on nodules, heart, lungs and age, not on the slab.
     let cfg = PhantomConfig {
         seed: 2026,
         patients: 160,
@@ -506,19 +506,43 @@ fn death_risk_rises_with_nodule_size() {
     };
     let (_dir, summary) = generate_into(&cfg);
     let patients = csv(&summary.truth_dir.join("patients.csv"));
-    let rate = |keep: &dyn Fn(f64) -> bool| {
+    let rate = |column: &str, keep: &dyn Fn(f64) -> bool| {
         let group: Vec<_> = patients
             .iter()
-            .filter(|r| keep(r["MaxNoduleDiameterMm"].parse().unwrap()))
+            .filter(|r| keep(r[column].parse().unwrap()))
             .collect();
         let deaths = group.iter().filter(|r| r["DeathEvent"] == "1").count();
         (deaths as f64 / group.len() as f64, group.len())
     };
-    let (none, n_none) = rate(&|d| d == 0.0);
-    let (large, n_large) = rate(&|d| d >= 14.0);
+    let (none, n_none) = rate("MaxNoduleDiameterMm", &|d| d == 0.0);
+    let (large, n_large) = rate("MaxNoduleDiameterMm", &|d| d >= 14.0);
     assert!(n_none >= 60 && n_large >= 20, "group sizes {n_none}, {n_large}");
     assert!(
-        large > none + 0.25,
+        large > none + 0.2,
         "death rate {large:.2} with nodules >= 14 mm vs {none:.2} without"
     );
+    // The heart's size and the lungs' density, split at their medians.
+    let median = |column: &str| {
+        let mut v: Vec<f64> = patients.iter().map(|r| r[column].parse().unwrap()).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ctr = median("CardiothoracicRatio");
+    let (big_heart, _) = rate("CardiothoracicRatio", &|v| v >= ctr);
+    let (small_heart, _) = rate("CardiothoracicRatio", &|v| v < ctr);
+    assert!(
+        big_heart > small_heart + 0.15,
+        "death rate {big_heart:.2} with the larger hearts vs {small_heart:.2}"
+    );
+    let hu = median("LungDensityHu");
+    let (emphysema, _) = rate("LungDensityHu", &|v| v < hu);
+    let (healthy, _) = rate("LungDensityHu", &|v| v >= hu);
+    assert!(
+        emphysema > healthy + 0.15,
+        "death rate {emphysema:.2} with the less dense lungs vs {healthy:.2}"
+    );
+    for r in &patients {
+        let v: f64 = r["LungDensityHu"].parse().unwrap();
+        assert!((-960.0..=-820.0).contains(&v), "lung density {v} HU");
+    }
 }

@@ -39,6 +39,13 @@ const NODULE_RADIUS_MM: Range<f64> = 3.5..11.0;
 /// Nodules keep this distance (mm) from the lung wall and the heart.
 const NODULE_WALL_MARGIN_MM: f64 = 3.0;
 const NODULE_PLACEMENT_TRIES: u32 = 1000;
+/// Heart radius as a multiple of the standard 0.33 body half-depths: below 1 a small heart, above
+/// about 1.15 an enlarged one (cardiothoracic ratio over 0.5 on the radiograph). Drawn from its own
+/// stream, so every other draw of a patient is the same with or without it.
+const HEART_SCALE: Range<f64> = 0.85..1.3;
+/// Emphysema lowers the lung parenchyma's density by up to this many HU (severity 1): from about
+/// −845 HU in healthy lungs towards −935 HU. Drawn from its own stream, like the heart.
+const EMPHYSEMA_HU: f32 = 90.0;
 
 /// Grid of one CT series; voxel (k, i, j) has its centre at origin + (j·Δx, i·Δy, k·Δz).
 #[derive(Clone, Debug)]
@@ -160,8 +167,12 @@ pub(crate) struct Anatomy {
     lung_mid_z: f64,
     lung_half_length: f64,
     heart: Disk,
+    /// The heart's size relative to the standard one (see `HEART_SCALE`).
+    pub heart_scale: f64,
     spine: Disk,
     pub lung_hu: f32,
+    /// Emphysema severity, 0 (none) to 1.
+    pub emphysema: f64,
     bone_hu: f32,
     pub vessels: Vec<Vessel>,
     pub nodules: Vec<Nodule>,
@@ -223,9 +234,11 @@ pub(crate) fn sample(
         ],
         half_axes: lung_half_axes,
     });
+    let heart_scale = stream_rng(seed, "heart", patient).gen_range(HEART_SCALE);
+    let emphysema: f64 = stream_rng(seed, "emphysema", patient).gen_range(0.0..1.0);
     let heart = Disk {
         centre: [centre[0] + 0.12 * half_width, centre[1] - 0.25 * half_depth],
-        radius: 0.33 * half_depth,
+        radius: 0.33 * half_depth * heart_scale,
     };
     let spine = Disk {
         centre: [centre[0], centre[1] + 0.68 * half_depth],
@@ -238,8 +251,10 @@ pub(crate) fn sample(
         lung_mid_z: geometry.mid_z() + rng.gen_range(-LUNG_MID_JITTER_MM..LUNG_MID_JITTER_MM),
         lung_half_length: rng.gen_range(LUNG_HALF_LENGTH_MM),
         heart,
+        heart_scale,
         spine,
-        lung_hu: rng.gen_range(LUNG_HU),
+        lung_hu: rng.gen_range(LUNG_HU) - EMPHYSEMA_HU * emphysema as f32,
+        emphysema,
         bone_hu: rng.gen_range(BONE_HU),
         vessels: Vec::new(),
         nodules: Vec::new(),
@@ -435,6 +450,12 @@ impl Anatomy {
     /// Centre and half-axes of the body ellipse (for framing the radiograph).
     pub fn body_box(&self) -> ([f64; 2], [f64; 2]) {
         (self.body.centre, self.body.half_axes)
+    }
+
+    /// Cardiothoracic ratio as read on a PA radiograph: the heart's widest extent over the widest
+    /// internal width of the thorax.
+    pub fn cardiothoracic_ratio(&self) -> f64 {
+        self.heart.radius / self.inner_body.half_axes[0]
     }
 
     pub fn lung_z_range(&self) -> (f64, f64) {

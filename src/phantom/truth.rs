@@ -14,7 +14,8 @@ pub(crate) const SLICES_BY_INSTANCE_CSV: &str = "slices_by_instance.csv";
 pub(crate) const LESIONS_CSV: &str = "lesions.csv";
 pub(crate) const PLANTED_TXT: &str = "planted_identifiers.txt";
 
-pub(crate) const PATIENTS_HEADER: &str = "PatientID,FollowUpDays,DeathEvent,NoduleCount,MaxNoduleDiameterMm";
+pub(crate) const PATIENTS_HEADER: &str =
+    "PatientID,FollowUpDays,DeathEvent,NoduleCount,MaxNoduleDiameterMm,CardiothoracicRatio,LungDensityHu";
 pub(crate) const SERIES_HEADER: &str = "PatientID,StudyInstanceUID,SeriesInstanceUID,Modality,Nodule";
 pub(crate) const SLICES_BY_SOP_HEADER: &str = "PatientID,SeriesInstanceUID,SOPInstanceUID,Nodule";
 pub(crate) const SLICES_BY_INSTANCE_HEADER: &str = "PatientID,SeriesInstanceUID,InstanceNumber,Nodule";
@@ -25,18 +26,30 @@ RadiusMm,BoxMinXMm,BoxMinYMm,BoxMinZMm,BoxMaxXMm,BoxMaxYMm,BoxMaxZMm";
 const BASE_HAZARD_PER_DAY: f64 = 1.0 / (15.0 * 365.25);
 /// Log-hazard per mm of the largest nodule's diameter: a 20 mm nodule multiplies risk by ~11.
 const LOG_HAZARD_PER_NODULE_MM: f64 = 0.12;
+/// Log-hazard per unit of heart scale (an enlarged heart, visible on the radiograph as a wide
+/// cardiac silhouette): the largest hearts carry about 37× the hazard of the smallest. Strong on
+/// purpose: nodules of 7–22 mm are faint on a radiograph, and a cohort small enough to train in a
+/// test must still hold a death signal a radiograph model can learn.
+const LOG_HAZARD_PER_HEART_SCALE: f64 = 8.0;
+/// Heart scale of the baseline hazard (cardiomegaly begins about here); smaller hearts lower it.
+const REFERENCE_HEART_SCALE: f64 = 1.15;
+/// Log-hazard per unit of emphysema severity (0–1; the lungs up to 90 HU less dense on CT): about
+/// 55× from none to the most severe, centred on a severity of one half.
+const LOG_HAZARD_PER_EMPHYSEMA: f64 = 4.0;
 /// Log-hazard per year of age around the screening median.
 const LOG_HAZARD_PER_YEAR: f64 = 0.03;
 const MEDIAN_AGE_YEARS: f64 = 67.0;
 /// Follow-up ends (administrative censoring) between one and ten years after the CT.
 const FOLLOW_UP_DAYS: std::ops::Range<f64> = 365.0..3652.0;
 
-/// Survival with a proportional hazard rising with nodule size: days observed and whether the
+/// Survival with a proportional hazard rising with nodule size, heart size and emphysema: days observed and whether the
 /// patient died in that time (else censored).
 pub(crate) fn follow_up(seed: u64, plan: &PatientPlan) -> (u32, bool) {
     let mut rng = stream_rng(seed, "follow-up", plan.index);
     let age = plan.identity.ct_date.age_years_since(plan.identity.birth_date) as f64;
     let log_hazard = LOG_HAZARD_PER_NODULE_MM * plan.max_nodule_diameter_mm()
+        + LOG_HAZARD_PER_HEART_SCALE * (plan.anatomy.heart_scale - REFERENCE_HEART_SCALE)
+        + LOG_HAZARD_PER_EMPHYSEMA * (plan.anatomy.emphysema - 0.5)
         + LOG_HAZARD_PER_YEAR * (age - MEDIAN_AGE_YEARS);
     let hazard = BASE_HAZARD_PER_DAY * log_hazard.exp();
     let uniform: f64 = rng.gen_range(f64::EPSILON..1.0);
@@ -70,10 +83,12 @@ impl PatientTruth {
         let (days, event) = follow_up(seed, plan);
         let mut truth = PatientTruth::default();
         truth.patients.push(format!(
-            "{id},{days},{},{},{}",
+            "{id},{days},{},{},{},{:.3},{:.1}",
             u8::from(event),
             nodules.len(),
-            mm(plan.max_nodule_diameter_mm())
+            mm(plan.max_nodule_diameter_mm()),
+            plan.anatomy.cardiothoracic_ratio(),
+            plan.anatomy.lung_hu
         ));
         truth.series.push(format!(
             "{id},{},{series_uid},CT,{has_nodule}",
