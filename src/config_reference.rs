@@ -725,11 +725,10 @@ pub static SECTIONS: &[Section] = &[
                 "float",
                 "Decision threshold on the probability for accuracy, sensitivity and specificity.",
             ),
-            key(
-                "baseline",
-                "boolean",
-                "Report the brightest-lung-voxel baseline beside a binary CT model.",
-            ),
+            key("baseline", "boolean", "Report a trivial baseline beside the model: the brightest lung voxel of \
+                 each CT series (binary and survival tasks); for survival on other images their dense fraction."),
+            key("horizon", "number", "Survival: horizon (time label's units; default 1826 days, 5 years) of the \
+                 AUC of an event within it; patients censored before it are left out."),
         ],
     },
     Section {

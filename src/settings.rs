@@ -167,8 +167,11 @@ pub struct EvalSettings {
     pub ci_level: f64,
     /// Decision threshold on the probability for accuracy, sensitivity and specificity.
     pub threshold: f64,
-    /// Report the brightest-lung-voxel baseline beside a binary CT model.
+    /// Report the brightest-lung-voxel baseline beside a binary CT model, and the trivial image
+    /// baselines beside a risk model.
     pub baseline: bool,
+    /// Survival: the horizon, in the time label's units, of the AUC of an event within it.
+    pub horizon: f64,
 }
 
 impl Default for EvalSettings {
@@ -179,6 +182,7 @@ impl Default for EvalSettings {
             ci_level: 0.95,
             threshold: 0.5,
             baseline: true,
+            horizon: 1826.0,
         }
     }
 }

@@ -6,6 +6,7 @@
 use super::baseline::brightest_lung_voxel;
 use super::metrics::{self, Interval};
 use super::plot::{self, Chart, Series};
+use super::survival;
 use crate::backend::Backend;
 use crate::catalog::view::Catalog;
 use crate::data::{Dataset, Loader};
@@ -125,6 +126,15 @@ pub struct EvalReport {
     /// Each series scored by its brightest lung voxel (binary CT tasks).
     pub baseline_series: Option<BinaryMetrics>,
     pub c_index: Option<Interval>,
+    /// Survival: patients with a risk, a time and an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_patients: Option<usize>,
+    /// Survival: the AUC of an event within `[eval] horizon` per patient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon_auc: Option<super::survival::HorizonAuc>,
+    /// Survival: a trivial image score (no training) in place of the model's risk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_survival: Option<super::survival::SurvivalBaseline>,
     pub mae: Option<f64>,
     /// Regression: Spearman's rank correlation of predictions and targets.
     #[serde(default)]
@@ -158,10 +168,17 @@ impl EvalReport {
                 auc(&self.baseline_series),
                 self.series.as_ref().map_or(0, |m| m.n)
             ),
-            (None, Some(c), _) => format!(
-                "{} C-index {:.3} [{:.3}, {:.3}]",
-                self.split, c.estimate, c.low, c.high
-            ),
+            (None, Some(c), _) => {
+                let baseline = self.baseline_survival.as_ref().map_or(String::new(), |b| {
+                    b.c_index.as_ref().map_or(String::new(), |i| {
+                        format!(" | baseline {:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high)
+                    })
+                });
+                format!(
+                    "{} C-index {:.3} [{:.3}, {:.3}]{baseline}",
+                    self.split, c.estimate, c.low, c.high
+                )
+            }
             (None, None, Some(mae)) => {
                 let rho = self.spearman.map_or("n/a".into(), |r| format!("{r:.3}"));
                 format!("{} MAE {mae:.4}, Spearman {rho}", self.split)
@@ -224,6 +241,9 @@ pub fn metrics_of(
         patients: None,
         baseline_series: None,
         c_index: None,
+        risk_patients: None,
+        horizon_auc: None,
+        baseline_survival: None,
         mae: None,
         spearman: None,
         regression_series: None,
@@ -286,27 +306,40 @@ pub fn metrics_of(
             // Risk per patient: the aggregate of its samples' risks; time and event per patient.
             let (mut keys, mut risks) = (vec![], vec![]);
             let mut outcome: BTreeMap<u64, (f64, bool)> = BTreeMap::new();
+            // One sample of each series of each patient, for the baseline.
+            let mut series_samples: BTreeMap<u64, Vec<(u32, usize)>> = BTreeMap::new();
             for p in preds {
                 ds.target(p.sample, &mut target, &mut mask);
                 if mask[0] == 0.0 || mask[1] == 0.0 {
                     continue;
                 }
-                let patient = ds.meta(p.sample).patient_row as u64;
+                let meta = ds.meta(p.sample);
+                let patient = meta.patient_row as u64;
                 keys.push(patient);
                 risks.push(p.outputs[0] as f64);
                 outcome.insert(patient, (target[0] as f64, target[1] >= 0.5));
+                let list = series_samples.entry(patient).or_default();
+                if !list.iter().any(|&(s, _)| s == meta.series_row) {
+                    list.push((meta.series_row, p.sample));
+                }
             }
             let groups = metrics::aggregate(&keys, &risks, None, Aggregate::Mean);
+            let patients: Vec<u64> = groups.iter().map(|g| g.key).collect();
             let risk: Vec<f64> = groups.iter().map(|g| g.score).collect();
-            let time: Vec<f64> = groups.iter().map(|g| outcome[&g.key].0).collect();
-            let event: Vec<bool> = groups.iter().map(|g| outcome[&g.key].1).collect();
-            report.c_index =
-                metrics::bootstrap(risk.len(), None, s.eval.bootstrap, s.eval.ci_level, seed, |idx| {
-                    let r: Vec<f64> = idx.iter().map(|&i| risk[i]).collect();
-                    let t: Vec<f64> = idx.iter().map(|&i| time[i]).collect();
-                    let e: Vec<bool> = idx.iter().map(|&i| event[i]).collect();
-                    metrics::c_index(&r, &t, &e)
-                });
+            let time: Vec<f64> = patients.iter().map(|k| outcome[k].0).collect();
+            let event: Vec<bool> = patients.iter().map(|k| outcome[k].1).collect();
+            let o = survival::Outcomes {
+                risk: &risk,
+                time: &time,
+                event: &event,
+            };
+            report.risk_patients = Some(patients.len());
+            report.c_index = survival::c_index(&o, s, seed);
+            report.horizon_auc = survival::horizon_auc(&o, s, seed);
+            if s.eval.baseline && !patients.is_empty() {
+                report.baseline_survival =
+                    survival::baseline(ds, &patients, &series_samples, &time, &event, s, seed)?;
+            }
         }
     }
     Ok(report)
@@ -451,6 +484,38 @@ fn fmt_interval(i: &Option<Interval>) -> String {
     })
 }
 
+/// The survival table: the model and its trivial baseline, C-index and AUC within the horizon.
+fn survival_markdown(r: &EvalReport, c: &Interval) -> String {
+    let horizon = r
+        .horizon_auc
+        .as_ref()
+        .map_or(String::new(), |h| format!(" (horizon {})", h.horizon));
+    let mut md = format!(
+        "\nA patient's risk: the mean of its images' risks.\n\n| risk score | patients | C-index (95% CI) | AUC of an event within the horizon{horizon} | patients known at the horizon (events) |\n|---|---:|---|---|---|\n"
+    );
+    let auc = |h: &Option<survival::HorizonAuc>| {
+        h.as_ref().map_or(("n/a".to_string(), String::new()), |h| {
+            (fmt_interval(&h.auc), format!("{} ({})", h.n, h.events))
+        })
+    };
+    let n = r.risk_patients.map_or(String::new(), |n| n.to_string());
+    let (a, known) = auc(&r.horizon_auc);
+    md.push_str(&format!(
+        "| the model | {n} | {} | {a} | {known} |\n",
+        fmt_interval(&Some(c.clone()))
+    ));
+    if let Some(b) = &r.baseline_survival {
+        let (a, known) = auc(&b.horizon_auc);
+        md.push_str(&format!(
+            "| baseline: {} | {} | {} | {a} | {known} |\n",
+            b.name,
+            b.n,
+            fmt_interval(&b.c_index)
+        ));
+    }
+    md
+}
+
 /// Markdown rows of a report.
 pub fn report_markdown(r: &EvalReport) -> String {
     let mut md = String::new();
@@ -481,10 +546,7 @@ pub fn report_markdown(r: &EvalReport) -> String {
         }
     }
     if let Some(c) = &r.c_index {
-        md.push_str(&format!(
-            "\nC-index (patients): {}\n",
-            fmt_interval(&Some(c.clone()))
-        ));
+        md.push_str(&survival_markdown(r, c));
     }
     if let Some(mae) = r.mae {
         let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));

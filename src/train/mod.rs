@@ -11,5 +11,6 @@ pub mod regression;
 pub mod run;
 pub mod signals;
 mod staging;
+mod survival;
 pub mod tensorboard;
 pub mod watchdog;
