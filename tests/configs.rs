@@ -159,10 +159,10 @@ fn every_config_template_trains_on_its_modality() {
     let mut trained = Vec::new();
     for name in &names {
         let (catalog, manifest) = match name.as_str() {
-            "cxr-death-risk.toml" => (&phantom.catalog, &phantom.cxr),
+            "cxr-death-risk.toml" | "cxr-risk-demo.toml" => (&phantom.catalog, &phantom.cxr),
             "achilles-healing.toml" | "achilles-demo.toml" => (&mr_catalog, &mr),
             "smoke.toml" | "ldct-nodule.toml" => (&phantom.catalog, &phantom.ct),
-            "ldct-death-risk.toml" => (&phantom.catalog, &phantom.ct_series),
+            "ldct-death-risk.toml" | "ldct-risk-demo.toml" => (&phantom.catalog, &phantom.ct_series),
             other => panic!("configs/{other}: say here which data this template trains on"),
         };
         let out = root.join(format!("run-{name}"));
