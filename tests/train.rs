@@ -703,3 +703,56 @@ fn regression_with_unknown_targets_one_rank_equals_two_ranks() {
     }
     assert!(checked > 10);
 }
+
+/// `bench loader` on two ranks reads every sample of the split exactly once per epoch: its checksum
+/// is the sum of every sample loaded here through the library, one at a time.
+#[test]
+fn bench_loader_reads_every_sample_once_across_ranks() {
+    use medtrain::catalog::split::Manifest;
+    use medtrain::config::Config;
+    use medtrain::data::Dataset;
+    use medtrain::settings::Settings;
+    let c = cohort(4);
+    let cfg = write_config(&c.root, "loader.toml", "");
+    let out = mpirun(
+        2,
+        &[
+            "bench",
+            "loader",
+            s(&c.catalog),
+            s(&c.manifest),
+            "--config",
+            s(&cfg),
+            "--epochs",
+            "2",
+            "--json",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let settings = Settings::from_config(&Config::load(Some(&cfg)).unwrap()).unwrap();
+    let manifest = Manifest::load(&c.manifest).unwrap();
+    let ds = Dataset::open(&c.catalog, &manifest, "train", &settings.data).unwrap();
+    let mut buf = vec![0f32; ds.sample_len()];
+    let mut sum = 0.0f64;
+    for i in 0..ds.len() {
+        ds.load(i, None, &mut buf).unwrap();
+        sum += buf.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    assert_eq!(report["ranks"], 2);
+    assert_eq!(report["samples"].as_u64(), Some(ds.len() as u64));
+    assert_eq!(report["images_per_second"].as_array().unwrap().len(), 2);
+    let checksum = report["checksum"].as_f64().unwrap();
+    assert!(
+        (checksum - sum).abs() <= 1e-9 * sum.abs().max(1.0),
+        "checksum {checksum} vs {sum} summed sample by sample"
+    );
+}

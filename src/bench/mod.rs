@@ -1,9 +1,10 @@
 //! `medtrain bench`: the benchmarks and checks of every layer, one subcommand each: the MPI allreduce
 //! and its cost model (`dist::cli`), the backend on a device against the CPU (`device`), the GPU
-//! start-up self-test (`backend::cuda::selftest`) and Grad-CAM (`explain::bench`). Above the layers it
+//! start-up self-test (`backend::cuda::selftest`), the input pipeline (`loader`) and Grad-CAM (`explain::bench`). Above the layers it
 //! measures, so none of them imports the command line.
 
 pub mod device;
+pub mod loader;
 
 use crate::exit::Failure;
 
@@ -31,6 +32,9 @@ pub enum BenchCommand {
     /// backward, SGD and AdamW steps against the CPU), with the device's SM and library versions;
     /// exit 2 when it fails or CUDA is unavailable.
     Selftest(crate::backend::cuda::selftest::SelfTestArgs),
+    /// Input-pipeline throughput without a model: a split read through the training loader for some
+    /// epochs (run under mpirun or srun for several ranks reading at once).
+    Loader(loader::LoaderBenchArgs),
     /// Milliseconds per Grad-CAM map (resnet18 512×512, 3D ResNet 128³); on a GPU also every block
     /// output's map against the CPU reference (exit 1 on a mismatch).
     Explain(crate::explain::bench::ExplainBenchArgs),
@@ -45,5 +49,6 @@ pub fn run(args: BenchArgs) -> Result<i32, Failure> {
         BenchCommand::Curve(a) => device::curve(a),
         BenchCommand::Selftest(a) => crate::backend::cuda::selftest::command(a),
         BenchCommand::Explain(a) => crate::explain::bench::run(a),
+        BenchCommand::Loader(a) => loader::run(a),
     }
 }
