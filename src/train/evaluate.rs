@@ -334,8 +334,8 @@ pub fn metrics_of(
                 event: &event,
             };
             report.risk_patients = Some(patients.len());
-            report.c_index = survival::c_index(&o, s, seed);
-            report.horizon_auc = survival::horizon_auc(&o, s, seed);
+            report.c_index = survival::c_index(&o, &s.eval, seed);
+            report.horizon_auc = survival::horizon_auc(&o, &s.eval, seed);
             if s.eval.baseline && !patients.is_empty() {
                 report.baseline_survival =
                     survival::baseline(ds, &patients, &series_samples, &time, &event, s, seed)?;
@@ -502,7 +502,7 @@ fn survival_markdown(r: &EvalReport, c: &Interval) -> String {
     let (a, known) = auc(&r.horizon_auc);
     md.push_str(&format!(
         "| the model | {n} | {} | {a} | {known} |\n",
-        fmt_interval(&Some(c.clone()))
+        fmt_interval(&Some(*c))
     ));
     if let Some(b) = &r.baseline_survival {
         let (a, known) = auc(&b.horizon_auc);

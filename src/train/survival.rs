@@ -13,7 +13,7 @@ use super::metrics::{self, Interval};
 use crate::catalog::columns::Level;
 use crate::data::Dataset;
 use crate::pack::reader::ShardReader;
-use crate::settings::Settings;
+use crate::settings::{EvalSettings, Settings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -49,24 +49,17 @@ pub struct Outcomes<'a> {
     pub event: &'a [bool],
 }
 
-pub fn c_index(o: &Outcomes, s: &Settings, seed: u64) -> Option<Interval> {
-    metrics::bootstrap(
-        o.risk.len(),
-        None,
-        s.eval.bootstrap,
-        s.eval.ci_level,
-        seed,
-        |idx| {
-            let r: Vec<f64> = idx.iter().map(|&i| o.risk[i]).collect();
-            let t: Vec<f64> = idx.iter().map(|&i| o.time[i]).collect();
-            let e: Vec<bool> = idx.iter().map(|&i| o.event[i]).collect();
-            metrics::c_index(&r, &t, &e)
-        },
-    )
+pub fn c_index(o: &Outcomes, eval: &EvalSettings, seed: u64) -> Option<Interval> {
+    metrics::bootstrap(o.risk.len(), None, eval.bootstrap, eval.ci_level, seed, |idx| {
+        let r: Vec<f64> = idx.iter().map(|&i| o.risk[i]).collect();
+        let t: Vec<f64> = idx.iter().map(|&i| o.time[i]).collect();
+        let e: Vec<bool> = idx.iter().map(|&i| o.event[i]).collect();
+        metrics::c_index(&r, &t, &e)
+    })
 }
 
-pub fn horizon_auc(o: &Outcomes, s: &Settings, seed: u64) -> Option<HorizonAuc> {
-    let horizon = s.eval.horizon;
+pub fn horizon_auc(o: &Outcomes, e: &EvalSettings, seed: u64) -> Option<HorizonAuc> {
+    let horizon = e.horizon;
     let (mut scores, mut labels) = (vec![], vec![]);
     for i in 0..o.risk.len() {
         let died = o.event[i] && o.time[i] <= horizon;
@@ -82,7 +75,7 @@ pub fn horizon_auc(o: &Outcomes, s: &Settings, seed: u64) -> Option<HorizonAuc> 
         horizon,
         n: scores.len(),
         events: labels.iter().filter(|&&l| l).count(),
-        auc: metrics::auc_with_ci(&scores, &labels, None, s.eval.bootstrap, seed),
+        auc: metrics::auc_with_ci(&scores, &labels, None, e.bootstrap, seed),
     })
 }
 
@@ -112,13 +105,16 @@ pub fn baseline(
             let is_hu = crate::catalog::columns::cell_text(&transform[r]).starts_with("hu");
             let score = if is_hu {
                 let sh = shard[r];
-                if !readers.contains_key(&sh) {
-                    let path = ds
-                        .shard_path(sh)
-                        .ok_or_else(|| format!("series row {r}: shard {sh} is not used by this split"))?;
-                    readers.insert(sh, ShardReader::open(&path).map_err(|e| e.to_string())?);
-                }
-                let volume = readers[&sh]
+                let reader = match readers.entry(sh) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let path = ds
+                            .shard_path(sh)
+                            .ok_or_else(|| format!("series row {r}: shard {sh} is not used by this split"))?;
+                        e.insert(ShardReader::open(&path).map_err(|e| e.to_string())?)
+                    }
+                };
+                let volume = reader
                     .volume_i16(shard_row[r] as usize)
                     .map_err(|e| e.to_string())?;
                 names.insert(CT_BASELINE);
@@ -152,8 +148,8 @@ pub fn baseline(
     Ok(Some(SurvivalBaseline {
         name: names.into_iter().collect::<Vec<_>>().join(" / "),
         n: risk.len(),
-        c_index: c_index(&o, s, seed),
-        horizon_auc: horizon_auc(&o, s, seed),
+        c_index: c_index(&o, &s.eval, seed),
+        horizon_auc: horizon_auc(&o, &s.eval, seed),
     }))
 }
 
@@ -161,11 +157,12 @@ pub fn baseline(
 mod tests {
     use super::*;
 
-    fn settings(horizon: f64) -> Settings {
-        let mut s = Settings::default();
-        s.eval.horizon = horizon;
-        s.eval.bootstrap = 50;
-        s
+    fn settings(horizon: f64) -> EvalSettings {
+        EvalSettings {
+            horizon,
+            bootstrap: 50,
+            ..EvalSettings::default()
+        }
     }
 
     #[test]
