@@ -1,7 +1,7 @@
 //! `medtrain bench`: the benchmarks and checks of every layer, one subcommand each: the MPI allreduce
 //! and its cost model (`dist::cli`), the backend on a device against the CPU (`device`), the GPU
-//! start-up self-test (`backend::cuda::selftest`), the input pipeline (`loader`) and Grad-CAM (`explain::bench`). Above the layers it
-//! measures, so none of them imports the command line.
+//! start-up self-test (`backend::cuda::selftest`), the input pipeline (`loader`) and Grad-CAM
+//! (`explain::bench`). Above the layers it measures, so none of them imports the command line.
 
 pub mod device;
 pub mod loader;

@@ -40,8 +40,8 @@ const NODULE_RADIUS_MM: Range<f64> = 3.5..11.0;
 const NODULE_WALL_MARGIN_MM: f64 = 3.0;
 const NODULE_PLACEMENT_TRIES: u32 = 1000;
 /// Heart radius as a multiple of the standard 0.33 body half-depths: below 1 a small heart, above
-/// about 1.15 an enlarged one (cardiothoracic ratio over 0.5 on the radiograph). Drawn from its own
-/// stream, so every other draw of a patient is the same with or without it.
+/// about 1.15 an enlarged one (the hazard's reference, see `truth`). Drawn from its own stream, so
+/// every other draw of a patient is the same with or without it.
 const HEART_SCALE: Range<f64> = 0.85..1.3;
 /// Emphysema lowers the lung parenchyma's density by up to this many HU (severity 1): from about
 /// −845 HU in healthy lungs towards −935 HU. Drawn from its own stream, like the heart.

@@ -42,8 +42,8 @@ const MEDIAN_AGE_YEARS: f64 = 67.0;
 /// Follow-up ends (administrative censoring) between one and ten years after the CT.
 const FOLLOW_UP_DAYS: std::ops::Range<f64> = 365.0..3652.0;
 
-/// Survival with a proportional hazard rising with nodule size, heart size and emphysema: days observed and whether the
-/// patient died in that time (else censored).
+/// Survival with a proportional hazard rising with nodule size, heart size and emphysema: days
+/// observed and whether the patient died in that time (else censored).
 pub(crate) fn follow_up(seed: u64, plan: &PatientPlan) -> (u32, bool) {
     let mut rng = stream_rng(seed, "follow-up", plan.index);
     let age = plan.identity.ct_date.age_years_since(plan.identity.birth_date) as f64;
