@@ -756,3 +756,96 @@ fn bench_loader_reads_every_sample_once_across_ranks() {
         "checksum {checksum} vs {sum} summed sample by sample"
     );
 }
+
+/// `[model] init` through `train`: a torchvision-layout ResNet-18 state dict written by PyTorch
+/// (tests/reference/torch_checkpoint.py; widths 4–32, one input channel, a 2-class head) starts the
+/// run. The head is of another shape for a binary task and is skipped by `skip_mismatched`; every
+/// other weight of the first checkpoint is the file's (the one step taken uses lr = 1e-12).
+#[test]
+fn train_starts_from_a_torchvision_state_dict_given_in_the_config() {
+    let c = cohort(4);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference/fixtures/torch_ckpt_resnet18w4.safetensors");
+    let cfg = c.root.join("init.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[model]
+widths = [4, 8, 16, 32]
+blocks = [2, 2, 2, 2]
+stem_kernel = 7
+stem_stride = 2
+stem_pool = true
+init = "{}"
+skip_mismatched = ["fc."]
+
+[data]
+mode = "slice"
+size = [32, 32]
+labels = ["nodule_slices.nodule"]
+
+[train]
+max_steps = 1
+batch_size = 2
+lr = 1e-12
+warmup_steps = 0
+threads = 1
+optimizer = {{ kind = "sgd", momentum = 0.0, nesterov = false, weight_decay = 0.0 }}
+"#,
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = c.root.join("run");
+    let (code, out, err) = run(&[
+        "train",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--out",
+        s(&run_dir),
+        "--config",
+        s(&cfg),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let ck = std::fs::read_dir(run_dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("model.safetensors").is_file())
+        .expect("a checkpoint");
+    let read = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensors()
+            .into_iter()
+            .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+            .map(|(name, v)| {
+                let values: Vec<f32> = v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                (name, values)
+            })
+            .collect::<std::collections::HashMap<String, Vec<f32>>>()
+    };
+    let torch = read(&fixture);
+    let ours = read(&ck.join("model.safetensors"));
+    let mut compared = 0;
+    for (name, want) in &torch {
+        if name.starts_with("fc.") || name.contains("running_") {
+            // The head was skipped; running statistics move with the one training forward pass.
+            continue;
+        }
+        let got = ours
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from the checkpoint"));
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-6, "{name}[{i}]: {g} vs the file's {w}");
+        }
+        compared += 1;
+    }
+    assert!(compared >= 40, "{compared} tensors compared");
+    assert_eq!(ours["fc.weight"].len(), 32, "a one-output head of 32 features");
+}
