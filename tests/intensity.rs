@@ -257,6 +257,49 @@ fn ultrasound_is_cropped_to_its_region_and_loads_like_pydicom_and_numpy() {
     }
 }
 
+/// Cine frames as channels: `mode = "slice25d"` with `context = 1` gives each frame of a multi-frame
+/// ultrasound with its two neighbours (clamped at the ends) as 3 channels, each normalised with its
+/// own frame's statistics, against pydicom + numpy per frame (tests/reference/write_ultrasound.py).
+#[test]
+fn ultrasound_cine_frames_as_channels_load_like_pydicom_and_numpy() {
+    use medtrain::data::SampleMode;
+    for variant in ["rgb-cine", "mono"] {
+        let dir = tempdir();
+        let input = dir.path().join("in");
+        let json = reference_script("write_ultrasound.py", &[s(&input), variant]);
+        let expected = images(&json);
+        let (rows, cols) = image_shape(&json);
+        let (catalog, manifest) = catalogued(&input, dir.path());
+        let cfg = DataConfig {
+            mode: SampleMode::Slice25d,
+            context: 1,
+            size: vec![rows, cols],
+            ..DataConfig::default()
+        };
+        let ds = Dataset::open(&catalog, &manifest, "train", &cfg).unwrap();
+        let frames = expected.len();
+        assert!(frames >= 2, "{variant}: a cine loop");
+        assert_eq!((ds.len(), ds.channels()), (frames, 3), "{variant}");
+        let plane = (rows * cols) as usize;
+        let mut sample = vec![f32::NAN; ds.sample_len()];
+        for i in 0..frames {
+            ds.load(i, None, &mut sample).unwrap();
+            for (c, offset) in [-1i64, 0, 1].iter().enumerate() {
+                let f = (i as i64 + offset).clamp(0, frames as i64 - 1) as usize;
+                let worst = sample[c * plane..(c + 1) * plane]
+                    .iter()
+                    .zip(&expected[f])
+                    .map(|(&got, &w)| (got as f64 - w).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    worst <= TOLERANCE,
+                    "{variant}: frame {i} channel {c} (frame {f}) differs by {worst}"
+                );
+            }
+        }
+    }
+}
+
 /// `[data.intensity] rgb = true`: the R, G and B samples become 3 channels, each clipped and z-scored
 /// with the frame's luma statistics (a grey object fills the 3 alike), against pydicom + numpy
 /// (tests/reference/write_ultrasound.py --rgb) to 1e-5, and the channels of the RGB objects differ.
