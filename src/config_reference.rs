@@ -433,7 +433,9 @@ pub static SECTIONS: &[Section] = &[
                 "tabular",
                 "array of strings",
                 "Tabular inputs fused late, as `\"label_set.column\"` (numeric label columns: age, \
-                 hand-crafted image features imported from a CSV). Standardised with the training \
+                 hand-crafted image features imported from a CSV), `\"catalog.NAME\"` (a numeric series \
+                 column: `catalog.slice_thickness`) or `\"catalog.NAME=VALUE\"` (1 where a text series \
+                 column has the value: `catalog.body_part=ANKLE`). Standardised with the training \
                  split's mean and standard deviation (kept in the checkpoint); a missing value is 0 \
                  with a missing-indicator input of 1. The head is one linear layer over [pooled CNN \
                  features, values, indicators]. Unset: images only.",

@@ -361,3 +361,130 @@ fn each_input_of_a_fused_model_is_learned_alone() {
         "features shuffled: MAE {pixels_only:.3} from the pixels alone vs the mean predictor's {mean_b:.3}"
     );
 }
+
+/// Catalog columns as tabular inputs: `catalog.NAME` reads a numeric series column,
+/// `catalog.NAME=VALUE` is 1 where a text column has the value; both standardised like label columns
+/// (checked against the catalog's own columns read here and the training split's mean and standard
+/// deviation computed here), with missing cells (no slice thickness on an ultrasound image) as 0 and
+/// an indicator of 1. A text column without a value, a numeric one with a value and an unknown column
+/// are refused, naming the input.
+#[test]
+fn catalog_columns_are_tabular_inputs() {
+    use medtrain::catalog::columns::{cell_text, Level};
+    use medtrain::catalog::view::Catalog;
+    let dir = tempdir();
+    let p = |x: &str| dir.path().join(x);
+    ok(&[
+        "phantom",
+        "--cohort",
+        "achilles",
+        "--patients",
+        "8",
+        "--out",
+        s(&p("ph")),
+    ]);
+    ok(&[
+        "pack",
+        s(&p("ph/dicom")),
+        "--out",
+        s(&p("pack")),
+        "--key",
+        s(&p("k")),
+        "--create-key",
+    ]);
+    ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
+    ok(&[
+        "catalog",
+        "labels",
+        "import",
+        s(&p("ph/truth/healing.csv")),
+        "--out",
+        s(&p("catalog")),
+        "--name",
+        "healing",
+        "--key",
+        s(&p("k")),
+    ]);
+    ok(&[
+        "catalog",
+        "split",
+        s(&p("catalog")),
+        "modality = 'US' or modality = 'MR'",
+        "--out",
+        s(&p("split.h5")),
+        "--ratios",
+        "train=0.5,val=0.5",
+        "--seed",
+        "3",
+    ]);
+    let (catalog, m) = (p("catalog"), Manifest::load(&p("split.h5")).unwrap());
+    let tabular = ["catalog.modality=US", "catalog.rows", "catalog.slice_thickness"];
+    let cfg = data_config(&["healing.score"], &tabular);
+    let mut train = Dataset::open(&catalog, &m, "train", &cfg).unwrap();
+    let stats = medtrain::data::targets::standardise(&mut train, None)
+        .unwrap()
+        .unwrap();
+    let cat = Catalog::open(&catalog).unwrap();
+    let modality = cat.tables.codes("series/modality").unwrap();
+    let rows = cat.col_u32(Level::Series, "rows").unwrap();
+    let thickness = cat.col_f64(Level::Series, "slice_thickness").unwrap();
+    let raw = |row: usize| -> [Option<f64>; 3] {
+        let t = thickness[row];
+        [
+            Some(f64::from(u8::from(cell_text(&modality[row]) == "US"))),
+            Some(f64::from(rows[row])),
+            (!t.is_nan()).then_some(t),
+        ]
+    };
+    let samples: Vec<[Option<f64>; 3]> = (0..train.len())
+        .map(|i| raw(train.meta(i).series_row as usize))
+        .collect();
+    let mut kinds = [0usize; 2];
+    for c in 0..3 {
+        let present: Vec<f64> = samples.iter().filter_map(|r| r[c]).collect();
+        let mean = present.iter().sum::<f64>() / present.len() as f64;
+        let sd = (present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / present.len() as f64).sqrt();
+        let sd = if sd > 0.0 { sd } else { 1.0 };
+        assert!(
+            (stats.mean[c] - mean).abs() < 1e-9 * (1.0 + mean.abs()),
+            "{c}: {stats:?} vs {mean}"
+        );
+        assert!(
+            (stats.std[c] - sd).abs() < 1e-9 * (1.0 + sd),
+            "{c}: {stats:?} vs {sd}"
+        );
+        for (i, r) in samples.iter().enumerate() {
+            let mut t = vec![0.0f32; 6];
+            train.tabular(i, &mut t).unwrap();
+            let (want, indicator) = r[c].map_or((0.0, 1.0), |v| (((v - mean) / sd) as f32, 0.0));
+            assert!(
+                (t[c] - want).abs() < 1e-5,
+                "sample {i} input {c}: {} vs {want}",
+                t[c]
+            );
+            assert_eq!(t[3 + c], indicator, "sample {i}: missing indicator of input {c}");
+        }
+    }
+    for r in &samples {
+        kinds[r[0].unwrap() as usize] += 1;
+    }
+    assert!(
+        kinds[0] > 0 && kinds[1] > 0,
+        "both modalities in the training split: {kinds:?}"
+    );
+    assert!(
+        samples.iter().any(|r| r[2].is_none()),
+        "some images without a slice thickness"
+    );
+    for (bad, says) in [
+        ("catalog.body_part", "name a value"),
+        ("catalog.rows=5", "is a number"),
+        ("catalog.no_such_column", "no series column"),
+    ] {
+        let err = Dataset::open(&catalog, &m, "train", &data_config(&["healing.score"], &[bad]))
+            .err()
+            .unwrap_or_else(|| panic!("{bad} was accepted"))
+            .to_string();
+        assert!(err.contains(bad) && err.contains(says), "{bad}: {err}");
+    }
+}

@@ -8,7 +8,7 @@
 
 use super::config::{DataConfig, SampleMode};
 use super::intensity::{plan, IntensityConfig, Luts, Norm, Pipeline, Plan, Recorded};
-use super::targets::{resolve_targets, TabularStats, Target};
+use super::targets::{resolve_tabular, resolve_targets, TabularStats, Target};
 use super::transform::{resample, Augmentation, Grid, Mapped, Volume};
 use super::DataError;
 use crate::catalog::columns::{cell_text, Level};
@@ -217,7 +217,7 @@ impl Dataset {
             cfg: cfg.clone(),
             level,
             targets: resolve_targets(&catalog, &cfg.labels)?,
-            tabular: resolve_targets(&catalog, &cfg.tabular)?,
+            tabular: resolve_tabular(&catalog, &cfg.tabular)?,
             tabular_stats: None,
             spacing: cfg.spacing_mm.as_ref().map(|s| match s.as_slice() {
                 [r, c] => [1.0, *r, *c],

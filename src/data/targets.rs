@@ -25,11 +25,13 @@ pub fn standardise(
     Ok(Some(stats))
 }
 
-/// A label column as a dataset reads it.
+/// A label column as a dataset reads it, or a catalog column given as a tabular input.
 pub(super) struct Target {
-    pub(super) set: usize, // index into catalog.labels
+    pub(super) set: usize, // index into catalog.labels (unused for a catalog column)
     pub(super) column: String,
     pub(super) level: Level,
+    /// `catalog.NAME` or `catalog.NAME=VALUE`: the value per catalog series row (NaN: none).
+    pub(super) catalog: Option<Vec<f64>>,
 }
 
 /// What standardises the tabular inputs: per column, the mean and standard deviation of its values
@@ -44,6 +46,9 @@ pub struct TabularStats {
 
 impl Dataset {
     pub(super) fn label(&self, t: &Target, s: &SeriesInfo, slice_row: Option<u64>) -> Option<f64> {
+        if let Some(values) = &t.catalog {
+            return values.get(s.row as usize).copied().filter(|v| !v.is_nan());
+        }
         let set = &self.catalog.labels[t.set];
         let values = set.values(&t.column).unwrap_or(&[]);
         let states = set.states(&t.column).unwrap_or(&[]);
@@ -203,7 +208,109 @@ pub(super) fn resolve_targets(cat: &Catalog, labels: &[String]) -> Result<Vec<Ta
                 set,
                 column: column.to_string(),
                 level: ls.meta.level,
+                catalog: None,
             })
         })
         .collect()
+}
+
+/// Prefix of a tabular input read from the catalog's series columns rather than a label set.
+pub const CATALOG_PREFIX: &str = "catalog.";
+
+/// The tabular inputs: label columns (`set.column`) and catalog series columns: `catalog.NAME` for a
+/// numeric column (e.g. `catalog.slice_thickness`), `catalog.NAME=VALUE` for a text one, an
+/// indicator that is 1 where the series has that value (e.g. `catalog.body_part=ANKLE`). A cell
+/// without a value (an empty code, NaN) is missing.
+pub(super) fn resolve_tabular(cat: &Catalog, names: &[String]) -> Result<Vec<Target>, DataError> {
+    use crate::catalog::columns::{cell_text, level_columns, ColType};
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(spec) = name.strip_prefix(CATALOG_PREFIX) else {
+            out.extend(resolve_targets(cat, std::slice::from_ref(name))?);
+            continue;
+        };
+        let err = |reason: String| DataError::Label {
+            name: name.clone(),
+            reason,
+        };
+        let (column, value) = match spec.split_once('=') {
+            Some((c, v)) => (c.trim(), Some(v.trim())),
+            None => (spec.trim(), None),
+        };
+        let columns = level_columns(Level::Series);
+        let usable = || {
+            columns
+                .iter()
+                .filter(|c| c.width == 1 && c.ty != ColType::Key32)
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+        };
+        let col = columns
+            .iter()
+            .find(|c| c.name == column && c.width == 1 && c.ty != ColType::Key32)
+            .ok_or_else(|| {
+                err(format!(
+                    "no series column {column} to read (usable: {:?})",
+                    usable()
+                ))
+            })?;
+        let path = format!("series/{column}");
+        let read = |e: crate::catalog::CatalogError| err(e.to_string());
+        let values: Vec<f64> = match (col.ty, value) {
+            (ColType::Code16, Some(v)) => cat
+                .tables
+                .codes(&path)
+                .map_err(read)?
+                .iter()
+                .map(|c| match cell_text(c) {
+                    "" => f64::NAN,
+                    text => f64::from(u8::from(text == v)),
+                })
+                .collect(),
+            (ColType::Code16, None) => {
+                return Err(err(format!(
+                    "{column} is text: name a value, e.g. {CATALOG_PREFIX}{column}=CHEST (1 where the \
+                     series has it, else 0)"
+                )))
+            }
+            (_, Some(_)) => return Err(err(format!("{column} is a number: name it without a value"))),
+            (ColType::U8, None) => cat
+                .tables
+                .u8s(&path)
+                .map_err(read)?
+                .iter()
+                .map(|&v| v.into())
+                .collect(),
+            (ColType::U32, None) => cat
+                .tables
+                .u32s(&path)
+                .map_err(read)?
+                .iter()
+                .map(|&v| v.into())
+                .collect(),
+            (ColType::I32, None) => cat
+                .tables
+                .i32s(&path)
+                .map_err(read)?
+                .iter()
+                .map(|&v| v.into())
+                .collect(),
+            (ColType::U64, None) => cat
+                .tables
+                .u64s(&path)
+                .map_err(read)?
+                .iter()
+                .map(|&v| v as f64)
+                .collect(),
+            (ColType::F64, None) => cat.tables.f64s(&path).map_err(read)?.to_vec(),
+            (ColType::Key32, None) => unreachable!("key columns are not offered"),
+        };
+        out.push(Target {
+            set: 0,
+            column: name.clone(),
+            level: Level::Series,
+            catalog: Some(values),
+        });
+    }
+    Ok(out)
 }
