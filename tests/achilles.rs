@@ -20,7 +20,7 @@ fn achilles_phantom_reads_in_pydicom_and_packs_without_identifiers_or_burned_in_
         ..PhantomConfig::default()
     };
     let summary = achilles::generate(&cfg, &root.join("phantom")).unwrap();
-    assert_eq!((summary.patients, summary.series), (6, 12));
+    assert_eq!((summary.patients, summary.series), (6, 18));
 
     let files: Vec<serde_json::Value> =
         serde_json::from_str(&reference_script("achilles_check.py", &[s(&summary.dicom_dir)])).unwrap();
@@ -28,8 +28,8 @@ fn achilles_phantom_reads_in_pydicom_and_packs_without_identifiers_or_burned_in_
     let mr: Vec<&serde_json::Value> = files.iter().filter(|f| f["modality"] == "MR").collect();
     assert_eq!(
         (us.len(), mr.len()),
-        (6, 30),
-        "one ultrasound and five MR slices per patient"
+        (12, 30),
+        "two ultrasounds (first visit, follow-up) and five MR slices per patient"
     );
     let forms: BTreeSet<(String, i64, i64)> = us
         .iter()
@@ -66,7 +66,7 @@ fn achilles_phantom_reads_in_pydicom_and_packs_without_identifiers_or_burned_in_
             "text in the border iff YES: {f}"
         );
     }
-    assert_eq!(burned, 3);
+    assert_eq!(burned, 6);
     for f in &mr {
         assert_eq!(
             f["orientation"],
@@ -85,10 +85,44 @@ fn achilles_phantom_reads_in_pydicom_and_packs_without_identifiers_or_burned_in_
             .collect();
         assert_eq!(keyed, series, "a truth row per series");
     }
+    let mut grade_of = std::collections::HashMap::new();
     for line in healing.lines().skip(1) {
         let grade: u8 = line.rsplit(',').next().unwrap().parse().unwrap();
         assert!((1..=7).contains(&grade), "{line}");
+        grade_of.insert(line.split(',').nth(1).unwrap().to_string(), grade);
     }
+    // Longitudinal: per patient, the follow-up ultrasound is a later study of a tendon healed by 1–3
+    // grades (at most 7); the MR shares the first ultrasound's grade.
+    let patients: BTreeSet<&str> = files.iter().map(|f| f["patient_id"].as_str().unwrap()).collect();
+    let mut healed = 0;
+    for p in patients {
+        let mut visits: Vec<(&str, &str, u8)> = files
+            .iter()
+            .filter(|f| f["patient_id"] == p)
+            .map(|f| {
+                let series = f["series"].as_str().unwrap();
+                (
+                    f["study_date"].as_str().unwrap(),
+                    f["modality"].as_str().unwrap(),
+                    grade_of[series],
+                )
+            })
+            .collect();
+        visits.sort();
+        visits.dedup();
+        let us: Vec<_> = visits.iter().filter(|v| v.1 == "US").collect();
+        let mr = visits.iter().find(|v| v.1 == "MR").unwrap();
+        assert_eq!(us.len(), 2, "{p}: {visits:?}");
+        let (first, later) = (us[0], us[1]);
+        assert!(later.0 > first.0 && mr.0 <= first.0, "{p}: dates {visits:?}");
+        assert_eq!(mr.2, first.2, "{p}: MR and first ultrasound share a grade");
+        assert!(
+            later.2 >= first.2 && later.2 <= 7 && later.2 <= first.2 + 3,
+            "{p}: {visits:?}"
+        );
+        healed += usize::from(later.2 > first.2);
+    }
+    assert!(healed > 0, "some tendons heal between the visits");
 
     let out = root.join("pack");
     let (code, stdout, stderr) = run(&[
@@ -135,5 +169,5 @@ fn achilles_phantom_reads_in_pydicom_and_packs_without_identifiers_or_burned_in_
             );
         }
     }
-    assert_eq!(us_series, 6);
+    assert_eq!(us_series, 12);
 }

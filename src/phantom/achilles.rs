@@ -1,6 +1,7 @@
 //! The Achilles cohort (`phantom --cohort achilles`): per patient a healing grade of 1–7 (7:
-//! healed) and, written as real DICOM with the patient's identifiers planted, an ultrasound of the
-//! tendon and a sagittal MR series of the same tendon.
+//! healed) and, written as real DICOM with the patient's identifiers planted, longitudinal imaging of
+//! the same tendon: a sagittal MR series and an ultrasound at the first visits (one grade), and a
+//! follow-up ultrasound 12 weeks later, by when the tendon has healed by 1–3 grades (at most 7).
 //!
 //! - Ultrasound: B-mode speckle (Rayleigh), skin line, the tendon as a fibrillar band whose thickness
 //!   falls and echogenicity rises with the grade. By patient: RGB, a 3-frame cine loop, or one
@@ -11,8 +12,8 @@
 //!   less it has healed.
 //!
 //! Truth: `healing.csv` (the grade of each series), `features.csv` (a hand-crafted tendon thickness
-//! measured with error, missing for about one patient in ten, and the age) and the planted
-//! identifiers. The pixels and the features each carry the grade, so late fusion has two sources.
+//! measured with error at each visit, missing for about one visit in ten, and the age) and the
+//! planted identifiers. The pixels and the features each carry the grade, so late fusion has two sources.
 
 use super::identity::Identity;
 use super::seed::{hex_name, stream_rng, uid};
@@ -53,6 +54,10 @@ const US_MULTIFRAME_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.3.1";
 const MANUFACTURER: &str = "MEDTRAIN";
 /// Burned-in text is drawn with this value; tissue stays below it.
 const TEXT_VALUE: u8 = 255;
+/// The follow-up ultrasound comes this many days after the first one.
+const FOLLOW_UP_DAYS: i64 = 84;
+/// Grades healed by the follow-up (inclusive range, capped at 7).
+const FOLLOW_UP_GAIN: std::ops::RangeInclusive<u8> = 1..=3;
 
 /// One patient of the cohort.
 struct Tendon {
@@ -87,8 +92,12 @@ impl Tendon {
     fn sample(seed: u64, patient: u32) -> Tendon {
         let mut rng = stream_rng(seed, "achilles tendon", patient);
         let grade = rng.gen_range(1..=7u8);
-        let thickness_mm = HEALED_MM + SWELLING_MM * f64::from(7 - grade) + 0.3 * normal(&mut rng);
-        let measured = thickness_mm + MEASUREMENT_SD_MM * normal(&mut rng);
+        Tendon::at_grade(&mut rng, grade, patient)
+    }
+
+    fn at_grade(rng: &mut ChaCha8Rng, grade: u8, patient: u32) -> Tendon {
+        let thickness_mm = HEALED_MM + SWELLING_MM * f64::from(7 - grade) + 0.3 * normal(rng);
+        let measured = thickness_mm + MEASUREMENT_SD_MM * normal(rng);
         let missing = rng.gen_bool(MEASUREMENT_MISSING);
         Tendon {
             grade,
@@ -97,6 +106,14 @@ impl Tendon {
             variant: [UsVariant::Rgb, UsVariant::Cine, UsVariant::Mono][patient as usize % 3],
             burned_in: patient % 2 == 0,
         }
+    }
+
+    /// The same tendon at the follow-up visit: healed by 1–3 grades (at most 7), its thickness and
+    /// measurement drawn again (from their own stream).
+    fn follow_up(&self, seed: u64, patient: u32) -> Tendon {
+        let mut rng = stream_rng(seed, "achilles follow-up", patient);
+        let grade = (self.grade + rng.gen_range(FOLLOW_UP_GAIN)).min(7);
+        Tendon::at_grade(&mut rng, grade, patient)
     }
 
     /// One B-mode frame (rows × cols, 8-bit); `shift` moves the tissue down by whole rows.
@@ -293,23 +310,21 @@ fn write_mr(
     Ok((files, bytes))
 }
 
-/// Writes one patient's ultrasound and MR series; returns (files, bytes, truth rows).
-fn write_patient(
+/// Writes one ultrasound object of visit `visit` (0: first, 1: follow-up) in its own study.
+#[allow(clippy::too_many_arguments)]
+fn write_us(
     seed: u64,
     patient: u32,
-    dicom_dir: &Path,
-) -> Result<(u64, u64, Vec<String>, Vec<String>, Vec<String>), PhantomError> {
-    let id = Identity::sample(seed, patient);
-    let tendon = Tendon::sample(seed, patient);
-    let mut rng = stream_rng(seed, "achilles pixels", patient);
-    let folder = dicom_dir.join(id.folder_name());
+    visit: u32,
+    id: &Identity,
+    tendon: &Tendon,
+    rng: &mut ChaCha8Rng,
+    folder: &Path,
+    us_date: &str,
+    us_series: &str,
+) -> Result<(u64, u64), PhantomError> {
     let (mut files, mut bytes) = (0u64, 0u64);
-    let (us_date, mr_date) = (id.ct_date.dicom(), id.radiograph_date.dicom());
-    let us_series = uid(seed, "achilles us series", patient, 0);
-    let mr_series = uid(seed, "achilles mr series", patient, 0);
-
-    // Ultrasound.
-    let dir = folder.join(format!("US_{us_date}_SE1"));
+    let dir = folder.join(format!("US_{us_date}_SE{}", 1 + 2 * visit));
     fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let top = US_BORDER + 12 + rng.gen_range(0..8);
     let frames = if tendon.variant == UsVariant::Cine {
@@ -319,7 +334,7 @@ fn write_patient(
     };
     let mut grey = Vec::with_capacity(frames * US_ROWS * US_COLS);
     for f in 0..frames {
-        let mut frame = tendon.us_frame(&mut rng, top, f);
+        let mut frame = tendon.us_frame(rng, top, f);
         if tendon.burned_in {
             let text = format!("{} {}", id.name.prose().to_uppercase(), id.patient_id);
             burn_text(&mut frame, US_COLS, 4, 2, &text);
@@ -331,13 +346,13 @@ fn write_patient(
         true => grey.iter().flat_map(|&v| [v, v, v]).collect(),
         false => grey,
     };
-    let sop = uid(seed, "achilles us instance", patient, 0);
+    let sop = uid(seed, "achilles us instance", patient, visit);
     let mut d = patient_header(
         &id,
-        &us_date,
+        us_date,
         "US",
-        &uid(seed, "achilles us study", patient, 0),
-        &us_series,
+        &uid(seed, "achilles us study", patient, visit),
+        us_series,
     );
     d.str(
         tags::SOP_CLASS_UID,
@@ -382,23 +397,72 @@ fn write_patient(
         VR::OB,
         PrimitiveValue::U8(C::from_vec(pixels)),
     ));
-    let name = format!("{}.dcm", hex_name(seed, "achilles us file", patient, 0));
+    let name = format!("{}.dcm", hex_name(seed, "achilles us file", patient, visit));
     bytes += write_file(d.into_inner(), uids::EXPLICIT_VR_LITTLE_ENDIAN, &dir.join(name))?;
     files += 1;
+
+    Ok((files, bytes))
+}
+
+/// Writes one patient's ultrasound and MR series; returns (files, bytes, truth rows).
+fn write_patient(
+    seed: u64,
+    patient: u32,
+    dicom_dir: &Path,
+) -> Result<(u64, u64, Vec<String>, Vec<String>, Vec<String>), PhantomError> {
+    let id = Identity::sample(seed, patient);
+    let tendon = Tendon::sample(seed, patient);
+    let mut rng = stream_rng(seed, "achilles pixels", patient);
+    let folder = dicom_dir.join(id.folder_name());
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let (us_date, mr_date) = (id.ct_date.dicom(), id.radiograph_date.dicom());
+    let us_series = uid(seed, "achilles us series", patient, 0);
+    let mr_series = uid(seed, "achilles mr series", patient, 0);
+
+    let (f, b) = write_us(
+        seed, patient, 0, &id, &tendon, &mut rng, &folder, &us_date, &us_series,
+    )?;
+    files += f;
+    bytes += b;
 
     let dir = folder.join(format!("MR_{mr_date}_SE2"));
     let (f, b) = write_mr(seed, patient, &id, &tendon, &mut rng, &dir, &mr_series)?;
     files += f;
     bytes += b;
 
+    // The follow-up ultrasound, its pixels drawn after the first visits' (which stay as they were).
+    let later = tendon.follow_up(seed, patient);
+    let later_date = id.ct_date.plus_days(FOLLOW_UP_DAYS).dicom();
+    let later_series = uid(seed, "achilles us series", patient, 1);
+    let (f, b) = write_us(
+        seed,
+        patient,
+        1,
+        &id,
+        &later,
+        &mut rng,
+        &folder,
+        &later_date,
+        &later_series,
+    )?;
+    files += f;
+    bytes += b;
+
     let age = id.ct_date.age_years_since(id.birth_date);
-    let measured = tendon.measured_mm.map_or(String::new(), |m| format!("{m:.2}"));
-    let healing = [&us_series, &mr_series]
-        .map(|s| format!("{},{s},{}", id.patient_id, tendon.grade))
-        .to_vec();
-    let features = [&us_series, &mr_series]
-        .map(|s| format!("{},{s},{measured},{age}", id.patient_id))
-        .to_vec();
+    let measured = |t: &Tendon| t.measured_mm.map_or(String::new(), |m| format!("{m:.2}"));
+    let visits = [
+        (&us_series, &tendon),
+        (&mr_series, &tendon),
+        (&later_series, &later),
+    ];
+    let healing = visits
+        .iter()
+        .map(|(s, t)| format!("{},{s},{}", id.patient_id, t.grade))
+        .collect();
+    let features = visits
+        .iter()
+        .map(|(s, t)| format!("{},{s},{},{age}", id.patient_id, measured(t)))
+        .collect();
     Ok((files, bytes, healing, features, id.planted()))
 }
 
@@ -438,7 +502,7 @@ pub fn generate(cfg: &PhantomConfig, out: &Path) -> Result<PhantomSummary, Phant
     write(truth::PLANTED_TXT, &planted)?;
     Ok(PhantomSummary {
         patients: cfg.patients,
-        series: 2 * cfg.patients,
+        series: 3 * cfg.patients,
         files,
         bytes,
         dicom_dir,

@@ -1,7 +1,7 @@
 """Reads every file of the Achilles phantom with pydicom and reports what a reader sees, one JSON
 object per file: modality, photometric interpretation, samples, frames, BurnedInAnnotation, the
 ultrasound region, the largest value in the top border and in the tissue region (of every frame
-and sample), and for MR the rows, columns, orientation and position.
+and sample), the study and its date, and for MR the rows, columns, orientation and position.
 
     achilles_check.py DICOM_DIR
 """
@@ -24,6 +24,8 @@ for folder, _, names in sorted(os.walk(sys.argv[1])):
             "frames": int(getattr(ds, "NumberOfFrames", 1)),
             "patient_id": ds.PatientID,
             "series": ds.SeriesInstanceUID,
+            "study": ds.StudyInstanceUID,
+            "study_date": ds.StudyDate,
         }
         if ds.Modality == "US":
             r = ds.SequenceOfUltrasoundRegions[0]
