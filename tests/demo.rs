@@ -92,28 +92,7 @@ fn main_command_learns_the_nodule_task_and_beats_the_baseline() {
 fn achilles_demo_learns_the_healing_grade() {
     use medtrain::catalog::split::Manifest;
     use medtrain::data::{DataConfig, Dataset};
-    let dir = tempdir();
-    let out = dir.path().join("demo-achilles");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let result = Command::new("bash")
-        .arg(root.join("scripts/demo.sh"))
-        .arg("achilles")
-        .arg(&out)
-        .env("MEDTRAIN_BIN", env!("CARGO_BIN_EXE_medtrain"))
-        .env("MEDTRAIN_RANKS", "2")
-        .env("MEDTRAIN_PATIENTS", "60")
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .expect("run scripts/demo.sh");
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(
-        result.status.success(),
-        "demo.sh achilles failed\n{stdout}\n{stderr}"
-    );
-    let eval: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("eval/eval.json")).unwrap()).unwrap();
+    let (_dir, out, eval) = run_demo("achilles", 60);
     let mae = eval["mae"].as_f64().unwrap();
     let manifest = Manifest::load(&out.join("manifest.h5")).unwrap();
     let cfg = DataConfig {
@@ -143,7 +122,7 @@ fn achilles_demo_learns_the_healing_grade() {
     );
     assert!(
         mae <= 0.6 * mean_mae,
-        "test MAE {mae:.3} vs the mean predictor's {mean_mae:.3}\n{stdout}"
+        "test MAE {mae:.3} vs the mean predictor's {mean_mae:.3}\n{eval}"
     );
     let pngs = std::fs::read_dir(out.join("explain"))
         .unwrap()
@@ -154,7 +133,7 @@ fn achilles_demo_learns_the_healing_grade() {
 
 /// Runs `scripts/demo.sh TASK` on a cohort of `patients` and returns its output directory and the
 /// test split's evaluation.
-fn run_risk_demo(task: &str, patients: u32) -> (tempfile::TempDir, std::path::PathBuf, serde_json::Value) {
+fn run_demo(task: &str, patients: u32) -> (tempfile::TempDir, std::path::PathBuf, serde_json::Value) {
     let dir = tempdir();
     let out = dir.path().join(format!("demo-{task}"));
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -208,7 +187,7 @@ fn assert_beats_baseline(task: &str, eval: &serde_json::Value) -> f64 {
 /// over the patients known at the horizon (those censored earlier are left out).
 #[test]
 fn cxr_risk_demo_ranks_death_risk_from_radiographs() {
-    let (_dir, out, eval) = run_risk_demo("cxr-risk", 200);
+    let (_dir, out, eval) = run_demo("cxr-risk", 200);
     assert_beats_baseline("cxr-risk", &eval);
     assert_eq!(eval["baseline_survival"]["name"], "dense fraction of the image");
     let h = &eval["horizon_auc"];
@@ -233,7 +212,7 @@ fn cxr_risk_demo_ranks_death_risk_from_radiographs() {
 /// volumes beats the brightest-lung-voxel baseline.
 #[test]
 fn ldct_risk_demo_ranks_death_risk_from_ct_volumes() {
-    let (_dir, out, eval) = run_risk_demo("ldct-risk", 300);
+    let (_dir, out, eval) = run_demo("ldct-risk", 300);
     assert_beats_baseline("ldct-risk", &eval);
     assert_eq!(eval["baseline_survival"]["name"], "brightest lung voxel (CT)");
     assert!(out.join("explain/report.md").is_file());
