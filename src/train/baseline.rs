@@ -3,6 +3,27 @@
 //! image border (so not the air around the body), plus the holes they enclose (vessels and nodules are
 //! holes in the air mask). A model that cannot beat this has learned nothing beyond "dense spot in lung".
 
+/// The reader of catalog shard `shard`, opened on first use and kept in `readers` (by catalog shard
+/// id: a split may use only some of the catalog's shards).
+pub(crate) fn shard_reader<'a>(
+    readers: &'a mut std::collections::BTreeMap<u32, crate::pack::reader::ShardReader>,
+    ds: &crate::data::Dataset,
+    shard: u32,
+    row: usize,
+) -> Result<&'a crate::pack::reader::ShardReader, String> {
+    use std::collections::btree_map::Entry;
+    match readers.entry(shard) {
+        Entry::Occupied(e) => Ok(e.into_mut()),
+        Entry::Vacant(e) => {
+            let path = ds
+                .shard_path(shard)
+                .ok_or_else(|| format!("series row {row}: shard {shard} is not used by this split"))?;
+            let reader = crate::pack::reader::ShardReader::open(&path).map_err(|e| e.to_string())?;
+            Ok(e.insert(reader))
+        }
+    }
+}
+
 /// HU below which a voxel counts as air-like (lung parenchyma is about −850, soft tissue 0 to 70).
 const AIR_LIKE_HU: i16 = -400;
 

@@ -3,7 +3,7 @@
 //! averaged per rank). Sample scores are aggregated to series and patients; intervals come from a
 //! bootstrap over patients. Also the curves (PNG) and the run report.
 
-use super::baseline::brightest_lung_voxel;
+use super::baseline::{brightest_lung_voxel, shard_reader};
 use super::metrics::{self, Interval};
 use super::plot::{self, Chart, Series};
 use super::survival;
@@ -371,15 +371,7 @@ fn baseline(
     let (mut scores, mut labels, mut kept_units) = (vec![], vec![], vec![]);
     for (g, &unit) in groups.iter().zip(units) {
         let row = g.key as usize;
-        let sh = shard[row];
-        if !readers.contains_key(&sh) {
-            // By catalog shard id: the split may use only some of the catalog's shards.
-            let path = ds
-                .shard_path(sh)
-                .ok_or_else(|| format!("series row {row}: shard {sh} is not used by this split"))?;
-            readers.insert(sh, ShardReader::open(&path).map_err(|e| e.to_string())?);
-        }
-        let reader = &readers[&sh];
+        let reader = shard_reader(&mut readers, ds, shard[row], row)?;
         let Ok(volume) = reader.volume_i16(shard_row[row] as usize) else {
             // Not a CT volume: no baseline for this series.
             continue;

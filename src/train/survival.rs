@@ -8,7 +8,7 @@
 //!
 //! A patient's baseline score is the largest over its series.
 
-use super::baseline::brightest_lung_voxel;
+use super::baseline::{brightest_lung_voxel, shard_reader};
 use super::metrics::{self, Interval};
 use crate::catalog::columns::Level;
 use crate::data::Dataset;
@@ -104,16 +104,7 @@ pub fn baseline(
             let r = series as usize;
             let is_hu = crate::catalog::columns::cell_text(&transform[r]).starts_with("hu");
             let score = if is_hu {
-                let sh = shard[r];
-                let reader = match readers.entry(sh) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let path = ds
-                            .shard_path(sh)
-                            .ok_or_else(|| format!("series row {r}: shard {sh} is not used by this split"))?;
-                        e.insert(ShardReader::open(&path).map_err(|e| e.to_string())?)
-                    }
-                };
+                let reader = shard_reader(&mut readers, ds, shard[r], r)?;
                 let volume = reader
                     .volume_i16(shard_row[r] as usize)
                     .map_err(|e| e.to_string())?;
