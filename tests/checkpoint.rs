@@ -14,34 +14,15 @@ use medtrain::checkpoint::{
 };
 use medtrain::nn::{build, Net, ResNetConfig};
 use medtrain::optim::{Optimizer, OptimizerConfig};
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::Dtype;
 use serde::Deserialize;
 
-use crate::common;
+use crate::common::{self, read_f32_tensors};
 
 const B: CpuBackend = CpuBackend;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/fixtures");
 const N: u32 = 2;
 const DIMS: [u32; 3] = [1, 32, 32];
-
-/// Every F32 tensor of a safetensors file, read with the safetensors crate.
-fn read_f32_tensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run tests/reference/torch_checkpoint.py", path.display()));
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .filter(|(_, v)| v.dtype() == Dtype::F32)
-        .map(|(name, v)| {
-            let values = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (name, (v.shape().to_vec(), values))
-        })
-        .collect()
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(FIXTURES).join(name)

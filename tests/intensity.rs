@@ -67,6 +67,14 @@ fn image_shape(json: &str) -> (u32, u32) {
     )
 }
 
+/// The largest |got − want| of two images of the same length.
+fn max_abs_diff(got: &[f32], want: &[f64]) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max)
+}
+
 /// Loads every sample at the native size and compares it with `expected` (one image per sample).
 fn assert_loader_matches(
     name: &str,
@@ -101,11 +109,7 @@ fn assert_loader_within(
         let t = ds.load(i, None, &mut sample).unwrap();
         assert_eq!(t.slice_index as usize, i, "{name}: samples in stored order");
         assert_eq!(sample.len(), want.len(), "{name}: image {i} size");
-        let worst = sample
-            .iter()
-            .zip(want)
-            .map(|(&got, &w)| (got as f64 - w).abs())
-            .fold(0.0, f64::max);
+        let worst = max_abs_diff(&sample, want);
         assert!(
             worst <= tolerance,
             "{name}: image {i} differs from the pydicom/numpy reference by {worst}"
@@ -155,11 +159,7 @@ fn percentiles_come_from_the_data_config() {
     let ds = Dataset::open(&catalog, &manifest, "train", &cfg).unwrap();
     let mut sample = vec![0.0f32; ds.sample_len()];
     ds.load(0, None, &mut sample).unwrap();
-    let worst = sample
-        .iter()
-        .zip(&expected[0])
-        .map(|(&g, &w)| (g as f64 - w).abs())
-        .fold(0.0, f64::max);
+    let worst = max_abs_diff(&sample, &expected[0]);
     assert!(worst <= TOLERANCE, "{worst}");
     cfg.intensity.radiograph_percentiles = [50.0, 10.0];
     match Dataset::open(&catalog, &manifest, "train", &cfg) {
@@ -286,11 +286,7 @@ fn ultrasound_cine_frames_as_channels_load_like_pydicom_and_numpy() {
             ds.load(i, None, &mut sample).unwrap();
             for (c, offset) in [-1i64, 0, 1].iter().enumerate() {
                 let f = (i as i64 + offset).clamp(0, frames as i64 - 1) as usize;
-                let worst = sample[c * plane..(c + 1) * plane]
-                    .iter()
-                    .zip(&expected[f])
-                    .map(|(&got, &w)| (got as f64 - w).abs())
-                    .fold(0.0, f64::max);
+                let worst = max_abs_diff(&sample[c * plane..(c + 1) * plane], &expected[f]);
                 assert!(
                     worst <= TOLERANCE,
                     "{variant}: frame {i} channel {c} (frame {f}) differs by {worst}"
@@ -325,11 +321,7 @@ fn ultrasound_rgb_channels_load_like_pydicom_and_numpy() {
         for (i, want) in expected.iter().enumerate() {
             ds.load(i, None, &mut sample).unwrap();
             assert_eq!(sample.len(), want.len(), "{variant}: image {i}");
-            let worst = sample
-                .iter()
-                .zip(want)
-                .map(|(&got, &w)| (got as f64 - w).abs())
-                .fold(0.0, f64::max);
+            let worst = max_abs_diff(&sample, want);
             assert!(worst <= TOLERANCE, "{variant}: image {i} differs by {worst}");
             let differ = sample[..plane] != sample[plane..2 * plane];
             assert_eq!(

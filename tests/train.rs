@@ -813,31 +813,15 @@ optimizer = {{ kind = "sgd", momentum = 0.0, nesterov = false, weight_decay = 0.
         .map(|e| e.unwrap().path())
         .find(|p| p.join("model.safetensors").is_file())
         .expect("a checkpoint");
-    let read = |path: &Path| {
-        let bytes = std::fs::read(path).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        st.tensors()
-            .into_iter()
-            .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
-            .map(|(name, v)| {
-                let values: Vec<f32> = v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                (name, values)
-            })
-            .collect::<std::collections::HashMap<String, Vec<f32>>>()
-    };
-    let torch = read(&fixture);
-    let ours = read(&ck.join("model.safetensors"));
+    let torch = crate::common::read_f32_tensors(&fixture);
+    let ours = crate::common::read_f32_tensors(&ck.join("model.safetensors"));
     let mut compared = 0;
-    for (name, want) in &torch {
+    for (name, (_, want)) in &torch {
         if name.starts_with("fc.") || name.contains("running_") {
             // The head was skipped; running statistics move with the one training forward pass.
             continue;
         }
-        let got = ours
+        let (_, got) = ours
             .get(name)
             .unwrap_or_else(|| panic!("{name} missing from the checkpoint"));
         assert_eq!(got.len(), want.len(), "{name}");
@@ -847,5 +831,9 @@ optimizer = {{ kind = "sgd", momentum = 0.0, nesterov = false, weight_decay = 0.
         compared += 1;
     }
     assert!(compared >= 40, "{compared} tensors compared");
-    assert_eq!(ours["fc.weight"].len(), 32, "a one-output head of 32 features");
+    assert_eq!(
+        ours["fc.weight"].0,
+        vec![1, 32],
+        "a one-output head of 32 features"
+    );
 }
