@@ -5,6 +5,7 @@
 //! A single process on the backend `--device` chooses (Grad-CAM kernels on CUDA, `cuda.rs`).
 
 use super::cam::{GradCamOps, Method, Upsample};
+use super::colormap::Colormap;
 use super::layers::{grad_cam_layers, select_layers, CamLayer, CamRequest};
 use super::mapback::map_to_pack;
 use super::overlay::{self, SliceView};
@@ -23,7 +24,10 @@ use crate::settings::{Settings, Task};
 use crate::train::cli::{
     eval_overrides, find_checkpoint, load_net, recorded_path, settings_of, with_tabular,
 };
+mod figures;
+
 use clap::Args;
+use figures::{report_header, write, write_series, Explained};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -75,6 +79,15 @@ pub struct ExplainArgs {
     /// CT window of the overlays: lung, mediastinum, or WIDTH,LEVEL in HU.
     #[arg(long, default_value = "lung")]
     pub window: String,
+    /// Fraction of each series' map maximum below which the overlay shows the slice in grey.
+    #[arg(long, default_value_t = overlay::DEFAULT_THRESHOLD)]
+    pub threshold: f32,
+    /// Draw contour lines at 0.5 and 0.8 of the map maximum.
+    #[arg(long)]
+    pub contours: bool,
+    /// Colour map of the heat: viridis, inferno or jet.
+    #[arg(long, value_enum, default_value_t = Colormap::Viridis)]
+    pub colormap: Colormap,
     /// Explain at most this many series (with --evaluate: of those with lesions, per split).
     #[arg(long)]
     pub max_series: Option<usize>,
@@ -120,6 +133,8 @@ struct Plan {
     methods: Vec<Method>,
     upsample: Upsample,
     window: [f32; 2],
+    /// Colour map, threshold and contours of the overlays (the maximum is set per series).
+    style: overlay::Style,
 }
 
 fn resolve_target(text: &str, s: &Settings) -> Result<(usize, String), Failure> {
@@ -220,6 +235,18 @@ fn plan(args: &ExplainArgs) -> Result<Plan, Failure> {
             args.window
         ))
     })?;
+    if !(0.0..1.0).contains(&args.threshold) {
+        return Err(usage(format!(
+            "--threshold {}: use a fraction of the map maximum in [0, 1)",
+            args.threshold
+        )));
+    }
+    let style = overlay::Style {
+        colormap: args.colormap,
+        threshold: args.threshold,
+        map_max: 1.0,
+        contours: args.contours,
+    };
     if args.evaluate && (args.truth.is_none() || args.key.is_none()) {
         return Err(usage("--evaluate needs --truth LESIONS.csv and --key SITE.key"));
     }
@@ -238,6 +265,7 @@ fn plan(args: &ExplainArgs) -> Result<Plan, Failure> {
         methods,
         upsample,
         window,
+        style,
     })
 }
 
@@ -763,173 +791,6 @@ fn sanity<B: GradCamOps>(
     Ok(quality::sanity_check(&maps))
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    crate::fsx::write_atomic(path, bytes).map_err(|e| job(format!("{}: {e}", path.display())))
-}
-
-/// One series' maps at one layer, with what is known of its lesions, for writing out.
-#[derive(Clone, Copy)]
-struct Explained<'a> {
-    g: &'a SeriesSamples,
-    sm: &'a SeriesMaps,
-    /// Which of `sm.layers`.
-    index: usize,
-    layer: &'a CamLayer,
-    method: Method,
-    /// Reference lesion voxels on the pack grid.
-    mask: Option<&'a [bool]>,
-    quality: Option<&'a SeriesQuality>,
-}
-
-/// Overlays, montage and the map dataset of one series; returns the report lines.
-fn write_series(
-    out: &Path,
-    h5: &hdf5::File,
-    ds: &Dataset,
-    p: &Plan,
-    e: &Explained<'_>,
-) -> Result<String, Failure> {
-    let Explained {
-        g,
-        sm,
-        layer,
-        method,
-        mask,
-        quality: quality_row,
-        ..
-    } = *e;
-    let map = &sm.layers[e.index].map;
-    let [slices, rows, cols] = sm.volume.shape;
-    let (flip_cols, flip_rows) = overlay::series_flips(ds.catalog(), g.series_row).map_err(job)?;
-    let window = sm.volume.display_window.unwrap_or(p.window);
-    let plane = rows * cols;
-    let slice_max: Vec<f32> = (0..slices)
-        .map(|k| {
-            map[k * plane..(k + 1) * plane]
-                .iter()
-                .copied()
-                .fold(0.0, f32::max)
-        })
-        .collect();
-    let peak = (0..slices)
-        .max_by(|&a, &b| slice_max[a].total_cmp(&slice_max[b]))
-        .unwrap_or(0);
-    // The cross marks the map's maximum on the slice that holds it (the pointing game's voxel).
-    let marker = quality::argmax(&map[peak * plane..(peak + 1) * plane]).map(|i| [i / cols, i % cols]);
-    let view = |k: usize| SliceView {
-        hu: &sm.volume.values[k * plane..(k + 1) * plane],
-        map: &map[k * plane..(k + 1) * plane],
-        rows,
-        cols,
-        spacing: [sm.volume.spacing[1], sm.volume.spacing[2]],
-        flip_cols,
-        flip_rows,
-        outline: mask.map(|m| &m[k * plane..(k + 1) * plane]),
-        marker: if k == peak { marker } else { None },
-    };
-    let score_line = if p.settings.train.task == Task::Binary {
-        format!(
-            "P({}) = {:.3}",
-            p.target_name.rsplit('.').next().unwrap_or(""),
-            sm.score()
-        )
-    } else {
-        format!("{} = {:.3}", p.target_name, sm.score())
-    };
-    let short = &g.key[..g.key.len().min(12)];
-    const WHITE: [u8; 3] = [255, 255, 255];
-    let mut lines = vec![
-        (format!("{short} slice {peak}"), WHITE),
-        (score_line.clone(), WHITE),
-        (format!("{} {}", method.name(), layer.name), WHITE),
-    ];
-    if mask.is_some() {
-        lines.push(("red: reference lesion".into(), overlay::OUTLINE));
-    }
-    lines.push(("+: map maximum".into(), overlay::MARKER));
-    let slice_img = overlay::render_slice(&view(peak), window, 256);
-    let overlay_name = format!("{short}-{}-{}.png", layer.name, method.file_name());
-    write(
-        &out.join(&overlay_name),
-        &overlay::annotated_coloured(&slice_img, &lines).encode_png(),
-    )?;
-    // Montage: the slices with the strongest map, in slice order.
-    let mut order: Vec<usize> = (0..slices).collect();
-    order.sort_by(|&a, &b| slice_max[b].total_cmp(&slice_max[a]));
-    order.truncate(MONTAGE_SLICES);
-    order.sort_unstable();
-    let tiles: Vec<_> = order
-        .iter()
-        .map(|&k| (overlay::render_slice(&view(k), window, 128), format!("{k}")))
-        .collect();
-    let montage_name = format!("{short}-{}-{}-montage.png", layer.name, method.file_name());
-    let mont = overlay::montage(&tiles, 4);
-    write(
-        &out.join(&montage_name),
-        &overlay::annotated_coloured(&mont, &lines[1..]).encode_png(),
-    )?;
-    write_map_dataset(h5, g, sm, map, p, layer, method)
-        .map_err(|e| job(format!("maps.h5 {}: {e}", g.key)))?;
-    let q = quality_row.map_or(String::new(), |q| {
-        format!(
-            " | pointing {}{} | energy in lesion {} | deletion {:.3} | insertion {:.3}",
-            q.hit.map_or("n/a", |h| if h { "hit" } else { "miss" }),
-            q.peak
-                .and_then(|p| p.distance_mm)
-                .map_or(String::new(), |d| format!(" (maximum {d:.1} mm from the lesion)")),
-            fmt_opt(q.energy_inside),
-            q.deletion_auc,
-            q.insertion_auc
-        )
-    });
-    Ok(format!(
-        "- `{}` ({score_line}{q}): [overlay]({overlay_name}) · [montage]({montage_name}) · maps.h5 `{}/{}/{}`\n",
-        g.key,
-        method.name(),
-        layer.name,
-        g.key
-    ))
-}
-
-fn write_map_dataset(
-    h5: &hdf5::File,
-    g: &SeriesSamples,
-    sm: &SeriesMaps,
-    map: &[f32],
-    p: &Plan,
-    layer: &CamLayer,
-    method: Method,
-) -> hdf5::Result<()> {
-    use hdf5::types::VarLenUnicode;
-    let child = |parent: &hdf5::Group, name: &str| -> hdf5::Result<hdf5::Group> {
-        if parent.link_exists(name) {
-            parent.group(name)
-        } else {
-            parent.create_group(name)
-        }
-    };
-    let group = child(&child(h5, method.name())?, &layer.name)?;
-    let d = group
-        .new_dataset::<f32>()
-        .shape(sm.volume.shape)
-        .create(g.key.as_str())?;
-    d.write_raw(map)?;
-    let text = |name: &str, value: &str| -> hdf5::Result<()> {
-        let v: VarLenUnicode = value.parse().map_err(|_| hdf5::Error::from("attribute text"))?;
-        d.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
-    };
-    text("layer", &layer.name)?;
-    text("target", &p.target_name)?;
-    text("method", method.name())?;
-    text("series_key", &g.key)?;
-    text(
-        "normalisation",
-        "min-max over the series; 0 where no sample covered the voxel; axes (slice, row, col) of the pack volume",
-    )?;
-    d.new_attr::<f64>().create("score")?.write_scalar(&sm.score())?;
-    Ok(())
-}
-
 #[derive(Serialize)]
 struct QualityJson {
     /// The method of the best candidate; `methods` were all tried.
@@ -1031,20 +892,7 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
     let h5_path = args.out.join("maps.h5");
     let h5 = hdf5::File::create(&h5_path).map_err(|e| job(format!("{}: {e}", h5_path.display())))?;
     let mut ctx = new_ctx(b, p, &ds)?;
-    let mut report = format!(
-        "# Explanations of {} on split {}\n\nMaps of `{}` (output {}), up-sampled with {} cells, min-max \
-         normalised per series, mapped back into each series' pack grid. Overlays in radiological orientation \
-         (patient right on image left), CT window {:?} (center, width HU), viridis colour map, reference \
-         lesions outlined in red where known, the map maximum marked +; montages show the {} slices with the \
-         strongest map. Raw maps: `maps.h5` (group per method, then per layer, dataset per series key).\n\n",
-        p.ck.dir.display(),
-        p.split,
-        p.target_name,
-        p.output,
-        p.upsample.name(),
-        p.window,
-        MONTAGE_SLICES
-    );
+    let mut report = report_header(p);
     let mut sections: Vec<String> = cands
         .iter()
         .map(|c| {

@@ -24,6 +24,14 @@ impl Colormap {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Colormap::Viridis => "viridis",
+            Colormap::Inferno => "inferno",
+            Colormap::Jet => "jet",
+        }
+    }
+
     /// The colour of a value in [0, 1] (clamped; NaN as 0): entry ⌊256·v⌋, the last for v = 1, as
     /// matplotlib's `Colormap.__call__` picks one of its 256 colours.
     pub fn color(self, v: f32) -> [u8; 3] {

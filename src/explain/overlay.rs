@@ -5,6 +5,7 @@
 //! viridis never takes), and the map's maximum is marked with a white cross, so a reader sees at once
 //! whether the map points at the lesion. Montages tile several slices of one series.
 
+use super::colormap::Colormap;
 use super::truth::series_geometry;
 use crate::catalog::columns::cell_text;
 use crate::catalog::view::Catalog;
@@ -15,14 +16,28 @@ pub const OUTLINE: [u8; 3] = [255, 48, 48];
 /// Colour of the cross on the map's maximum.
 pub const MARKER: [u8; 3] = [255, 255, 255];
 
-/// Map values below this are not drawn (the slice shows through).
-const MIN_SHOWN: f32 = 0.15;
-/// Opacity of the colour at map value 1.
-const MAX_ALPHA: f32 = 0.6;
+/// Colour of contour lines.
+pub const CONTOUR: [u8; 3] = [0, 0, 0];
+/// Contour levels, as fractions of the series maximum.
+pub const CONTOUR_LEVELS: [f32; 2] = [0.5, 0.8];
+/// Default fraction of the maximum below which the map is not drawn over the slice.
+pub const DEFAULT_THRESHOLD: f32 = 0.2;
+/// Opacity of the colour at the threshold, and at the maximum.
+const ALPHA_FLOOR: f32 = 0.5;
+const MAX_ALPHA: f32 = 0.85;
+const HEAT_GAMMA: f32 = 0.5;
+/// Length of each arm of the maximum's cross, as a fraction of the image's short side.
+const MARKER_ARM: f64 = 0.08;
 /// Output pixels per millimetre of the finest spacing, at least one output pixel per voxel.
 const LEGEND_WIDTH: usize = 16;
 const TEXT_SCALE: usize = 2;
-const MARGIN: usize = 6;
+/// Space around the picture in [`annotated_coloured`], in pixels.
+pub const MARGIN: usize = 6;
+
+/// Row at which [`annotated_coloured`] places the picture under `lines` lines of text.
+pub fn text_top(lines: usize) -> usize {
+    MARGIN + (7 * TEXT_SCALE + 4) * lines
+}
 
 /// Named CT windows (center, width) in HU.
 pub fn parse_window(text: &str) -> Option<[f32; 2]> {
@@ -39,7 +54,7 @@ pub fn parse_window(text: &str) -> Option<[f32; 2]> {
 
 /// The colour of a value in [0, 1]: matplotlib's viridis.
 pub fn viridis(v: f32) -> [u8; 3] {
-    super::colormap::Colormap::Viridis.color(v)
+    Colormap::Viridis.color(v)
 }
 
 /// An RGB image.
@@ -66,6 +81,12 @@ impl Image {
         if x < self.width && y < self.height {
             let i = (y * self.width + x) * 3;
             self.rgb[i..i + 3].copy_from_slice(&c);
+        }
+    }
+    /// [`Image::set`] for coordinates that may fall off the image (drawn nothing there).
+    pub fn set_signed(&mut self, x: i64, y: i64, c: [u8; 3]) {
+        if x >= 0 && y >= 0 {
+            self.set(x as usize, y as usize, c);
         }
     }
     fn blit(&mut self, other: &Image, x0: usize, y0: usize) {
@@ -163,9 +184,54 @@ pub fn series_flips(cat: &Catalog, series_row: u32) -> Result<(bool, bool), Stri
     ))
 }
 
+/// How a map is drawn: its colour map, the fraction of the series maximum below which the slice
+/// shows through in grey, and optional contour lines.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Style {
+    pub colormap: Colormap,
+    /// Map values below `threshold × map_max` are not drawn on the overlay.
+    pub threshold: f32,
+    /// The map value drawn at the top of the colour map (the series maximum).
+    pub map_max: f32,
+    /// Contour lines at 0.5 and 0.8 of `map_max`.
+    pub contours: bool,
+}
+
+impl Default for Style {
+    fn default() -> Style {
+        Style {
+            colormap: Colormap::Viridis,
+            threshold: DEFAULT_THRESHOLD,
+            map_max: 1.0,
+            contours: false,
+        }
+    }
+}
+
+/// One slice drawn three ways on the same pixel grid: the slice alone, the map alone and the map
+/// blended on the slice. Outline, marker and contours are on the map and the overlay; the image
+/// stays clean so the lesion itself can be seen.
+pub struct Layers {
+    pub image: Image,
+    pub map: Image,
+    pub overlay: Image,
+    /// Output pixels per millimetre.
+    pub px_per_mm: f64,
+}
+
+/// Width in pixels of outlines, contours and the marker's arms: 2 % of the short side, at least 2.
+pub fn stroke_width(img: &Image) -> usize {
+    ((img.width.min(img.height) as f64 * 0.02).round() as usize).max(2)
+}
+
 /// The slice with the map blended on top, at the physical aspect ratio (the finer spacing is one
 /// output pixel, scaled up so the shorter side has at least `min_side` pixels).
 pub fn render_slice(v: &SliceView<'_>, window: [f32; 2], min_side: usize) -> Image {
+    render_layers(v, window, min_side, &Style::default()).overlay
+}
+
+/// [`render_slice`] in its three layers, drawn with `style`.
+pub fn render_layers(v: &SliceView<'_>, window: [f32; 2], min_side: usize, style: &Style) -> Layers {
     let fine = v.spacing[0].min(v.spacing[1]).max(1e-6);
     let h_mm = v.rows as f64 * v.spacing[0];
     let w_mm = v.cols as f64 * v.spacing[1];
@@ -175,10 +241,9 @@ pub fn render_slice(v: &SliceView<'_>, window: [f32; 2], min_side: usize) -> Ima
         px_per_mm *= (min_side as f64 / short).ceil();
     }
     let (height, width) = (
-        (h_mm * px_per_mm).round() as usize,
-        (w_mm * px_per_mm).round() as usize,
+        ((h_mm * px_per_mm).round() as usize).max(1),
+        ((w_mm * px_per_mm).round() as usize).max(1),
     );
-    let mut img = Image::new(width.max(1), height.max(1));
     let low = window[0] - window[1] / 2.0;
     // The voxel (row, col) under output pixel (x, y), display flips applied.
     let row_of = |y: usize| {
@@ -197,74 +262,170 @@ pub fn render_slice(v: &SliceView<'_>, window: [f32; 2], min_side: usize) -> Ima
             c
         }
     };
-    let rows_at: Vec<usize> = (0..img.height).map(row_of).collect();
-    let cols_at: Vec<usize> = (0..img.width).map(col_of).collect();
-    for (y, &r) in rows_at.iter().enumerate() {
-        for (x, &c) in cols_at.iter().enumerate() {
-            let hu = v.hu[r * v.cols + c] as f32;
+    let rows_at: Vec<usize> = (0..height).map(row_of).collect();
+    let cols_at: Vec<usize> = (0..width).map(col_of).collect();
+    let at = |x: usize, y: usize| rows_at[y] * v.cols + cols_at[x];
+    let max = if style.map_max.is_finite() && style.map_max > 0.0 {
+        style.map_max
+    } else {
+        1.0
+    };
+    let threshold = style.threshold.clamp(0.0, 0.999);
+    let mut image = Image::new(width, height);
+    let mut map = Image::new(width, height);
+    let mut overlay = Image::new(width, height);
+    for y in 0..height {
+        for x in 0..width {
+            let i = at(x, y);
+            let hu = v.hu[i] as f32;
             let grey = (((hu - low) / window[1]).clamp(0.0, 1.0) * 255.0).round();
-            let m = v.map[r * v.cols + c];
-            let colour = if m.is_finite() && m >= MIN_SHOWN {
-                let a = MAX_ALPHA * m.min(1.0);
-                let cm = viridis(m);
-                cm.map(|ch| (grey * (1.0 - a) + ch as f32 * a).round() as u8)
+            image.set(x, y, [grey as u8; 3]);
+            let m = v.map[i] / max;
+            let m = if m.is_finite() { m.clamp(0.0, 1.0) } else { 0.0 };
+            let colour = style.colormap.color(m);
+            map.set(x, y, colour);
+            let shown = if m >= threshold && m > 0.0 {
+                let a = heat_alpha(m, threshold);
+                colour.map(|ch| (grey * (1.0 - a) + ch as f32 * a).round() as u8)
             } else {
                 [grey as u8; 3]
             };
-            img.set(x, y, colour);
+            overlay.set(x, y, shown);
         }
     }
-    if let Some(mask) = v.outline.filter(|m| m.len() == v.rows * v.cols) {
-        // Inner boundary on screen: a lesion pixel with a 4-neighbour outside the lesion or the image.
-        let inside = |x: usize, y: usize| mask[rows_at[y] * v.cols + cols_at[x]];
-        for y in 0..img.height {
-            for x in 0..img.width {
-                if !inside(x, y) {
-                    continue;
+    let stroke = stroke_width(&overlay);
+    for img in [&mut map, &mut overlay] {
+        if style.contours {
+            for level in CONTOUR_LEVELS {
+                let above = |x: usize, y: usize| v.map[at(x, y)] / max >= level;
+                let edge = inner_edge(width, height, &above);
+                paint_dilated(img, &edge, stroke / 2, CONTOUR, |_, _| false);
+            }
+        }
+        if let Some([r, c]) = v.marker.filter(|&[r, c]| r < v.rows && c < v.cols) {
+            let r = if v.flip_rows { v.rows - 1 - r } else { r };
+            let c = if v.flip_cols { v.cols - 1 - c } else { c };
+            let cy = ((r as f64 + 0.5) * v.spacing[0] * px_per_mm) as i64;
+            let cx = ((c as f64 + 0.5) * v.spacing[1] * px_per_mm) as i64;
+            // A cross-hair with an open centre, so the voxel it marks (and a lesion there) stays
+            // visible.
+            let arm = ((width.min(height) as f64 * MARKER_ARM).round() as i64).max(4);
+            let gap = arm / 2;
+            let half = (stroke / 2) as i64;
+            for d in (-arm..=arm).filter(|d| d.abs() > gap) {
+                for t in -half..=half {
+                    img.set_signed(cx + d, cy + t, MARKER);
+                    img.set_signed(cx + t, cy + d, MARKER);
                 }
-                let edge = x == 0
-                    || y == 0
-                    || x + 1 == img.width
-                    || y + 1 == img.height
-                    || !inside(x - 1, y)
-                    || !inside(x + 1, y)
-                    || !inside(x, y - 1)
-                    || !inside(x, y + 1);
-                if edge {
-                    img.set(x, y, OUTLINE);
+            }
+        }
+        if let Some(mask) = v.outline.filter(|m| m.len() == v.rows * v.cols) {
+            // Drawn just outside the lesion, so the heat on the lesion itself stays visible, and
+            // last, so the outline is never broken.
+            let inside = |x: usize, y: usize| mask[at(x, y)];
+            let edge = inner_edge(width, height, &inside);
+            paint_dilated(img, &edge, stroke, OUTLINE, inside);
+        }
+    }
+    Layers {
+        image,
+        map,
+        overlay,
+        px_per_mm,
+    }
+}
+
+/// Opacity of the colour over the slice at relative map value `m` ≥ `threshold`: from a floor that
+/// keeps faint heat visible up to `MAX_ALPHA`, rising with the square root (a gamma of 0.5) so
+/// moderate values are not washed out.
+fn heat_alpha(m: f32, threshold: f32) -> f32 {
+    let t = ((m - threshold) / (1.0 - threshold)).clamp(0.0, 1.0);
+    ALPHA_FLOOR + (MAX_ALPHA - ALPHA_FLOOR) * t.powf(HEAT_GAMMA)
+}
+
+/// Pixels of the region `inside` with a 4-neighbour outside it (the image border is not an edge,
+/// so a map that runs off the image draws no contour along the border).
+fn inner_edge(width: usize, height: usize, inside: &dyn Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
+    let mut edge = vec![];
+    for y in 0..height {
+        for x in 0..width {
+            if inside(x, y)
+                && ((x > 0 && !inside(x - 1, y))
+                    || (x + 1 < width && !inside(x + 1, y))
+                    || (y > 0 && !inside(x, y - 1))
+                    || (y + 1 < height && !inside(x, y + 1)))
+            {
+                edge.push((x, y));
+            }
+        }
+    }
+    edge
+}
+
+/// Paints the square of `radius` around each edge pixel, except where `skip` holds.
+fn paint_dilated(
+    img: &mut Image,
+    edge: &[(usize, usize)],
+    radius: usize,
+    colour: [u8; 3],
+    skip: impl Fn(usize, usize) -> bool,
+) {
+    let r = radius as i64;
+    for &(x, y) in edge {
+        for dy in -r..=r {
+            for dx in -r..=r {
+                let (px, py) = (x as i64 + dx, y as i64 + dy);
+                if px >= 0
+                    && py >= 0
+                    && (px as usize) < img.width
+                    && (py as usize) < img.height
+                    && !skip(px as usize, py as usize)
+                {
+                    img.set(px as usize, py as usize, colour);
                 }
             }
         }
     }
-    if let Some([r, c]) = v.marker.filter(|&[r, c]| r < v.rows && c < v.cols) {
-        let r = if v.flip_rows { v.rows - 1 - r } else { r };
-        let c = if v.flip_cols { v.cols - 1 - c } else { c };
-        let cy = ((r as f64 + 0.5) * v.spacing[0] * px_per_mm) as usize;
-        let cx = ((c as f64 + 0.5) * v.spacing[1] * px_per_mm) as usize;
-        let arm = (img.width.min(img.height) / 40).max(3);
-        for d in 0..=arm {
-            img.set(cx + d, cy, MARKER);
-            img.set(cx.wrapping_sub(d), cy, MARKER);
-            img.set(cx, cy + d, MARKER);
-            img.set(cx, cy.wrapping_sub(d), MARKER);
-        }
+}
+
+/// Where each panel of [`panel`] lies: x, y, width, height in pixels.
+pub type Rect = [usize; 4];
+
+/// The three layers side by side (image | map | overlay) with a caption under each; returns the
+/// picture and where each layer lies in it.
+pub fn panel(layers: &Layers) -> (Image, [Rect; 3]) {
+    let tiles = [
+        (&layers.image, "image"),
+        (&layers.map, "map"),
+        (&layers.overlay, "overlay"),
+    ];
+    let (w, h) = (layers.image.width, layers.image.height);
+    let caption = 7 * TEXT_SCALE + 4;
+    let mut img = Image::new(3 * w + 2 * MARGIN, h + caption);
+    let mut rects = [[0; 4]; 3];
+    for (i, (tile, name)) in tiles.iter().enumerate() {
+        let x = i * (w + MARGIN);
+        img.blit(tile, x, 0);
+        img.text(x, h + 3, name, TEXT_SCALE, [255, 255, 255]);
+        rects[i] = [x, 0, w, h];
     }
-    img
+    (img, rects)
 }
 
 /// A slice overlay with a title line, the score line and a colour legend (0 at the bottom, 1 at
 /// the top) on the right.
 pub fn annotated(slice: &Image, lines: &[String]) -> Image {
     let white: Vec<(String, [u8; 3])> = lines.iter().map(|l| (l.clone(), [255, 255, 255])).collect();
-    annotated_coloured(slice, &white)
+    annotated_coloured(slice, &white, &Style::default())
 }
 
-/// [`annotated`] with a colour per text line (a key line in the outline's colour, say).
-pub fn annotated_coloured(slice: &Image, lines: &[(String, [u8; 3])]) -> Image {
+/// [`annotated`] with a colour per text line (a key line in the outline's colour, say), the legend
+/// in the style's colour map with the threshold marked on it.
+pub fn annotated_coloured(slice: &Image, lines: &[(String, [u8; 3])], style: &Style) -> Image {
     let line_h = 7 * TEXT_SCALE + 4;
-    let top = MARGIN + line_h * lines.len();
+    let top = text_top(lines.len());
     let legend_x = slice.width + 2 * MARGIN;
-    let label_w = 6 * TEXT_SCALE;
+    let label_w = 4 * 6 * TEXT_SCALE;
     let text_w = lines
         .iter()
         .map(|(l, _)| l.chars().count() * 6 * TEXT_SCALE)
@@ -278,15 +439,27 @@ pub fn annotated_coloured(slice: &Image, lines: &[(String, [u8; 3])]) -> Image {
     }
     img.blit(slice, MARGIN, top);
     let bar_h = slice.height.max(2);
+    let threshold_row = ((1.0 - style.threshold.clamp(0.0, 1.0)) * (bar_h - 1) as f32).round() as usize;
     for y in 0..bar_h {
         let v = 1.0 - y as f32 / (bar_h - 1) as f32;
         for x in 0..LEGEND_WIDTH {
-            img.set(legend_x + x, top + y, viridis(v));
+            let c = if y == threshold_row {
+                MARKER
+            } else {
+                style.colormap.color(v)
+            };
+            img.set(legend_x + x, top + y, c);
         }
     }
-    img.text(legend_x + LEGEND_WIDTH + 3, top, "1", TEXT_SCALE, [255, 255, 255]);
+    let label_x = legend_x + LEGEND_WIDTH + 3;
+    img.text(label_x, top, "1", TEXT_SCALE, [255, 255, 255]);
+    let th = format!("{:.2}", style.threshold);
+    let th_y = (top + threshold_row).saturating_sub(7 * TEXT_SCALE / 2);
+    if th_y + 7 * TEXT_SCALE < top + bar_h - 7 * TEXT_SCALE && th_y > top + 7 * TEXT_SCALE {
+        img.text(label_x, th_y, &th, TEXT_SCALE, [255, 255, 255]);
+    }
     img.text(
-        legend_x + LEGEND_WIDTH + 3,
+        label_x,
         top + bar_h - 7 * TEXT_SCALE,
         "0",
         TEXT_SCALE,
@@ -371,26 +544,98 @@ mod tests {
             flip_cols: true,
             flip_rows: false,
             outline: Some(&mask),
-            marker: Some([5, 2]),
+            marker: None,
         };
-        let img = render_slice(&v, [0.0, 2000.0], 48); // 4 output pixels per voxel
+        let img = render_slice(&v, [0.0, 2000.0], 100); // 9 output pixels per voxel (108 px)
+        assert_eq!(img.width, 108);
+        let stroke = stroke_width(&img);
+        assert_eq!(stroke, 2);
         let red: Vec<(usize, usize)> = (0..img.height)
             .flat_map(|y| (0..img.width).map(move |x| (x, y)))
             .filter(|&(x, y)| img.pixel(x, y) == OUTLINE)
             .collect();
         assert!(!red.is_empty());
-        // Columns 1..4 shown mirrored: screen columns 8..11 → pixels 32..48; rows 4..7 → 16..28.
+        // Columns 1..4 shown mirrored: screen columns 8..11 → pixels 72..99; rows 4..7 → 36..63.
+        // The outline is the ring of `stroke` pixels just outside them.
+        let (x0, x1, y0, y1) = (72 - stroke, 99 + stroke, 36 - stroke, 63 + stroke);
         assert!(
             red.iter()
-                .all(|&(x, y)| (32..44).contains(&x) && (16..28).contains(&y)),
+                .all(|&(x, y)| (x0..x1).contains(&x) && (y0..y1).contains(&y)),
             "{red:?}"
         );
-        assert!(red.iter().any(|&(x, _)| x == 32) && red.iter().any(|&(x, _)| x == 43));
-        // The lesion's inside is not painted.
-        assert_ne!(img.pixel(36, 20), OUTLINE);
-        // Marker: voxel (5, 2) → screen column 9, centre pixel (38, 22).
-        assert_eq!(img.pixel(38, 22), MARKER);
-        assert_eq!(img.pixel(38 + 3, 22), MARKER);
-        assert_eq!(img.pixel(38, 22 - 3), MARKER);
+        assert!(red
+            .iter()
+            .all(|&(x, y)| !((72..99).contains(&x) && (36..63).contains(&y))));
+        assert!(red.iter().any(|&(x, _)| x == x0) && red.iter().any(|&(x, _)| x == x1 - 1));
+        // Marker: voxel (5, 2) → screen column 9, centre pixel (85, 49); arms 8 % of the short side
+        // (9 px), open for their first half so the marked voxel shows.
+        let v = SliceView {
+            marker: Some([5, 2]),
+            outline: None,
+            ..v
+        };
+        let img = render_slice(&v, [0.0, 2000.0], 100);
+        assert_ne!(img.pixel(85, 49), MARKER);
+        assert_ne!(img.pixel(85 + 4, 49), MARKER);
+        assert_eq!(img.pixel(85 + 5, 49), MARKER);
+        assert_eq!(img.pixel(85 + 9, 49), MARKER);
+        assert_ne!(img.pixel(85 + 10, 49), MARKER);
+        assert_eq!(img.pixel(85, 49 - 5), MARKER);
+        assert_eq!(img.pixel(86, 49 - 5), MARKER, "arms are {stroke} pixels wide");
+    }
+
+    #[test]
+    fn heat_shows_above_the_threshold_and_contours_follow_the_levels() {
+        // A left-to-right ramp from 0 to 1: grey below the threshold, coloured from it on.
+        let (rows, cols) = (4usize, 100usize);
+        let hu = vec![0i16; rows * cols];
+        let map: Vec<f32> = (0..rows * cols).map(|i| (i % cols) as f32 / 99.0).collect();
+        let v = SliceView {
+            hu: &hu,
+            map: &map,
+            rows,
+            cols,
+            spacing: [1.0, 1.0],
+            flip_cols: false,
+            flip_rows: false,
+            outline: None,
+            marker: None,
+        };
+        let style = Style {
+            threshold: 0.3,
+            contours: true,
+            ..Style::default()
+        };
+        let layers = render_layers(&v, [0.0, 2000.0], 4, &style);
+        let grey = |c: [u8; 3]| c[0] == c[1] && c[1] == c[2];
+        let img = &layers.overlay;
+        for x in 0..cols {
+            let c = img.pixel(x, 0);
+            let m = x as f32 / 99.0;
+            if m < 0.3 {
+                assert!(grey(c), "x {x}: {c:?}");
+            } else if c != CONTOUR {
+                assert!(!grey(c), "x {x}: {c:?}");
+                // At least half the colour at the threshold already.
+                let want = style.colormap.color(m);
+                let a = (c[0] as f32 - 128.0) / (want[0] as f32 - 128.0);
+                assert!(
+                    (0.49..=0.86).contains(&a) || want[0].abs_diff(128) < 20,
+                    "x {x}: {a}"
+                );
+            }
+        }
+        // Contours at 0.5 and 0.8 of the maximum: columns 50 and 80 (and their stroke), nowhere else.
+        let black: Vec<usize> = (0..cols).filter(|&x| img.pixel(x, 2) == CONTOUR).collect();
+        assert!(black.contains(&50) && black.contains(&80), "{black:?}");
+        assert!(
+            black
+                .iter()
+                .all(|&x| (49..=51).contains(&x) || (79..=81).contains(&x)),
+            "{black:?}"
+        );
+        // The map layer shows every value; the image layer none.
+        assert!(!grey(layers.map.pixel(10, 0)));
+        assert!((0..cols).all(|x| grey(layers.image.pixel(x, 0))));
     }
 }
