@@ -9,7 +9,8 @@
 //! 1. `exit`, `fsx`, `h5text`, `font`, `logging`, `remedy`, `config`: exit codes and `Failure`,
 //!    durable writes, HDF5 text attributes, the bitmap font, logging, remedies, the config file; they
 //!    import nothing from the crate.
-//! 2. `deid`, `dicom`, `dist`: pseudonyms, DICOM reading, the MPI world (`pack` runs on it).
+//! 2. `deid`, `dicom`, `dist`, `chart`: pseudonyms, DICOM reading, the MPI world (`pack` runs on it),
+//!    report charts (PNG, SVG and their data).
 //! 3. `pack`: DICOM series to shards.
 //! 4. `catalog`: shard tables, labels, queries and splits.
 //! 5. `data`: datasets, samplers and transforms over a catalog.
@@ -34,6 +35,7 @@
 pub mod backend;
 pub mod bench;
 pub mod catalog;
+pub mod chart;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

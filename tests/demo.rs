@@ -244,6 +244,25 @@ fn cxr_risk_demo_ranks_death_risk_from_radiographs() {
         md.contains("| the model |") && md.contains("| baseline: dense fraction"),
         "{md}"
     );
+    // The Kaplan–Meier figure of the risk tertiles, linked from eval.md, with its log-rank test; its
+    // data cover every patient with a risk.
+    assert!(md.contains("![km](km.png)"), "{md}");
+    let km: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval/km.json")).unwrap()).unwrap();
+    assert!(km["note"].as_str().unwrap().starts_with("log-rank"), "{km}");
+    let counted: u64 = km["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap();
+            name[name.find("n = ").unwrap() + 4..name.len() - 1]
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(Some(counted), eval["risk_patients"].as_u64());
+    assert!(out.join("eval/km.png").is_file() && out.join("eval/km.svg").is_file());
     assert!(out.join("explain/report.md").is_file());
 }
 

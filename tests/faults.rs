@@ -417,6 +417,25 @@ fn fault_training_rank_killed_mid_step_and_mid_checkpoint_resumes_bitwise() {
         (1..=steps).collect::<Vec<_>>()
     );
     assert_eq!(got, want, "the resumed runs' TensorBoard curve");
+    // steps.jsonl likewise: every step once, in order, with the undisturbed run's losses.
+    let step_lines = |run: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(run.join("steps.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let tb_f32 =
+        |v: Vec<(u64, f64)>| -> Vec<(u64, f32)> { v.into_iter().map(|(s, l)| (s, l as f32)).collect() };
+    assert_eq!(tb_f32(step_lines(&whole)), tb_f32(want.clone()));
+    assert_eq!(
+        step_lines(&parts),
+        step_lines(&whole),
+        "the resumed runs' steps.jsonl"
+    );
 }
 
 /// A rank that stops calling collectives: the watchdog ends the job with the rank and phase named.

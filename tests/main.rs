@@ -24,6 +24,7 @@ mod explain;
 mod explain_cuda;
 mod explain_radiograph;
 mod faults;
+mod figures;
 mod fusion;
 mod intensity;
 mod pack;

@@ -259,6 +259,73 @@ fn train_eval_predict_single_process() {
     }
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "one line per epoch");
+    // The plots' data (JSON beside each PNG and SVG) are the logged values: the loss per step from
+    // steps.jsonl with its debiased EMA, the epoch means and the validation AUCs from metrics.jsonl.
+    let json_lines = |f: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run_dir.join(f))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (steps, epochs) = (json_lines("steps.jsonl"), json_lines("metrics.jsonl"));
+    assert_eq!(
+        steps.len() as u64,
+        epochs[1]["global_step"].as_u64().unwrap(),
+        "a line per step"
+    );
+    let chart = |f: &str| -> serde_json::Value {
+        assert!(run_dir.join(format!("{f}.png")).is_file() && run_dir.join(format!("{f}.svg")).is_file());
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(format!("{f}.json"))).unwrap()).unwrap()
+    };
+    let points = |c: &serde_json::Value, i: usize| -> Vec<(f64, f64)> {
+        c["series"][i]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+            .collect()
+    };
+    let loss = chart("loss");
+    let raw: Vec<(f64, f64)> = steps
+        .iter()
+        .map(|l| (l["step"].as_f64().unwrap(), l["loss"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(points(&loss, 0), raw);
+    let (mut acc, mut norm) = (0.0, 0.0);
+    for ((x, y), (ex, ey)) in raw.iter().zip(points(&loss, 1)) {
+        acc = 0.9 * acc + 0.1 * y;
+        norm = 0.9 * norm + 0.1;
+        assert_eq!(*x, ex);
+        assert!((acc / norm - ey).abs() < 1e-12, "EMA {ey} vs {}", acc / norm);
+    }
+    let epoch_means: Vec<(f64, f64)> = epochs
+        .iter()
+        .map(|l| {
+            (
+                l["global_step"].as_f64().unwrap(),
+                l["train_loss"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(points(&loss, 2), epoch_means);
+    // Validation AUCs, where the validation split has both classes.
+    let aucs: Vec<(f64, f64)> = epochs
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l["epoch"].as_f64()?,
+                l["eval"]["series"]["auc"]["estimate"].as_f64()?,
+            ))
+        })
+        .collect();
+    if aucs.is_empty() {
+        assert!(!run_dir.join("validation.json").exists());
+    } else {
+        let validation = chart("validation");
+        assert_eq!(validation["series"][0]["name"], "series AUC");
+        assert_eq!(points(&validation, 0), aucs);
+    }
     // The validation metrics cover every validation series, with an interval around the estimate.
     let series = &outcome["final_eval"]["series"];
     assert!(series["n"].as_u64().unwrap() >= 1, "{outcome}");
@@ -281,6 +348,19 @@ fn train_eval_predict_single_process() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["split"], "test");
     assert!(eval_dir.join("eval.md").is_file());
+    // The reliability diagram of the test series: its bins hold every scored series once.
+    let calibration: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("calibration.json")).unwrap()).unwrap();
+    let binned: u64 = calibration["note"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("series per bin: ")
+        .split(' ')
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    let scored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(Some(binned), scored["series"]["n"].as_u64());
     // An unknown split is a usage error.
     let (code, _, err) = run(&["eval", s(&run_dir), "--out", s(&eval_dir), "--split", "nope"]);
     assert_eq!(code, 2, "{err}");

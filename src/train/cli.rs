@@ -457,6 +457,16 @@ impl OnBackend for EvalJob<'_> {
                     settings.eval.bootstrap,
                     evaluate::report_markdown(&report)
                 );
+            let figures = super::figures::write_figures(
+                &report.plotted,
+                &settings.eval,
+                settings.train.seed ^ 0xF16,
+                &args.out,
+            )
+            .map_err(|e| Failure::Job(format!("{}: {e}", args.out.display())))?;
+            let md = figures.iter().fold(md, |md, f| {
+                format!("{md}\n![{f}]({f}.png) ([SVG]({f}.svg), [data]({f}.json))\n")
+            });
             write("eval.md", md.as_bytes())?;
             if args.json {
                 println!("{json}");

@@ -5,10 +5,10 @@
 
 use super::baseline::{brightest_lung_voxel, shard_reader};
 use super::metrics::{self, Interval};
-use super::plot::{self, Chart, Series};
 use super::survival;
 use crate::backend::Backend;
 use crate::catalog::view::Catalog;
+use crate::chart::{self, Chart, Style};
 use crate::data::{Dataset, Loader};
 use crate::dist::World;
 use crate::nn::Net;
@@ -148,6 +148,9 @@ pub struct EvalReport {
     /// Regression: trivial predictors fitted on the training split, scored on this split (`eval`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baselines: Vec<super::regression::RegressionBaseline>,
+    /// What the figures are drawn from (`eval` writes them); not part of `eval.json`.
+    #[serde(skip)]
+    pub plotted: super::figures::Plotted,
 }
 
 impl EvalReport {
@@ -249,6 +252,7 @@ pub fn metrics_of(
         regression_series: None,
         regression_patients: None,
         baselines: Vec::new(),
+        plotted: Default::default(),
     };
     let seed = s.train.seed ^ 0xE7A1;
     match s.train.task {
@@ -277,6 +281,7 @@ pub fn metrics_of(
             let g_labels: Vec<bool> = groups.iter().map(|g| g.label.unwrap_or(false)).collect();
             let g_units: Vec<u32> = groups.iter().map(|g| patient_of_series[&g.key]).collect();
             report.series = binary(&g_scores, &g_labels, Some(&g_units), s, seed);
+            report.plotted.binary = Some((g_scores.clone(), g_labels.clone(), g_units.clone()));
             let pg = metrics::aggregate(&patients, &scores, Some(&labels), s.eval.aggregate);
             let p_scores: Vec<f64> = pg.iter().map(|g| g.score).collect();
             let p_labels: Vec<bool> = pg.iter().map(|g| g.label.unwrap_or(false)).collect();
@@ -298,6 +303,7 @@ pub fn metrics_of(
                 }
             }
             report.mae = metrics::mae(&pred, &truth);
+            report.plotted.regression = Some((pred.clone(), truth.clone()));
             report.spearman = metrics::spearman(&pred, &truth);
             report.regression_series = regression_by(&series, &pred, &truth, s.eval.aggregate);
             report.regression_patients = regression_by(&patients, &pred, &truth, s.eval.aggregate);
@@ -334,6 +340,7 @@ pub fn metrics_of(
                 event: &event,
             };
             report.risk_patients = Some(patients.len());
+            report.plotted.survival = Some((risk.clone(), time.clone(), event.clone()));
             report.c_index = survival::c_index(&o, &s.eval, seed);
             report.horizon_auc = survival::horizon_auc(&o, &s.eval, seed);
             if s.eval.baseline && !patients.is_empty() {
@@ -415,57 +422,139 @@ pub fn evaluate<B: Backend>(
 #[derive(Deserialize)]
 struct Line {
     epoch: u64,
+    #[serde(default)]
+    global_step: u64,
     train_loss: f64,
     eval: Option<EvalReport>,
 }
 
-/// `loss.png` and `auc.png` (or the task's metric) from `metrics.jsonl`.
-pub fn write_curves(out: &Path) -> std::io::Result<()> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl"))?;
-    let lines: Vec<Line> = text
+#[derive(Deserialize)]
+struct StepLine {
+    step: u64,
+    loss: f64,
+}
+
+/// Weight of the previous value in the loss curve's exponential moving average.
+const LOSS_EMA: f64 = 0.9;
+
+/// Exponential moving average with TensorBoard's debiasing (the first values are not pulled
+/// toward 0); non-finite values are skipped.
+pub fn ema(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
+    let (mut acc, mut norm) = (0.0, 0.0);
+    points
+        .iter()
+        .filter(|p| p.1.is_finite())
+        .map(|&(x, y)| {
+            acc = weight * acc + (1.0 - weight) * y;
+            norm = weight * norm + (1.0 - weight);
+            (x, acc / norm)
+        })
+        .collect()
+}
+
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Vec<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+        .collect())
+}
+
+/// `loss.{png,svg,json}` from `steps.jsonl` and `metrics.jsonl`, and `validation.{png,svg,json}`
+/// (the validation metrics per epoch with their intervals).
+pub fn write_curves(out: &Path) -> std::io::Result<()> {
+    let lines: Vec<Line> = read_lines(&out.join("metrics.jsonl"))?;
+    let steps: Vec<StepLine> = read_lines(&out.join("steps.jsonl"))?;
+    let raw: Vec<(f64, f64)> = steps.iter().map(|l| (l.step as f64, l.loss)).collect();
+    let series = |name: &str, points, style, colour| chart::Series {
+        name: name.into(),
+        points,
+        style,
+        colour,
+    };
     let loss = Chart {
         title: "training loss".into(),
-        x_label: "epoch".into(),
+        x_label: "step".into(),
         y_label: "loss".into(),
-        series: vec![Series {
-            name: "train".into(),
-            points: lines.iter().map(|l| (l.epoch as f64, l.train_loss)).collect(),
-        }],
+        series: vec![
+            series("per step", raw.clone(), Style::Faint, 0),
+            series(
+                &format!("per step, EMA {LOSS_EMA}"),
+                ema(&raw, LOSS_EMA),
+                Style::Solid,
+                0,
+            ),
+            series(
+                "epoch mean",
+                lines
+                    .iter()
+                    .map(|l| (l.global_step as f64, l.train_loss))
+                    .collect(),
+                Style::LinePoints,
+                1,
+            ),
+        ],
+        ..Chart::default()
     };
-    plot::write_png(&loss, &out.join("loss.png"))?;
-    let pick = |f: &dyn Fn(&EvalReport) -> Option<f64>| -> Vec<(f64, f64)> {
+    loss.write(out, "loss")?;
+    let pick = |f: &dyn Fn(&EvalReport) -> Option<Interval>| -> Vec<(f64, Interval)> {
         lines
             .iter()
             .filter_map(|l| l.eval.as_ref().and_then(f).map(|v| (l.epoch as f64, v)))
             .collect()
     };
-    let auc = |m: &Option<BinaryMetrics>| m.as_ref().and_then(|m| m.auc.as_ref()).map(|i| i.estimate);
-    let mut series = vec![];
-    for (name, points) in [
+    let auc = |m: &Option<BinaryMetrics>| m.as_ref().and_then(|m| m.auc.clone());
+    let point = |v: f64| Interval {
+        estimate: v,
+        low: f64::NAN,
+        high: f64::NAN,
+        level: 0.0,
+        draws: 0,
+        skipped: 0,
+    };
+    let mut chart = Chart {
+        title: "validation".into(),
+        x_label: "epoch".into(),
+        y_label: "metric (95% interval)".into(),
+        ..Chart::default()
+    };
+    let styles = [
+        Style::Solid,
+        Style::Dashed,
+        Style::Dotted,
+        Style::LinePoints,
+        Style::Solid,
+    ];
+    for (i, (name, values)) in [
         ("series AUC", pick(&|e| auc(&e.series))),
         ("patient AUC", pick(&|e| auc(&e.patients))),
-        ("baseline AUC", pick(&|e| auc(&e.baseline_series))),
-        ("C-index", pick(&|e| e.c_index.as_ref().map(|i| i.estimate))),
-        ("MAE", pick(&|e| e.mae)),
-    ] {
-        if !points.is_empty() {
-            series.push(Series {
-                name: name.into(),
-                points,
+        ("baseline series AUC", pick(&|e| auc(&e.baseline_series))),
+        ("C-index", pick(&|e| e.c_index.clone())),
+        ("MAE", pick(&|e| e.mae.map(point))),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if values.is_empty() {
+            continue;
+        }
+        if values.iter().any(|(_, v)| v.low.is_finite()) {
+            chart.bands.push(chart::Band {
+                name: String::new(),
+                lower: values.iter().map(|(x, v)| (*x, v.low)).collect(),
+                upper: values.iter().map(|(x, v)| (*x, v.high)).collect(),
+                colour: i,
             });
         }
+        let points = values.iter().map(|(x, v)| (*x, v.estimate)).collect();
+        chart.series.push(series(name, points, styles[i], i));
     }
-    if !series.is_empty() {
-        let chart = Chart {
-            title: "validation".into(),
-            x_label: "epoch".into(),
-            y_label: "metric".into(),
-            series,
-        };
-        plot::write_png(&chart, &out.join("validation.png"))?;
+    if !chart.series.is_empty() {
+        chart.write(out, "validation")?;
     }
     Ok(())
 }

@@ -550,6 +550,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let mut board = super::tensorboard::RunBoard::open(
         world.rank() == 0,
         &opts.out.join("tb"),
+        &opts.out.join("steps.jsonl"),
         state.global_step + 1,
         &settings_text,
     );
@@ -816,24 +817,23 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                         tracing::info!(seconds = format!("{seconds:.3}"), "first training step done");
                     }
                 }
+                let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
                 board.step(
                     state.global_step,
                     &super::tensorboard::StepFigures {
+                        epoch: epoch as u64 + 1,
                         loss: step_loss as f64,
                         lr: lr as f64,
                         grad_norm: grad_squares.max(0.0).sqrt(),
-                        images_per_second: samples_done as f64 * world.size() as f64
-                            / run_clock.elapsed().as_secs_f64(),
+                        images_per_second: rate,
                         data_wait_s: times.data_wait,
                         allreduce_wait_s: times.allreduce_wait,
                     },
                 );
                 if let Some(bar) = &progress {
-                    let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
                     bar.set_position(state.global_step);
                     bar.set_message(format!("epoch {} loss {step_loss:.4} {rate:.0} img/s", epoch + 1));
                 } else if world.rank() == 0 && state.global_step % 20 == 0 {
-                    let rate = samples_done as f64 * world.size() as f64 / run_clock.elapsed().as_secs_f64();
                     tracing::info!(
                         epoch = epoch + 1,
                         step = state.global_step,

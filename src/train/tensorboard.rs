@@ -353,12 +353,17 @@ pub fn numbers(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, f
 /// failure is logged once and the log is closed, training goes on.
 pub struct RunBoard {
     writer: Option<EventWriter>,
+    /// `steps.jsonl`: the same per-step figures as JSON lines, for plots and scripts. Unbuffered: each
+    /// line is one write, so a killed run loses at most the line being written.
+    steps: Option<std::fs::File>,
     /// Cumulative (data wait, allreduce wait, wall) seconds at the last logged step.
     last: (f64, f64, std::time::Instant),
 }
 
 /// One training step's figures.
 pub struct StepFigures {
+    /// 1-based epoch the step belongs to.
+    pub epoch: u64,
     pub loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
@@ -371,14 +376,23 @@ pub struct StepFigures {
 impl RunBoard {
     /// Opens the log on rank 0. A resumed run (`first_step` > 1) starts with the SessionLog START that
     /// drops what a killed run logged past its checkpoint; a new run logs its settings as text.
-    pub fn open(rank0: bool, dir: &Path, first_step: u64, settings: &str) -> RunBoard {
+    /// `steps_path` (`steps.jsonl`) keeps the lines of the steps before `first_step` and loses the rest.
+    pub fn open(rank0: bool, dir: &Path, steps_path: &Path, first_step: u64, settings: &str) -> RunBoard {
         let mut board = RunBoard {
             writer: None,
+            steps: None,
             last: (0.0, 0.0, std::time::Instant::now()),
         };
         if !rank0 {
             return board;
         }
+        board.steps = match open_steps(steps_path, first_step) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!("{}: {e}; training goes on without it", steps_path.display());
+                None
+            }
+        };
         board.writer = match EventWriter::create(dir) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -414,13 +428,29 @@ impl RunBoard {
     /// Scalars of a step: loss, learning rate, gradient norm, images/s, and the fractions of the time
     /// since the last step spent waiting for data and for the allreduce.
     pub fn step(&mut self, step: u64, f: &StepFigures) {
-        if self.writer.is_none() {
+        if self.writer.is_none() && self.steps.is_none() {
             return;
         }
         let wall = self.last.2.elapsed().as_secs_f64().max(1e-9);
         let data = (f.data_wait_s - self.last.0) / wall;
         let reduce = (f.allreduce_wait_s - self.last.1) / wall;
         self.last = (f.data_wait_s, f.allreduce_wait_s, std::time::Instant::now());
+        if let Some(w) = self.steps.as_mut() {
+            let line = serde_json::json!({
+                "step": step,
+                "epoch": f.epoch,
+                "loss": f.loss,
+                "lr": f.lr,
+                "grad_norm": f.grad_norm,
+                "images_per_second": f.images_per_second,
+                "data_wait_fraction": data.clamp(0.0, 1.0),
+                "allreduce_wait_fraction": reduce.clamp(0.0, 1.0),
+            });
+            if let Err(e) = w.write_all(format!("{line}\n").as_bytes()) {
+                tracing::warn!("steps.jsonl: {e}; no more steps are written");
+                self.steps = None;
+            }
+        }
         self.record(|w| {
             w.scalars(
                 step,
@@ -451,4 +481,29 @@ impl RunBoard {
         let pairs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         self.record(|w| w.scalars(step, &pairs));
     }
+}
+
+/// Opens `steps.jsonl` for appending. A resumed run first keeps only the complete lines of steps
+/// before `first_step` (a killed run may have logged steps past its checkpoint, or half a line).
+fn open_steps(path: &Path, first_step: u64) -> std::io::Result<std::fs::File> {
+    if first_step <= 1 {
+        return std::fs::File::create(path);
+    }
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let kept: String = old
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s < first_step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::fsx::write_atomic(path, kept.as_bytes())?;
+    std::fs::OpenOptions::new().append(true).open(path)
 }
