@@ -372,14 +372,12 @@ pub static SECTIONS: &[Section] = &[
             key(
                 "init",
                 "path",
-                "Start from these weights: a safetensors state dict, ours or torchvision's (3-channel \
-                 stems are averaged to 1).",
+                "Start from weights in a safetensors state dict, ours or torchvision's (3→1 stem).",
             ),
             key(
                 "skip_mismatched",
                 "array of strings",
-                "Parameter name prefixes whose shape may differ from `init`; they keep their initial \
-                 values.",
+                "Parameter name prefixes whose shape may differ from `init` (kept as initialised).",
             ),
         ],
     },
@@ -461,8 +459,7 @@ pub static SECTIONS: &[Section] = &[
             key(
                 "intensity",
                 "table",
-                "Normalisation of CR/DX and MR series: see [`[data.intensity]`](#dataintensity); CT \
-                 uses `windows`.",
+                "CR/DX and MR normalisation: [`[data.intensity]`](#dataintensity); CT: `windows`.",
             ),
         ],
     },
@@ -556,8 +553,7 @@ pub static SECTIONS: &[Section] = &[
             key(
                 "balance",
                 "boolean",
-                "Oversample minority classes so that every class is drawn about equally often per \
-                 epoch.",
+                "Oversample minority classes: each class drawn about equally often per epoch.",
             ),
             key(
                 "drop_last",
@@ -569,7 +565,7 @@ pub static SECTIONS: &[Section] = &[
     Section {
         header: "[train]",
         about: "Read by `train` (and `stage`, `plan`); stored in every checkpoint. Flags override \
-                `epochs`, `batch_size`, `lr`, `seed`, `max_steps`, `threads` and `device`.",
+                `epochs`, `batch_size`, `lr`, `seed`, `max_steps`, `threads`, `device`, `tensorboard`.",
         fields: struct_fields::<TrainSettings>,
         defaults: Some(defaults_of::<TrainSettings>),
         keys: &[
@@ -666,14 +662,18 @@ pub static SECTIONS: &[Section] = &[
             key(
                 "threads",
                 "integer",
-                "Compute threads per rank; unset: the node's cores divided by its ranks. Flag: \
-                 `--threads`.",
+                "Threads per rank; unset: the node's cores / its ranks. Flag: `--threads`.",
             ),
             key(
                 "max_steps",
                 "integer",
                 "Stop after this many optimizer steps in total (tests, benchmarks); a checkpoint is \
                  written there. Flag: `--max-steps`.",
+            ),
+            key(
+                "tensorboard",
+                "path",
+                "TensorBoard events go to `<this>/<run directory name>/`, unset: `<run>/tb/`.",
             ),
             key(
                 "device",

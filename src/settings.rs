@@ -100,6 +100,9 @@ pub struct TrainSettings {
     pub threads: Option<usize>,
     /// Stop after this many optimizer steps in total (tests, benchmarks).
     pub max_steps: Option<u64>,
+    /// Where TensorBoard events go: `<this>/<run directory name>/` (a project-wide log directory);
+    /// unset: `<run>/tb/`.
+    pub tensorboard: Option<std::path::PathBuf>,
     /// "auto" or "cpu" (the CUDA backend plugs in here).
     pub device: String,
     /// Seconds a rank may stay in one phase of the loop (data, forward/backward, allreduce, optimizer,
@@ -149,6 +152,7 @@ impl Default for TrainSettings {
             bucket_mb: 25.0,
             prefetch: 4,
             threads: None,
+            tensorboard: None,
             max_steps: None,
             device: "auto".into(),
             watchdog_s: 600,

@@ -77,6 +77,17 @@ fn main_command_learns_the_nodule_task_and_beats_the_baseline() {
         hit_rate >= 0.75,
         "test pointing-game hit rate {hit_rate:.3} < 0.75"
     );
+    // TensorBoard holds the validation ROC curve of every epoch as an image.
+    let tb = crate::common::reference_script("read_tensorboard.py", &[out.join("run/tb").to_str().unwrap()]);
+    let tb: serde_json::Value = serde_json::from_str(tb.lines().last().unwrap()).unwrap();
+    let rocs = tb["images"]["validation/roc"].as_array().unwrap();
+    assert_eq!(
+        rocs.len() as u64,
+        status["epochs"].as_u64().unwrap(),
+        "{}",
+        tb["images"]
+    );
+    assert!(rocs.iter().all(|r| r[1] == 640 && r[2] == 400), "{rocs:?}");
     let pngs = std::fs::read_dir(out.join("explain"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))

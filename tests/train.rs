@@ -228,6 +228,37 @@ fn status(run: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `--tensorboard DIR` puts the events of a run under DIR/<run directory name>/, a log directory
+/// that several runs share, instead of <run>/tb/; the steps are the same as steps.jsonl's.
+#[test]
+fn train_tensorboard_flag_writes_events_into_a_shared_directory() {
+    let c = cohort(10);
+    let cfg = write_config(&c.root, "t.toml", "epochs = 1");
+    let shared = c.root.join("project-tb");
+    let run_dir = c.root.join("run-a");
+    let (code, out, err) = run(&[
+        "train",
+        s(&c.catalog),
+        s(&c.manifest),
+        "--out",
+        s(&run_dir),
+        "--config",
+        s(&cfg),
+        "--tensorboard",
+        s(&shared),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!run_dir.join("tb").exists(), "no events under the run directory");
+    let out = crate::common::reference_script("read_tensorboard.py", &[s(&shared.join("run-a"))]);
+    let j: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let steps = std::fs::read_to_string(run_dir.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(steps > 0);
+    assert_eq!(j["scalars"]["train/loss"].as_array().unwrap().len(), steps, "{j}");
+}
+
 #[test]
 fn train_eval_predict_single_process() {
     let c = cohort(10);

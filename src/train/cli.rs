@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// Stop after this many optimizer steps (a checkpoint is written there).
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// TensorBoard log directory shared by runs: events go to DIR/<run directory name>/ (default:
+    /// <run>/tb/).
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
     /// Compute threads per rank.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -133,6 +137,7 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
     t.seed = args.seed.unwrap_or(t.seed);
     t.max_steps = args.max_steps.or(t.max_steps);
     t.threads = args.threads.or(t.threads);
+    t.tensorboard = args.tensorboard.clone().or(t.tensorboard.take());
     if let Some(d) = &args.device {
         t.device = d.clone();
     }

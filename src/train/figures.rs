@@ -4,7 +4,7 @@
 //! - risk tasks: Kaplan–Meier curves of the predicted risk's tertiles with the log-rank test;
 //! - regression: predicted against true values.
 
-use super::metrics::{bootstrap, Interval};
+use super::metrics::bootstrap;
 use crate::chart::{Band, Chart, Series, Style};
 use crate::settings::EvalSettings;
 use std::path::Path;
@@ -70,55 +70,65 @@ fn tpr_at(curve: &[(f64, f64)], f: f64) -> f64 {
     best
 }
 
-/// The ROC chart with the pointwise percentile-bootstrap band (the same resamples at every FPR).
+/// The ROC chart; with `cfg`, a pointwise percentile-bootstrap band (each resample's curve read at
+/// every false-positive rate of a fixed grid).
 pub fn roc_chart(
     scores: &[f64],
     labels: &[bool],
     units: &[u32],
-    cfg: &EvalSettings,
-    seed: u64,
+    band: Option<(&EvalSettings, u64)>,
 ) -> Option<Chart> {
     let curve = roc(scores, labels)?;
     let grid: Vec<f64> = (0..ROC_GRID).map(|i| i as f64 / (ROC_GRID - 1) as f64).collect();
-    let band: Vec<Option<Interval>> = grid
-        .iter()
-        .map(|&f| {
-            bootstrap(
-                scores.len(),
-                Some(units),
-                cfg.bootstrap,
-                cfg.ci_level,
-                seed,
-                |idx| {
-                    let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
-                    let l: Vec<bool> = idx.iter().map(|&i| labels[i]).collect();
-                    roc(&s, &l).map(|c| tpr_at(&c, f))
-                },
-            )
-        })
-        .collect();
-    let pick = |hi: bool| -> Vec<(f64, f64)> {
-        grid.iter()
-            .zip(&band)
-            .filter_map(|(&f, b)| b.as_ref().map(|b| (f, if hi { b.high } else { b.low })))
-            .collect()
-    };
+    let mut bands = vec![];
+    if let Some((cfg, seed)) = band {
+        // One pass of resamples; the closure keeps each resample's TPR on the grid (the first call
+        // is the full sample, the estimate).
+        let drawn = std::cell::RefCell::new(Vec::<Vec<f64>>::new());
+        bootstrap(
+            scores.len(),
+            Some(units),
+            cfg.bootstrap,
+            cfg.ci_level,
+            seed,
+            |idx| {
+                let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+                let l: Vec<bool> = idx.iter().map(|&i| labels[i]).collect();
+                let c = roc(&s, &l)?;
+                drawn
+                    .borrow_mut()
+                    .push(grid.iter().map(|&f| tpr_at(&c, f)).collect());
+                Some(0.0)
+            },
+        );
+        let drawn = drawn.into_inner();
+        if drawn.len() > 1 {
+            let tail = (1.0 - cfg.ci_level) / 2.0;
+            let at = |g: usize, q: f64| {
+                let mut v: Vec<f64> = drawn[1..].iter().map(|d| d[g]).collect();
+                v.sort_by(f64::total_cmp);
+                v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)]
+            };
+            bands.push(Band {
+                name: format!("{:.0}% bootstrap band (patients)", cfg.ci_level * 100.0),
+                lower: grid.iter().enumerate().map(|(g, &f)| (f, at(g, tail))).collect(),
+                upper: grid
+                    .iter()
+                    .enumerate()
+                    .map(|(g, &f)| (f, at(g, 1.0 - tail)))
+                    .collect(),
+                colour: 0,
+            });
+        }
+    }
+    let positives = labels.iter().filter(|&&l| l).count();
     Some(Chart {
-        title: format!(
-            "ROC, series ({} positive of {})",
-            labels.iter().filter(|&&l| l).count(),
-            labels.len()
-        ),
+        title: format!("ROC, series ({positives} positive of {})", labels.len()),
         x_label: "false-positive rate".into(),
         y_label: "true-positive rate".into(),
         x_range: Some([0.0, 1.0]),
         y_range: Some([0.0, 1.0]),
-        bands: vec![Band {
-            name: format!("{:.0}% bootstrap band (patients)", cfg.ci_level * 100.0),
-            lower: pick(false),
-            upper: pick(true),
-            colour: 0,
-        }],
+        bands,
         series: vec![
             Series {
                 name: "model".into(),
@@ -135,6 +145,22 @@ pub fn roc_chart(
         ],
         note: None,
     })
+}
+
+/// The charts shown per epoch in TensorBoard (no bootstrap band, to keep the epoch end short).
+pub fn epoch_charts(plotted: &Plotted) -> Vec<(&'static str, Chart)> {
+    let mut charts = vec![];
+    if let Some((scores, labels, units)) = &plotted.binary {
+        if let Some(c) = roc_chart(scores, labels, units, None) {
+            charts.push(("validation/roc", c));
+        }
+    }
+    if let Some((risk, time, event)) = &plotted.survival {
+        if risk.len() >= 3 {
+            charts.push(("validation/kaplan_meier", km_chart(risk, time, event)));
+        }
+    }
+    charts
 }
 
 /// Reliability diagram: per non-empty bin of predicted probability, (mean prediction, observed
@@ -445,7 +471,7 @@ pub fn write_figures(
         Ok(())
     };
     if let Some((scores, labels, units)) = &plotted.binary {
-        if let Some(c) = roc_chart(scores, labels, units, cfg, seed) {
+        if let Some(c) = roc_chart(scores, labels, units, Some((cfg, seed))) {
             put(c, "roc")?;
         }
         if !scores.is_empty() {

@@ -168,6 +168,7 @@ pub fn trajectory_hash(s: &Settings) -> String {
     s.train.manifest = None;
     s.train.max_steps = None;
     s.train.threads = None;
+    s.train.tensorboard = None;
     s.train.prefetch = d.prefetch;
     s.train.checkpoint_every = d.checkpoint_every;
     s.train.keep_checkpoints = d.keep_checkpoints;
@@ -549,7 +550,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     }
     let mut board = super::tensorboard::RunBoard::open(
         world.rank() == 0,
-        &opts.out.join("tb"),
+        &super::tensorboard::log_dir(&opts.out, t.tensorboard.as_deref()),
         &opts.out.join("steps.jsonl"),
         state.global_step + 1,
         &settings_text,
@@ -945,11 +946,9 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             };
             let text = serde_json::to_string(&line).expect("metrics serialise");
             writeln!(file, "{text}").map_err(|e| failed(format!("metrics.jsonl: {e}")))?;
-            board.epoch(state.global_step, &line);
+            board.epoch(state.global_step, &line, report.as_ref());
             file.sync_data().ok();
-            if let Err(e) = evaluate::write_curves(&opts.out) {
-                tracing::warn!("curves: {e}");
-            }
+            evaluate::write_curves(&opts.out).unwrap_or_else(|e| tracing::warn!("curves: {e}"));
         }
         loss_epoch = (0.0, 0.0);
         skipped_epoch = 0;

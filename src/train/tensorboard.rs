@@ -5,6 +5,7 @@
 //! used; each record is framed as a TFRecord: length (u64 LE), masked CRC-32C of the length, data,
 //! masked CRC-32C of the data.
 
+use super::evaluate::EvalReport;
 use prost::Message;
 use std::fs::File;
 use std::io::Write;
@@ -468,7 +469,8 @@ impl RunBoard {
 
     /// Every number of an epoch's `metrics.jsonl` line (validation metrics with their interval
     /// bounds included), under `epoch/`.
-    pub fn epoch(&mut self, step: u64, line: &impl serde::Serialize) {
+    /// With the epoch's validation report, its ROC curve or Kaplan–Meier plot as images.
+    pub fn epoch(&mut self, step: u64, line: &impl serde::Serialize, eval: Option<&EvalReport>) {
         if self.writer.is_none() {
             return;
         }
@@ -480,6 +482,24 @@ impl RunBoard {
         );
         let pairs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         self.record(|w| w.scalars(step, &pairs));
+        let charts = eval.map_or(vec![], |r| super::figures::epoch_charts(&r.plotted));
+        for (tag, chart) in charts {
+            let (width, height) = (640, 400);
+            match chart.png(width, height) {
+                Ok(png) => self.record(|w| w.image(step, tag, png, width, height)),
+                Err(e) => tracing::warn!("TensorBoard image {tag}: {e}"),
+            }
+        }
+    }
+}
+
+/// The directory of a run's TensorBoard events: `<shared>/<run directory name>/` under a shared log
+/// directory (one TensorBoard "run" per training run), else `<run>/tb/`.
+pub fn log_dir(run: &Path, shared: Option<&Path>) -> PathBuf {
+    match (shared, run.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        (Some(dir), None) => dir.join("run"),
+        (None, _) => run.join("tb"),
     }
 }
 
