@@ -37,3 +37,64 @@ pub fn init(format: LogFormat, verbose: bool, quiet: bool) {
 pub fn show_progress() -> bool {
     std::io::stderr().is_terminal()
 }
+
+/// Progress of a long piece of work: a bar on a terminal, otherwise a structured line at most every
+/// 10 seconds and one at the end (so batch logs show progress without control characters).
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    what: String,
+    len: u64,
+    done: u64,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    /// `what` names the work and its unit, e.g. "catalog build: shards".
+    pub fn new(what: &str, len: u64) -> Progress {
+        let bar = show_progress().then(|| {
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}  ETA {eta}")
+                    .expect("valid template"),
+            );
+            bar.set_message(what.to_string());
+            bar
+        });
+        Progress {
+            bar,
+            what: what.to_string(),
+            len,
+            done: 0,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// A bar or line that shows nothing (ranks other than 0).
+    pub fn hidden() -> Progress {
+        Progress {
+            bar: None,
+            what: String::new(),
+            len: 0,
+            done: 0,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    pub fn inc(&mut self, n: u64) {
+        self.done += n;
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done);
+        } else if !self.what.is_empty() && self.last.elapsed().as_secs() >= 10 {
+            self.last = std::time::Instant::now();
+            tracing::info!(done = self.done, of = self.len, "{}", self.what);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        } else if !self.what.is_empty() {
+            tracing::info!(done = self.done, of = self.len, "{}: done", self.what);
+        }
+    }
+}

@@ -379,6 +379,29 @@ fn train_eval_predict_single_process() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["split"], "test");
     assert!(eval_dir.join("eval.md").is_file());
+    // Not on a terminal, progress comes as structured lines: at least the closing one, with counts
+    // (shown without --quiet).
+    let loud = std::process::Command::new(env!("CARGO_BIN_EXE_medtrain"))
+        .args([
+            "eval",
+            s(&run_dir),
+            "--out",
+            s(&c.root.join("eval-loud")),
+            "--split",
+            "test",
+        ])
+        .output()
+        .unwrap();
+    assert!(loud.status.success());
+    let err = String::from_utf8_lossy(&loud.stderr);
+    let progress = err
+        .lines()
+        .find(|l| l.contains("samples scored (rank 0's share): done"))
+        .unwrap_or_else(|| panic!("no progress line:\n{err}"));
+    assert!(
+        progress.contains("done=") && progress.contains("of="),
+        "{progress}"
+    );
     // The reliability diagram of the test series: its bins hold every scored series once.
     let calibration: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("calibration.json")).unwrap()).unwrap();

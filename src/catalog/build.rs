@@ -317,7 +317,9 @@ pub fn build(inputs: &[PathBuf], out: &Path) -> Result<BuildReport, CatalogError
     }
     let first_shard = state.shards.len() as u32;
     let mut base = old_rows;
+    let mut shown = crate::logging::Progress::new("catalog build: shards written", news.len() as u64);
     for (k, (input, shard)) in new_inputs.iter().zip(&news).enumerate() {
+        shown.inc(1);
         write_shard(
             &mut writer,
             &input.path,
@@ -336,6 +338,7 @@ pub fn build(inputs: &[PathBuf], out: &Path) -> Result<BuildReport, CatalogError
         base.series += shard.rows;
         base.slices += shard.slices;
     }
+    shown.finish();
     write_patients(&mut writer, &patient_keys, old.as_ref(), &news, &patient_rows)?;
     write_key_order(
         &mut writer,

@@ -651,7 +651,10 @@ fn evaluate_split<B: GradCamOps>(
         args.max_series,
     );
     let mut rows: Vec<Vec<SeriesQuality>> = vec![Vec::with_capacity(groups.len()); cands.len()];
+    let mut shown =
+        crate::logging::Progress::new(&format!("explain: {split} series scored"), groups.len() as u64);
     for g in &groups {
+        shown.inc(1);
         let mut mask = None;
         for (first, method, chunk) in passes(cands, layers_per_pass(&ds, g)) {
             let sm = ctx.explain_series(g, &chunk, method)?;
@@ -672,6 +675,7 @@ fn evaluate_split<B: GradCamOps>(
             }
         }
     }
+    shown.finish();
     let mut table = Vec::with_capacity(cands.len());
     for (cand, rows) in cands.iter().zip(&rows) {
         let q = summarise(cand, rows);
@@ -904,7 +908,9 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
             )
         })
         .collect();
+    let mut shown = crate::logging::Progress::new("explain: series written", groups.len() as u64);
     for g in &groups {
+        shown.inc(1);
         let mut mask = None;
         for (first, method, chunk) in passes(&cands, layers_per_pass(&ds, g)) {
             let sm = ctx.explain_series(g, &chunk, method)?;
@@ -912,18 +918,8 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
                 mask = Some(masks_for(&ds, t, g, sm.volume.shape)?);
             }
             for (k, layer) in chunk.iter().enumerate() {
-                let q = match &mask {
-                    Some(m) => Some(series_quality(
-                        &mut ctx,
-                        &sm,
-                        k,
-                        &g.key,
-                        m,
-                        args.margin_mm,
-                        args.steps,
-                    )?),
-                    None => None,
-                };
+                let quality = |m| series_quality(&mut ctx, &sm, k, &g.key, m, args.margin_mm, args.steps);
+                let q = mask.as_deref().map(quality).transpose()?;
                 let e = Explained {
                     g,
                     sm: &sm,
@@ -937,6 +933,7 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
             }
         }
     }
+    shown.finish();
     for section in sections {
         report += &section;
         report += "\n";

@@ -261,10 +261,21 @@ pub fn run(args: StageArgs) -> Result<i32, Failure> {
     // Copy this rank's share of the node's list, in order of first use.
     let per_rank = bandwidth.map(|mbps| mbps * 1e6 / world.local_size() as f64);
     let mut limit = RateLimit::new(per_rank);
+    let mut shown = if world.rank() == 0 {
+        let mine = node_plan
+            .shards
+            .iter()
+            .skip(world.local_rank())
+            .step_by(world.local_size().max(1));
+        crate::logging::Progress::new("stage: shards (rank 0's share)", mine.count() as u64)
+    } else {
+        crate::logging::Progress::hidden()
+    };
     for (i, shard) in node_plan.shards.iter().enumerate() {
         if i % world.local_size() != world.local_rank() {
             continue;
         }
+        shown.inc(1);
         match copy::stage_shard(shard, &dir, &mut limit) {
             ShardOutcome::Skipped => {
                 report.shards_skipped += 1;
@@ -282,6 +293,7 @@ pub fn run(args: StageArgs) -> Result<i32, Failure> {
             }),
         }
     }
+    shown.finish();
     let done = gather_reports(&world, &report);
     let failed = done.iter().any(|r| !r.failed.is_empty());
     let summary = summarise(&plan, &done, if failed { "failed" } else { "staged" }, Vec::new());

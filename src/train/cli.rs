@@ -430,6 +430,7 @@ impl OnBackend for EvalJob<'_> {
             &ds,
             settings.train.batch_size as usize,
             settings.num_outputs() as usize,
+            Some("samples scored (rank 0's share)"),
         )
         .map_err(Failure::Job)?;
         let mut report =
@@ -546,6 +547,7 @@ impl OnBackend for PredictJob<'_> {
             &ds,
             settings.train.batch_size as usize,
             settings.num_outputs() as usize,
+            Some("samples scored (rank 0's share)"),
         )
         .map_err(Failure::Job)?;
         if world.rank() == 0 {

@@ -38,10 +38,16 @@ pub fn predict_dataset<B: Backend>(
     ds: &Arc<Dataset>,
     batch: usize,
     outputs: usize,
+    progress: Option<&str>,
 ) -> Result<Vec<Prediction>> {
     let len = ds.len();
     let (r, size) = (world.rank(), world.size());
     let mine: Vec<usize> = (r * len / size..(r + 1) * len / size).collect();
+    // Rank 0 shows its own share (every rank has about as many samples).
+    let mut shown = match progress {
+        Some(what) if r == 0 => crate::logging::Progress::new(what, mine.len() as u64),
+        _ => crate::logging::Progress::hidden(),
+    };
     let mut bytes = Vec::with_capacity(mine.len() * (8 + 4 * outputs));
     if !mine.is_empty() {
         let mut loader = Loader::new(ds.clone(), mine, batch, 0, None, 2);
@@ -54,6 +60,7 @@ pub fn predict_dataset<B: Backend>(
             let out = b
                 .download(b.view(net.output(), 0..batch_data.samples.len() * outputs))
                 .map_err(|e| e.to_string())?;
+            shown.inc(batch_data.valid as u64);
             for row in 0..batch_data.valid {
                 bytes.extend_from_slice(&(batch_data.samples[row] as u64).to_le_bytes());
                 for v in &out[row * outputs..(row + 1) * outputs] {
@@ -63,6 +70,7 @@ pub fn predict_dataset<B: Backend>(
             loader.recycle(batch_data);
         }
     }
+    shown.finish();
     let parts = world.allgather_bytes(&bytes);
     let record = 8 + 4 * outputs;
     let mut all = Vec::with_capacity(len);
@@ -415,6 +423,7 @@ pub fn evaluate<B: Backend>(
         ds,
         s.train.batch_size as usize,
         s.num_outputs() as usize,
+        None,
     )?;
     metrics_of(&preds, ds, s, &s.train.val_split, catalog)
 }
