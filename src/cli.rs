@@ -106,7 +106,7 @@ pub fn run() -> i32 {
         Command::Inspect(args) => crate::pack::cli::inspect(args),
         Command::Catalog(args) => crate::catalog::cli::run(args),
         Command::Stage(args) => crate::stage::cli::run(args),
-        Command::Train(args) => crate::train::cli::run_train(args),
+        Command::Train(args) => crate::train::cli::run_train(args, Some(crate::explain::cli::epoch_images())),
         Command::Eval(args) => crate::train::cli::run_eval(args),
         Command::Predict(args) => crate::train::cli::run_predict(args),
         Command::Explain(args) => crate::explain::cli::run_explain(args),

@@ -100,6 +100,9 @@ pub struct TrainSettings {
     pub threads: Option<usize>,
     /// Stop after this many optimizer steps in total (tests, benchmarks).
     pub max_steps: Option<u64>,
+    /// Every this many epochs, Grad-CAM overlays of a few validation series are logged to TensorBoard
+    /// (0: never).
+    pub explain_every: u32,
     /// Where TensorBoard events go: `<this>/<run directory name>/` (a project-wide log directory);
     /// unset: `<run>/tb/`.
     pub tensorboard: Option<std::path::PathBuf>,
@@ -153,6 +156,7 @@ impl Default for TrainSettings {
             prefetch: 4,
             threads: None,
             tensorboard: None,
+            explain_every: 0,
             max_steps: None,
             device: "auto".into(),
             watchdog_s: 600,

@@ -88,6 +88,20 @@ fn main_command_learns_the_nodule_task_and_beats_the_baseline() {
         tb["images"]
     );
     assert!(rocs.iter().all(|r| r[1] == 640 && r[2] == 400), "{rocs:?}");
+    // And Grad-CAM overlays of the same 4 validation series after epochs 2 and 4 (explain_every = 2),
+    // also kept under run/explain-epochs/.
+    let cams: Vec<(&String, &serde_json::Value)> = tb["images"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(tag, _)| tag.starts_with("gradcam/"))
+        .collect();
+    assert_eq!(cams.len(), 4, "{}", tb["images"]);
+    assert!(
+        cams.iter().all(|(_, v)| v.as_array().unwrap().len() == 2),
+        "{cams:?}"
+    );
+    assert!(out.join("run/explain-epochs/epoch-4/report.md").is_file());
     let pngs = std::fs::read_dir(out.join("explain"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))

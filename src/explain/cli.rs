@@ -24,10 +24,12 @@ use crate::settings::{Settings, Task};
 use crate::train::cli::{
     eval_overrides, find_checkpoint, load_net, recorded_path, settings_of, with_tabular,
 };
+mod epochs;
 mod figures;
 
 use clap::Args;
-use figures::{report_header, write, write_series, Explained};
+pub use epochs::epoch_images;
+use figures::{print_outcome, report_header, write, write_series, Explained};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -114,6 +116,9 @@ pub struct ExplainArgs {
     pub device: String,
     #[arg(long)]
     pub json: bool,
+    /// Print nothing on stdout (explain run inside training, for TensorBoard).
+    #[arg(skip)]
+    pub silent: bool,
 }
 
 fn job(e: impl std::fmt::Display) -> Failure {
@@ -962,35 +967,8 @@ fn explain_on<B: GradCamOps>(b: &B, args: &ExplainArgs, p: &Plan) -> Result<i32,
         );
     }
     write(&args.out.join("report.md"), report.as_bytes())?;
-    if args.json {
-        let v = match &quality_json {
-            Some((s, _)) => serde_json::to_value(s).expect("serialisable"),
-            None => {
-                serde_json::json!({
-                    "series": groups.len(),
-                    "maps": cands.iter().map(|c| format!("{}/{}", c.method.name(), c.layer.name)).collect::<Vec<_>>(),
-                })
-            }
-        };
-        println!("{v}");
-    } else {
-        if let Some((s, table)) = &quality_json {
-            print!("{table}");
-            println!(
-                "explain: best {} at layer {} (chosen on {}); {} hit rate {} ; sanity check {}",
-                s.method,
-                s.best_layer,
-                s.validation_split,
-                s.split,
-                fmt_opt(s.best.hit_rate),
-                if s.sanity.passed { "passed" } else { "FAILED" }
-            );
-        }
-        println!(
-            "explain: {} series, report {}",
-            groups.len(),
-            args.out.join("report.md").display()
-        );
+    if !args.silent {
+        print_outcome(args, quality_json.as_ref(), groups.len(), &cands);
     }
     Ok(EXIT_OK)
 }

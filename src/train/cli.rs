@@ -127,7 +127,12 @@ pub struct PredictArgs {
     pub json: bool,
 }
 
-pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
+/// `epoch_images` makes TensorBoard images of an epoch's checkpoint (`[train] explain_every`); the
+/// command line passes `explain`'s Grad-CAM overlays.
+pub fn run_train(
+    args: TrainArgs,
+    epoch_images: Option<super::tensorboard::EpochImages>,
+) -> Result<i32, Failure> {
     let config = Config::load(args.config.as_deref()).map_err(usage)?;
     let mut settings = Settings::from_config(&config).map_err(usage)?;
     let t = &mut settings.train;
@@ -171,6 +176,7 @@ pub fn run_train(args: TrainArgs) -> Result<i32, Failure> {
         out: args.out.clone(),
         resume,
         progress: crate::logging::show_progress(),
+        epoch_images,
     };
     let result = run_on(
         device,

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod evaluate;
 pub mod faults;
 pub mod figures;
+mod hashes;
 pub mod metrics;
 pub mod regression;
 pub mod run;

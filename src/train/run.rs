@@ -13,8 +13,10 @@
 
 use super::evaluate::{self, EvalReport};
 use super::faults::{Fault, FaultKind};
+use super::hashes::{replica_hash, trajectory_hash};
 use super::signals;
 use super::staging::{staging_stats, start_background};
+use super::tensorboard::RunBoard;
 use super::watchdog::{Phase, Watchdog};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BceParams, RegressionLoss};
@@ -57,6 +59,8 @@ pub enum Resume {
 
 pub struct TrainOptions {
     pub settings: Settings,
+    /// Images for TensorBoard from an epoch's checkpoint (Grad-CAM overlays; `[train] explain_every`).
+    pub epoch_images: Option<super::tensorboard::EpochImages>,
     pub catalog: PathBuf,
     pub manifest: PathBuf,
     pub out: PathBuf,
@@ -146,38 +150,6 @@ struct MetricsLine<'a> {
     /// Steps of the epoch skipped for a non-finite loss or gradient.
     skipped_steps: u64,
     eval: Option<&'a EvalReport>,
-}
-
-/// Hash of the model weights plus settings, compared across ranks after the broadcast.
-fn replica_hash(params: &[f32], state: &[f32], settings_hash: &str) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    for v in params.iter().chain(state) {
-        h.update(&v.to_le_bytes());
-    }
-    h.update(settings_hash.as_bytes());
-    *h.finalize().as_bytes()
-}
-
-/// Hash of the settings that decide the weights a run reaches: not where the inputs live, how often it
-/// checkpoints or validates, how many threads it uses, or where it stops (so a run stopped by
-/// `--max-steps` or a signal resumes under the same hash).
-pub fn trajectory_hash(s: &Settings) -> String {
-    let mut s = s.clone();
-    let d = crate::settings::TrainSettings::default();
-    s.train.catalog = None;
-    s.train.manifest = None;
-    s.train.max_steps = None;
-    s.train.threads = None;
-    s.train.tensorboard = None;
-    s.train.prefetch = d.prefetch;
-    s.train.checkpoint_every = d.checkpoint_every;
-    s.train.keep_checkpoints = d.keep_checkpoints;
-    s.train.eval_every = d.eval_every;
-    s.train.device = d.device;
-    s.train.watchdog_s = d.watchdog_s;
-    s.eval = Default::default();
-    s.data.shard_dir = None;
-    checkpoint::hash_json(&s)
 }
 
 /// File-content hash of the manifest: a run resumes only on the manifest it started with.
@@ -548,13 +520,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         crate::fsx::write_atomic(&opts.out.join("settings.json"), settings_text.as_bytes())
             .map_err(out_err)?;
     }
-    let mut board = super::tensorboard::RunBoard::open(
-        world.rank() == 0,
-        &super::tensorboard::log_dir(&opts.out, t.tensorboard.as_deref()),
-        &opts.out.join("steps.jsonl"),
-        state.global_step + 1,
-        &settings_text,
-    );
+    let mut board = RunBoard::open(world.rank() == 0, opts, state.global_step + 1, &settings_text);
     tracing::info!(
         ranks = world.size(),
         samples = train_ds.len(),
@@ -946,7 +912,12 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
             };
             let text = serde_json::to_string(&line).expect("metrics serialise");
             writeln!(file, "{text}").map_err(|e| failed(format!("metrics.jsonl: {e}")))?;
-            board.epoch(state.global_step, &line, report.as_ref());
+            board.epoch(
+                state.global_step,
+                &line,
+                report.as_ref(),
+                last_checkpoint.as_deref(),
+            );
             file.sync_data().ok();
             evaluate::write_curves(&opts.out).unwrap_or_else(|e| tracing::warn!("curves: {e}"));
         }

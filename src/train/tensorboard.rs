@@ -6,6 +6,7 @@
 //! masked CRC-32C of the data.
 
 use super::evaluate::EvalReport;
+use super::run::TrainOptions;
 use prost::Message;
 use std::fs::File;
 use std::io::Write;
@@ -359,7 +360,25 @@ pub struct RunBoard {
     steps: Option<std::fs::File>,
     /// Cumulative (data wait, allreduce wait, wall) seconds at the last logged step.
     last: (f64, f64, std::time::Instant),
+    /// Images from an epoch's checkpoint, every `explain_every` epochs.
+    images: Option<EpochImages>,
+    explain_every: u64,
+    val_split: String,
 }
+
+/// One image for TensorBoard: its tag and PNG bytes.
+pub struct TbImage {
+    pub tag: String,
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Makes images of the model in a checkpoint directory, on a split of its manifest, at an epoch
+/// (1-based). `train` calls it on rank 0 and never looks inside: `explain` provides the Grad-CAM
+/// overlays (wired by the command line), so `train` does not import `explain`. The other ranks wait
+/// at their next collective meanwhile, so it must take less than `[train] watchdog_s`.
+pub type EpochImages = std::sync::Arc<dyn Fn(&Path, &str, u64) -> Result<Vec<TbImage>, String> + Send + Sync>;
 
 /// One training step's figures.
 pub struct StepFigures {
@@ -377,16 +396,22 @@ pub struct StepFigures {
 impl RunBoard {
     /// Opens the log on rank 0. A resumed run (`first_step` > 1) starts with the SessionLog START that
     /// drops what a killed run logged past its checkpoint; a new run logs its settings as text.
-    /// `steps_path` (`steps.jsonl`) keeps the lines of the steps before `first_step` and loses the rest.
-    pub fn open(rank0: bool, dir: &Path, steps_path: &Path, first_step: u64, settings: &str) -> RunBoard {
+    /// The log goes to [`log_dir`]; `<run>/steps.jsonl` keeps the lines of the steps before
+    /// `first_step` and loses the rest.
+    pub fn open(rank0: bool, opts: &TrainOptions, first_step: u64, settings: &str) -> RunBoard {
         let mut board = RunBoard {
             writer: None,
             steps: None,
             last: (0.0, 0.0, std::time::Instant::now()),
+            images: opts.epoch_images.clone(),
+            explain_every: opts.settings.train.explain_every as u64,
+            val_split: opts.settings.train.val_split.clone(),
         };
         if !rank0 {
             return board;
         }
+        let dir = &log_dir(&opts.out, opts.settings.train.tensorboard.as_deref());
+        let steps_path = &opts.out.join("steps.jsonl");
         board.steps = match open_steps(steps_path, first_step) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -468,9 +493,29 @@ impl RunBoard {
     }
 
     /// Every number of an epoch's `metrics.jsonl` line (validation metrics with their interval
-    /// bounds included), under `epoch/`.
-    /// With the epoch's validation report, its ROC curve or Kaplan–Meier plot as images.
-    pub fn epoch(&mut self, step: u64, line: &impl serde::Serialize, eval: Option<&EvalReport>) {
+    /// bounds included), under `epoch/`; with the epoch's validation report, its ROC curve or
+    /// Kaplan–Meier plot as images; with the epoch's `checkpoint`, every `explain_every` epochs the
+    /// hook's images.
+    pub fn epoch(
+        &mut self,
+        step: u64,
+        line: &impl serde::Serialize,
+        eval: Option<&EvalReport>,
+        checkpoint: Option<&Path>,
+    ) {
+        let epoch = serde_json::to_value(line).ok().and_then(|v| v["epoch"].as_u64());
+        if let (Some(hook), Some(dir), Some(epoch)) = (self.images.clone(), checkpoint, epoch) {
+            if self.writer.is_some() && self.explain_every > 0 && epoch % self.explain_every == 0 {
+                match hook(dir, &self.val_split, epoch) {
+                    Ok(images) => {
+                        for i in images {
+                            self.record(|w| w.image(step, &i.tag, i.png, i.width, i.height));
+                        }
+                    }
+                    Err(e) => tracing::warn!("TensorBoard images of epoch {epoch}: {e}"),
+                }
+            }
+        }
         if self.writer.is_none() {
             return;
         }

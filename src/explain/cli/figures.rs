@@ -219,3 +219,43 @@ fn write_map_dataset(
     d.new_attr::<f64>().create("score")?.write_scalar(&sm.score())?;
     Ok(())
 }
+
+/// What `explain` prints on stdout: the quality table and the chosen pair, or with `--json` the
+/// summary.
+pub(super) fn print_outcome(
+    args: &ExplainArgs,
+    quality_json: Option<&(QualityJson, String)>,
+    series: usize,
+    cands: &[Candidate],
+) {
+    if args.json {
+        let v = match quality_json {
+            Some((s, _)) => serde_json::to_value(s).expect("serialisable"),
+            None => {
+                serde_json::json!({
+                    "series": series,
+                    "maps": cands.iter().map(|c| format!("{}/{}", c.method.name(), c.layer.name)).collect::<Vec<_>>(),
+                })
+            }
+        };
+        println!("{v}");
+    } else {
+        if let Some((s, table)) = quality_json {
+            print!("{table}");
+            println!(
+                "explain: best {} at layer {} (chosen on {}); {} hit rate {} ; sanity check {}",
+                s.method,
+                s.best_layer,
+                s.validation_split,
+                s.split,
+                fmt_opt(s.best.hit_rate),
+                if s.sanity.passed { "passed" } else { "FAILED" }
+            );
+        }
+        println!(
+            "explain: {} series, report {}",
+            series,
+            args.out.join("report.md").display()
+        );
+    }
+}
