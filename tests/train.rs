@@ -340,6 +340,16 @@ fn train_eval_predict_single_process() {
         })
         .collect();
     assert_eq!(points(&loss, 2), epoch_means);
+    // The validation loss of each epoch (the training BCE over the validation samples).
+    let val_loss: Vec<(f64, f64)> = epochs
+        .iter()
+        .map(|l| {
+            let v = l["eval"]["loss"].as_f64().unwrap();
+            assert!(v.is_finite() && v > 0.0, "{l}");
+            (l["global_step"].as_f64().unwrap(), v)
+        })
+        .collect();
+    assert_eq!(points(&loss, 3), val_loss);
     // Validation AUCs, where the validation split has both classes.
     let aucs: Vec<(f64, f64)> = epochs
         .iter()

@@ -6,7 +6,8 @@
 use super::baseline::{brightest_lung_voxel, shard_reader};
 use super::metrics::{self, Interval};
 use super::survival;
-use crate::backend::Backend;
+use crate::backend::cpu::loss as cpu_loss;
+use crate::backend::{Backend, RegressionLoss};
 use crate::catalog::view::Catalog;
 use crate::chart::{self, Chart, Style};
 use crate::data::{Dataset, Loader};
@@ -126,6 +127,9 @@ fn regression_by(keys: &[u64], pred: &[f64], truth: &[f64], how: Aggregate) -> O
 pub struct EvalReport {
     pub split: String,
     pub samples: usize,
+    /// The training loss over the split's samples (binary and regression tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
     /// "max", "mean" or "topk(k)": how sample scores became series and patient scores.
     pub aggregate: String,
     pub slices: Option<BinaryMetrics>,
@@ -246,6 +250,7 @@ pub fn metrics_of(
     let mut report = EvalReport {
         split: split.to_string(),
         samples: preds.len(),
+        loss: sample_loss(preds, ds, s),
         aggregate: aggregate_name(s.eval.aggregate),
         slices: None,
         series: None,
@@ -428,6 +433,45 @@ pub fn evaluate<B: Backend>(
     metrics_of(&preds, ds, s, &s.train.val_split, catalog)
 }
 
+/// The training loss over every sample of a split, averaged over the known labels as a training
+/// step averages them: binary tasks BCE with logits (and `pos_weight`), regression MSE. `None` for
+/// risk tasks, whose Cox loss depends on each batch's risk sets.
+fn sample_loss(preds: &[Prediction], ds: &Dataset, s: &Settings) -> Option<f64> {
+    let t = ds.num_targets();
+    let (mut out, mut targets, mut masks) = (
+        vec![],
+        vec![0.0f32; preds.len() * t],
+        vec![0.0f32; preds.len() * t],
+    );
+    for (k, p) in preds.iter().enumerate() {
+        out.extend(p.outputs.iter().take(t));
+        ds.target(
+            p.sample,
+            &mut targets[k * t..(k + 1) * t],
+            &mut masks[k * t..(k + 1) * t],
+        );
+    }
+    if out.len() != targets.len() || !masks.iter().any(|&m| m != 0.0) {
+        return None;
+    }
+    let mut grad = vec![0.0f32; out.len()];
+    let loss = match s.train.task {
+        Task::Binary => {
+            let p = crate::backend::BceParams {
+                n: preds.len() as u32,
+                labels: t as u32,
+            };
+            let pw = s.train.pos_weight.map(|w| vec![w; t]);
+            cpu_loss::bce_with_logits(&p, &out, &targets, Some(&masks), pw.as_deref(), &mut grad)
+        }
+        Task::Regression => {
+            cpu_loss::regression(RegressionLoss::Mse, &out, &targets, Some(&masks), &mut grad)
+        }
+        Task::Survival => return None,
+    };
+    loss.ok().map(f64::from)
+}
+
 #[derive(Deserialize)]
 struct Line {
     epoch: u64,
@@ -505,6 +549,15 @@ pub fn write_curves(out: &Path) -> std::io::Result<()> {
                     .collect(),
                 Style::LinePoints,
                 1,
+            ),
+            series(
+                "validation",
+                lines
+                    .iter()
+                    .filter_map(|l| Some((l.global_step as f64, l.eval.as_ref()?.loss?)))
+                    .collect(),
+                Style::LinePoints,
+                3,
             ),
         ],
         ..Chart::default()
