@@ -79,8 +79,8 @@ fn colour(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-/// Registers the embedded font under the family plotters asks for.
-fn register_font() {
+/// Registers the embedded font under the family plotters asks for (once per process).
+pub fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // The font is a fixed, valid TTF; registration can only fail on a corrupt one.
@@ -267,6 +267,30 @@ impl Chart {
         }
         Ok(())
     }
+}
+
+/// Writes `text` in DejaVu Sans, `size` pixels high, with its top-left corner at (`x`, `y`), into an
+/// RGB buffer of `width`×`height` pixels (row-major, 3 bytes a pixel), anti-aliased over what is there.
+pub fn draw_text(
+    rgb: &mut [u8],
+    width: u32,
+    height: u32,
+    (x, y): (i32, i32),
+    text: &str,
+    size: f64,
+    c: [u8; 3],
+) {
+    register_font();
+    if rgb.len() != (width * height * 3) as usize {
+        return;
+    }
+    let root = BitMapBackend::with_buffer(rgb, (width, height)).into_drawing_area();
+    let style = ("sans-serif", size)
+        .into_font()
+        .color(&RGBColor(c[0], c[1], c[2]));
+    // Drawing text into a buffer of the right size cannot fail; a glyph the font lacks is skipped.
+    let _ = root.draw(&Text::new(text.to_string(), (x, y), style));
+    let _ = root.present();
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The 5×7 bitmap font of the charts (`train::plot`) and the Grad-CAM overlays (`explain::overlay`):
-//! a data table, so neither drawing module needs the other.
+//! A 5×7 bitmap font, burned into the phantom's images as annotation text (`phantom::achilles`), the
+//! way scanners burn text into pixels; report text uses DejaVu Sans through `chart`.
 
 /// The 5×7 glyph of `c`: seven rows, bit 4 the leftmost column. Characters outside the font draw '?'.
 #[rustfmt::skip]

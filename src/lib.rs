@@ -7,8 +7,8 @@
 //! `scripts/arch-check.sh` reads this list and enforces it in CI (a new module must be added here).
 //!
 //! 1. `exit`, `fsx`, `h5text`, `font`, `logging`, `remedy`, `config`: exit codes and `Failure`,
-//!    durable writes, HDF5 text attributes, the bitmap font, logging, remedies, the config file; they
-//!    import nothing from the crate.
+//!    durable writes, HDF5 text attributes, the bitmap font (burned into phantom images), logging,
+//!    remedies, the config file; they import nothing from the crate.
 //! 2. `deid`, `dicom`, `dist`, `chart`: pseudonyms, DICOM reading, the MPI world (`pack` runs on it),
 //!    report charts (PNG, SVG and their data).
 //! 3. `pack`: DICOM series to shards.

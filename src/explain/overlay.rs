@@ -9,7 +9,6 @@ use super::colormap::Colormap;
 use super::truth::series_geometry;
 use crate::catalog::columns::cell_text;
 use crate::catalog::view::Catalog;
-use crate::font::glyph;
 
 /// Colour of reference-lesion outlines: red, which viridis never takes.
 pub const OUTLINE: [u8; 3] = [255, 48, 48];
@@ -96,22 +95,12 @@ impl Image {
             }
         }
     }
-    /// Text in the built-in 5×7 font, `scale` pixels per font pixel.
+    /// Text in the embedded DejaVu Sans, about as tall as `7 × scale` pixels of capitals, with its
+    /// top-left corner at (`x0`, `y0`).
     pub fn text(&mut self, x0: usize, y0: usize, text: &str, scale: usize, c: [u8; 3]) {
-        for (i, ch) in text.chars().enumerate() {
-            let rows = glyph(ch.to_ascii_uppercase());
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (1 << (4 - col)) != 0 {
-                        for dy in 0..scale {
-                            for dx in 0..scale {
-                                self.set(x0 + (i * 6 + col) * scale + dx, y0 + r * scale + dy, c);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let (w, h) = (self.width as u32, self.height as u32);
+        let at = (x0 as i32, y0 as i32);
+        crate::chart::draw_text(&mut self.rgb, w, h, at, text, 9.5 * scale as f64, c);
     }
     pub fn encode_png(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -582,6 +571,23 @@ mod tests {
         assert_ne!(img.pixel(85 + 10, 49), MARKER);
         assert_eq!(img.pixel(85, 49 - 5), MARKER);
         assert_eq!(img.pixel(86, 49 - 5), MARKER, "arms are {stroke} pixels wide");
+    }
+
+    #[test]
+    fn text_is_set_in_the_embedded_font_where_asked() {
+        let mut img = Image::new(200, 60);
+        img.text(10, 20, "P(nodule) = 0.9", 2, [255, 255, 255]);
+        let lit: Vec<(usize, usize)> = (0..img.height)
+            .flat_map(|y| (0..img.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| img.pixel(x, y)[0] > 0)
+            .collect();
+        assert!(lit.len() > 100, "{} pixels", lit.len());
+        // Near the corner given (brackets rise a few pixels above it), about 19 px tall, anti-aliased.
+        assert!(
+            lit.iter().all(|&(x, y)| x >= 10 && (14..40).contains(&y)),
+            "{lit:?}"
+        );
+        assert!(lit.iter().any(|&(x, y)| img.pixel(x, y)[0] < 255));
     }
 
     #[test]
