@@ -1,9 +1,11 @@
 //! Overlays a reader can check: a CT slice in a chosen window, in radiological orientation (patient
-//! right on image left, anterior up), with the pixel aspect ratio from the pixel spacing, the map
-//! in a perceptually uniform colour map (viridis) blended on top, a colour legend and the model's
-//! score written on the image. Where a reference lesion is known its outline is drawn (red, a colour
-//! viridis never takes), and the map's maximum is marked with a white cross, so a reader sees at once
-//! whether the map points at the lesion. Montages tile several slices of one series.
+//! right on image left, anterior up), with the pixel aspect ratio from the pixel spacing, shown as
+//! image | map | overlay. The map is drawn in a matplotlib colour map (viridis by default) over the
+//! slice wherever it reaches a threshold of its maximum, with an opacity floor so faint heat shows;
+//! a colour legend marks the threshold, and the model's score is written above. Where a reference
+//! lesion is known its outline is drawn just outside it (red, a colour viridis never takes), and the
+//! map's maximum is marked with an open white cross-hair, so a reader sees at once whether the map
+//! points at the lesion. Montages tile several slices of one series.
 
 use super::colormap::Colormap;
 use super::truth::series_geometry;
@@ -27,7 +29,7 @@ const MAX_ALPHA: f32 = 0.85;
 const HEAT_GAMMA: f32 = 0.5;
 /// Length of each arm of the maximum's cross, as a fraction of the image's short side.
 const MARKER_ARM: f64 = 0.08;
-/// Output pixels per millimetre of the finest spacing, at least one output pixel per voxel.
+/// Width of the colour legend, in pixels.
 const LEGEND_WIDTH: usize = 16;
 const TEXT_SCALE: usize = 2;
 /// Space around the picture in [`annotated_coloured`], in pixels.
