@@ -84,6 +84,28 @@ pub fn key_file(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// A fixed site key in `dir/site.key` (mode 0600), for the demo scripts, which reuse a key that is
+/// there: the pseudonyms, and so the patient splits, are then the same in every run, and a demo's
+/// verdict is a function of the commit rather than of a random key.
+pub fn fixed_site_key(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("site.key");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    // "demo tests: one key, one verdict"
+    std::io::Write::write_all(
+        &mut f,
+        b"64656d6f2074657374733a206f6e65206b65792c206f6e652076657264696374\n",
+    )
+    .unwrap();
+    path
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }

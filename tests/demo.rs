@@ -12,6 +12,7 @@ use std::process::Command;
 fn main_command_learns_the_nodule_task_and_beats_the_baseline() {
     let dir = tempdir();
     let out = dir.path().join("demo");
+    crate::common::fixed_site_key(&out);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let result = Command::new("bash")
         .arg(root.join("scripts/quickstart.sh"))
@@ -201,6 +202,7 @@ fn achilles_demo_learns_the_healing_grade() {
 fn run_demo(task: &str, patients: u32) -> (tempfile::TempDir, std::path::PathBuf, serde_json::Value) {
     let dir = tempdir();
     let out = dir.path().join(format!("demo-{task}"));
+    crate::common::fixed_site_key(&out);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let result = Command::new("bash")
         .arg(root.join("scripts/demo.sh"))
