@@ -31,3 +31,18 @@ demo_launcher() {
     if [ "$(id -u)" = 0 ]; then launch+=(--allow-run-as-root); fi
   fi
 }
+
+# Drops this crate's own build outputs (test binaries, rlibs, fingerprints, incremental caches) from
+# target/ and fuzz/target/, keeping the dependencies' builds: every commit rebuilds the crate anyway,
+# and a kept target/ would otherwise grow by about 1 GB per commit built.
+prune_own_builds() {
+  local d f names=(medtrain libmedtrain integration medtrain_fuzz libmedtrain_fuzz medtrain-fuzz)
+  for f in fuzz/fuzz_targets/*.rs; do names+=("$(basename "$f" .rs)"); done
+  for d in target/debug target/release fuzz/target/*/release; do
+    [ -d "$d" ] || continue
+    rm -rf "$d/incremental"
+    for f in "${names[@]}"; do
+      rm -rf "$d"/deps/"$f"-* "$d"/.fingerprint/"$f"-* "$d"/build/"$f"-*
+    done
+  done
+}
