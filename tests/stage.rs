@@ -5,7 +5,7 @@
 //! clean-up, training on the staged copies against training on the archive, and training while
 //! staging still runs (`train --stage-async`: waiting, archive fallback, wait timeout).
 
-use crate::common::{run, s};
+use crate::common::{ok, run, s};
 use crate::train::{check, cohort_with, newest_checkpoint, tensors, write_config, Cohort};
 use medtrain::catalog::split::Manifest;
 use medtrain::catalog::state::CatalogState;
@@ -957,4 +957,135 @@ fn a_disk_that_fills_during_the_copy_fails_the_shard_and_a_rerun_completes() {
         let bytes = std::fs::read(dir.join(f)).unwrap();
         assert_eq!(blake3::hash(&bytes).to_hex().to_string(), hashes[f], "{f}");
     }
+}
+
+/// A cohort of tables only (`catalog synth`, as an archive-scale plan uses) plans as if packed:
+/// every staged shard counts with its file and the int16 pixel bytes of its series, which the test
+/// reads from the shards' own series tables with libhdf5. Before `Dataset::open_described`, `plan`
+/// refused such a cohort ("voxels … do not fill its 0 pixel bytes").
+#[test]
+fn plan_counts_a_metadata_only_cohort_with_the_pixel_bytes_its_tables_describe() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let (pack, cat, key, manifest) = (p("pack"), p("cat"), p("site.key"), p("manifest.h5"));
+    ok(&[
+        "catalog",
+        "synth",
+        "--out",
+        s(&pack),
+        "--key",
+        s(&key),
+        "--series",
+        "60",
+        "--slices",
+        "40",
+        "--series-per-shard",
+        "6",
+    ]);
+    ok(&["catalog", "build", s(&pack), "--out", s(&cat)]);
+    let patients = pack.join("patients.csv");
+    ok(&[
+        "catalog",
+        "labels",
+        "import",
+        s(&patients),
+        "--out",
+        s(&cat),
+        "--name",
+        "outcome",
+        "--key",
+        s(&key),
+    ]);
+    ok(&[
+        "catalog",
+        "split",
+        s(&cat),
+        "modality = 'CT'",
+        "--level",
+        "series",
+        "--out",
+        s(&manifest),
+        "--ratios",
+        "train=0.6,val=0.2,test=0.2",
+        "--seed",
+        "7",
+    ]);
+    let config = p("plan.toml");
+    std::fs::write(
+        &config,
+        "[model]\nwidths = [8, 16]\nblocks = [1, 1]\n\
+         [data]\nmode = \"volume3d\"\nsize = [16, 32, 32]\nwindows = [[-600.0, 1500.0]]\n\
+         labels = [\"outcome.followupdays\", \"outcome.death\"]\n\
+         [sampler]\nmode = \"shard-local\"\n\
+         [train]\ntask = \"survival\"\nepochs = 3\nbatch_size = 2\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&[
+        "plan",
+        s(&cat),
+        s(&manifest),
+        "--config",
+        s(&config),
+        "--device-tflops",
+        "8.76",
+        "--intra",
+        "nvlink2",
+        "--inter",
+        "edr",
+        "--gpus-per-node",
+        "2",
+        "--max-ranks",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "plan refused a metadata-only cohort: {err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        plan["warnings"].to_string().contains("tables only"),
+        "the plan should say it counted described bytes: {plan}"
+    );
+    // The shards stage holds: those with a train or validation series.
+    let m = Manifest::load(&manifest).unwrap();
+    let state = CatalogState::load(&cat).unwrap().unwrap();
+    let view = medtrain::catalog::view::Catalog::open(&cat).unwrap();
+    let shard_of = view
+        .col_u32(medtrain::catalog::columns::Level::Series, "shard")
+        .unwrap();
+    let staged: BTreeSet<u32> = m
+        .splits
+        .iter()
+        .filter(|part| part.name == "train" || part.name == "val")
+        .flat_map(|part| part.rows().map(|row| shard_of[row as usize]).collect::<Vec<_>>())
+        .collect();
+    let expected: u64 = staged
+        .iter()
+        .map(|&id| {
+            let path = Path::new(&state.shards[id as usize].path);
+            let f = hdf5::File::open(path).unwrap();
+            let col = |name: &str| {
+                f.dataset(&format!("series/{name}"))
+                    .unwrap()
+                    .read_raw::<u32>()
+                    .unwrap()
+            };
+            let (n, r, c) = (col("n_slices"), col("rows"), col("cols"));
+            let pixels: u64 = (0..n.len())
+                .map(|i| 2 * u64::from(n[i]) * u64::from(r[i]) * u64::from(c[i]))
+                .sum();
+            std::fs::metadata(path).unwrap().len() + pixels
+        })
+        .sum();
+    let one = &plan["rows"][0];
+    assert_eq!(one["ranks"], 1);
+    assert_eq!(one["stage_bytes_per_node"].as_u64().unwrap(), expected, "{one}");
+    // --device-tflops: the step takes 3× the model's forward FLOPs at that rate.
+    let inputs = &plan["inputs"];
+    let (flops, secs) = (
+        inputs["step_flops"].as_f64().unwrap(),
+        inputs["compute_s"].as_f64().unwrap(),
+    );
+    assert!(
+        flops > 0.0 && ((secs * 8.76e12) / flops - 1.0).abs() < 1e-9,
+        "{inputs}"
+    );
 }

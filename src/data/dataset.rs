@@ -149,6 +149,28 @@ impl Dataset {
         split: &str,
         cfg: &DataConfig,
     ) -> Result<Dataset, DataError> {
+        Dataset::open_with(catalog_dir, manifest, split, cfg, Pixels::Stored)
+    }
+
+    /// Opens the split from the catalog's tables alone, for planning: a series without pixel data
+    /// (the metadata-only shards `catalog synth` writes for archive-scale planning) counts with the
+    /// bytes its table describes. Reading a sample of such a series fails.
+    pub fn open_described(
+        catalog_dir: &Path,
+        manifest: &Manifest,
+        split: &str,
+        cfg: &DataConfig,
+    ) -> Result<Dataset, DataError> {
+        Dataset::open_with(catalog_dir, manifest, split, cfg, Pixels::Described)
+    }
+
+    fn open_with(
+        catalog_dir: &Path,
+        manifest: &Manifest,
+        split: &str,
+        cfg: &DataConfig,
+        pixels: Pixels,
+    ) -> Result<Dataset, DataError> {
         cfg.validate()?;
         let catalog = Catalog::open(catalog_dir)?;
         let part = manifest
@@ -190,7 +212,7 @@ impl Dataset {
                 catalog_dir.display()
             )));
         }
-        let mut b = Builder::new(&catalog, &cfg.intensity)?;
+        let mut b = Builder::new(&catalog, &cfg.intensity, pixels)?;
         match level {
             Level::Slice => {
                 let series_row = catalog.col_u32(Level::Slice, "series_row")?;
@@ -562,9 +584,18 @@ impl Dataset {
 }
 
 /// Collects the used series and the sample segments while the manifest rows are walked.
+/// Whether a series must have its pixel bytes in its shard (training, evaluation) or may be
+/// described by its table alone (planning).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pixels {
+    Stored,
+    Described,
+}
+
 struct Builder<'a> {
     cat: &'a Catalog,
     intensity: &'a IntensityConfig,
+    pixels: Pixels,
     n_slices: &'a [u32],
     by_row: HashMap<u32, u32>,
     series: Vec<SeriesInfo>,
@@ -573,10 +604,15 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(cat: &'a Catalog, intensity: &'a IntensityConfig) -> Result<Builder<'a>, DataError> {
+    fn new(
+        cat: &'a Catalog,
+        intensity: &'a IntensityConfig,
+        pixels: Pixels,
+    ) -> Result<Builder<'a>, DataError> {
         Ok(Builder {
             cat,
             intensity,
+            pixels,
             n_slices: cat.col_u32(Level::Series, "n_slices")?,
             by_row: HashMap::new(),
             series: Vec::new(),
@@ -589,7 +625,7 @@ impl<'a> Builder<'a> {
         let idx = match self.by_row.get(&series_row) {
             Some(&i) => i,
             None => {
-                let info = series_info(self.cat, series_row, self.intensity)?;
+                let info = series_info(self.cat, series_row, self.intensity, self.pixels)?;
                 let i = self.series.len() as u32;
                 self.series.push(info);
                 self.by_row.insert(series_row, i);
@@ -617,8 +653,14 @@ impl<'a> Builder<'a> {
 }
 
 /// Reads and checks one series row: its intensity plan from the recorded columns (refused with
-/// the reason when none applies), bytes = voxels × samples × stored size.
-fn series_info(cat: &Catalog, row: u32, intensity: &IntensityConfig) -> Result<SeriesInfo, DataError> {
+/// the reason when none applies), bytes = voxels × samples × stored size. With `Pixels::Described`,
+/// a series that has no pixel bytes (length 0) takes that size.
+fn series_info(
+    cat: &Catalog,
+    row: u32,
+    intensity: &IntensityConfig,
+    pixels: Pixels,
+) -> Result<SeriesInfo, DataError> {
     let r = row as usize;
     let key = cell_text(&cat.col_keys(Level::Series, "series_key")?[r]).to_string();
     if cat.col_u32(Level::Series, PRESENTATION_COLUMN).is_err() {
@@ -661,9 +703,12 @@ fn series_info(cat: &Catalog, row: u32, intensity: &IntensityConfig) -> Result<S
         u32col("rows")? as usize,
         u32col("cols")? as usize,
     ];
-    let length = u64col("data_length")?;
     let voxels = shape.iter().map(|&n| n as u64).product::<u64>();
     let element = (plan.samples * plan.stored.bytes()) as u64;
+    let length = match u64col("data_length")? {
+        0 if pixels == Pixels::Described => voxels * element,
+        stored => stored,
+    };
     if voxels * element != length || voxels == 0 {
         return Err(DataError::Unsupported {
             series: key,

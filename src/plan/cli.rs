@@ -2,7 +2,6 @@
 //! layout, and prints the projection (table or JSON; `plan.json` under `--out`).
 
 use super::{assumptions, layouts, project, LayoutFacts, LinkPreset, PlanInputs, PlanRow};
-use crate::catalog::split::Manifest;
 use crate::config::{parse_size, Config};
 use crate::data::sampler::Layout as SamplerLayout;
 use crate::data::Dataset;
@@ -10,6 +9,7 @@ use crate::dist::cli::CommReport;
 use crate::dist::costmodel::{AlphaBeta, Layout};
 use crate::exit::{usage, Failure, EXIT_OK};
 use crate::settings::Settings;
+use crate::stage::cli::PlanSources;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,10 @@ pub struct PlanArgs {
     /// `bench step --json` output from the target device (scaled linearly to the config's batch).
     #[arg(long)]
     pub step_json: Option<PathBuf>,
+    /// Sustained training throughput of the target device, TFLOP/s, for a device not measured here:
+    /// a step costs 3× the forward FLOPs of the model's convolutions and linear layers.
+    #[arg(long)]
+    pub device_tflops: Option<f64>,
     /// `bench comm --json` output (its bucketed fit is the intra-node link, and the inter-node one
     /// unless --inter names a preset).
     #[arg(long)]
@@ -108,24 +112,6 @@ pub fn run(args: PlanArgs) -> Result<i32, Failure> {
         return Err(usage("--gpus-per-node and --max-ranks must be at least 1"));
     }
     let t = &settings.train;
-    let compute_s = match (args.step_seconds, &args.step_json) {
-        (Some(s), None) => positive("--step-seconds", Some(s))?.unwrap_or(s),
-        (None, Some(path)) => {
-            let f: StepFigures = read_json("--step-json", path)?;
-            if f.batch == 0 || !(f.seconds_per_step > 0.0) {
-                return Err(usage(format!(
-                    "--step-json {}: no positive batch and step time",
-                    path.display()
-                )));
-            }
-            f.seconds_per_step * t.batch_size as f64 * t.micro_batches as f64 / f.batch as f64
-        }
-        _ => {
-            return Err(usage(
-                "give one of --step-seconds S or --step-json FILE (from `bench step --json`)",
-            ))
-        }
-    };
     let measured: Option<AlphaBeta> = match &args.comm_json {
         Some(path) => Some(read_json::<CommReport>("--comm-json", path)?.bucketed),
         None => None,
@@ -144,11 +130,17 @@ pub fn run(args: PlanArgs) -> Result<i32, Failure> {
         Some(text) => Some(parse_size("--nvme", text).map_err(usage)?),
         None => None,
     };
-    let manifest = Manifest::load(&manifest_path).map_err(usage)?;
-    let train = Dataset::open_lazy(&catalog, &manifest, &t.train_split, &settings.data).map_err(usage)?;
+    // Opened once from the tables alone: a catalog of metadata-only shards (catalog synth) plans
+    // as if packed.
+    let sources = PlanSources::open(&settings, &catalog, &manifest_path, Dataset::open_described)
+        .map_err(|e| usage(e.to_string()))?;
+    let train = &sources.train;
     let spec = crate::nn::resnet::build(&settings.resnet(train.channels()), t.batch_size, train.extent());
+    let step_flops = 3.0 * spec.graph.forward_flops() * f64::from(t.micro_batches);
+    let compute_s = compute_seconds(&args, t.batch_size * t.micro_batches, step_flops)?;
     let inputs = PlanInputs {
         compute_s,
+        step_flops,
         batch_per_rank: t.batch_size * t.micro_batches,
         gradient_bytes: 4 * spec.params.len() as u64,
         gpus_per_node: args.gpus_per_node,
@@ -172,7 +164,7 @@ pub fn run(args: PlanArgs) -> Result<i32, Failure> {
         ));
     }
     for layout in layouts(args.max_ranks, args.gpus_per_node) {
-        let facts = layout_facts(&settings, &catalog, &manifest_path, &train, layout, &stand_in)?;
+        let facts = layout_facts(&settings, &sources, layout, &stand_in)?;
         if facts.steps_per_epoch == 0 {
             warnings.push(format!(
                 "{} ranks: the training split is smaller than one global batch ({} ranks × {} per rank): no step in an epoch",
@@ -215,12 +207,34 @@ pub fn run(args: PlanArgs) -> Result<i32, Failure> {
     Ok(EXIT_OK)
 }
 
+/// One rank's compute time per step, from exactly one of the three ways to give it.
+fn compute_seconds(args: &PlanArgs, batch_per_rank: u32, step_flops: f64) -> Result<f64, Failure> {
+    match (args.step_seconds, &args.step_json, args.device_tflops) {
+        (Some(s), None, None) => Ok(positive("--step-seconds", Some(s))?.unwrap_or(s)),
+        (None, Some(path), None) => {
+            let f: StepFigures = read_json("--step-json", path)?;
+            if f.batch == 0 || !(f.seconds_per_step > 0.0) {
+                return Err(usage(format!(
+                    "--step-json {}: no positive batch and step time",
+                    path.display()
+                )));
+            }
+            Ok(f.seconds_per_step * f64::from(batch_per_rank) / f64::from(f.batch))
+        }
+        (None, None, Some(tflops)) => {
+            let tflops = positive("--device-tflops", Some(tflops))?.unwrap_or(tflops);
+            Ok(step_flops / (tflops * 1e12))
+        }
+        _ => Err(usage(
+            "give one of --step-seconds S, --step-json FILE (from `bench step --json`) or --device-tflops T",
+        )),
+    }
+}
+
 /// Steps per epoch from the sampler `train` builds, and bytes per node from the plan `stage` runs.
 fn layout_facts(
     settings: &Settings,
-    catalog: &Path,
-    manifest: &Path,
-    train: &Dataset,
+    sources: &PlanSources,
     layout: Layout,
     stand_in: &std::collections::HashMap<u32, u64>,
 ) -> Result<LayoutFacts, Failure> {
@@ -234,9 +248,10 @@ fn layout_facts(
         local_size: layout.gpus_per_node,
     };
     let sampler = settings
-        .train_sampler(train, sampler_layout)
+        .train_sampler(&sources.train, sampler_layout)
         .map_err(|e| usage(e.to_string()))?;
-    let plan = crate::stage::cli::make_plan(settings, catalog, manifest, &node_of_rank)
+    let plan = sources
+        .plan(settings, &node_of_rank)
         .map_err(|e| usage(e.to_string()))?;
     let bytes = |s: &crate::stage::plan::PlannedShard| s.bytes + stand_in.get(&s.id).copied().unwrap_or(0);
     let node_bytes: Vec<u64> = plan

@@ -48,6 +48,8 @@ impl LinkPreset {
 pub struct PlanInputs {
     /// Seconds of one rank's step (forward, backward, update) at the config's batch.
     pub compute_s: f64,
+    /// Training FLOPs of one rank's step (3× the forward FLOPs of convolutions and linear layers).
+    pub step_flops: f64,
     pub batch_per_rank: u32,
     pub gradient_bytes: u64,
     pub gpus_per_node: usize,
@@ -150,8 +152,12 @@ pub fn project(layout: Layout, facts: &LayoutFacts, inputs: &PlanInputs) -> Plan
 pub fn assumptions(inputs: &PlanInputs) -> Vec<String> {
     vec![
         format!(
-            "compute: {:.4} s per step of {} images per rank, the same on every rank; strong scaling divides it linearly",
-            inputs.compute_s, inputs.batch_per_rank
+            "compute: {:.4} s per step of {} images per rank ({:.1} GFLOP, so {:.2} TFLOP/s), the same on every rank; \
+             strong scaling divides it linearly",
+            inputs.compute_s,
+            inputs.batch_per_rank,
+            inputs.step_flops / 1e9,
+            inputs.step_flops / inputs.compute_s / 1e12
         ),
         format!(
             "allreduce: {} gradient bytes per step, two-level (reduce-scatter in the node, allreduce across nodes, \
@@ -183,6 +189,7 @@ mod tests {
     fn inputs() -> PlanInputs {
         PlanInputs {
             compute_s: 0.5,
+            step_flops: 1e12,
             batch_per_rank: 8,
             gradient_bytes: 100_000_000,
             gpus_per_node: 4,

@@ -315,19 +315,54 @@ pub fn make_plan(
     manifest: &Path,
     node_of_rank: &[usize],
 ) -> Result<StagePlan, StageError> {
-    let u = |e: &dyn std::fmt::Display| StageError::Usage(e.to_string());
-    let m = Manifest::load(manifest).map_err(|e| u(&e))?;
-    let state = CatalogState::load(catalog).map_err(|e| u(&e))?.ok_or_else(|| {
-        StageError::Usage(format!("{}: not a catalog (no catalog.json)", catalog.display()))
-    })?;
-    let t = &settings.train;
-    let train = Dataset::open_lazy(catalog, &m, &t.train_split, &settings.data).map_err(|e| u(&e))?;
-    let val = if m.splits.iter().any(|p| p.name == t.val_split) {
-        Some(Dataset::open_lazy(catalog, &m, &t.val_split, &settings.data).map_err(|e| u(&e))?)
-    } else {
-        None
-    };
-    plan::plan(settings, &state, &train, val.as_ref(), node_of_rank)
+    let sources = PlanSources::open(settings, catalog, manifest, Dataset::open_lazy)?;
+    sources.plan(settings, node_of_rank)
+}
+
+/// What a staging plan is made from: the catalog's shard list and the training and validation
+/// splits, opened once and planned for any number of layouts.
+pub struct PlanSources {
+    pub state: CatalogState,
+    pub train: Dataset,
+    pub val: Option<Dataset>,
+}
+
+/// How the splits are opened: `Dataset::open_lazy`, or `Dataset::open_described` for a catalog
+/// whose shards hold tables only.
+pub type OpenSplit =
+    fn(&Path, &Manifest, &str, &crate::data::DataConfig) -> Result<Dataset, crate::data::DataError>;
+
+impl PlanSources {
+    pub fn open(
+        settings: &Settings,
+        catalog: &Path,
+        manifest: &Path,
+        open: OpenSplit,
+    ) -> Result<PlanSources, StageError> {
+        let u = |e: &dyn std::fmt::Display| StageError::Usage(e.to_string());
+        let m = Manifest::load(manifest).map_err(|e| u(&e))?;
+        let state = CatalogState::load(catalog).map_err(|e| u(&e))?.ok_or_else(|| {
+            StageError::Usage(format!("{}: not a catalog (no catalog.json)", catalog.display()))
+        })?;
+        let t = &settings.train;
+        let train = open(catalog, &m, &t.train_split, &settings.data).map_err(|e| u(&e))?;
+        let val = if m.splits.iter().any(|p| p.name == t.val_split) {
+            Some(open(catalog, &m, &t.val_split, &settings.data).map_err(|e| u(&e))?)
+        } else {
+            None
+        };
+        Ok(PlanSources { state, train, val })
+    }
+
+    pub fn plan(&self, settings: &Settings, node_of_rank: &[usize]) -> Result<StagePlan, StageError> {
+        plan::plan(
+            settings,
+            &self.state,
+            &self.train,
+            self.val.as_ref(),
+            node_of_rank,
+        )
+    }
 }
 
 /// Creates the per-job staging directory (and its parents) with mode 0700; an existing one is kept
