@@ -47,8 +47,8 @@ fn shard_local(config: std::path::PathBuf) -> std::path::PathBuf {
 
 /// Catalog shard ids the ranks of each node read in a run, in order of first use, computed from what
 /// train reads: each rank's epoch sample list (the sampler train builds) mapped to shards, the node's
-/// ranks interleaved step by step, and after each evaluation epoch the validation split, which every
-/// rank reads (its share for the scores, all of it for the baseline).
+/// ranks interleaved step by step, and after each evaluation epoch the validation samples its ranks
+/// score and read for the baselines: rank r of n takes samples r·len/n .. (r+1)·len/n.
 fn shards_train_reads(
     set: &Settings,
     train: &Dataset,
@@ -57,12 +57,16 @@ fn shards_train_reads(
 ) -> Vec<Vec<u32>> {
     let size = node_of_rank.len();
     let nodes = node_of_rank.iter().max().unwrap() + 1;
-    let mut val_ids: Vec<u32> = (0..val.len()).map(|i| val.shard_of(i)).collect();
-    val_ids.sort_unstable();
-    val_ids.dedup();
     (0..nodes)
         .map(|node| {
             let ranks: Vec<usize> = (0..size).filter(|&r| node_of_rank[r] == node).collect();
+            let mut val_ids: Vec<u32> = ranks
+                .iter()
+                .flat_map(|&r| r * val.len() / size..(r + 1) * val.len() / size)
+                .map(|i| val.shard_of(i))
+                .collect();
+            val_ids.sort_unstable();
+            val_ids.dedup();
             let samplers: Vec<_> = ranks
                 .iter()
                 .enumerate()
@@ -188,10 +192,14 @@ fn plan_is_what_train_reads_and_staged_training_matches_the_archive() {
         }
     }
     // Two nodes: the training shards are dealt between them, disjoint and complete, and each node's
-    // plan holds its own deal and, of the other node's, only shards that also hold validation series
-    // (every rank reads the validation split). Which shards mix splits depends on the site key.
+    // plan holds its own deal and, of the other node's, only shards that also hold validation samples
+    // of its own rank's share. Which shards mix splits depends on the site key.
     let plan = medtrain::stage::plan::plan(&set, &state, &train, Some(&val), &[0, 1]).unwrap();
-    let val_ids: HashSet<u32> = (0..val.len()).map(|i| val.shard_of(i)).collect();
+    let val_share = |n: usize| -> HashSet<u32> {
+        (n * val.len() / 2..(n + 1) * val.len() / 2)
+            .map(|i| val.shard_of(i))
+            .collect()
+    };
     let train_ids: HashSet<u32> = (0..train.len()).map(|i| train.shard_of(i)).collect();
     let layout = Layout {
         rank: 0,
@@ -222,7 +230,7 @@ fn plan_is_what_train_reads_and_staged_training_matches_the_archive() {
         let foreign: Vec<u32> = deal[1 - n]
             .iter()
             .copied()
-            .filter(|id| planned.contains(id) && !val_ids.contains(id))
+            .filter(|id| planned.contains(id) && !val_share(n).contains(id))
             .collect();
         assert!(
             foreign.is_empty(),

@@ -60,6 +60,14 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The samples rank `rank` of `size` scores when a whole split is evaluated: a contiguous share, so
+/// that a rank reads only a run of the split's shards (samples follow the catalog's shard order).
+/// Evaluation, its baselines and the staging plan all use this one rule.
+pub fn eval_share(rank: usize, size: usize, len: usize) -> std::ops::Range<usize> {
+    let size = size.max(1);
+    rank * len / size..(rank + 1) * len / size
+}
+
 #[cfg(test)]
 mod tests {
     use super::sample_seed;

@@ -1,12 +1,15 @@
 //! The staging plan: for each node, the shards its ranks will read in this job, in order of first
 //! use, each once. A pure function of the settings, the catalog, the manifest's splits (as datasets)
 //! and the world layout: the training split's shards come from the very sampler `train` builds
-//! ([`Settings::train_sampler`]) over the run's epochs, and the validation split's shards
-//! are staged on every node (each rank scores a share of the split, and the baseline of the report
-//! reads every series of it), placed where the first evaluation needs them.
+//! ([`Settings::train_sampler`]) over the run's epochs, and the shards of the validation samples
+//! the node's ranks score (each rank a contiguous share, [`eval_share`], and the baselines are read
+//! the same way), placed where the first evaluation needs them. Staging every validation shard on
+//! every node would put the whole archive on each node at cohort scale: a split by patient leaves
+//! validation series in nearly every shard.
 
 use super::StageError;
 use crate::catalog::state::CatalogState;
+use crate::data::eval_share;
 use crate::data::sampler::Layout;
 use crate::data::Dataset;
 use crate::settings::Settings;
@@ -42,8 +45,8 @@ pub struct StagePlan {
 }
 
 /// Catalog shard ids node `node` reads, in order of first use: each epoch's training shards (from
-/// the sampler's schedule), and the validation shards (ascending id) after the epoch that first
-/// evaluates. `node_of_rank[r]` is rank r's node; the world is `node_of_rank.len()` ranks.
+/// the sampler's schedule), and the shards of its ranks' validation shares (ascending id) after the
+/// epoch that first evaluates. `node_of_rank[r]` is rank r's node; the world is `node_of_rank.len()` ranks.
 pub fn node_shard_ids(
     settings: &Settings,
     train: &Dataset,
@@ -55,8 +58,14 @@ pub fn node_shard_ids(
     let sampler = settings
         .train_sampler(train, layout)
         .map_err(|e| StageError::Usage(e.to_string()))?;
+    // The validation samples this node's ranks score (and read for the baselines).
+    let size = node_of_rank.len();
     let mut val_ids: Vec<u32> = match val {
-        Some(v) => (0..v.len()).map(|i| v.shard_of(i)).collect(),
+        Some(v) => (0..size)
+            .filter(|&r| node_of_rank[r] == node)
+            .flat_map(|r| eval_share(r, size, v.len()))
+            .map(|i| v.shard_of(i))
+            .collect(),
         None => Vec::new(),
     };
     val_ids.sort_unstable();

@@ -24,6 +24,89 @@ pub(crate) fn shard_reader<'a>(
     }
 }
 
+/// What the baselines read of one series: its brightest lung voxel when the stored volume is i16
+/// (CT), and for a series not in HU the dense fraction of its first sample (the share of pixels above
+/// the image's mean after the training intensity pipeline).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SeriesBaseline {
+    pub hu: bool,
+    pub ct: Option<f64>,
+    pub image: Option<f64>,
+}
+
+/// The baselines' reads of a whole split, shared out as the predictions are: the rank whose share
+/// ([`crate::data::eval_share`]) holds a series' first sample reads that series, then every rank gets every
+/// series' values. A rank so reads only the shards of its own share, which is what staging puts on
+/// its node. `image` is read only when `dense_fraction` is asked (risk tasks).
+pub fn series_baselines(
+    world: &crate::dist::World,
+    ds: &crate::data::Dataset,
+    dense_fraction: bool,
+) -> Result<std::collections::HashMap<u32, SeriesBaseline>, String> {
+    use crate::catalog::columns::{cell_text, Level};
+    let share = crate::data::eval_share(world.rank(), world.size(), ds.len());
+    let cat = ds.catalog();
+    let col = |name| cat.col_u32(Level::Series, name).map_err(|e| e.to_string());
+    let (shard, shard_row, rows, cols) = (col("shard")?, col("shard_row")?, col("rows")?, col("cols")?);
+    let transform = cat.tables.codes("series/transform").map_err(|e| e.to_string())?;
+    let mut readers = std::collections::BTreeMap::new();
+    let mut buf = vec![0f32; ds.sample_len()];
+    let mut bytes = Vec::new();
+    let mut previous = if share.start == 0 {
+        None
+    } else {
+        Some(ds.series_row_of(share.start - 1))
+    };
+    for k in share {
+        let r = ds.series_row_of(k);
+        if previous == Some(r) {
+            continue;
+        }
+        previous = Some(r);
+        let row = r as usize;
+        let hu = cell_text(&transform[row]).starts_with("hu");
+        let reader = shard_reader(&mut readers, ds, shard[row], row)?;
+        let ct = reader
+            .volume_i16(shard_row[row] as usize)
+            .ok()
+            .and_then(|v| brightest_lung_voxel(v, rows[row] as usize, cols[row] as usize))
+            .map(f64::from);
+        let image = if dense_fraction && !hu {
+            ds.load(k, None, &mut buf).map_err(|e| e.to_string())?;
+            let plane = ds.sample_len() / ds.channels().max(1) as usize;
+            let image = &buf[..plane];
+            let mean = image.iter().map(|&v| f64::from(v)).sum::<f64>() / plane.max(1) as f64;
+            Some(image.iter().filter(|&&v| f64::from(v) > mean).count() as f64 / plane.max(1) as f64)
+        } else {
+            None
+        };
+        bytes.extend_from_slice(&r.to_le_bytes());
+        bytes.push(u8::from(hu));
+        for v in [ct, image] {
+            bytes.extend_from_slice(&v.unwrap_or(f64::NAN).to_le_bytes());
+        }
+    }
+    let mut all = std::collections::HashMap::new();
+    for part in world.allgather_bytes(&bytes) {
+        for rec in part.chunks_exact(21) {
+            let value = |at: usize| {
+                let v = f64::from_le_bytes(rec[at..at + 8].try_into().expect("8 bytes"));
+                (!v.is_nan()).then_some(v)
+            };
+            let row = u32::from_le_bytes(rec[..4].try_into().expect("4 bytes"));
+            all.insert(
+                row,
+                SeriesBaseline {
+                    hu: rec[4] != 0,
+                    ct: value(5),
+                    image: value(13),
+                },
+            );
+        }
+    }
+    Ok(all)
+}
+
 /// HU below which a voxel counts as air-like (lung parenchyma is about −850, soft tissue 0 to 70).
 const AIR_LIKE_HU: i16 = -400;
 

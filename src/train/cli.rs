@@ -439,8 +439,9 @@ impl OnBackend for EvalJob<'_> {
             Some("samples scored (rank 0's share)"),
         )
         .map_err(Failure::Job)?;
+        let baselines = evaluate::baselines_of(world, &ds, settings).map_err(Failure::Job)?;
         let mut report =
-            evaluate::metrics_of(&preds, &ds, settings, &args.split, catalog).map_err(Failure::Job)?;
+            evaluate::metrics_of(&preds, &ds, settings, &args.split, &baselines).map_err(Failure::Job)?;
         let t = &settings.train.train_split;
         let has_train = manifest.splits.iter().any(|p| &p.name == t);
         if settings.train.task == crate::settings::Task::Regression && !has_train {

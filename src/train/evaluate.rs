@@ -3,21 +3,19 @@
 //! averaged per rank). Sample scores are aggregated to series and patients; intervals come from a
 //! bootstrap over patients. Also the curves (PNG) and the run report.
 
-use super::baseline::{brightest_lung_voxel, shard_reader};
+use super::baseline::{series_baselines, SeriesBaseline};
 use super::metrics::{self, Interval};
 use super::survival;
 use crate::backend::cpu::loss as cpu_loss;
 use crate::backend::{Backend, RegressionLoss};
-use crate::catalog::view::Catalog;
 use crate::chart::{self, Chart, Style};
 use crate::data::{Dataset, Loader};
 use crate::dist::World;
 use crate::nn::Net;
-use crate::pack::reader::ShardReader;
 use crate::settings::Aggregate;
 use crate::settings::{Settings, Task};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -43,7 +41,7 @@ pub fn predict_dataset<B: Backend>(
 ) -> Result<Vec<Prediction>> {
     let len = ds.len();
     let (r, size) = (world.rank(), world.size());
-    let mine: Vec<usize> = (r * len / size..(r + 1) * len / size).collect();
+    let mine: Vec<usize> = crate::data::eval_share(r, size, len).collect();
     // Rank 0 shows its own share (every rank has about as many samples).
     let mut shown = match progress {
         Some(what) if r == 0 => crate::logging::Progress::new(what, mine.len() as u64),
@@ -236,13 +234,23 @@ fn aggregate_name(a: Aggregate) -> String {
     }
 }
 
-/// Metrics of `preds` (all samples of `ds`).
+/// What the baselines of a split read, shared out across ranks (empty when the settings ask for no
+/// baseline or the task has none).
+pub fn baselines_of(world: &World, ds: &Dataset, s: &Settings) -> Result<HashMap<u32, SeriesBaseline>> {
+    match s.train.task {
+        Task::Binary if s.eval.baseline => series_baselines(world, ds, false),
+        Task::Survival if s.eval.baseline => series_baselines(world, ds, true),
+        _ => Ok(HashMap::new()),
+    }
+}
+
+/// Metrics of `preds` (all samples of `ds`); `baselines` from [`baselines_of`].
 pub fn metrics_of(
     preds: &[Prediction],
     ds: &Dataset,
     s: &Settings,
     split: &str,
-    catalog: &Path,
+    baselines: &HashMap<u32, SeriesBaseline>,
 ) -> Result<EvalReport> {
     let t = ds.num_targets();
     let mut target = vec![0.0f32; t];
@@ -300,7 +308,7 @@ pub fn metrics_of(
             let p_labels: Vec<bool> = pg.iter().map(|g| g.label.unwrap_or(false)).collect();
             report.patients = binary(&p_scores, &p_labels, None, s, seed);
             if s.eval.baseline && !groups.is_empty() {
-                report.baseline_series = baseline(ds, catalog, &groups, &g_units, s, seed)?;
+                report.baseline_series = baseline(baselines, &groups, &g_units, s, seed);
             }
         }
         Task::Regression => {
@@ -358,46 +366,26 @@ pub fn metrics_of(
             report.horizon_auc = survival::horizon_auc(&o, &s.eval, seed);
             if s.eval.baseline && !patients.is_empty() {
                 report.baseline_survival =
-                    survival::baseline(ds, &patients, &series_samples, &time, &event, s, seed)?;
+                    survival::baseline(baselines, &patients, &series_samples, &time, &event, s, seed);
             }
         }
     }
     Ok(report)
 }
 
-/// The brightest-lung-voxel score of each series group, read through the HDF5 library.
+/// The brightest-lung-voxel score of each series group (series whose stored volume is not i16 have
+/// none and are left out).
 fn baseline(
-    ds: &Dataset,
-    catalog: &Path,
+    baselines: &HashMap<u32, SeriesBaseline>,
     groups: &[metrics::Group],
     units: &[u32],
     s: &Settings,
     seed: u64,
-) -> Result<Option<BinaryMetrics>> {
-    let cat = Catalog::open(catalog).map_err(|e| e.to_string())?;
-    let shard = cat
-        .col_u32(crate::catalog::columns::Level::Series, "shard")
-        .map_err(|e| e.to_string())?;
-    let shard_row = cat
-        .col_u32(crate::catalog::columns::Level::Series, "shard_row")
-        .map_err(|e| e.to_string())?;
-    let rows = cat
-        .col_u32(crate::catalog::columns::Level::Series, "rows")
-        .map_err(|e| e.to_string())?;
-    let cols = cat
-        .col_u32(crate::catalog::columns::Level::Series, "cols")
-        .map_err(|e| e.to_string())?;
-    let mut readers: BTreeMap<u32, ShardReader> = BTreeMap::new();
+) -> Option<BinaryMetrics> {
     let (mut scores, mut labels, mut kept_units) = (vec![], vec![], vec![]);
     for (g, &unit) in groups.iter().zip(units) {
-        let row = g.key as usize;
-        let reader = shard_reader(&mut readers, ds, shard[row], row)?;
-        let Ok(volume) = reader.volume_i16(shard_row[row] as usize) else {
-            // Not a CT volume: no baseline for this series.
-            continue;
-        };
-        if let Some(v) = brightest_lung_voxel(volume, rows[row] as usize, cols[row] as usize) {
-            scores.push(v as f64);
+        if let Some(v) = baselines.get(&(g.key as u32)).and_then(|b| b.ct) {
+            scores.push(v);
             labels.push(g.label.unwrap_or(false));
             kept_units.push(unit);
         }
@@ -409,7 +397,7 @@ fn baseline(
         m.sensitivity = None;
         m.specificity = None;
     }
-    Ok(m)
+    m
 }
 
 /// Scores a split and computes its metrics (every rank returns the same report).
@@ -419,7 +407,6 @@ pub fn evaluate<B: Backend>(
     net: &mut Net<B>,
     ds: &Arc<Dataset>,
     s: &Settings,
-    catalog: &Path,
 ) -> Result<EvalReport> {
     let preds = predict_dataset(
         b,
@@ -430,7 +417,8 @@ pub fn evaluate<B: Backend>(
         s.num_outputs() as usize,
         None,
     )?;
-    metrics_of(&preds, ds, s, &s.train.val_split, catalog)
+    let baselines = baselines_of(world, ds, s)?;
+    metrics_of(&preds, ds, s, &s.train.val_split, &baselines)
 }
 
 /// The training loss over every sample of a split, averaged over the known labels as a training

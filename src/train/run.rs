@@ -892,7 +892,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
                         ));
                     }
                 }
-                let r = evaluate::evaluate(b, world, &mut net, val, s, &opts.catalog).map_err(failed)?;
+                let r = evaluate::evaluate(b, world, &mut net, val, s).map_err(failed)?;
                 if world.rank() == 0 {
                     tracing::info!("epoch {}: {}", state.epoch, r.one_line());
                 }

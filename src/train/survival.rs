@@ -8,14 +8,11 @@
 //!
 //! A patient's baseline score is the largest over its series.
 
-use super::baseline::{brightest_lung_voxel, shard_reader};
+use super::baseline::SeriesBaseline;
 use super::metrics::{self, Interval};
-use crate::catalog::columns::Level;
-use crate::data::Dataset;
-use crate::pack::reader::ShardReader;
 use crate::settings::{EvalSettings, Settings};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Name of the baseline on CT series.
 pub const CT_BASELINE: &str = "brightest lung voxel (CT)";
@@ -80,43 +77,28 @@ pub fn horizon_auc(o: &Outcomes, e: &EvalSettings, seed: u64) -> Option<HorizonA
 }
 
 /// The baseline of each patient in `patients` (with one sample index of each of its series),
-/// scored against the same outcomes as the model.
+/// scored against the same outcomes as the model, from the series' values in `baselines`.
 pub fn baseline(
-    ds: &Dataset,
+    baselines: &HashMap<u32, SeriesBaseline>,
     patients: &[u64],
     series_samples: &BTreeMap<u64, Vec<(u32, usize)>>,
     time: &[f64],
     event: &[bool],
     s: &Settings,
     seed: u64,
-) -> Result<Option<SurvivalBaseline>, String> {
-    let cat = ds.catalog();
-    let col = |name| cat.col_u32(Level::Series, name).map_err(|e| e.to_string());
-    let (shard, shard_row, rows, cols) = (col("shard")?, col("shard_row")?, col("rows")?, col("cols")?);
-    let transform = cat.tables.codes("series/transform").map_err(|e| e.to_string())?;
-    let mut readers: BTreeMap<u32, ShardReader> = BTreeMap::new();
-    let mut buf = vec![0f32; ds.sample_len()];
+) -> Option<SurvivalBaseline> {
     let mut names = std::collections::BTreeSet::new();
     let (mut risk, mut kept_time, mut kept_event) = (vec![], vec![], vec![]);
     for (k, patient) in patients.iter().enumerate() {
         let mut best: Option<f64> = None;
-        for &(series, sample) in series_samples.get(patient).map_or(&[][..], |v| v) {
-            let r = series as usize;
-            let is_hu = crate::catalog::columns::cell_text(&transform[r]).starts_with("hu");
-            let score = if is_hu {
-                let reader = shard_reader(&mut readers, ds, shard[r], r)?;
-                let volume = reader
-                    .volume_i16(shard_row[r] as usize)
-                    .map_err(|e| e.to_string())?;
+        for &(series, _) in series_samples.get(patient).map_or(&[][..], |v| v) {
+            let Some(b) = baselines.get(&series) else { continue };
+            let score = if b.hu {
                 names.insert(CT_BASELINE);
-                brightest_lung_voxel(volume, rows[r] as usize, cols[r] as usize).map(f64::from)
+                b.ct
             } else {
-                ds.load(sample, None, &mut buf).map_err(|e| e.to_string())?;
-                let plane = ds.sample_len() / ds.channels().max(1) as usize;
-                let image = &buf[..plane];
-                let mean = image.iter().map(|&v| v as f64).sum::<f64>() / plane.max(1) as f64;
                 names.insert(IMAGE_BASELINE);
-                Some(image.iter().filter(|&&v| v as f64 > mean).count() as f64 / plane.max(1) as f64)
+                b.image
             };
             if let Some(v) = score {
                 best = Some(best.map_or(v, |b| b.max(v)));
@@ -129,19 +111,19 @@ pub fn baseline(
         }
     }
     if risk.is_empty() {
-        return Ok(None);
+        return None;
     }
     let o = Outcomes {
         risk: &risk,
         time: &kept_time,
         event: &kept_event,
     };
-    Ok(Some(SurvivalBaseline {
+    Some(SurvivalBaseline {
         name: names.into_iter().collect::<Vec<_>>().join(" / "),
         n: risk.len(),
         c_index: c_index(&o, &s.eval, seed),
         horizon_auc: horizon_auc(&o, &s.eval, seed),
-    }))
+    })
 }
 
 #[cfg(test)]
