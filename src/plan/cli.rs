@@ -299,7 +299,7 @@ fn print_table(r: &PlanReport) {
         "img/s",
         "weak",
         "strong",
-        "epoch h",
+        "epoch min",
         "stage B/node",
         "stage h",
         "fits"
@@ -307,7 +307,7 @@ fn print_table(r: &PlanReport) {
     for row in &r.rows {
         let hours = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.2}", s / 3600.0));
         println!(
-            "{:>6} {:>5} {:>9.4} {:>9.4} {:>9.1} {:>6.3} {:>6.3} {:>10.2} {:>12} {:>9} {:>5}",
+            "{:>6} {:>5} {:>9.4} {:>9.4} {:>9.1} {:>6.3} {:>6.3} {:>10.1} {:>12} {:>9} {:>5}",
             row.ranks,
             row.nodes,
             row.step.step_s,
@@ -315,7 +315,7 @@ fn print_table(r: &PlanReport) {
             row.images_per_s,
             row.weak_efficiency,
             row.strong_efficiency,
-            row.epoch_s / 3600.0,
+            row.epoch_s / 60.0,
             row.stage_bytes_per_node,
             hours(row.stage_s),
             row.fits_nvme.map_or("-", |f| if f { "yes" } else { "NO" })
