@@ -10,7 +10,7 @@
 use super::StageError;
 use crate::catalog::state::CatalogState;
 use crate::data::eval_share;
-use crate::data::sampler::Layout;
+use crate::data::sampler::{Layout, Sampler};
 use crate::data::Dataset;
 use crate::settings::Settings;
 use serde::Serialize;
@@ -46,18 +46,15 @@ pub struct StagePlan {
 
 /// Catalog shard ids node `node` reads, in order of first use: each epoch's training shards (from
 /// the sampler's schedule), and the shards of its ranks' validation shares (ascending id) after the
-/// epoch that first evaluates. `node_of_rank[r]` is rank r's node; the world is `node_of_rank.len()` ranks.
+/// epoch that first evaluates. `sampler` is the one `train` builds for this world; `node_of_rank[r]`
+/// is rank r's node, and the world is `node_of_rank.len()` ranks.
 pub fn node_shard_ids(
     settings: &Settings,
-    train: &Dataset,
+    sampler: &Sampler,
     val: Option<&Dataset>,
     node_of_rank: &[usize],
     node: usize,
 ) -> Result<Vec<u32>, StageError> {
-    let layout = sampler_layout(node_of_rank)?;
-    let sampler = settings
-        .train_sampler(train, layout)
-        .map_err(|e| StageError::Usage(e.to_string()))?;
     // The validation samples this node's ranks score (and read for the baselines).
     let size = node_of_rank.len();
     let mut val_ids: Vec<u32> = match val {
@@ -123,9 +120,13 @@ pub fn plan(
     node_of_rank: &[usize],
 ) -> Result<StagePlan, StageError> {
     let nodes = node_of_rank.iter().max().map_or(0, |&n| n + 1);
+    // One sampler for every node: a node's shard schedule does not depend on which rank asks.
+    let sampler = settings
+        .train_sampler(train, sampler_layout(node_of_rank)?)
+        .map_err(|e| StageError::Usage(e.to_string()))?;
     let mut out = Vec::with_capacity(nodes);
     for node in 0..nodes {
-        let ids = node_shard_ids(settings, train, val, node_of_rank, node)?;
+        let ids = node_shard_ids(settings, &sampler, val, node_of_rank, node)?;
         let shards = ids
             .iter()
             .map(|&id| planned_shard(catalog, id))
