@@ -333,8 +333,8 @@ pub fn metrics_of(
             // Risk per patient: the aggregate of its samples' risks; time and event per patient.
             let (mut keys, mut risks) = (vec![], vec![]);
             let mut outcome: BTreeMap<u64, (f64, bool)> = BTreeMap::new();
-            // One sample of each series of each patient, for the baseline.
-            let mut series_samples: BTreeMap<u64, Vec<(u32, usize)>> = BTreeMap::new();
+            // Each patient's series, for the baseline.
+            let mut patient_series: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
             for p in preds {
                 ds.target(p.sample, &mut target, &mut mask);
                 if mask[0] == 0.0 || mask[1] == 0.0 {
@@ -345,9 +345,9 @@ pub fn metrics_of(
                 keys.push(patient);
                 risks.push(p.outputs[0] as f64);
                 outcome.insert(patient, (target[0] as f64, target[1] >= 0.5));
-                let list = series_samples.entry(patient).or_default();
-                if !list.iter().any(|&(s, _)| s == meta.series_row) {
-                    list.push((meta.series_row, p.sample));
+                let list = patient_series.entry(patient).or_default();
+                if !list.contains(&meta.series_row) {
+                    list.push(meta.series_row);
                 }
             }
             let groups = metrics::aggregate(&keys, &risks, None, Aggregate::Mean);
@@ -366,7 +366,7 @@ pub fn metrics_of(
             report.horizon_auc = survival::horizon_auc(&o, &s.eval, seed);
             if s.eval.baseline && !patients.is_empty() {
                 report.baseline_survival =
-                    survival::baseline(baselines, &patients, &series_samples, &time, &event, s, seed);
+                    survival::baseline(baselines, &patients, &patient_series, &time, &event, s, seed);
             }
         }
     }

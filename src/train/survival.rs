@@ -76,12 +76,12 @@ pub fn horizon_auc(o: &Outcomes, e: &EvalSettings, seed: u64) -> Option<HorizonA
     })
 }
 
-/// The baseline of each patient in `patients` (with one sample index of each of its series),
+/// The baseline of each patient in `patients` (with its series rows in `patient_series`),
 /// scored against the same outcomes as the model, from the series' values in `baselines`.
 pub fn baseline(
     baselines: &HashMap<u32, SeriesBaseline>,
     patients: &[u64],
-    series_samples: &BTreeMap<u64, Vec<(u32, usize)>>,
+    patient_series: &BTreeMap<u64, Vec<u32>>,
     time: &[f64],
     event: &[bool],
     s: &Settings,
@@ -91,8 +91,8 @@ pub fn baseline(
     let (mut risk, mut kept_time, mut kept_event) = (vec![], vec![], vec![]);
     for (k, patient) in patients.iter().enumerate() {
         let mut best: Option<f64> = None;
-        for &(series, _) in series_samples.get(patient).map_or(&[][..], |v| v) {
-            let Some(b) = baselines.get(&series) else { continue };
+        for series in patient_series.get(patient).map_or(&[][..], |v| v) {
+            let Some(b) = baselines.get(series) else { continue };
             let score = if b.hu {
                 names.insert(CT_BASELINE);
                 b.ct
