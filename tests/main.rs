@@ -27,6 +27,7 @@ mod faults;
 mod figures;
 mod fusion;
 mod intensity;
+mod masks;
 mod pack;
 mod pacs;
 mod phantom;

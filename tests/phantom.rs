@@ -110,8 +110,8 @@ fn same_seed_same_bytes_other_seed_other_cohort() {
     let (ta, tb, tc) = (tree(a.path()), tree(b.path()), tree(c.path()));
     assert_eq!(
         ta.len() as u64,
-        summary.files + 6,
-        "DICOM files plus six truth files"
+        summary.files + 7 + summary.patients as u64,
+        "DICOM files plus seven truth files and a lesion mask per patient"
     );
     assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
     for (path, bytes) in &ta {
@@ -129,7 +129,7 @@ fn same_seed_same_bytes_other_seed_other_cohort() {
     let common: HashSet<_> = ta.keys().filter(|k| tc.contains_key(*k)).collect();
     assert_eq!(
         common.len(),
-        6,
+        7,
         "only the fixed truth file names coincide: {common:?}"
     );
     assert_eq!(

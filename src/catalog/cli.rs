@@ -82,8 +82,44 @@ pub struct BuildArgs {
 pub enum LabelsCommand {
     /// Import one CSV as a new version of a label set.
     Import(ImportArgs),
+    /// Import pixel labels (label maps named by a mapping CSV) as a new version of a mask label set.
+    Masks(MasksArgs),
     /// List the label sets of a catalog.
     List(ListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MasksArgs {
+    /// Mapping CSV: a column naming each mask file (relative to the CSV) and a SeriesInstanceUID
+    /// column (a PatientID column, if there, is checked too).
+    pub csv: PathBuf,
+    /// Catalog directory to add the mask label set to.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Label set name (letters, digits, _).
+    #[arg(long)]
+    pub name: String,
+    /// Version (default: newest + 1).
+    #[arg(long)]
+    pub version: Option<u32>,
+    /// Mask file format.
+    #[arg(long, default_value = "nifti", value_parser = ["nifti"])]
+    pub format: String,
+    /// Header of the column naming the mask files.
+    #[arg(long, default_value = "File")]
+    pub file_column: String,
+    /// Site key file (the one the packs were made with).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[arg(long)]
+    pub patient_column: Option<String>,
+    #[arg(long)]
+    pub series_column: Option<String>,
+    /// TOML with a [pack] key.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -191,6 +227,7 @@ pub fn run(args: CatalogArgs) -> Result<i32, Failure> {
     match args.command {
         CatalogCommand::Build(a) => run_build(a),
         CatalogCommand::Labels(LabelsCommand::Import(a)) => run_import(a),
+        CatalogCommand::Labels(LabelsCommand::Masks(a)) => run_masks(a),
         CatalogCommand::Labels(LabelsCommand::List(a)) => run_list(a),
         CatalogCommand::Query(a) => run_query_cmd(a),
         CatalogCommand::Split(a) => run_split(a),
@@ -387,6 +424,52 @@ fn run_import(a: ImportArgs) -> Result<i32, Failure> {
             report.level,
             report.records,
             report.rows_labelled,
+            report.columns.join(", ")
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+fn run_masks(a: MasksArgs) -> Result<i32, Failure> {
+    use super::labels::masks::{import_masks, MaskFormat, MaskImportSpec};
+    let config_key = match &a.config {
+        Some(p) => load_config(p)?.1,
+        None => None,
+    };
+    let key_path = a
+        .key
+        .or(config_key)
+        .ok_or_else(|| usage("labels masks needs the site key the packs were made with: --key FILE"))?;
+    let key = SiteKey::load(&key_path).map_err(usage)?;
+    let mut spec = MaskImportSpec {
+        csv: a.csv,
+        name: a.name,
+        version: a.version,
+        format: MaskFormat::Nifti,
+        keys: Default::default(),
+        file_column: a.file_column,
+    };
+    if let Some(p) = a.patient_column {
+        spec.keys.patient = p;
+    }
+    if let Some(s) = a.series_column {
+        spec.keys.series = s;
+    }
+    let report = import_masks(&a.out, &key, &spec).map_err(|e| match e {
+        LabelError::Usage(m) => usage(m),
+        LabelError::Catalog(super::CatalogError::Key(k)) => usage(k),
+        other => Failure::Job(other.to_string()),
+    })?;
+    if a.json {
+        print_json(&report);
+    } else {
+        println!(
+            "mask label set {} v{}: {} series, {} labelled voxels in {} mask shards; columns {}",
+            report.name,
+            report.version,
+            report.series,
+            report.labelled_voxels,
+            report.mask_shards,
             report.columns.join(", ")
         );
     }

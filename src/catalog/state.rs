@@ -41,6 +41,17 @@ pub struct LabelColumnRef {
     /// Category names; a category value is stored as its index here.
     #[serde(default)]
     pub categories: Vec<String>,
+    /// The level of this column's rows when it differs from its set's (a mask set's series-level
+    /// aggregates beside its slice-level ones); `None`: the set's level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Level>,
+}
+
+/// The mask shards of a mask label set: a directory of the catalog, one shard per pack shard.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MaskSetRef {
+    pub dir: String,
+    pub shards: Vec<crate::pack::masks::MaskShardRef>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -56,6 +67,9 @@ pub struct LabelSetRef {
     pub columns: Vec<LabelColumnRef>,
     /// How the set was made (CSV files with their BLAKE3, mapping, censoring policy).
     pub provenance: serde_json::Value,
+    /// Pixel labels: where their mask shards are (mask label sets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masks: Option<MaskSetRef>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -207,7 +207,7 @@ pub(super) fn resolve_targets(cat: &Catalog, labels: &[String]) -> Result<Vec<Ta
             Ok(Target {
                 set,
                 column: column.to_string(),
-                level: ls.meta.level,
+                level: ls.column(column).and_then(|c| c.level).unwrap_or(ls.meta.level),
                 catalog: None,
             })
         })

@@ -12,6 +12,7 @@ pub mod format;
 pub mod index;
 pub mod inspect;
 pub mod journal;
+pub mod masks;
 pub mod quarantine;
 pub mod ranks;
 pub mod reader;

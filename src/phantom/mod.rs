@@ -9,6 +9,7 @@ pub mod cli;
 mod cohort;
 mod ct;
 mod identity;
+mod masks;
 mod radiograph;
 mod seed;
 mod truth;
@@ -185,9 +186,11 @@ pub fn generate(cfg: &PhantomConfig, out: &Path) -> Result<PhantomSummary, Phant
         fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
     let cohort = CohortPlan::new(cfg.seed, cfg.patients);
+    let masks_dir = truth_dir.join(masks::MASKS_DIR);
+    fs::create_dir_all(&masks_dir).map_err(io_error(&masks_dir))?;
     let outputs: Vec<PatientOutput> = (0..cfg.patients)
         .into_par_iter()
-        .map(|p| write_patient(cfg, &cohort, p, &dicom_dir))
+        .map(|p| write_patient(cfg, &cohort, p, &dicom_dir, &truth_dir))
         .collect::<Result<_, _>>()?;
     let mut planted: Vec<String> = outputs.iter().flat_map(|o| o.planted.iter().cloned()).collect();
     planted.sort();
@@ -222,6 +225,7 @@ fn write_patient(
     cohort: &CohortPlan,
     patient: u32,
     dicom_dir: &Path,
+    truth_dir: &Path,
 ) -> Result<PatientOutput, PhantomError> {
     let plan = PatientPlan::new(cfg, cohort, patient);
     let id = &plan.identity;
@@ -237,6 +241,7 @@ fn write_patient(
         bytes += write::write_ct_slice(&header, &plan, &rendered, slice, &ct_dir.join(&slice.file_name))?;
         files += 1;
     }
+    let mask_row = masks::write_lesion_mask(&plan, truth_dir).map_err(io_error(truth_dir))?;
 
     let mut radiograph_modality = None;
     if cfg.radiographs {
@@ -251,8 +256,10 @@ fn write_patient(
         radiograph_modality = Some(modality);
     }
 
+    let mut truth = PatientTruth::new(cfg.seed, &plan, &slices, radiograph_modality);
+    truth.masks.push(mask_row);
     Ok(PatientOutput {
-        truth: PatientTruth::new(cfg.seed, &plan, &slices, radiograph_modality),
+        truth,
         planted: id.planted(),
         series: 1 + u32::from(radiograph_modality.is_some()),
         files,
@@ -262,7 +269,7 @@ fn write_patient(
 
 fn write_truth(dir: &Path, outputs: &[PatientOutput], planted: &[String]) -> Result<(), PhantomError> {
     type Rows = fn(&PatientTruth) -> &Vec<String>;
-    let tables: [(&str, &str, Rows); 5] = [
+    let tables: [(&str, &str, Rows); 6] = [
         (truth::PATIENTS_CSV, truth::PATIENTS_HEADER, |t| &t.patients),
         (truth::SERIES_CSV, truth::SERIES_HEADER, |t| &t.series),
         (truth::SLICES_BY_SOP_CSV, truth::SLICES_BY_SOP_HEADER, |t| {
@@ -274,6 +281,7 @@ fn write_truth(dir: &Path, outputs: &[PatientOutput], planted: &[String]) -> Res
             |t| &t.slices_by_instance,
         ),
         (truth::LESIONS_CSV, truth::LESIONS_HEADER, |t| &t.lesions),
+        (masks::MASKS_CSV, masks::MASKS_HEADER, |t| &t.masks),
     ];
     for (name, header, rows) in tables {
         let lines = std::iter::once(header).chain(

@@ -68,6 +68,8 @@ pub(crate) struct PatientTruth {
     pub slices_by_sop: Vec<String>,
     pub slices_by_instance: Vec<String>,
     pub lesions: Vec<String>,
+    /// Rows of the mask mapping CSV (`masks.rs`).
+    pub masks: Vec<String>,
 }
 
 fn mm(value: f64) -> String {

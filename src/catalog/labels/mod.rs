@@ -4,7 +4,9 @@
 //! problem is collected with its CSV line, and nothing is written unless there are none.
 
 pub mod csv;
+pub mod grid;
 mod join;
+pub mod masks;
 
 use super::columns::Level;
 use super::state::{CatalogState, LabelColumnRef, LabelKind, LabelSetRef};
@@ -195,6 +197,7 @@ fn label_columns(
                 name: w.name,
                 kind,
                 categories: Vec::new(),
+                level: None,
             },
             csv: Some(index),
             values: vec![f64::NAN; rows],
@@ -207,6 +210,7 @@ fn label_columns(
                 name: e.name.clone(),
                 kind: LabelKind::Bool,
                 categories: Vec::new(),
+                level: None,
             },
             csv: None,
             values: vec![f64::NAN; rows],
@@ -371,11 +375,9 @@ pub fn import(dir: &Path, key: &SiteKey, spec: &ImportSpec) -> Result<ImportRepo
             spec.name
         )));
     }
-    let series_counts = if level == Level::Slice {
-        Some(catalog.col_u64(Level::Series, "slice_start")?)
-    } else {
-        None
-    };
+    let series_counts = (level == Level::Slice)
+        .then(|| catalog.col_u64(Level::Series, "slice_start"))
+        .transpose()?;
     let file = format!("labels-{}-v{version}.h5", spec.name);
     let path = dir.join(&file);
     write_label_file(
@@ -407,6 +409,7 @@ pub fn import(dir: &Path, key: &SiteKey, spec: &ImportSpec) -> Result<ImportRepo
             "event_within": spec.event_within,
             "censoring": "event_within: true if the event happened at or before the horizon, false if follow-up reached the horizon without it, unknown if follow-up ended earlier without it",
         }),
+        masks: None,
     };
     publish(dir, &catalog.state, meta.clone())?;
     Ok(ImportReport {

@@ -242,7 +242,7 @@ fn label_operand<'a>(cat: &'a Catalog, set: usize, column: &str) -> Result<Opera
     })?;
     let meta_name: &'a str = &meta.name;
     Ok(Operand {
-        level: l.meta.level,
+        level: meta.level.unwrap_or(l.meta.level),
         source: Source::Label {
             values: l.values(column).map_err(|e| e.to_string())?,
             states: l.states(column).map_err(|e| e.to_string())?,

@@ -1,0 +1,494 @@
+//! `catalog labels masks`: pixel labels (label maps) as a label set. A mapping CSV names each mask
+//! file and the SeriesInstanceUID it annotates (pseudonymised with the site key, as label import
+//! does); each mask is aligned to its series' voxel grid by geometry (`grid.rs`) and written to a
+//! sibling mask shard of the series' pack shard (`pack::masks`). The label set's file holds the
+//! queryable aggregates:
+//!
+//! - slice level: `pixels` (labelled pixels) and `area_mm2`;
+//! - series level: `voxels`, `volume_mm3`, `slices` (slices with any label) and `components`
+//!   (connected regions of labelled voxels, 26-connectivity).
+//!
+//! A series in the CSV is present in every column (an empty mask gives zeros); a series not in it is
+//! absent. An import is all or nothing: every problem is collected with its CSV line and file, and
+//! the mask shards are written to a partial directory that is removed unless there are none.
+
+use super::super::columns::Level;
+use super::super::state::{LabelColumnRef, LabelKind, LabelSetRef};
+use super::super::store::{create_h5, write_column};
+use super::super::view::{Catalog, LABEL_ABSENT, LABEL_PRESENT};
+use super::super::{h5err, ioerr, CatalogError};
+use super::grid::{align, reorder, SeriesGrid};
+use super::join::{KeyColumns, KeyIndices, Resolver, Target};
+use super::{csv, normalise, publish, valid_name, LabelError, MAX_REPORTED_PROBLEMS};
+use crate::deid::SiteKey;
+use crate::h5text::text_attr;
+use crate::pack::masks::{MaskData, MaskShardRef, MaskShardWriter};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// File formats of label maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskFormat {
+    Nifti,
+}
+
+#[derive(Clone, Debug)]
+pub struct MaskImportSpec {
+    /// CSV with a file column and a SeriesInstanceUID column (and optionally PatientID).
+    pub csv: PathBuf,
+    pub name: String,
+    pub version: Option<u32>,
+    pub format: MaskFormat,
+    pub keys: KeyColumns,
+    /// Header of the column naming the mask file (relative paths are relative to the CSV).
+    pub file_column: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct MaskImportReport {
+    pub name: String,
+    pub version: u32,
+    pub series: usize,
+    pub labelled_voxels: u64,
+    pub mask_shards: usize,
+    pub columns: Vec<String>,
+}
+
+/// Aggregates of one series' mask.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MaskStats {
+    /// Labelled pixels per slice.
+    pub pixels: Vec<u64>,
+    pub voxels: u64,
+    pub slices: u64,
+    pub components: u64,
+}
+
+/// Counts labelled voxels per slice and the connected regions (26-connectivity) of a mask in
+/// (slice, row, column) order.
+pub fn mask_stats(dims: [usize; 3], mask: &[u16]) -> MaskStats {
+    let [n, rows, cols] = dims;
+    let plane = rows * cols;
+    let pixels: Vec<u64> = (0..n)
+        .map(|k| {
+            mask[k * plane..(k + 1) * plane]
+                .iter()
+                .filter(|&&v| v != 0)
+                .count() as u64
+        })
+        .collect();
+    let mut seen = vec![false; mask.len()];
+    let mut components = 0;
+    let mut stack = Vec::new();
+    for start in 0..mask.len() {
+        if mask[start] == 0 || seen[start] {
+            continue;
+        }
+        components += 1;
+        seen[start] = true;
+        stack.push(start);
+        while let Some(at) = stack.pop() {
+            let (k, r, c) = (at / plane, at % plane / cols, at % cols);
+            for dk in -1i64..=1 {
+                for dr in -1i64..=1 {
+                    for dc in -1i64..=1 {
+                        let (kk, rr, cc) = (k as i64 + dk, r as i64 + dr, c as i64 + dc);
+                        if kk < 0
+                            || rr < 0
+                            || cc < 0
+                            || kk >= n as i64
+                            || rr >= rows as i64
+                            || cc >= cols as i64
+                        {
+                            continue;
+                        }
+                        let next = (kk as usize * rows + rr as usize) * cols + cc as usize;
+                        if mask[next] != 0 && !seen[next] {
+                            seen[next] = true;
+                            stack.push(next);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    MaskStats {
+        voxels: pixels.iter().sum(),
+        slices: pixels.iter().filter(|&&p| p > 0).count() as u64,
+        pixels,
+        components,
+    }
+}
+
+/// The grid of catalog series `row`.
+pub fn series_grid(cat: &Catalog, row: usize) -> Result<SeriesGrid, CatalogError> {
+    let n = cat.col_u32(Level::Series, "n_slices")?[row] as usize;
+    let start = cat.col_u64(Level::Series, "slice_start")?[row] as usize;
+    let sp = cat.col_f64(Level::Series, "pixel_spacing")?;
+    let or = cat.col_f64(Level::Series, "orientation")?;
+    let ipp = cat.col_f64(Level::Slice, "image_position")?;
+    Ok(SeriesGrid {
+        dims: [
+            n,
+            cat.col_u32(Level::Series, "rows")?[row] as usize,
+            cat.col_u32(Level::Series, "cols")?[row] as usize,
+        ],
+        spacing: [sp[2 * row], sp[2 * row + 1]],
+        orientation: std::array::from_fn(|i| or[6 * row + i]),
+        positions: (start..start + n)
+            .map(|s| [ipp[3 * s], ipp[3 * s + 1], ipp[3 * s + 2]])
+            .collect(),
+    })
+}
+
+/// One CSV record resolved to its series.
+struct Job {
+    line: usize,
+    file: PathBuf,
+    row: usize,
+}
+
+/// Reads one mask file and aligns it to its series; the labels in series order.
+fn load_mask(spec: &MaskImportSpec, grid: &SeriesGrid, path: &Path) -> Result<Vec<u16>, String> {
+    match spec.format {
+        MaskFormat::Nifti => {
+            let n = crate::nifti::read(path).map_err(|e| e.to_string())?;
+            let lps = n.affine_lps();
+            let map = align(grid, n.dim, &lps)?;
+            reorder(&map, grid, n.dim, &n.values)
+        }
+    }
+}
+
+fn resolve(spec: &MaskImportSpec, cat: &Catalog, key: &SiteKey) -> Result<(Vec<Job>, usize), LabelError> {
+    let text = fs::read_to_string(&spec.csv).map_err(|e| CatalogError::from(ioerr(&spec.csv)(e)))?;
+    let rejected = |problems| LabelError::Rejected {
+        path: spec.csv.clone(),
+        problems,
+    };
+    let table =
+        csv::parse(&text).map_err(|(line, reason)| rejected(vec![format!("line {line}: {reason}")]))?;
+    let file_col = table
+        .header
+        .iter()
+        .position(|h| normalise(h) == normalise(&spec.file_column))
+        .ok_or_else(|| {
+            LabelError::Usage(format!(
+                "{}: no column {:?} naming the mask files (header: {})",
+                spec.csv.display(),
+                spec.file_column,
+                table.header.join(", ")
+            ))
+        })?;
+    let keys = KeyIndices::find(&spec.keys, &table.header, false)
+        .map_err(|e| LabelError::Usage(format!("{}: {e}", spec.csv.display())))?;
+    if keys.level() != Level::Series {
+        return Err(LabelError::Usage(format!(
+            "{}: a mask annotates a whole series: the CSV needs a {} column and no SOP or instance column",
+            spec.csv.display(),
+            spec.keys.series
+        )));
+    }
+    let resolver = Resolver::new(cat, key, &keys)?;
+    let base = spec.csv.parent().unwrap_or(Path::new("."));
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
+    let mut first: BTreeMap<usize, usize> = BTreeMap::new();
+    for record in &table.records {
+        match resolver.targets(record) {
+            Ok(targets) => {
+                let Target { row } = targets[0];
+                if let Some(line) = first.insert(row, record.line) {
+                    problems.push(format!("line {}: the same series as line {line}", record.line));
+                    continue;
+                }
+                jobs.push(Job {
+                    line: record.line,
+                    file: base.join(&record.fields[file_col]),
+                    row,
+                });
+            }
+            Err(reason) => problems.push(format!("line {}: {reason}", record.line)),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(rejected(finish_problems(problems)));
+    }
+    Ok((jobs, table.records.len()))
+}
+
+fn finish_problems(mut problems: Vec<String>) -> Vec<String> {
+    let total = problems.len();
+    problems.truncate(MAX_REPORTED_PROBLEMS);
+    if total > MAX_REPORTED_PROBLEMS {
+        problems.push(format!("... and {} more problems", total - MAX_REPORTED_PROBLEMS));
+    }
+    problems.push("nothing was imported: fix these and run the import again".into());
+    problems
+}
+
+/// Imports the masks a mapping CSV lists as a new version of a mask label set.
+pub fn import_masks(
+    dir: &Path,
+    key: &SiteKey,
+    spec: &MaskImportSpec,
+) -> Result<MaskImportReport, LabelError> {
+    let cat = Catalog::open(dir)?;
+    key.check_fingerprint(&format!("catalog {}", dir.display()), &cat.state.key_fingerprint)
+        .map_err(CatalogError::from)?;
+    if !valid_name(&spec.name) {
+        return Err(LabelError::Usage(format!(
+            "label set name {:?} must be letters, digits and _ (not starting with a digit)",
+            spec.name
+        )));
+    }
+    let version = spec.version.unwrap_or_else(|| {
+        cat.state
+            .label_sets
+            .iter()
+            .filter(|l| l.name == spec.name)
+            .map(|l| l.version + 1)
+            .max()
+            .unwrap_or(1)
+    });
+    if cat
+        .state
+        .label_sets
+        .iter()
+        .any(|l| l.name == spec.name && l.version == version)
+    {
+        return Err(LabelError::Usage(format!(
+            "label set {} version {version} already exists; versions are immutable: import a new version",
+            spec.name
+        )));
+    }
+    let (mut jobs, records) = resolve(spec, &cat, key)?;
+    let shard_of = cat.col_u32(Level::Series, "shard")?;
+    let shard_row = cat.col_u32(Level::Series, "shard_row")?;
+    jobs.sort_by_key(|j| (shard_of[j.row], shard_row[j.row]));
+
+    let masks_dir_name = format!("masks-{}-v{version}", spec.name);
+    let masks_dir = dir.join(&masks_dir_name);
+    let partial = dir.join(format!("{masks_dir_name}.partial"));
+    // Left by an import that did not finish (the state never listed it).
+    let _ = fs::remove_dir_all(&partial);
+    let _ = fs::remove_dir_all(&masks_dir);
+    fs::create_dir_all(&partial).map_err(|e| CatalogError::from(ioerr(&partial)(e)))?;
+    let result = write_masks(&cat, spec, &jobs, &partial);
+    let (stats, shards) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    crate::fsx::commit_dir(&partial, &masks_dir).map_err(|e| CatalogError::from(ioerr(&masks_dir)(e)))?;
+
+    let columns = mask_columns();
+    let file = format!("labels-{}-v{version}.h5", spec.name);
+    write_mask_label_file(&dir.join(&file), &cat, spec, version, &stats, &columns)?;
+    let (blake3, _) = crate::pack::shard::hash_file(&dir.join(&file))
+        .map_err(|e| CatalogError::from(ioerr(&dir.join(&file))(e)))?;
+    let (csv_hash, _) =
+        crate::pack::shard::hash_file(&spec.csv).map_err(|e| CatalogError::from(ioerr(&spec.csv)(e)))?;
+    let voxels = stats.values().map(|s| s.voxels).sum();
+    let meta = LabelSetRef {
+        name: spec.name.clone(),
+        version,
+        level: Level::Slice,
+        file,
+        blake3,
+        rows: cat.rows(Level::Slice) as u64,
+        columns: columns.clone(),
+        provenance: serde_json::json!({
+            "csv": spec.csv.file_name().map(|n| n.to_string_lossy().to_string()),
+            "csv_blake3": csv_hash,
+            "records": records,
+            "format": spec.format,
+            "alignment": "by geometry: every mask axis along a series axis, voxel centres within a tenth of a pixel; never resampled",
+        }),
+        masks: Some(super::super::state::MaskSetRef {
+            dir: masks_dir_name,
+            shards: shards.clone(),
+        }),
+    };
+    publish(dir, &cat.state, meta)?;
+    Ok(MaskImportReport {
+        name: spec.name.clone(),
+        version,
+        series: jobs.len(),
+        labelled_voxels: voxels,
+        mask_shards: shards.len(),
+        columns: columns.iter().map(|c| c.name.clone()).collect(),
+    })
+}
+
+/// Reads, aligns and writes every mask; the statistics per catalog series row and the mask shards.
+fn write_masks(
+    cat: &Catalog,
+    spec: &MaskImportSpec,
+    jobs: &[Job],
+    partial: &Path,
+) -> Result<(BTreeMap<usize, MaskStats>, Vec<MaskShardRef>), LabelError> {
+    let shard_of = cat.col_u32(Level::Series, "shard")?;
+    let series_keys = cat.col_keys(Level::Series, "series_key")?;
+    let mut problems = Vec::new();
+    let mut stats = BTreeMap::new();
+    let mut shards = Vec::new();
+    let mut writer: Option<(u32, MaskShardWriter)> = None;
+    let set = format!("{}", spec.name);
+    for job in jobs {
+        let grid = series_grid(cat, job.row)?;
+        let labels = match load_mask(spec, &grid, &job.file) {
+            Ok(l) => l,
+            Err(reason) => {
+                problems.push(format!("line {} ({}): {reason}", job.line, job.file.display()));
+                continue;
+            }
+        };
+        stats.insert(job.row, mask_stats(grid.dims, &labels));
+        if !problems.is_empty() {
+            continue; // nothing more is written; the rest is still checked
+        }
+        let shard = shard_of[job.row];
+        if writer.as_ref().is_some_and(|(s, _)| *s != shard) {
+            let (_, w) = writer.take().expect("open");
+            shards.push(
+                w.finish()
+                    .map_err(|e| CatalogError::invalid(partial, e.to_string()))?,
+            );
+        }
+        if writer.is_none() {
+            let pack_file = Path::new(&cat.state.shards[shard as usize].path)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let stem = pack_file.strip_suffix(".h5").unwrap_or(&pack_file).to_string();
+            let w = MaskShardWriter::create(partial, &format!("{stem}.masks.h5"), &pack_file, &set)
+                .map_err(|e| CatalogError::invalid(partial, e.to_string()))?;
+            writer = Some((shard, w));
+        }
+        let key = super::super::columns::cell_text(&series_keys[job.row]);
+        let (_, w) = writer.as_mut().expect("open");
+        w.add(key, grid.dims, &MaskData::from_labels(labels))
+            .map_err(|e| CatalogError::invalid(partial, e.to_string()))?;
+    }
+    if !problems.is_empty() {
+        return Err(LabelError::Rejected {
+            path: spec.csv.clone(),
+            problems: finish_problems(problems),
+        });
+    }
+    if let Some((_, w)) = writer {
+        shards.push(
+            w.finish()
+                .map_err(|e| CatalogError::invalid(partial, e.to_string()))?,
+        );
+    }
+    Ok((stats, shards))
+}
+
+fn mask_columns() -> Vec<LabelColumnRef> {
+    let col = |name: &str, kind, level| LabelColumnRef {
+        name: name.into(),
+        kind,
+        categories: Vec::new(),
+        level: Some(level),
+    };
+    vec![
+        col("pixels", LabelKind::Int, Level::Slice),
+        col("area_mm2", LabelKind::Float, Level::Slice),
+        col("voxels", LabelKind::Int, Level::Series),
+        col("volume_mm3", LabelKind::Float, Level::Series),
+        col("slices", LabelKind::Int, Level::Series),
+        col("components", LabelKind::Int, Level::Series),
+    ]
+}
+
+fn write_mask_label_file(
+    path: &Path,
+    cat: &Catalog,
+    spec: &MaskImportSpec,
+    version: u32,
+    stats: &BTreeMap<usize, MaskStats>,
+    columns: &[LabelColumnRef],
+) -> Result<(), CatalogError> {
+    let (n_series, n_slices) = (cat.rows(Level::Series), cat.rows(Level::Slice));
+    let slice_start = cat.col_u64(Level::Series, "slice_start")?;
+    let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut series_state = vec![LABEL_ABSENT; n_series];
+    let mut slice_state = vec![LABEL_ABSENT; n_slices];
+    for c in columns {
+        let rows = if c.level == Some(Level::Series) {
+            n_series
+        } else {
+            n_slices
+        };
+        values.insert(&c.name, vec![f64::NAN; rows]);
+    }
+    for (&row, s) in stats {
+        let grid = series_grid(cat, row)?;
+        let (area, step) = (grid.pixel_area(), grid.slice_step());
+        let voxel = area * if step > 0.0 { step } else { f64::NAN };
+        series_state[row] = LABEL_PRESENT;
+        let mut set = |name: &str, at: usize, v: f64| values.get_mut(name).expect("column")[at] = v;
+        set("voxels", row, s.voxels as f64);
+        set("volume_mm3", row, s.voxels as f64 * voxel);
+        set("slices", row, s.slices as f64);
+        set("components", row, s.components as f64);
+        for (k, p) in s.pixels.iter().enumerate() {
+            let at = slice_start[row] as usize + k;
+            slice_state[at] = LABEL_PRESENT;
+            set("pixels", at, *p as f64);
+            set("area_mm2", at, *p as f64 * area);
+        }
+    }
+    let partial = path.with_extension("h5.partial");
+    let h5 = h5err(&partial);
+    let file = create_h5(&partial)?;
+    text_attr(&file, "format", "medtrain-labels").map_err(&h5)?;
+    text_attr(&file, "name", &spec.name).map_err(&h5)?;
+    text_attr(&file, "version", &version.to_string()).map_err(&h5)?;
+    text_attr(&file, "level", Level::Slice.group()).map_err(&h5)?;
+    for c in columns {
+        let g = file.create_group(&c.name).map_err(&h5)?;
+        text_attr(&g, "kind", &format!("{:?}", c.kind).to_lowercase()).map_err(&h5)?;
+        text_attr(&g, "categories", "[]").map_err(&h5)?;
+        let level = c.level.unwrap_or(Level::Slice);
+        text_attr(&g, "level", level.group()).map_err(&h5)?;
+        write_column(&g, "value", &values[c.name.as_str()], 1).map_err(&h5)?;
+        let states = if level == Level::Series {
+            &series_state
+        } else {
+            &slice_state
+        };
+        write_column(&g, "state", states, 1).map_err(&h5)?;
+    }
+    file.close().map_err(&h5)?;
+    crate::fsx::commit_file(&partial, path).map_err(ioerr(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_touch_by_corners_and_pixels_count_per_slice() {
+        // 2 slices of 3×3: a diagonal pair across slices joins (26-connectivity); a far voxel does not.
+        let mut m = vec![0u16; 18];
+        m[0] = 1; // slice 0, row 0, col 0
+        m[9 + 4] = 2; // slice 1, row 1, col 1: a corner neighbour of the first
+        m[9 + 8] = 1; // slice 1, row 2, col 2: a corner neighbour of the second
+        m[2] = 1; // slice 0, row 0, col 2: an edge neighbour of (1,1,1)? no: (0,0,2)-(1,1,1) is a corner
+        m[6] = 0;
+        let s = mask_stats([2, 3, 3], &m);
+        assert_eq!(s.pixels, vec![2, 2]);
+        assert_eq!((s.voxels, s.slices, s.components), (4, 2, 1));
+        let mut far = vec![0u16; 18];
+        far[0] = 1;
+        far[9 + 8] = 1;
+        assert_eq!(mask_stats([2, 3, 3], &far).components, 2);
+    }
+}
