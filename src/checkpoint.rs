@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError};
 use crate::nn::graph::Op;
-use crate::nn::{NamedTable, Net, ResNetConfig};
+use crate::nn::{ModelConfig, NamedTable, Net};
 use crate::optim::Optimizer;
 
 /// `format` of state.json and of the safetensors metadata.
@@ -32,7 +32,7 @@ const PARTIAL_SUFFIX: &str = ".partial";
 const ABANDONED_EXTENSION: &str = "abandoned";
 /// PyTorch's per-batch-norm counter; we write it so strict loading succeeds and ignore it on reading.
 const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
-/// Metadata key holding the `ResNetConfig` JSON in model.safetensors.
+/// Metadata key holding the model config's JSON (`ModelConfig`) in model.safetensors.
 const MODEL_CONFIG_KEY: &str = "model_config";
 /// Metadata key holding the `OptimizerConfig` JSON in optimizer.safetensors.
 const OPTIMIZER_CONFIG_KEY: &str = "optimizer_config";
@@ -51,7 +51,7 @@ pub struct TrainState {
     pub world_size: usize,
     pub config_hash: String,
     pub manifest_hash: String,
-    pub model: ResNetConfig,
+    pub model: ModelConfig,
     /// The training loop's own bookkeeping (metrics history, best score, ...).
     pub extra: serde_json::Value,
     /// The current epoch's training loss so far: Σ loss·samples and Σ samples, so a resumed epoch
@@ -635,7 +635,7 @@ fn verify(dir: &Path, optimizer: bool) -> Result<Verified> {
     };
     let model_path = dir.join(MODEL_FILE);
     let config_text = metadata_value(&model, MODEL_CONFIG_KEY, &model_path)?;
-    let config: ResNetConfig = serde_json::from_str(&config_text)
+    let config: ModelConfig = serde_json::from_str(&config_text)
         .map_err(|e| corrupt(&model_path, format!("model config in the metadata: {e}")))?;
     if config != record.state.model {
         return Err(corrupt(
@@ -692,7 +692,7 @@ fn latest_passing(root: &Path, check: fn(&Path) -> Result<CheckpointInfo>) -> Re
 }
 
 /// The fields in which two model configs differ, for error messages.
-fn config_difference(found: &ResNetConfig, want: &ResNetConfig) -> String {
+fn config_difference(found: &ModelConfig, want: &ModelConfig) -> String {
     let (a, b) = (serde_json::to_value(found), serde_json::to_value(want));
     let fields = match (a, b) {
         (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => a

@@ -23,7 +23,7 @@ struct Index {
     tensors: Vec<Entry>,
 }
 
-fn load_fixture(stem: &str) -> HashMap<String, Vec<f32>> {
+pub fn load_fixture(stem: &str) -> HashMap<String, Vec<f32>> {
     let read = |name: String| {
         let path = format!("{FIXTURES}/{name}");
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run tests/reference/torch_resnet.py"))
@@ -41,7 +41,7 @@ fn load_fixture(stem: &str) -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         assert!(

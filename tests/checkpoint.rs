@@ -172,7 +172,7 @@ fn trained(cfg: &ResNetConfig, seed: u64, steps: u32) -> (Net<CpuBackend>, Optim
 }
 
 fn train_step(net: &mut Net<CpuBackend>, opt: &mut Optimizer<CpuBackend>, input: &[f32]) {
-    let classes = net.spec.config.num_outputs;
+    let classes = net.spec.config.num_outputs();
     let targets: Vec<f32> = (0..N).map(|i| (i % classes) as f32).collect();
     let p = CrossEntropyParams {
         n: N,
@@ -199,7 +199,7 @@ fn train_state(cfg: &ResNetConfig, global_step: u64) -> TrainState {
         world_size: 2,
         config_hash: hash_json(&serde_json::json!({"lr": 0.001})),
         manifest_hash: hash_json(&serde_json::json!(["a", "b"])),
-        model: cfg.clone(),
+        model: cfg.clone().into(),
         extra: serde_json::json!({"best_auc": 0.75, "history": [1, 2, 3]}),
         epoch_loss: [1.5, 4.0],
         epoch_skipped: 0,

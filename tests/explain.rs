@@ -99,7 +99,8 @@ pub(crate) fn hand_built(with_bn: bool) -> ModelSpec {
             stem_stride: 1,
             stem_pool: false,
             tabular: 0,
-        },
+        }
+        .into(),
         graph: g,
         params,
         buffers,

@@ -35,3 +35,4 @@ mod slurm;
 mod stage;
 mod tensorboard;
 mod train;
+mod unet;

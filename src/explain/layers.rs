@@ -91,7 +91,8 @@ fn tensor_shapes(spec: &ModelSpec) -> Vec<Option<Spatial>> {
                 centres: window_centres(s.centres, p.kernel, p.stride, p.pad, [1; 3]),
             }),
             Op::BatchNorm { .. } | Op::Relu | Op::Add | Op::Dropout { .. } => input,
-            Op::GlobalAvgPool { .. } | Op::Linear { .. } => None,
+            // Grad-CAM is taken in encoders: a decoder's layers have no place in this map.
+            Op::GlobalAvgPool { .. } | Op::Linear { .. } | Op::Upsample { .. } | Op::Concat { .. } => None,
         };
     }
     shapes
@@ -289,7 +290,7 @@ pub fn grad_cam_layers<B: GradCamOps>(
     };
     net.forward(b, input, false)?;
     let out_len = net.spec.graph.tensor_len[net.spec.graph.output()];
-    let outputs_per_sample = net.spec.config.num_outputs as usize;
+    let outputs_per_sample = net.spec.config.num_outputs() as usize;
     if req.output >= outputs_per_sample {
         return Err(BackendError::Params {
             op: "grad_cam",

@@ -36,6 +36,20 @@ pub enum Op {
     Dropout {
         prob: f32,
     },
+    /// Nearest-neighbour up-sampling by the pool's stride: the transpose of an average pool (`p`
+    /// pools the output back to the input) times `factor` (the window's size), so each input value is
+    /// copied to its window and the backward pass sums each window.
+    Upsample {
+        p: PoolParams,
+        factor: f32,
+    },
+    /// Channel concatenation of two tensors: (N, ca, S) ⧺ (N, cb, S) → (N, ca + cb, S).
+    Concat {
+        n: usize,
+        spatial: usize,
+        ca: usize,
+        cb: usize,
+    },
 }
 
 #[derive(Clone, Debug)]

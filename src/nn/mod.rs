@@ -6,7 +6,9 @@ pub mod init;
 pub mod net;
 pub mod resnet;
 pub mod table;
+pub mod unet;
 
 pub use net::Net;
-pub use resnet::{build, ModelSpec, ResNetConfig};
+pub use resnet::{build, ModelConfig, ModelSpec, ResNetConfig};
 pub use table::{NamedTable, TableEntry};
+pub use unet::{build_unet, UNetConfig};

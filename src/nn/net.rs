@@ -8,6 +8,15 @@ use super::init::init_params;
 use super::resnet::{ModelSpec, TABULAR_INPUT};
 use crate::backend::{check_len, Backend, DropoutParams, Result};
 
+/// Where the gradient of a node's second input is after its backward op.
+enum Second {
+    None,
+    /// A residual join: the output's gradient itself.
+    SameAsOutput,
+    /// A concatenation: its part, in `scratch2`.
+    InScratch,
+}
+
 pub struct Net<B: Backend> {
     pub spec: ModelSpec,
     /// All trainable parameters, laid out as `spec.params`.
@@ -21,6 +30,8 @@ pub struct Net<B: Backend> {
     /// Whether an activation gradient has been written in the current backward pass.
     written: Vec<bool>,
     scratch: B::Buf,
+    /// The second input's gradient of a channel concatenation (a single element when none).
+    scratch2: B::Buf,
     /// (mean, invstd) saved by each batch-norm node in training mode; empty for other nodes.
     bn_saved: Vec<Option<(B::Buf, B::Buf)>>,
     /// Seed of the dropout masks of the next forward; advanced once per training forward.
@@ -50,6 +61,7 @@ impl<B: Backend> Net<B> {
         }
         let lens = &spec.graph.tensor_len;
         let max_len = lens.iter().copied().max().unwrap_or(0);
+        let has_concat = spec.graph.nodes.iter().any(|n| matches!(n.op, Op::Concat { .. }));
         let bn_saved = spec
             .graph
             .nodes
@@ -67,6 +79,7 @@ impl<B: Backend> Net<B> {
             act_grads: lens.iter().map(|&l| b.zeros(l)).collect::<Result<_>>()?,
             written: vec![false; lens.len()],
             scratch: b.zeros(max_len)?,
+            scratch2: b.zeros(if has_concat { max_len } else { 1 })?,
             bn_saved,
             dropout_seed: seed ^ 0xD50F_0057,
             last_dropout_seed: 0,
@@ -119,7 +132,7 @@ impl<B: Backend> Net<B> {
                 op: "model forward",
                 reason: format!(
                     "the model fuses {} tabular values per sample and none were given",
-                    self.spec.config.tabular
+                    self.spec.config.tabular()
                 ),
             });
         }
@@ -186,6 +199,18 @@ impl<B: Backend> Net<B> {
                     seed: self.last_dropout_seed ^ index as u64,
                 };
                 b.dropout_forward(&p, x, y)
+            }
+            Op::Upsample { p, factor } => {
+                b.avg_pool_backward(p, x, y)?;
+                let len = self.spec.graph.tensor_len[node.output];
+                b.scale(*factor, b.view_mut(&mut after[0], 0..len))
+            }
+            Op::Concat { n, spatial, ca, cb } => {
+                let other = b.view(
+                    &before[node.inputs[1]],
+                    0..self.spec.graph.tensor_len[node.inputs[1]],
+                );
+                b.concat_channels_forward(*n, *spatial, x, *ca, other, *cb, y)
             }
         }
     }
@@ -356,10 +381,16 @@ impl<B: Backend> Net<B> {
         // The inputs (image, tabular values) need no gradient.
         let wants_dx = !self.spec.graph.is_input(x_id);
         let fresh = !self.written[x_id];
-        let joins_residual = self.backward_op(b, index, &node, fresh)?;
-        if joins_residual {
-            self.route(b, index, x_id, fresh)?;
-            return self.route_second_add_input(b, &node);
+        match self.backward_op(b, index, &node, fresh)? {
+            Second::SameAsOutput => {
+                self.route(b, index, x_id, fresh)?;
+                return self.route_second_add_input(b, &node);
+            }
+            Second::InScratch => {
+                self.route(b, index, x_id, fresh)?;
+                return self.route_second_from_scratch(b, &node);
+            }
+            Second::None => {}
         }
         if wants_dx {
             self.route(b, index, x_id, fresh)?;
@@ -368,8 +399,8 @@ impl<B: Backend> Net<B> {
     }
 
     /// Runs the backward op of one node; its views end here, before the gradient routing borrows
-    /// `self` again. Returns true for a residual join, whose second input still needs its gradient.
-    fn backward_op(&mut self, b: &B, index: usize, node: &Node, fresh: bool) -> Result<bool> {
+    /// `self` again. Says where a two-input node's second gradient is.
+    fn backward_op(&mut self, b: &B, index: usize, node: &Node, fresh: bool) -> Result<Second> {
         let lens = &self.spec.graph.tensor_len;
         let x_id = node.inputs[0];
         let wants_dx = !self.spec.graph.is_input(x_id);
@@ -427,7 +458,16 @@ impl<B: Backend> Net<B> {
             Op::GlobalAvgPool { spatial } => b.global_avg_pool_backward(*spatial, dy, dx)?,
             Op::Add => {
                 b.copy(dy, dx)?;
-                return Ok(true);
+                return Ok(Second::SameAsOutput);
+            }
+            Op::Upsample { p, factor } => {
+                b.avg_pool_forward(p, dy, dx)?;
+                b.scale(*factor, b.view_mut(dx_target, 0..lens[x_id]))?;
+            }
+            Op::Concat { n, spatial, ca, cb } => {
+                let db = b.view_mut(&mut self.scratch2, 0..lens[node.inputs[1]]);
+                b.concat_channels_backward(*n, *spatial, dy, *ca, *cb, dx, db)?;
+                return Ok(Second::InScratch);
             }
             Op::Dropout { prob } => {
                 let p = DropoutParams {
@@ -437,7 +477,7 @@ impl<B: Backend> Net<B> {
                 b.dropout_backward(&p, dy, dx)?;
             }
         }
-        Ok(false)
+        Ok(Second::None)
     }
 
     /// After a gradient for `x_id` was written: mark it, or add the scratch copy into it.
@@ -451,6 +491,19 @@ impl<B: Backend> Net<B> {
                 b.view(&self.scratch, 0..len),
                 b.view_mut(&mut self.act_grads[x_id], 0..len),
             )
+        }
+    }
+
+    /// The second input of a concatenation receives its part of the gradient, left in `scratch2`.
+    fn route_second_from_scratch(&mut self, b: &B, node: &Node) -> Result<()> {
+        let id = node.inputs[1];
+        let len = self.spec.graph.tensor_len[id];
+        let part = b.view(&self.scratch2, 0..len);
+        if self.written[id] {
+            b.accumulate(part, b.view_mut(&mut self.act_grads[id], 0..len))
+        } else {
+            self.written[id] = true;
+            b.copy(part, b.view_mut(&mut self.act_grads[id], 0..len))
         }
     }
 

@@ -70,11 +70,56 @@ impl ResNetConfig {
     }
 }
 
+/// A model's configuration: a ResNet classifier/regressor or a U-Net segmenter. Stored as the
+/// config's own JSON (a U-Net's says `"architecture": "unet"`), so checkpoints of ResNets read as
+/// before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelConfig {
+    ResNet(ResNetConfig),
+    UNet(super::unet::UNetConfig),
+}
+
+impl From<ResNetConfig> for ModelConfig {
+    fn from(c: ResNetConfig) -> Self {
+        ModelConfig::ResNet(c)
+    }
+}
+
+impl From<super::unet::UNetConfig> for ModelConfig {
+    fn from(c: super::unet::UNetConfig) -> Self {
+        ModelConfig::UNet(c)
+    }
+}
+
+impl ModelConfig {
+    /// Tabular values per sample fused late (U-Nets take none).
+    pub fn tabular(&self) -> u32 {
+        match self {
+            ModelConfig::ResNet(c) => c.tabular,
+            ModelConfig::UNet(_) => 0,
+        }
+    }
+    /// Outputs per sample (ResNet) or logit maps (U-Net).
+    pub fn num_outputs(&self) -> u32 {
+        match self {
+            ModelConfig::ResNet(c) => c.num_outputs,
+            ModelConfig::UNet(c) => c.num_outputs,
+        }
+    }
+    pub fn spatial_dims(&self) -> u32 {
+        match self {
+            ModelConfig::ResNet(c) => c.spatial_dims,
+            ModelConfig::UNet(c) => c.spatial_dims,
+        }
+    }
+}
+
 /// A built model: its graph and the tables of the flat parameter and running-statistics buffers.
 #[derive(Clone, Debug)]
 pub struct ModelSpec {
     /// The configuration it was built from (checkpoints refuse weights of another one).
-    pub config: ResNetConfig,
+    pub config: ModelConfig,
     pub graph: Graph,
     pub params: NamedTable,
     pub buffers: NamedTable,
@@ -265,7 +310,7 @@ pub fn build(cfg: &ResNetConfig, n: u32, dims: Dims3) -> ModelSpec {
         debug_assert_eq!(id, TABULAR_INPUT);
     }
     let spec = ModelSpec {
-        config: cfg.clone(),
+        config: cfg.clone().into(),
         graph,
         params: NamedTable::default(),
         buffers: NamedTable::default(),

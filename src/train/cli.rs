@@ -306,7 +306,7 @@ pub(crate) fn load_net<B: Backend>(
     ds: &Dataset,
 ) -> Result<Net<B>, Failure> {
     let cfg = settings.resnet(ds.channels());
-    if cfg != ck.state.model {
+    if crate::nn::ModelConfig::from(cfg.clone()) != ck.state.model {
         return Err(usage(format!(
             "{}: the checkpoint's model does not match its data settings",
             ck.dir.display()

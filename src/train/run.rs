@@ -384,7 +384,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         epoch_loss: [0.0; 2],
         epoch_skipped: 0,
         pending_eval: None,
-        model: model_cfg.clone(),
+        model: model_cfg.clone().into(),
         extra: serde_json::json!({
             "settings": s,
             "catalog": opts.catalog,
