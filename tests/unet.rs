@@ -1,7 +1,8 @@
 //! The U-Net against PyTorch (tests/reference/torch_unet.py: the same layout and parameter names, one
 //! training-mode forward, MONAI's DiceCELoss(sigmoid=True), backward), the segmentation losses against
-//! MONAI's, and sliding-window inference against whole-volume inference where the network's
-//! receptive field allows it.
+//! MONAI's, sliding-window inference against whole-volume inference where the network's receptive
+//! field allows it, and a 3D U-Net trained on phantom patches (foreground oversampled) against a
+//! threshold segmenter on held-out patients.
 
 use crate::backend_resnet::{assert_close, load_fixture};
 use medtrain::backend::cpu::CpuBackend;
@@ -159,4 +160,134 @@ fn sliding_window_equals_whole_volume_inference_where_the_receptive_field_allows
     let want = net.output().clone();
     let got = sliding_window(&B, &mut net, &vol, 1, [4, 6, 8], [4, 6, 8], &Window::default()).unwrap();
     assert_close("one window", &got, &want, 1e-6, 1e-6);
+}
+
+/// HU → the network's input: the lung window [−1000, 400] HU scaled to [−1, 1].
+fn normalise(hu: i16) -> f32 {
+    ((hu as f32 + 1000.0) / 1400.0).clamp(0.0, 1.0) * 2.0 - 1.0
+}
+
+/// The trivial segmenter a U-Net must beat: voxels denser than −400 HU whose in-plane 7×7
+/// neighbourhood is mostly lung (below −600 HU). Vessels pass it as well as nodules.
+fn threshold_segmenter(hu: &[i16], dims: [usize; 3]) -> Vec<bool> {
+    let [n, rows, cols] = dims;
+    let mut out = vec![false; hu.len()];
+    for k in 0..n {
+        for r in 0..rows {
+            for c in 0..cols {
+                let i = (k * rows + r) * cols + c;
+                if hu[i] <= -400 {
+                    continue;
+                }
+                let (mut lung, mut all) = (0, 0);
+                for rr in r.saturating_sub(3)..(r + 4).min(rows) {
+                    for cc in c.saturating_sub(3)..(c + 4).min(cols) {
+                        all += 1;
+                        lung += (hu[(k * rows + rr) * cols + cc] < -600) as u32;
+                    }
+                }
+                out[i] = 2 * lung > all;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_3d_unet_trained_on_patches_segments_phantom_nodules_better_than_a_threshold() {
+    use medtrain::data::patches::{crop, patch_origin, Foreground};
+    use medtrain::optim::{Optimizer, OptimizerConfig};
+    use medtrain::phantom::{ct_volume, generate, PhantomConfig};
+    use medtrain::train::segmetrics::case_metrics;
+
+    let cfg = PhantomConfig {
+        seed: 5,
+        patients: 12,
+        size: 96,
+        slices: 24,
+        slice_thickness_mm: 2.5,
+        radiographs: false,
+    };
+    let dir = crate::common::tempdir();
+    generate(&cfg, dir.path()).unwrap();
+    let cases: Vec<(Vec<i16>, Vec<u16>, [usize; 3], [f64; 3])> = (0..cfg.patients)
+        .map(|p| {
+            let v = ct_volume(&cfg, p);
+            let mask =
+                medtrain::nifti::read(&dir.path().join(format!("truth/masks/{}.nii.gz", v.patient_id)))
+                    .unwrap();
+            let labels: Vec<u16> = mask.values.iter().map(|&x| x as u16).collect();
+            let spacing = [v.slice_spacing, v.pixel_spacing[0], v.pixel_spacing[1]];
+            (v.hu, labels, [v.slices, v.rows, v.cols], spacing)
+        })
+        .collect();
+    let (train, val) = cases.split_at(8);
+    assert!(
+        val.iter().any(|c| c.1.iter().any(|&v| v != 0)),
+        "a held-out nodule"
+    );
+
+    let (patch, batch) = ([8usize, 32, 32], 2usize);
+    let unet = UNetConfig::new(3, 1, 1, vec![8, 16, 32]);
+    let p32 = patch.map(|v| v as u32);
+    let mut net = Net::new(&B, build_unet(&unet, batch as u32, p32), 1).unwrap();
+    let adam = OptimizerConfig::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let mut opt = Optimizer::new(&B, adam, net.param.len()).unwrap();
+    let plen: usize = patch.iter().product();
+    let (mut x, mut y) = (vec![0.0f32; batch * plen], vec![0.0f32; batch * plen]);
+    let (mut img, mut lab) = (vec![0i16; plen], vec![0u16; plen]);
+    let fg: Vec<Foreground> = train
+        .iter()
+        .map(|c| Foreground::of(c.1.iter().copied()))
+        .collect();
+    let steps = 300u64;
+    for step in 0..steps {
+        for s in 0..batch {
+            let sample = step * batch as u64 + s as u64;
+            let case = sample as usize % train.len();
+            let (hu, labels, dims, _) = &train[case];
+            let origin = patch_origin(7, step, sample, *dims, patch, &fg[case], 0.67);
+            crop(hu, 1, *dims, origin, patch, &mut img);
+            crop(labels, 1, *dims, origin, patch, &mut lab);
+            for i in 0..plen {
+                x[s * plen + i] = normalise(img[i]);
+                y[s * plen + i] = (lab[i] != 0) as u8 as f32;
+            }
+        }
+        net.forward(&B, &x, true).unwrap();
+        let mut d = vec![0.0f32; batch * plen];
+        seg_loss(SegLoss::DiceCe, net.output(), &y, plen, &mut d);
+        net.grad.fill(0.0);
+        net.backward(&B, &d).unwrap();
+        opt.update(&B, 3e-3, &mut net.param, &net.grad).unwrap();
+    }
+    let mut infer = Net::new(&B, build_unet(&unet, 1, p32), 0).unwrap();
+    infer.param.copy_from_slice(&net.param);
+    infer.state.copy_from_slice(&net.state);
+    let (mut ours, mut baseline) = (Vec::new(), Vec::new());
+    for (hu, labels, dims, spacing) in val {
+        let truth: Vec<bool> = labels.iter().map(|&v| v != 0).collect();
+        let input: Vec<f32> = hu.iter().map(|&h| normalise(h)).collect();
+        let logits = sliding_window(&B, &mut infer, &input, 1, *dims, patch, &Window::default()).unwrap();
+        let pred: Vec<bool> = logits.iter().map(|&z| z > 0.0).collect();
+        ours.push(case_metrics(&pred, &truth, *dims, *spacing).dice);
+        baseline.push(case_metrics(&threshold_segmenter(hu, *dims), &truth, *dims, *spacing).dice);
+    }
+    let mean = |v: &[Option<f64>]| {
+        let d: Vec<f64> = v.iter().flatten().copied().collect();
+        d.iter().sum::<f64>() / d.len() as f64
+    };
+    let (ours, baseline) = (mean(&ours), mean(&baseline));
+    println!("held-out Dice: U-Net {ours:.3}, threshold {baseline:.3}");
+    // 300 steps of batch 2 on eight patients (about 40 s on two cores): far from converged (it
+    // over-segments), yet clearly past the threshold, which the vessels defeat.
+    assert!(
+        ours > baseline + 0.2,
+        "U-Net Dice {ours:.3} vs threshold {baseline:.3}"
+    );
 }

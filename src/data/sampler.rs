@@ -393,7 +393,7 @@ fn check_layout(l: &Layout, mode: SamplerMode) -> Result<(), SamplerError> {
 }
 
 /// The generator for one use (`stream`) and its coordinates (epoch, node, period), from the run seed.
-fn rng(seed: u64, stream: u64, a: u64, b: u64) -> ChaCha8Rng {
+pub(crate) fn rng(seed: u64, stream: u64, a: u64, b: u64) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     for (chunk, word) in key.chunks_exact_mut(8).zip([seed, stream, a, b]) {
         chunk.copy_from_slice(&word.to_le_bytes());
