@@ -42,6 +42,8 @@ fn layer_kind(op: &Op) -> String {
         Op::Linear { .. } => "linear".into(),
         Op::Add => "residual add".into(),
         Op::Dropout { .. } => "dropout".into(),
+        Op::Upsample { .. } => "upsample".into(),
+        Op::Concat { .. } => "concat".into(),
     }
 }
 

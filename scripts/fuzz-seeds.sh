@@ -14,7 +14,7 @@ ensure_cargo
 corpus="${1:?usage: scripts/fuzz-seeds.sh OUT}"
 mkdir -p "$corpus"
 corpus="$(cd "$corpus" && pwd)"
-for t in dicom_decode hdf5_shard pack_index manifest catalog_query label_csv config_toml checkpoint_load; do
+for t in dicom_decode hdf5_shard pack_index manifest catalog_query label_csv config_toml checkpoint_load nifti_label_map; do
   mkdir -p "$corpus/$t"
   if [ -d "fuzz/seeds/$t" ]; then cp -f fuzz/seeds/"$t"/* "$corpus/$t/" 2>/dev/null || true; fi
 done
@@ -56,4 +56,8 @@ cp tests/reference/fixtures/torch_ckpt_stem3.safetensors tests/reference/fixture
   "$corpus/checkpoint_load/"
 cp configs/*.toml "$corpus/config_toml/"
 find "$work/phantom/truth" -name '*.csv' -size -64k -exec cp {} "$corpus/label_csv/" \;
+# The phantom's lesion masks, as written (gzip) and inflated (what nifti::parse reads).
+for f in "$work"/phantom/truth/masks/*.nii.gz; do
+  gzip -dc "$f" >"$corpus/nifti_label_map/$(basename "${f%.gz}")"
+done
 echo "seed corpora in $corpus" >&2

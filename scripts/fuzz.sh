@@ -74,6 +74,7 @@ runs_for() {
     checkpoint_load) echo 16000 ;;
     hdf5_shard) echo 8000 ;;
     dicom_decode) echo 30000 ;;
+    nifti_label_map) echo 100000 ;;
     *) echo 2000 ;;
   esac
 }
