@@ -22,7 +22,9 @@ const BATCH: u32 = 2;
 const VOLUME: [usize; 3] = [48, 128, 128];
 
 fn input(len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919 % 1013) as f32 / 506.5) - 1.0).collect()
+    (0..len)
+        .map(|i| ((i * 7919 % 1013) as f32 / 506.5) - 1.0)
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -49,7 +51,11 @@ fn breakdown(net: &Net<CpuBackend>) {
         e.1 += bwd;
     }
     for (kind, (fwd, bwd)) in by_kind {
-        println!("  {kind:<34} fwd {:>8.1} ms  bwd {:>8.1} ms", fwd * 1e3, bwd * 1e3);
+        println!(
+            "  {kind:<34} fwd {:>8.1} ms  bwd {:>8.1} ms",
+            fwd * 1e3,
+            bwd * 1e3
+        );
     }
 }
 
@@ -64,7 +70,12 @@ fn main() {
             let spec = build_unet(&cfg, BATCH, PATCH);
             let flops = 3.0 * spec.graph.forward_flops();
             let mut net = Net::new(&B, spec, 1).unwrap();
-            let adam = OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-5 };
+            let adam = OptimizerConfig::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 1e-5,
+            };
             let mut opt = Optimizer::new(&B, adam, net.param.len()).unwrap();
             let x = input(net.input_len());
             let y: Vec<f32> = (0..x.len()).map(|i| (i % 17 == 0) as u8 as f32).collect();

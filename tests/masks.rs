@@ -500,3 +500,113 @@ fn segmentation_metrics_match_numpy_and_scipy() {
         }
     }
 }
+
+#[test]
+fn lidc_readers_and_their_consensus_match_elementtree_matplotlib_and_pydicom() {
+    let dir = tempdir();
+    let p = |x: &str| dir.path().join(x);
+    ok(&[
+        "phantom",
+        "--out",
+        s(&p("phantom")),
+        "--patients",
+        "3",
+        "--size",
+        "64",
+        "--slices",
+        "12",
+    ]);
+    ok(&[
+        "pack",
+        s(&p("phantom/dicom")),
+        "--out",
+        s(&p("pack")),
+        "--key",
+        s(&p("site.key")),
+        "--create-key",
+    ]);
+    ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
+    let (catalog, key) = (p("catalog"), p("site.key"));
+    let lidc = p("phantom/truth/lidc");
+    let args = |inputs: &Path, name: &str| {
+        run(&[
+            "catalog",
+            "labels",
+            "masks",
+            s(inputs),
+            "--format",
+            "lidc",
+            "--agreement",
+            "2",
+            "--out",
+            s(&catalog),
+            "--name",
+            name,
+            "--key",
+            s(&key),
+            "--json",
+        ])
+    };
+    let (code, _, err) = args(&lidc, "lidc");
+    assert_eq!(code, 0, "{err}");
+    let masks = masks_of(&catalog, "lidc");
+    let cat = Catalog::open(&catalog).unwrap();
+    let set = cat.label_set("lidc", None).unwrap();
+    assert_eq!(set.meta.masks.as_ref().unwrap().readers_agree, Some(2));
+    let (voxels, readers) = (set.values("voxels").unwrap(), set.values("readers").unwrap());
+    let site = SiteKey::load(&key).unwrap();
+    let keys = cat.col_keys(Level::Series, "series_key").unwrap();
+    let mut disagreements = 0;
+    let mut files: Vec<PathBuf> = fs::read_dir(&lidc).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for xml in &files {
+        let want: serde_json::Value = serde_json::from_str(&reference_script(
+            "lidc_masks.py",
+            &[s(xml), s(&p("phantom/dicom")), "2"],
+        ))
+        .unwrap();
+        let k = site.pseudonym(IdKind::Series, want["series_uid"].as_str().unwrap());
+        let row = keys
+            .iter()
+            .position(|c| medtrain::catalog::columns::cell_text(c) == k)
+            .unwrap();
+        let bits: Vec<u16> = want["bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u16)
+            .collect();
+        assert_eq!(masks[&row], bits, "{}: readers' outlines", xml.display());
+        let consensus = want["consensus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v.as_u64() == Some(1))
+            .count();
+        assert_eq!(
+            voxels[row],
+            consensus as f64,
+            "{}: consensus voxels",
+            xml.display()
+        );
+        assert_eq!(readers[row], want["readers"].as_f64().unwrap());
+        let all = (1u16 << want["readers"].as_u64().unwrap()) - 1;
+        disagreements += bits.iter().filter(|&&b| b != 0 && b != all).count();
+    }
+    assert!(disagreements > 0, "the simulated readers disagree somewhere");
+    // A ROI on a slice the series does not have is refused with the file and the element.
+    let bad = p("bad.xml");
+    let text = fs::read_to_string(&files[0]).unwrap();
+    let at = text.find("<imageSOP_UID>").expect("a ROI") + "<imageSOP_UID>".len();
+    let end = at + text[at..].find('<').unwrap();
+    fs::write(&bad, format!("{}9.9.9.9{}", &text[..at], &text[end..])).unwrap();
+    let before = fs::read(catalog.join("catalog.json")).unwrap();
+    let (code, _, err) = args(&bad, "broken");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("bad.xml") && err.contains("<imageSOP_UID> \"9.9.9.9\"") && err.contains("line "),
+        "{err}"
+    );
+    assert_eq!(fs::read(catalog.join("catalog.json")).unwrap(), before);
+    assert!(!catalog.join("masks-broken-v1").exists() && !catalog.join("masks-broken-v1.partial").exists());
+}

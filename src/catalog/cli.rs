@@ -90,9 +90,11 @@ pub enum LabelsCommand {
 
 #[derive(Args, Debug)]
 pub struct MasksArgs {
-    /// Mapping CSV: a column naming each mask file (relative to the CSV) and a SeriesInstanceUID
-    /// column (a PatientID column, if there, is checked too).
-    pub csv: PathBuf,
+    /// NIfTI: the mapping CSV (a column naming each mask file, relative to the CSV, and a
+    /// SeriesInstanceUID column; a PatientID column, if there, is checked too). LIDC: XML files or
+    /// directories of them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
     /// Catalog directory to add the mask label set to.
     #[arg(long)]
     pub out: PathBuf,
@@ -103,8 +105,11 @@ pub struct MasksArgs {
     #[arg(long)]
     pub version: Option<u32>,
     /// Mask file format.
-    #[arg(long, default_value = "nifti", value_parser = ["nifti"])]
+    #[arg(long, default_value = "nifti", value_parser = ["nifti", "lidc"])]
     pub format: String,
+    /// LIDC: readers who must outline a voxel for the consensus (each reader's own outline is kept).
+    #[arg(long, default_value_t = 2)]
+    pub agreement: u32,
     /// Header of the column naming the mask files.
     #[arg(long, default_value = "File")]
     pub file_column: String,
@@ -441,13 +446,23 @@ fn run_masks(a: MasksArgs) -> Result<i32, Failure> {
         .or(config_key)
         .ok_or_else(|| usage("labels masks needs the site key the packs were made with: --key FILE"))?;
     let key = SiteKey::load(&key_path).map_err(usage)?;
+    if a.agreement == 0 {
+        return Err(usage(
+            "--agreement is at least 1 (a voxel needs one reader at least)",
+        ));
+    }
     let mut spec = MaskImportSpec {
-        csv: a.csv,
+        inputs: a.inputs,
         name: a.name,
         version: a.version,
-        format: MaskFormat::Nifti,
+        format: if a.format == "lidc" {
+            MaskFormat::Lidc
+        } else {
+            MaskFormat::Nifti
+        },
         keys: Default::default(),
         file_column: a.file_column,
+        agreement: a.agreement,
     };
     if let Some(p) = a.patient_column {
         spec.keys.patient = p;

@@ -52,6 +52,10 @@ pub struct LabelColumnRef {
 pub struct MaskSetRef {
     pub dir: String,
     pub shards: Vec<crate::pack::masks::MaskShardRef>,
+    /// Label values are readers' bits (LIDC): a voxel is labelled when at least this many are set.
+    /// `None`: a voxel is labelled when its value is not 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readers_agree: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

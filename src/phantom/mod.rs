@@ -186,8 +186,10 @@ pub fn generate(cfg: &PhantomConfig, out: &Path) -> Result<PhantomSummary, Phant
         fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
     let cohort = CohortPlan::new(cfg.seed, cfg.patients);
-    let masks_dir = truth_dir.join(masks::MASKS_DIR);
-    fs::create_dir_all(&masks_dir).map_err(io_error(&masks_dir))?;
+    for sub in [masks::MASKS_DIR, masks::LIDC_DIR] {
+        let d = truth_dir.join(sub);
+        fs::create_dir_all(&d).map_err(io_error(&d))?;
+    }
     let outputs: Vec<PatientOutput> = (0..cfg.patients)
         .into_par_iter()
         .map(|p| write_patient(cfg, &cohort, p, &dicom_dir, &truth_dir))
@@ -242,6 +244,7 @@ fn write_patient(
         files += 1;
     }
     let mask_row = masks::write_lesion_mask(&plan, truth_dir).map_err(io_error(truth_dir))?;
+    masks::write_lidc_xml(cfg.seed, &plan, &slices, truth_dir).map_err(io_error(truth_dir))?;
 
     let mut radiograph_modality = None;
     if cfg.radiographs {

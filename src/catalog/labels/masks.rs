@@ -15,7 +15,7 @@
 use super::super::columns::Level;
 use super::super::state::{LabelColumnRef, LabelKind, LabelSetRef};
 use super::super::store::{create_h5, write_column};
-use super::super::view::{Catalog, LABEL_ABSENT, LABEL_PRESENT};
+use super::super::view::{Catalog, LABEL_ABSENT, LABEL_PRESENT, LABEL_UNKNOWN};
 use super::super::{h5err, ioerr, CatalogError};
 use super::grid::{align, reorder, SeriesGrid};
 use super::join::{KeyColumns, KeyIndices, Resolver, Target};
@@ -32,18 +32,22 @@ use std::path::{Path, PathBuf};
 #[serde(rename_all = "lowercase")]
 pub enum MaskFormat {
     Nifti,
+    Lidc,
 }
 
 #[derive(Clone, Debug)]
 pub struct MaskImportSpec {
-    /// CSV with a file column and a SeriesInstanceUID column (and optionally PatientID).
-    pub csv: PathBuf,
+    /// NIfTI: one CSV with a file column and a SeriesInstanceUID column (and optionally PatientID).
+    /// LIDC: XML files, or directories searched for `*.xml`.
+    pub inputs: Vec<PathBuf>,
     pub name: String,
     pub version: Option<u32>,
     pub format: MaskFormat,
     pub keys: KeyColumns,
     /// Header of the column naming the mask file (relative paths are relative to the CSV).
     pub file_column: String,
+    /// LIDC: readers who must mark a voxel for the consensus (the aggregates and training target).
+    pub agreement: u32,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -143,29 +147,121 @@ pub fn series_grid(cat: &Catalog, row: usize) -> Result<SeriesGrid, CatalogError
     })
 }
 
-/// One CSV record resolved to its series.
+/// One mask resolved to its series: where it came from (for errors), and the file.
 struct Job {
-    line: usize,
+    whence: String,
     file: PathBuf,
     row: usize,
 }
 
+/// A loaded mask: the stored labels, the consensus the aggregates count, series-level extras.
+struct Loaded {
+    labels: Vec<u16>,
+    consensus: Vec<u16>,
+    extra: BTreeMap<&'static str, Option<f64>>,
+}
+
 /// Reads one mask file and aligns it to its series; the labels in series order.
-fn load_mask(spec: &MaskImportSpec, grid: &SeriesGrid, path: &Path) -> Result<Vec<u16>, String> {
+fn load_mask(
+    spec: &MaskImportSpec,
+    cat: &Catalog,
+    key: &SiteKey,
+    grid: &SeriesGrid,
+    job: &Job,
+) -> Result<Loaded, String> {
     match spec.format {
         MaskFormat::Nifti => {
-            let n = crate::nifti::read(path).map_err(|e| e.to_string())?;
+            let n = crate::nifti::read(&job.file).map_err(|e| e.to_string())?;
             let lps = n.affine_lps();
             let map = align(grid, n.dim, &lps)?;
-            reorder(&map, grid, n.dim, &n.values)
+            let labels = reorder(&map, grid, n.dim, &n.values)?;
+            Ok(Loaded {
+                consensus: labels.clone(),
+                labels,
+                extra: BTreeMap::new(),
+            })
+        }
+        MaskFormat::Lidc => {
+            let (row, read) = super::lidc_masks::series_row(cat, key, &job.file)?;
+            let v = super::lidc_masks::volume(cat, key, row, &read)?;
+            let consensus = v
+                .labels
+                .iter()
+                .map(|b| (b.count_ones() >= spec.agreement) as u16)
+                .collect();
+            Ok(Loaded {
+                labels: v.labels,
+                consensus,
+                extra: v.extra,
+            })
         }
     }
 }
 
+/// The LIDC files of the inputs (directories searched for `*.xml`), each resolved to its series.
+fn resolve_lidc(
+    spec: &MaskImportSpec,
+    cat: &Catalog,
+    key: &SiteKey,
+) -> Result<(Vec<Job>, usize), LabelError> {
+    let mut files = Vec::new();
+    for input in &spec.inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = walkdir::WalkDir::new(input)
+                .into_iter()
+                .filter_map(Result::ok)
+                .map(|e| e.into_path())
+                .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(LabelError::Usage("no LIDC XML files in the inputs".into()));
+    }
+    let (mut jobs, mut problems) = (Vec::new(), Vec::new());
+    let mut first: BTreeMap<usize, String> = BTreeMap::new();
+    for file in &files {
+        let whence = file.display().to_string();
+        match super::lidc_masks::series_row(cat, key, file) {
+            Ok((row, _)) => {
+                if let Some(other) = first.insert(row, whence.clone()) {
+                    problems.push(format!("{whence}: the same series as {other}"));
+                    continue;
+                }
+                jobs.push(Job {
+                    whence,
+                    file: file.clone(),
+                    row,
+                });
+            }
+            Err(reason) => problems.push(format!("{whence}: {reason}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LabelError::Rejected {
+            path: spec.inputs[0].clone(),
+            problems: finish_problems(problems),
+        });
+    }
+    let n = jobs.len();
+    Ok((jobs, n))
+}
+
 fn resolve(spec: &MaskImportSpec, cat: &Catalog, key: &SiteKey) -> Result<(Vec<Job>, usize), LabelError> {
-    let text = fs::read_to_string(&spec.csv).map_err(|e| CatalogError::from(ioerr(&spec.csv)(e)))?;
+    if spec.format == MaskFormat::Lidc {
+        return resolve_lidc(spec, cat, key);
+    }
+    let csv_path = match spec.inputs.as_slice() {
+        [one] => one.clone(),
+        _ => return Err(LabelError::Usage("NIfTI masks take one mapping CSV".into())),
+    };
+    let text = fs::read_to_string(&csv_path).map_err(|e| CatalogError::from(ioerr(&csv_path)(e)))?;
     let rejected = |problems| LabelError::Rejected {
-        path: spec.csv.clone(),
+        path: csv_path.clone(),
         problems,
     };
     let table =
@@ -177,22 +273,22 @@ fn resolve(spec: &MaskImportSpec, cat: &Catalog, key: &SiteKey) -> Result<(Vec<J
         .ok_or_else(|| {
             LabelError::Usage(format!(
                 "{}: no column {:?} naming the mask files (header: {})",
-                spec.csv.display(),
+                csv_path.display(),
                 spec.file_column,
                 table.header.join(", ")
             ))
         })?;
     let keys = KeyIndices::find(&spec.keys, &table.header, false)
-        .map_err(|e| LabelError::Usage(format!("{}: {e}", spec.csv.display())))?;
+        .map_err(|e| LabelError::Usage(format!("{}: {e}", csv_path.display())))?;
     if keys.level() != Level::Series {
         return Err(LabelError::Usage(format!(
             "{}: a mask annotates a whole series: the CSV needs a {} column and no SOP or instance column",
-            spec.csv.display(),
+            csv_path.display(),
             spec.keys.series
         )));
     }
     let resolver = Resolver::new(cat, key, &keys)?;
-    let base = spec.csv.parent().unwrap_or(Path::new("."));
+    let base = csv_path.parent().unwrap_or(Path::new("."));
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
     let mut first: BTreeMap<usize, usize> = BTreeMap::new();
@@ -204,9 +300,10 @@ fn resolve(spec: &MaskImportSpec, cat: &Catalog, key: &SiteKey) -> Result<(Vec<J
                     problems.push(format!("line {}: the same series as line {line}", record.line));
                     continue;
                 }
+                let file = base.join(&record.fields[file_col]);
                 jobs.push(Job {
-                    line: record.line,
-                    file: base.join(&record.fields[file_col]),
+                    whence: format!("line {} ({})", record.line, file.display()),
+                    file,
                     row,
                 });
             }
@@ -276,8 +373,8 @@ pub fn import_masks(
     let _ = fs::remove_dir_all(&partial);
     let _ = fs::remove_dir_all(&masks_dir);
     fs::create_dir_all(&partial).map_err(|e| CatalogError::from(ioerr(&partial)(e)))?;
-    let result = write_masks(&cat, spec, &jobs, &partial);
-    let (stats, shards) = match result {
+    let result = write_masks(&cat, key, spec, &jobs, &partial);
+    let (stats, extras, shards) = match result {
         Ok(ok) => ok,
         Err(e) => {
             let _ = fs::remove_dir_all(&partial);
@@ -286,13 +383,20 @@ pub fn import_masks(
     };
     crate::fsx::commit_dir(&partial, &masks_dir).map_err(|e| CatalogError::from(ioerr(&masks_dir)(e)))?;
 
-    let columns = mask_columns();
+    let columns = mask_columns(spec.format);
     let file = format!("labels-{}-v{version}.h5", spec.name);
-    write_mask_label_file(&dir.join(&file), &cat, spec, version, &stats, &columns)?;
+    write_mask_label_file(&dir.join(&file), &cat, spec, version, &stats, &extras, &columns)?;
     let (blake3, _) = crate::pack::shard::hash_file(&dir.join(&file))
         .map_err(|e| CatalogError::from(ioerr(&dir.join(&file))(e)))?;
-    let (csv_hash, _) =
-        crate::pack::shard::hash_file(&spec.csv).map_err(|e| CatalogError::from(ioerr(&spec.csv)(e)))?;
+    let mut inputs = Vec::new();
+    for j in &jobs {
+        let (hash, _) =
+            crate::pack::shard::hash_file(&j.file).map_err(|e| CatalogError::from(ioerr(&j.file)(e)))?;
+        inputs.push(serde_json::json!({
+            "file": j.file.file_name().map(|n| n.to_string_lossy().to_string()),
+            "blake3": hash,
+        }));
+    }
     let voxels = stats.values().map(|s| s.voxels).sum();
     let meta = LabelSetRef {
         name: spec.name.clone(),
@@ -303,15 +407,20 @@ pub fn import_masks(
         rows: cat.rows(Level::Slice) as u64,
         columns: columns.clone(),
         provenance: serde_json::json!({
-            "csv": spec.csv.file_name().map(|n| n.to_string_lossy().to_string()),
-            "csv_blake3": csv_hash,
+            "inputs": spec.inputs.iter().map(|p| p.file_name().map(|n| n.to_string_lossy().to_string())).collect::<Vec<_>>(),
+            "files": inputs,
             "records": records,
             "format": spec.format,
+            "labels": match spec.format {
+                MaskFormat::Nifti => "the label map's values".to_string(),
+                MaskFormat::Lidc => format!("bit r of a voxel's value: reader r (file order) outlined it; the aggregates count voxels outlined by at least {} readers", spec.agreement),
+            },
             "alignment": "by geometry: every mask axis along a series axis, voxel centres within a tenth of a pixel; never resampled",
         }),
         masks: Some(super::super::state::MaskSetRef {
             dir: masks_dir_name,
             shards: shards.clone(),
+            readers_agree: (spec.format == MaskFormat::Lidc).then_some(spec.agreement),
         }),
     };
     publish(dir, &cat.state, meta)?;
@@ -325,30 +434,41 @@ pub fn import_masks(
     })
 }
 
-/// Reads, aligns and writes every mask; the statistics per catalog series row and the mask shards.
+/// Series-level extra values (LIDC characteristics) per catalog series row.
+type Extras = BTreeMap<usize, BTreeMap<&'static str, Option<f64>>>;
+
+/// Reads, aligns and writes every mask; the statistics and extras per catalog series row and the
+/// mask shards.
 fn write_masks(
     cat: &Catalog,
+    key: &SiteKey,
     spec: &MaskImportSpec,
     jobs: &[Job],
     partial: &Path,
-) -> Result<(BTreeMap<usize, MaskStats>, Vec<MaskShardRef>), LabelError> {
+) -> Result<(BTreeMap<usize, MaskStats>, Extras, Vec<MaskShardRef>), LabelError> {
     let shard_of = cat.col_u32(Level::Series, "shard")?;
     let series_keys = cat.col_keys(Level::Series, "series_key")?;
     let mut problems = Vec::new();
     let mut stats = BTreeMap::new();
+    let mut extras = BTreeMap::new();
     let mut shards = Vec::new();
     let mut writer: Option<(u32, MaskShardWriter)> = None;
     let set = format!("{}", spec.name);
     for job in jobs {
         let grid = series_grid(cat, job.row)?;
-        let labels = match load_mask(spec, &grid, &job.file) {
+        let Loaded {
+            labels,
+            consensus,
+            extra,
+        } = match load_mask(spec, cat, key, &grid, job) {
             Ok(l) => l,
             Err(reason) => {
-                problems.push(format!("line {} ({}): {reason}", job.line, job.file.display()));
+                problems.push(format!("{}: {reason}", job.whence));
                 continue;
             }
         };
-        stats.insert(job.row, mask_stats(grid.dims, &labels));
+        stats.insert(job.row, mask_stats(grid.dims, &consensus));
+        extras.insert(job.row, extra);
         if !problems.is_empty() {
             continue; // nothing more is written; the rest is still checked
         }
@@ -377,7 +497,7 @@ fn write_masks(
     }
     if !problems.is_empty() {
         return Err(LabelError::Rejected {
-            path: spec.csv.clone(),
+            path: spec.inputs[0].clone(),
             problems: finish_problems(problems),
         });
     }
@@ -387,10 +507,10 @@ fn write_masks(
                 .map_err(|e| CatalogError::invalid(partial, e.to_string()))?,
         );
     }
-    Ok((stats, shards))
+    Ok((stats, extras, shards))
 }
 
-fn mask_columns() -> Vec<LabelColumnRef> {
+fn mask_columns(format: MaskFormat) -> Vec<LabelColumnRef> {
     let col = |name: &str, kind, level| LabelColumnRef {
         name: name.into(),
         kind,
@@ -405,6 +525,20 @@ fn mask_columns() -> Vec<LabelColumnRef> {
         col("slices", LabelKind::Int, Level::Series),
         col("components", LabelKind::Int, Level::Series),
     ]
+    .into_iter()
+    .chain(
+        (format == MaskFormat::Lidc)
+            .then(|| {
+                [
+                    col("readers", LabelKind::Int, Level::Series),
+                    col("malignancy_max", LabelKind::Float, Level::Series),
+                    col("subtlety_min", LabelKind::Float, Level::Series),
+                ]
+            })
+            .into_iter()
+            .flatten(),
+    )
+    .collect()
 }
 
 fn write_mask_label_file(
@@ -413,6 +547,7 @@ fn write_mask_label_file(
     spec: &MaskImportSpec,
     version: u32,
     stats: &BTreeMap<usize, MaskStats>,
+    extras: &Extras,
     columns: &[LabelColumnRef],
 ) -> Result<(), CatalogError> {
     let (n_series, n_slices) = (cat.rows(Level::Series), cat.rows(Level::Slice));
@@ -438,6 +573,9 @@ fn write_mask_label_file(
         set("volume_mm3", row, s.voxels as f64 * voxel);
         set("slices", row, s.slices as f64);
         set("components", row, s.components as f64);
+        for (name, v) in &extras[&row] {
+            set(name, row, v.unwrap_or(f64::NAN));
+        }
         for (k, p) in s.pixels.iter().enumerate() {
             let at = slice_start[row] as usize + k;
             slice_state[at] = LABEL_PRESENT;
@@ -459,12 +597,20 @@ fn write_mask_label_file(
         let level = c.level.unwrap_or(Level::Slice);
         text_attr(&g, "level", level.group()).map_err(&h5)?;
         write_column(&g, "value", &values[c.name.as_str()], 1).map_err(&h5)?;
-        let states = if level == Level::Series {
-            &series_state
+        let mut states = if level == Level::Series {
+            series_state.clone()
         } else {
-            &slice_state
+            slice_state.clone()
         };
-        write_column(&g, "state", states, 1).map_err(&h5)?;
+        if level == Level::Series {
+            // A characteristic no reader gave is unknown, not absent.
+            for (row, extra) in extras {
+                if let Some(None) = extra.get(c.name.as_str()) {
+                    states[*row] = LABEL_UNKNOWN;
+                }
+            }
+        }
+        write_column(&g, "state", &states, 1).map_err(&h5)?;
     }
     file.close().map_err(&h5)?;
     crate::fsx::commit_file(&partial, path).map_err(ioerr(path))

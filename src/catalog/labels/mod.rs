@@ -6,6 +6,7 @@
 pub mod csv;
 pub mod grid;
 mod join;
+mod lidc_masks;
 pub mod masks;
 
 use super::columns::Level;
