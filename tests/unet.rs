@@ -245,7 +245,7 @@ fn a_3d_unet_trained_on_patches_segments_phantom_nodules_better_than_a_threshold
         .iter()
         .map(|c| Foreground::of(c.1.iter().copied()))
         .collect();
-    let steps = 300u64;
+    let steps = 800u64;
     for step in 0..steps {
         for s in 0..batch {
             let sample = step * batch as u64 + s as u64;
@@ -284,8 +284,9 @@ fn a_3d_unet_trained_on_patches_segments_phantom_nodules_better_than_a_threshold
     };
     let (ours, baseline) = (mean(&ours), mean(&baseline));
     println!("held-out Dice: U-Net {ours:.3}, threshold {baseline:.3}");
-    // 300 steps of batch 2 on eight patients (about 40 s on two cores): far from converged (it
-    // over-segments), yet clearly past the threshold, which the vessels defeat.
+    // 800 steps of batch 2 on eight patients (about 20 s on two cores): far from converged (held-out
+    // Dice 0.53 with this seed, 0.35 with the patch seed 8), yet clearly past the threshold, which
+    // the vessels defeat.
     assert!(
         ours > baseline + 0.2,
         "U-Net Dice {ours:.3} vs threshold {baseline:.3}"

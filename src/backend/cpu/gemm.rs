@@ -36,20 +36,40 @@ impl<'a> MatRef<'a> {
 
 /// c (m, n, row-major) = a (m, k) · b (k, n), or c += a·b when `accumulate`.
 pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) {
+    sgemm_strided(m, n, k, a, b, c, n, accumulate)
+}
+
+/// `sgemm` into the first n columns of a row-major matrix whose rows are `ldc` apart (a column block
+/// of a wider matrix).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.len() >= m * n, "gemm: output holds {} < {}", c.len(), m * n);
+    assert!(ldc >= n, "gemm: row stride {ldc} < {n} columns");
+    let need = (m - 1) * ldc + n;
+    assert!(c.len() >= need, "gemm: output holds {} < {need}", c.len());
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            for r in 0..m {
+                c[r * ldc..r * ldc + n].fill(0.0);
+            }
         }
         return;
     }
     assert!(a.last_index(m, k) < a.data.len(), "gemm: lhs too short");
     assert!(b.last_index(k, n) < b.data.len(), "gemm: rhs too short");
-    // SAFETY: the asserts above bound every index the kernel reads (a, b) and writes (c: m×n row-major);
-    // `c` is borrowed mutably, so it aliases neither input.
+    // SAFETY: the asserts above bound every index the kernel reads (a, b) and writes (c: m rows of n,
+    // `ldc` apart); `c` is borrowed mutably, so it aliases neither input.
     unsafe {
         gemm::gemm(
             m,
@@ -57,7 +77,7 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32], 
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            ldc as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

@@ -1,15 +1,15 @@
-//! `catalog labels masks`: pixel labels (label maps) as a label set. A mapping CSV names each mask
-//! file and the SeriesInstanceUID it annotates (pseudonymised with the site key, as label import
-//! does); each mask is aligned to its series' voxel grid by geometry (`grid.rs`) and written to a
-//! sibling mask shard of the series' pack shard (`pack::masks`). The label set's file holds the
-//! queryable aggregates:
+//! `catalog labels masks`: pixel labels as a label set. NIfTI: a mapping CSV names each label map
+//! and the SeriesInstanceUID it annotates (pseudonymised with the site key, as label import does),
+//! and each map is aligned to its series' voxel grid by geometry (`grid.rs`). LIDC-IDRI XML names its
+//! series and slices itself (`lidc_masks.rs`). Every series' mask is written to a sibling mask shard
+//! of its pack shard (`pack::masks`). The label set's file holds the queryable aggregates:
 //!
 //! - slice level: `pixels` (labelled pixels) and `area_mm2`;
 //! - series level: `voxels`, `volume_mm3`, `slices` (slices with any label) and `components`
 //!   (connected regions of labelled voxels, 26-connectivity).
 //!
-//! A series in the CSV is present in every column (an empty mask gives zeros); a series not in it is
-//! absent. An import is all or nothing: every problem is collected with its CSV line and file, and
+//! A series imported is present in every column (an empty mask gives zeros); a series not imported
+//! is absent. An import is all or nothing: every problem is collected with its CSV line or file, and
 //! the mask shards are written to a partial directory that is removed unless there are none.
 
 use super::super::columns::Level;
