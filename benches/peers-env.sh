@@ -11,9 +11,11 @@ base=(duckdb pandas h5py numpy "pydicom==3.0.2")
 pip=("$venv/bin/python" -m pip -q --disable-pip-version-check)
 "$venv/bin/python" -c "import duckdb, pandas, h5py, numpy, pydicom" 2>/dev/null || "${pip[@]}" install "${base[@]}" >&2
 if [ "${1:-}" = "--torch" ]; then
-  "$venv/bin/python" -c "import torch, torchvision, monai" 2>/dev/null || {
+  "$venv/bin/python" -c "import torch, torchvision, monai, PIL" 2>/dev/null || {
     "${pip[@]}" install torch >&2
     "${pip[@]}" install --no-deps torchvision >&2
+    # torchvision imports PIL at start-up (its datasets), even for models alone.
+    "${pip[@]}" install pillow >&2
     "${pip[@]}" install monai >&2
   }
 fi
