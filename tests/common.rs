@@ -69,6 +69,35 @@ pub fn pydicom_file(name: &str) -> PathBuf {
     file
 }
 
+/// `medtrain phantom` (CT and radiographs) of `patients` × `size`² × 12 slices under `root/phantom`,
+/// packed with a new site key (`root/site.key`) into `root/pack` and catalogued in `root/catalog`.
+/// Returns (catalog, key).
+pub fn phantom_catalog(root: &Path, patients: &str, size: &str) -> (PathBuf, PathBuf) {
+    let p = |x: &str| root.join(x);
+    ok(&[
+        "phantom",
+        "--out",
+        s(&p("phantom")),
+        "--patients",
+        patients,
+        "--size",
+        size,
+        "--slices",
+        "12",
+    ]);
+    ok(&[
+        "pack",
+        s(&p("phantom/dicom")),
+        "--out",
+        s(&p("pack")),
+        "--key",
+        s(&p("site.key")),
+        "--create-key",
+    ]);
+    ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
+    (p("catalog"), p("site.key"))
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("medtrain-test-")

@@ -20,28 +20,7 @@ struct Manifests {
 
 fn phantom_catalog(root: &Path) -> Manifests {
     let p = |x: &str| root.join(x);
-    ok(&[
-        "phantom",
-        "--out",
-        s(&p("phantom")),
-        "--patients",
-        "6",
-        "--size",
-        "32",
-        "--slices",
-        "12",
-    ]);
-    ok(&[
-        "pack",
-        s(&p("phantom/dicom")),
-        "--out",
-        s(&p("pack")),
-        "--key",
-        s(&p("site.key")),
-        "--create-key",
-    ]);
-    ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
-    let (catalog, key) = (p("catalog"), p("site.key"));
+    let (catalog, key) = crate::common::phantom_catalog(root, "6", "32");
     let import = |csv: &str, name: &str, extra: &[&str]| {
         let csv = p(&format!("phantom/truth/{csv}"));
         let mut args = vec![

@@ -4,7 +4,7 @@
 //! whose qform nibabel encodes, and the segmentation metrics against numpy/scipy
 //! (tests/reference/nifti_masks.py, seg_metrics.py).
 
-use crate::common::{ok, reference_script, run, s, tempdir};
+use crate::common::{ok, phantom_catalog, reference_script, run, s, tempdir};
 use medtrain::catalog::columns::Level;
 use medtrain::catalog::query::{run as query, Request};
 use medtrain::catalog::view::Catalog;
@@ -16,32 +16,6 @@ use std::path::{Path, PathBuf};
 
 /// A voxel centre this close to a ball's surface may fall either way (lesions.csv rounds to 0.01 mm).
 const SURFACE_SLACK_MM: f64 = 0.02;
-
-fn phantom_catalog(root: &Path) -> (PathBuf, PathBuf) {
-    let p = |x: &str| root.join(x);
-    ok(&[
-        "phantom",
-        "--out",
-        s(&p("phantom")),
-        "--patients",
-        "4",
-        "--size",
-        "32",
-        "--slices",
-        "12",
-    ]);
-    ok(&[
-        "pack",
-        s(&p("phantom/dicom")),
-        "--out",
-        s(&p("pack")),
-        "--key",
-        s(&p("site.key")),
-        "--create-key",
-    ]);
-    ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
-    (p("catalog"), p("site.key"))
-}
 
 fn import(catalog: &Path, key: &Path, csv: &Path, name: &str) -> (i32, String, String) {
     run(&[
@@ -156,7 +130,7 @@ fn assert_same_points(ours: &[([f64; 3], u16)], nibabel: &serde_json::Value, wha
 #[test]
 fn phantom_masks_are_the_lesion_balls_where_nibabel_puts_them_in_every_layout() {
     let dir = tempdir();
-    let (catalog, key_path) = phantom_catalog(dir.path());
+    let (catalog, key_path) = phantom_catalog(dir.path(), "4", "32");
     let truth = dir.path().join("phantom/truth");
     let (code, out, err) = import(&catalog, &key_path, &truth.join("masks.csv"), "lesions");
     assert_eq!(code, 0, "{err}");
@@ -505,28 +479,7 @@ fn segmentation_metrics_match_numpy_and_scipy() {
 fn lidc_readers_and_their_consensus_match_elementtree_matplotlib_and_pydicom() {
     let dir = tempdir();
     let p = |x: &str| dir.path().join(x);
-    ok(&[
-        "phantom",
-        "--out",
-        s(&p("phantom")),
-        "--patients",
-        "3",
-        "--size",
-        "64",
-        "--slices",
-        "12",
-    ]);
-    ok(&[
-        "pack",
-        s(&p("phantom/dicom")),
-        "--out",
-        s(&p("pack")),
-        "--key",
-        s(&p("site.key")),
-        "--create-key",
-    ]);
-    ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
-    let (catalog, key) = (p("catalog"), p("site.key"));
+    let (catalog, key) = phantom_catalog(dir.path(), "3", "64");
     let lidc = p("phantom/truth/lidc");
     let args = |inputs: &Path, name: &str| {
         run(&[

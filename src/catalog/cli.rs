@@ -414,11 +414,7 @@ fn run_import(a: ImportArgs) -> Result<i32, Failure> {
     for e in &a.event_within {
         spec.event_within.push(parse_event(e)?);
     }
-    let report = import(&a.out, &key, &spec).map_err(|e| match e {
-        LabelError::Usage(m) => usage(m),
-        LabelError::Catalog(super::CatalogError::Key(k)) => usage(k),
-        other => Failure::Job(other.to_string()),
-    })?;
+    let report = import(&a.out, &key, &spec).map_err(label_failure)?;
     if a.json {
         print_json(&report);
     } else {
@@ -433,6 +429,16 @@ fn run_import(a: ImportArgs) -> Result<i32, Failure> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// A label import's error as an exit: usage (2) for a bad request or the wrong site key, else a
+/// failed job (1).
+fn label_failure(e: LabelError) -> Failure {
+    match e {
+        LabelError::Usage(m) => usage(m),
+        LabelError::Catalog(super::CatalogError::Key(k)) => usage(k),
+        other => Failure::Job(other.to_string()),
+    }
 }
 
 fn run_masks(a: MasksArgs) -> Result<i32, Failure> {
@@ -470,11 +476,7 @@ fn run_masks(a: MasksArgs) -> Result<i32, Failure> {
     if let Some(s) = a.series_column {
         spec.keys.series = s;
     }
-    let report = import_masks(&a.out, &key, &spec).map_err(|e| match e {
-        LabelError::Usage(m) => usage(m),
-        LabelError::Catalog(super::CatalogError::Key(k)) => usage(k),
-        other => Failure::Job(other.to_string()),
-    })?;
+    let report = import_masks(&a.out, &key, &spec).map_err(label_failure)?;
     if a.json {
         print_json(&report);
     } else {

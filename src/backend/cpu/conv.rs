@@ -4,10 +4,12 @@
 //! over a fixed number of image chunks (set by the batch size alone) in a fixed order, so the bits do
 //! not depend on the thread count.
 //!
-//! The column matrix is built one slab of output rows at a time (about `COL_SLAB_FLOATS` entries),
-//! so that it stays in cache between im2col and the GEMM that reads it: a whole image's matrix at
-//! 32 channels over 32×64×64 voxels would be 450 MB, streamed to memory and back for every product.
-//! Slabs are visited in order, so the weight gradient's sums keep a fixed order.
+//! A column matrix larger than `WHOLE_COLS_FLOATS` is built one slab of output rows at a time (about
+//! `COL_SLAB_FLOATS` entries), so that it stays in cache between im2col and the GEMM that reads it: a
+//! whole image's matrix at 32 channels over 32×64×64 voxels would be 450 MB, streamed to memory and
+//! back for every product. Slabs are visited in order, so the weight gradient's sums keep a fixed
+//! order. Smaller matrices stay whole, so their arithmetic, and the runs trained with them, are the
+//! same bits as before slabs existed.
 
 use rayon::prelude::*;
 
@@ -20,6 +22,8 @@ use crate::backend::{check_len, Result};
 const WEIGHT_GRAD_CHUNKS: usize = 8;
 /// Column-matrix entries per slab (1 MiB of f32): the slab is at least one output row.
 const COL_SLAB_FLOATS: usize = 1 << 18;
+/// Column matrices up to this many entries (16 MiB of f32) are built whole.
+const WHOLE_COLS_FLOATS: usize = 1 << 22;
 
 /// Geometry of one convolution, in usize, precomputed once per call.
 struct Geometry {
@@ -65,6 +69,9 @@ impl Geometry {
     /// Output rows (z, y lines of `out_dims[2]` positions) per slab of the column matrix.
     fn slab_lines(&self) -> usize {
         let lines = self.out_dims[0] * self.out_dims[1];
+        if self.col_rows * self.out_spatial <= WHOLE_COLS_FLOATS {
+            return lines.max(1);
+        }
         (COL_SLAB_FLOATS / (self.col_rows * self.out_dims[2]).max(1)).clamp(1, lines.max(1))
     }
 
@@ -394,7 +401,7 @@ mod tests {
             .collect()
     }
 
-    /// A convolution whose column matrix takes several slabs (one slab is 3 output rows here): the
+    /// A convolution whose column matrix (12 M entries) takes several slabs (of 1 output row): the
     /// output against a direct sum, and both gradients by the adjoint identities ⟨dy, y(x, w)⟩ =
     /// ⟨dw, w⟩ = ⟨dx, x⟩ (y is linear in each).
     #[test]
@@ -404,7 +411,7 @@ mod tests {
             c_in: 40,
             c_out: 3,
             groups: 1,
-            in_dims: [4, 9, 70],
+            in_dims: [8, 19, 140],
             kernel: [3, 3, 3],
             stride: [1, 2, 1],
             pad: [1, 1, 1],

@@ -19,7 +19,7 @@ use super::super::view::{Catalog, LABEL_ABSENT, LABEL_PRESENT, LABEL_UNKNOWN};
 use super::super::{h5err, ioerr, CatalogError};
 use super::grid::{align, reorder, SeriesGrid};
 use super::join::{KeyColumns, KeyIndices, Resolver, Target};
-use super::{csv, normalise, publish, valid_name, LabelError, MAX_REPORTED_PROBLEMS};
+use super::{csv, new_version, normalise, publish, valid_name, LabelError, MAX_REPORTED_PROBLEMS};
 use crate::deid::SiteKey;
 use crate::h5text::text_attr;
 use crate::pack::masks::{MaskData, MaskShardRef, MaskShardWriter};
@@ -341,26 +341,7 @@ pub fn import_masks(
             spec.name
         )));
     }
-    let version = spec.version.unwrap_or_else(|| {
-        cat.state
-            .label_sets
-            .iter()
-            .filter(|l| l.name == spec.name)
-            .map(|l| l.version + 1)
-            .max()
-            .unwrap_or(1)
-    });
-    if cat
-        .state
-        .label_sets
-        .iter()
-        .any(|l| l.name == spec.name && l.version == version)
-    {
-        return Err(LabelError::Usage(format!(
-            "label set {} version {version} already exists; versions are immutable: import a new version",
-            spec.name
-        )));
-    }
+    let version = new_version(&cat.state, &spec.name, spec.version)?;
     let (mut jobs, records) = resolve(spec, &cat, key)?;
     let shard_of = cat.col_u32(Level::Series, "shard")?;
     let shard_row = cat.col_u32(Level::Series, "shard_row")?;

@@ -354,28 +354,7 @@ pub fn import(dir: &Path, key: &SiteKey, spec: &ImportSpec) -> Result<ImportRepo
             problems,
         });
     }
-    let version = spec.version.unwrap_or_else(|| {
-        catalog
-            .state
-            .label_sets
-            .iter()
-            .filter(|l| l.name == spec.name)
-            .map(|l| l.version)
-            .max()
-            .unwrap_or(0)
-            + 1
-    });
-    if catalog
-        .state
-        .label_sets
-        .iter()
-        .any(|l| l.name == spec.name && l.version == version)
-    {
-        return Err(LabelError::Usage(format!(
-            "label set {} version {version} already exists; versions are immutable: import a new version",
-            spec.name
-        )));
-    }
+    let version = new_version(&catalog.state, &spec.name, spec.version)?;
     let series_counts = (level == Level::Slice)
         .then(|| catalog.col_u64(Level::Series, "slice_start"))
         .transpose()?;
@@ -421,6 +400,19 @@ pub fn import(dir: &Path, key: &SiteKey, spec: &ImportSpec) -> Result<ImportRepo
         rows_labelled: labelled,
         columns: meta.columns.iter().map(|c| c.name.clone()).collect(),
     })
+}
+
+/// The version a new import of set `name` gets: `asked`, or the newest + 1; an existing version is
+/// refused (versions are immutable).
+fn new_version(state: &CatalogState, name: &str, asked: Option<u32>) -> Result<u32, LabelError> {
+    let sets = || state.label_sets.iter().filter(|l| l.name == name);
+    let version = asked.unwrap_or_else(|| sets().map(|l| l.version).max().unwrap_or(0) + 1);
+    if sets().any(|l| l.version == version) {
+        return Err(LabelError::Usage(format!(
+            "label set {name} version {version} already exists; versions are immutable: import a new version"
+        )));
+    }
+    Ok(version)
 }
 
 /// Adds the label set to the newest state (re-read so a concurrent build is not undone).
