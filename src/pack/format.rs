@@ -33,6 +33,16 @@ pub fn write_shard_attrs(file: &hdf5::File, key_fingerprint: &str, created_by: &
     text_attr(file, "created_by", created_by)
 }
 
+/// Creates `partial` (removing a stale one first) as an HDF5 file whose objects all start on page
+/// boundaries, so that the datasets written contiguously into it can be memory-mapped: the one way
+/// shards and mask shards are started.
+pub fn create_aligned(partial: &std::path::Path) -> hdf5::Result<hdf5::File> {
+    let _ = std::fs::remove_file(partial);
+    hdf5::File::with_options()
+        .with_fapl(|p| p.alignment(ALIGNMENT_THRESHOLD, PAGE_ALIGNMENT))
+        .create_excl(partial)
+}
+
 /// Why a file's root attributes do not make it a shard this medtrain reads.
 #[derive(Debug)]
 pub enum HeaderError {

@@ -4,7 +4,7 @@
 //! like the pixels. The file carries its own BLAKE3 (`.blake3` beside it) and an index of its
 //! volumes (`index_json`, UTF-8 JSON bytes: series key, dataset, byte offset and length, shape).
 
-use super::format::{ALIGNMENT_THRESHOLD, PAGE_ALIGNMENT, PARTIAL_SUFFIX};
+use super::format::{create_aligned, PARTIAL_SUFFIX};
 use crate::h5text::{read_text_attr, text_attr};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
@@ -41,12 +41,6 @@ impl MaskData {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-    pub fn get(&self, i: usize) -> u16 {
-        match self {
-            MaskData::U8(v) => v[i] as u16,
-            MaskData::U16(v) => v[i],
-        }
     }
     fn dtype(&self) -> &'static str {
         match self {
@@ -106,11 +100,7 @@ impl MaskShardWriter {
             path: partial.clone(),
             source,
         };
-        let _ = fs::remove_file(&partial);
-        let file = hdf5::File::with_options()
-            .with_fapl(|p| p.alignment(ALIGNMENT_THRESHOLD, PAGE_ALIGNMENT))
-            .create_excl(&partial)
-            .map_err(h5)?;
+        let file = create_aligned(&partial).map_err(h5)?;
         text_attr(&file, "format", MASK_FORMAT).map_err(h5)?;
         file.new_attr::<u32>()
             .create("format_version")

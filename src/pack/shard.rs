@@ -2,9 +2,7 @@
 //! memory-map them at the offset HDF5 reports), the series and slice tables, and format
 //! attributes. A shard becomes visible only by rename after it is complete, fsynced and hashed.
 
-use super::format::{
-    dtype_size, write_shard_attrs, ALIGNMENT_THRESHOLD, PAGE_ALIGNMENT, PARTIAL_SUFFIX, VOLUMES_GROUP,
-};
+use super::format::{create_aligned, dtype_size, write_shard_attrs, PARTIAL_SUFFIX, VOLUMES_GROUP};
 use super::index::ShardEntry;
 use super::tables::{lut_dataset, write_tables, SeriesRecord, SliceRecord, TableError, LUTS_GROUP};
 use crate::dicom::decode::PixelBuffer;
@@ -91,11 +89,7 @@ impl ShardWriter {
             path: partial.clone(),
             source,
         };
-        let _ = fs::remove_file(&partial);
-        let file = hdf5::File::with_options()
-            .with_fapl(|p| p.alignment(ALIGNMENT_THRESHOLD, PAGE_ALIGNMENT))
-            .create_excl(&partial)
-            .map_err(h5)?;
+        let file = create_aligned(&partial).map_err(h5)?;
         let created_by = format!("medtrain {}", env!("CARGO_PKG_VERSION"));
         write_shard_attrs(&file, key_fingerprint, &created_by).map_err(h5)?;
         file.create_group(VOLUMES_GROUP).map_err(h5)?;

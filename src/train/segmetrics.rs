@@ -246,4 +246,16 @@ mod tests {
         assert_eq!((missed.dice, missed.hd95), (Some(0.0), None));
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 95.0), 3.85);
     }
+
+    #[test]
+    fn the_mean_and_its_interval_leave_undefined_cases_out() {
+        let values = [Some(0.2), None, Some(0.6), Some(0.7), None, Some(0.9)];
+        let ci = mean_with_ci(&values, 500, 0.9, 1).unwrap();
+        assert!((ci.estimate - 0.6).abs() < 1e-12, "{ci:?}");
+        assert!(
+            ci.low < 0.6 && ci.high > 0.6 && ci.low >= 0.2 && ci.high <= 0.9,
+            "{ci:?}"
+        );
+        assert_eq!(mean_with_ci(&[None, None], 500, 0.9, 1), None);
+    }
 }
