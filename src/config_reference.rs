@@ -276,6 +276,13 @@ pub static SECTIONS: &[Section] = &[
         defaults: Some(defaults_of::<ModelSettings>),
         keys: &[
             key(
+                "architecture",
+                "string",
+                "`\"resnet\"` (binary, regression and survival tasks) or `\"unet\"` (`task = \
+                 \"segmentation\"`: `widths` are its levels, top first, each halving the patch; \
+                 `blocks` and the stem keys are not used).",
+            ),
+            key(
                 "widths",
                 "array of integers",
                 "Channels of each stage (stage i > 0 halves the resolution); one per stage, positive.",
@@ -383,6 +390,20 @@ pub static SECTIONS: &[Section] = &[
                 "intensity",
                 "table",
                 "CR/DX and MR normalisation: [`[data.intensity]`](#dataintensity); CT: `windows`.",
+            ),
+            key(
+                "masks",
+                "string",
+                "Segmentation: the mask label set (`catalog labels masks`) whose voxels are the \
+                 targets, read through each sample's transform by nearest neighbour. Every series of \
+                 the split needs a mask. Modes `crop3d` (patches) or `slice` (a slice-level split).",
+            ),
+            key(
+                "foreground",
+                "float",
+                "Segmentation with `crop3d`: the fraction of training patches centred on a foreground \
+                 voxel drawn at random (nnU-Net's oversampling; as far as the patch fits); the rest \
+                 are placed uniformly. Default 1/3.",
             ),
         ],
     },
@@ -509,7 +530,9 @@ pub static SECTIONS: &[Section] = &[
                 "string",
                 "`binary`: one logit per label (BCE); AUC, accuracy, sensitivity, specificity. \
                  `regression`: a score (MSE); MAE. `survival`: a risk score (Cox partial likelihood \
-                 over the global batch), labels `[time, event]`; C-index.",
+                 over the global batch), labels `[time, event]`; C-index. `segmentation`: a foreground \
+                 logit per voxel against `[data] masks` (a U-Net, `seg_loss`), trained on patches; \
+                 Dice, IoU, HD95 and mean surface distance per case from sliding-window inference.",
                 enum_variants::<Task>,
             ),
             key(
@@ -555,6 +578,12 @@ pub static SECTIONS: &[Section] = &[
                 "pos_weight",
                 "float",
                 "Weight of positive examples in the binary loss (rare findings); unset: 1.",
+            ),
+            key(
+                "seg_loss",
+                "string",
+                "Segmentation loss on sigmoid probabilities, as MONAI defines it: `\"dice_ce\"` (Dice \
+                 plus binary cross-entropy; the default), `\"dice\"` or `\"focal\"` (γ = 2, α = 0.25).",
             ),
             key(
                 "seed",
@@ -645,7 +674,7 @@ pub static SECTIONS: &[Section] = &[
             key(
                 "bootstrap",
                 "integer",
-                "Bootstrap resamples (over patients) for the confidence intervals.",
+                "Bootstrap resamples (over patients; over cases for segmentation) for the confidence intervals.",
             ),
             key(
                 "ci_level",
@@ -661,6 +690,12 @@ pub static SECTIONS: &[Section] = &[
                  each CT series (binary and survival tasks); for survival on other images their dense fraction."),
             key("horizon", "number", "Survival: horizon (time label's units; default 1826 days, 5 years) of the \
                  AUC of an event within it; patients censored before it are left out."),
+            key("overlap", "float", "Segmentation: the fraction of a patch that neighbouring sliding \
+                 windows share, in [0, 1)."),
+            key("gaussian", "boolean", "Segmentation: blend overlapping windows with a Gaussian weight \
+                 (σ = patch / 8), else uniformly."),
+            key("flip_tta", "boolean", "Segmentation: average the prediction over every combination \
+                 of flips of the spatial axes (2^axes passes)."),
         ],
     },
     Section {

@@ -31,11 +31,35 @@ pub enum Task {
     Regression,
     /// A risk score (Cox partial likelihood over the global batch); labels are [time, event]; C-index.
     Survival,
+    /// A foreground logit per voxel against a mask label set (`[data] masks`), trained on patches
+    /// with a Dice-family loss (`[train] seg_loss`); Dice, IoU, HD95 and mean surface distance per
+    /// case from sliding-window inference over whole series.
+    Segmentation,
 }
+
+/// Segmentation loss on per-voxel logits (`[train] seg_loss`; see `train::segloss`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegLoss {
+    Dice,
+    DiceCe,
+    Focal,
+}
+
+fn is_resnet(a: &str) -> bool {
+    a == RESNET
+}
+
+/// `[model] architecture` of a classifier, regressor or risk model (the default).
+pub const RESNET: &str = "resnet";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSettings {
+    /// "resnet" (a classifier, regressor or risk model) or "unet" (segmentation: `widths` are its
+    /// levels, top first; `blocks` and the stem keys are not used).
+    #[serde(skip_serializing_if = "is_resnet")]
+    pub architecture: String,
     /// Channels of each stage (stage i > 0 halves the resolution).
     pub widths: Vec<u32>,
     /// BasicBlocks per stage.
@@ -52,6 +76,7 @@ pub struct ModelSettings {
 impl Default for ModelSettings {
     fn default() -> Self {
         ModelSettings {
+            architecture: RESNET.into(),
             widths: vec![8, 16, 32],
             blocks: vec![1, 1, 1],
             stem_kernel: 3,
@@ -86,6 +111,9 @@ pub struct TrainSettings {
     pub grad_clip: Option<f32>,
     /// Weight of positive examples in the binary loss (rare findings).
     pub pos_weight: Option<f32>,
+    /// Segmentation loss: "dice_ce" (the default), "dice" or "focal".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seg_loss: Option<SegLoss>,
     pub seed: u64,
     /// Optimizer steps between checkpoints (0: at the end of each epoch only).
     pub checkpoint_every: u32,
@@ -148,6 +176,7 @@ impl Default for TrainSettings {
             min_lr: 1e-5,
             grad_clip: Some(5.0),
             pos_weight: None,
+            seg_loss: None,
             seed: 2026,
             checkpoint_every: 0,
             keep_checkpoints: 3,
@@ -180,6 +209,13 @@ pub struct EvalSettings {
     pub baseline: bool,
     /// Survival: the horizon, in the time label's units, of the AUC of an event within it.
     pub horizon: f64,
+    /// Segmentation: the fraction of a patch that neighbouring sliding windows share.
+    pub overlap: f64,
+    /// Segmentation: blend windows with a Gaussian weight (else uniformly).
+    pub gaussian: bool,
+    /// Segmentation: average the prediction over flips of every spatial axis (test-time
+    /// augmentation; 2^axes passes).
+    pub flip_tta: bool,
 }
 
 impl Default for EvalSettings {
@@ -191,6 +227,9 @@ impl Default for EvalSettings {
             threshold: 0.5,
             baseline: true,
             horizon: 1826.0,
+            overlap: 0.5,
+            gaussian: true,
+            flip_tta: false,
         }
     }
 }
@@ -241,6 +280,27 @@ impl Settings {
         let t = &self.train;
         let m = &self.model;
         let bad = |key: &str, why: &str| Err(format!("config {key}: {why}"));
+        let unet = match m.architecture.as_str() {
+            RESNET => false,
+            crate::nn::unet::UNET => true,
+            _ => return bad("[model] architecture", "use \"resnet\" or \"unet\""),
+        };
+        let segmentation = t.task == Task::Segmentation;
+        if unet != segmentation {
+            return bad(
+                "[model] architecture",
+                "a segmentation task takes architecture = \"unet\", and a U-Net only a segmentation task",
+            );
+        }
+        if segmentation {
+            return self.validate_segmentation();
+        }
+        if self.data.masks.is_some() {
+            return bad(
+                "[data] masks",
+                "pixel labels are the targets of task = \"segmentation\" only",
+            );
+        }
         if m.widths.is_empty() || m.widths.len() != m.blocks.len() {
             return bad(
                 "[model] widths/blocks",
@@ -253,6 +313,64 @@ impl Settings {
         if m.stem_kernel == 0 || m.stem_stride == 0 {
             return bad("[model] stem_kernel/stem_stride", "must be positive");
         }
+        if t.task == Task::Survival && self.data.labels.len() != 2 {
+            return bad(
+                "[data] labels",
+                "a survival task needs exactly two labels: time and event",
+            );
+        }
+        if self.data.labels.is_empty() {
+            return bad(
+                "[data] labels",
+                "name at least one label column, e.g. [\"nodule_slices.nodule\"]",
+            );
+        }
+        self.validate_common()
+    }
+
+    /// A segmentation run: a mask set and a U-Net whose levels divide the patch.
+    fn validate_segmentation(&self) -> Result<(), String> {
+        let bad = |key: &str, why: String| Err(format!("config {key}: {why}"));
+        let d = &self.data;
+        if d.masks.is_none() {
+            return bad(
+                "[data] masks",
+                "a segmentation task needs the mask label set to learn, e.g. masks = \"lidc\"".into(),
+            );
+        }
+        if !d.labels.is_empty() || !d.tabular.is_empty() {
+            return bad(
+                "[data] labels/tabular",
+                "a segmentation task learns the masks only; remove labels and tabular".into(),
+            );
+        }
+        if d.mode == SampleMode::Volume3d || d.mode == SampleMode::Slice25d {
+            return bad(
+                "[data] mode",
+                format!(
+                    "{:?}: segmentation trains on \"crop3d\" patches or \"slice\" images",
+                    d.mode
+                ),
+            );
+        }
+        if let Some(f) = d.foreground {
+            if !(0.0..=1.0).contains(&f) {
+                return bad("[data] foreground", format!("{f} is not a fraction in [0, 1]"));
+            }
+        }
+        let e = &self.eval;
+        if !(0.0..1.0).contains(&e.overlap) {
+            return bad("[eval] overlap", format!("{} is not within [0, 1)", e.overlap));
+        }
+        crate::nn::UNetConfig::new(self.spatial_dims(), 1, 1, self.model.widths.clone())
+            .check(d.extent())
+            .or_else(|why| bad("[model] widths / [data] size", why))?;
+        self.validate_common()
+    }
+
+    fn validate_common(&self) -> Result<(), String> {
+        let t = &self.train;
+        let bad = |key: &str, why: &str| Err(format!("config {key}: {why}"));
         if t.epochs == 0 {
             return bad("[train] epochs", "must be at least 1");
         }
@@ -277,18 +395,6 @@ impl Settings {
         if t.threads == Some(0) {
             return bad("[train] threads", "must be at least 1");
         }
-        if t.task == Task::Survival && self.data.labels.len() != 2 {
-            return bad(
-                "[data] labels",
-                "a survival task needs exactly two labels: time and event",
-            );
-        }
-        if self.data.labels.is_empty() {
-            return bad(
-                "[data] labels",
-                "name at least one label column, e.g. [\"nodule_slices.nodule\"]",
-            );
-        }
         if !(0.0 < self.eval.ci_level && self.eval.ci_level < 1.0) {
             return bad("[eval] ci_level", "must be between 0 and 1");
         }
@@ -301,7 +407,27 @@ impl Settings {
             Task::Binary => self.data.labels.len() as u32,
             Task::Regression => self.data.labels.len() as u32,
             Task::Survival => 1,
+            Task::Segmentation => 1,
         }
+    }
+
+    /// The model the settings describe, for samples of `in_channels` channels.
+    pub fn model(&self, in_channels: u32) -> crate::nn::ModelConfig {
+        match self.train.task {
+            Task::Segmentation => crate::nn::UNetConfig::new(
+                self.spatial_dims(),
+                in_channels,
+                self.num_outputs(),
+                self.model.widths.clone(),
+            )
+            .into(),
+            _ => self.resnet(in_channels).into(),
+        }
+    }
+
+    /// The segmentation loss (`[train] seg_loss`, Dice + CE unless set).
+    pub fn seg_loss(&self) -> SegLoss {
+        self.train.seg_loss.unwrap_or(SegLoss::DiceCe)
     }
 
     pub fn spatial_dims(&self) -> u32 {
@@ -348,8 +474,8 @@ mod tests {
             s.data
                 .validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let cfg = s.resnet(1);
-            assert_eq!(cfg.spatial_dims as usize, s.data.axes(), "{}", path.display());
+            let cfg = s.model(1);
+            assert_eq!(cfg.spatial_dims() as usize, s.data.axes(), "{}", path.display());
             seen += 1;
         }
         assert!(
@@ -370,5 +496,38 @@ mod tests {
             toml::from_str("[train]\ntask = \"survival\"\n[data]\nlabels = [\"a.b\"]\n").unwrap();
         let e = Settings::from_config(&config).unwrap_err();
         assert!(e.contains("two labels"), "{e}");
+    }
+
+    #[test]
+    fn segmentation_takes_a_unet_masks_and_a_patch_its_levels_divide() {
+        let parse = |text: &str| Settings::from_config(&toml::from_str::<Config>(text).unwrap());
+        let ok = "[model]\narchitecture = \"unet\"\nwidths = [8, 16, 32]\n[data]\nmode = \"crop3d\"\n\
+                  size = [8, 32, 32]\nmasks = \"lidc\"\n[train]\ntask = \"segmentation\"\n";
+        let s = parse(ok).unwrap();
+        assert!(matches!(s.model(1), crate::nn::ModelConfig::UNet(_)));
+        assert_eq!(s.seg_loss(), SegLoss::DiceCe);
+        for (text, key) in [
+            (ok.replace("masks = \"lidc\"\n", ""), "[data] masks"),
+            (
+                ok.replace("architecture = \"unet\"\n", ""),
+                "[model] architecture",
+            ),
+            (
+                ok.replace("size = [8, 32, 32]", "size = [8, 30, 32]"),
+                "multiple of 4",
+            ),
+            (ok.replace("crop3d", "volume3d"), "[data] mode"),
+            (format!("{ok}[eval]\noverlap = 1.0\n"), "[eval] overlap"),
+            (
+                ok.replace("task = \"segmentation\"", "task = \"binary\""),
+                "[model] architecture",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        // Masks on a classifier are refused, not ignored.
+        let e = parse("[data]\nlabels = [\"a.b\"]\nmasks = \"lidc\"\n").unwrap_err();
+        assert!(e.contains("[data] masks"), "{e}");
     }
 }

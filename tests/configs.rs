@@ -49,6 +49,22 @@ fn phantom_catalog(root: &Path) -> Manifests {
         "outcome",
         &["--event-within", "death_5y=DeathEvent,FollowUpDays,1826"],
     );
+    ok(&[
+        "catalog",
+        "labels",
+        "masks",
+        s(&p("phantom/truth/lidc")),
+        "--format",
+        "lidc",
+        "--agreement",
+        "2",
+        "--out",
+        s(&catalog),
+        "--name",
+        "lidc",
+        "--key",
+        s(&key),
+    ]);
     let split = |query: &str, out: &str, extra: &[&str]| {
         let out = p(out);
         let mut args = vec![
@@ -141,7 +157,9 @@ fn every_config_template_trains_on_its_modality() {
             "cxr-death-risk.toml" | "cxr-risk-demo.toml" => (&phantom.catalog, &phantom.cxr),
             "achilles-healing.toml" | "achilles-demo.toml" => (&mr_catalog, &mr),
             "smoke.toml" | "ldct-nodule.toml" => (&phantom.catalog, &phantom.ct),
-            "ldct-death-risk.toml" | "ldct-risk-demo.toml" => (&phantom.catalog, &phantom.ct_series),
+            "ldct-death-risk.toml" | "ldct-risk-demo.toml" | "ldct-seg-demo.toml" => {
+                (&phantom.catalog, &phantom.ct_series)
+            }
             other => panic!("configs/{other}: say here which data this template trains on"),
         };
         let out = root.join(format!("run-{name}"));

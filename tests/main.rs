@@ -31,6 +31,7 @@ mod masks;
 mod pack;
 mod pacs;
 mod phantom;
+mod segmentation;
 mod slurm;
 mod stage;
 mod tensorboard;

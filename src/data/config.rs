@@ -90,6 +90,14 @@ pub struct DataConfig {
     pub fit: bool,
     /// Normalisation of CR/DX and MR series (`[data.intensity]`); CT uses `windows`.
     pub intensity: IntensityConfig,
+    /// Segmentation: the mask label set whose voxels are the targets (its newest version), read
+    /// through every sample's transform with nearest-neighbour lookup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masks: Option<String>,
+    /// Segmentation, crop3d: the fraction of training patches centred on a labelled voxel drawn at
+    /// random (nnU-Net's foreground oversampling); the rest are placed uniformly. Default 1/3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foreground: Option<f64>,
 }
 
 impl Default for DataConfig {
@@ -106,6 +114,8 @@ impl Default for DataConfig {
             shard_dir: None,
             intensity: IntensityConfig::default(),
             fit: false,
+            masks: None,
+            foreground: None,
         }
     }
 }

@@ -61,12 +61,12 @@ pub struct SampleTransform {
 pub(super) struct SeriesInfo {
     pub(super) row: u32,
     pub(super) patient_row: u32,
-    shard: u32,                   // catalog shard index
+    pub(super) shard: u32,        // catalog shard index
     map: usize,                   // index into Dataset::shards
     offset: u64,                  // bytes into the shard
     length: u64,                  // bytes
     pub(super) shape: [usize; 3], // (slices, rows, cols)
-    spacing: [f64; 3],            // mm (slice, row, col)
+    pub(super) spacing: [f64; 3], // mm (slice, row, col)
     pub(super) slice_start: u64,
     dataset: String,
     /// How its stored values become intensities, decided from the recorded columns at open.
@@ -106,8 +106,10 @@ pub struct Dataset {
     pub(super) tabular: Vec<Target>,
     pub(super) tabular_stats: Option<TabularStats>,
     /// Output spacing (z, y, x) when configured.
-    spacing: Option<[f64; 3]>,
+    pub(super) spacing: Option<[f64; 3]>,
     source: Option<ShardSource>,
+    /// Pixel labels (`[data] masks`), for segmentation.
+    pub(super) masks: Option<super::masks::MaskSource>,
 }
 
 /// Output spacing (z, y, x) that fits a (rows, cols) image into (H, W) with its aspect kept: the
@@ -254,8 +256,13 @@ impl Dataset {
             len,
             shards: Vec::new(),
             source: None,
+            masks: None,
         };
         dataset.index_shards();
+        if let Some(name) = &cfg.masks {
+            let masks = super::masks::MaskSource::open(&dataset.catalog, name, &dataset.series)?;
+            dataset.masks = Some(masks);
+        }
         Ok(dataset)
     }
 
@@ -443,6 +450,54 @@ impl Dataset {
         }
         let (seg, slice_index, slice_row) = self.locate(i);
         let s = &self.series[seg.series as usize];
+        let vol = self.volume_of(s)?;
+        let mode = self.cfg.mode;
+        let centre_slice = match mode {
+            SampleMode::Slice | SampleMode::Slice25d => Some(slice_index),
+            SampleMode::Crop3d => slice_row.map(|_| slice_index),
+            SampleMode::Volume3d => None,
+        };
+        let grid = Grid {
+            mode,
+            src_shape: s.shape,
+            src_spacing: s.spacing,
+            out_extent: self.extent(),
+            out_spacing: match self.cfg.fit && !mode.is_3d() {
+                true => Some(fit_spacing(s.shape, s.spacing, self.extent())),
+                false => self.spacing,
+            },
+            centre_slice,
+        };
+        let mut augmentation = match aug {
+            Some(seed) => Augmentation::draw(&self.cfg.augment, seed, mode.is_3d()),
+            None => Augmentation::none(),
+        };
+        if let (Some(seed), true, SampleMode::Crop3d) = (aug, self.masks.is_some(), mode) {
+            self.centre_on_foreground(seg.series as usize, seed, &grid, &mut augmentation)?;
+        }
+        let affine = grid.affine(&augmentation);
+        resample(
+            &vol,
+            mode,
+            &affine,
+            self.extent(),
+            self.cfg.context,
+            &self.cfg.windows,
+            &augmentation,
+            out,
+        );
+        Ok(SampleTransform {
+            series_row: s.row,
+            slice_index,
+            affine,
+            flips: augmentation.flips,
+        })
+    }
+}
+
+impl Dataset {
+    /// Series `s`'s stored values as the resampler reads them (its shard mapped on first use).
+    pub(super) fn volume_of<'a>(&'a self, s: &'a SeriesInfo) -> Result<Volume<'a>, DataError> {
         let map = self.shard_map(s.map)?;
         let bytes = &map[s.offset as usize..(s.offset + s.length) as usize];
         let mapped = match &s.plan.pipeline {
@@ -466,48 +521,10 @@ impl Dataset {
                 })
             }
         };
-        let vol = Volume {
+        Ok(Volume {
             bytes,
             shape: s.shape,
             mapped,
-        };
-        let mode = self.cfg.mode;
-        let centre_slice = match mode {
-            SampleMode::Slice | SampleMode::Slice25d => Some(slice_index),
-            SampleMode::Crop3d => slice_row.map(|_| slice_index),
-            SampleMode::Volume3d => None,
-        };
-        let grid = Grid {
-            mode,
-            src_shape: s.shape,
-            src_spacing: s.spacing,
-            out_extent: self.extent(),
-            out_spacing: match self.cfg.fit && !mode.is_3d() {
-                true => Some(fit_spacing(s.shape, s.spacing, self.extent())),
-                false => self.spacing,
-            },
-            centre_slice,
-        };
-        let augmentation = match aug {
-            Some(seed) => Augmentation::draw(&self.cfg.augment, seed, mode.is_3d()),
-            None => Augmentation::none(),
-        };
-        let affine = grid.affine(&augmentation);
-        resample(
-            &vol,
-            mode,
-            &affine,
-            self.extent(),
-            self.cfg.context,
-            &self.cfg.windows,
-            &augmentation,
-            out,
-        );
-        Ok(SampleTransform {
-            series_row: s.row,
-            slice_index,
-            affine,
-            flips: augmentation.flips,
         })
     }
 }

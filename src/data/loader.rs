@@ -20,6 +20,8 @@ pub struct Batch {
     pub targets: Vec<f32>, // (batch, targets)
     pub mask: Vec<f32>,    // (batch, targets); 0 = unknown label or padding
     pub tabular: Vec<f32>, // (batch, tabular inputs); see `Dataset::tabular`
+    /// Segmentation: each sample's mask on its output grid, (batch, D, H, W); empty otherwise.
+    pub seg: Vec<f32>,
     pub samples: Vec<usize>,
     pub transforms: Vec<SampleTransform>,
     pub valid: usize,
@@ -160,6 +162,15 @@ impl Producer {
         b.transforms.clear();
         for r in self.results.drain(..) {
             b.transforms.push(r?);
+        }
+        if ds.has_masks() {
+            let voxels = ds.extent().iter().map(|&e| e as usize).product::<usize>();
+            b.seg.resize(n * voxels, 0.0);
+            b.seg
+                .par_chunks_mut(voxels)
+                .zip(b.samples.par_iter().zip(b.transforms.par_iter()))
+                .map(|(out, (&i, t))| ds.mask_target(i, t, out))
+                .collect::<Result<Vec<()>, DataError>>()?;
         }
         for (k, &i) in b.samples.iter().enumerate() {
             let (t, m) = (

@@ -27,6 +27,22 @@ impl Foreground {
     }
 }
 
+/// With probability `fg_fraction`, and when the volume has labelled voxels, one of them drawn at
+/// random (its flat index) for `sample` in `epoch`; otherwise None. Returns the generator too, for
+/// whatever the caller draws next.
+pub fn draw_foreground(
+    seed: u64,
+    epoch: u64,
+    sample: u64,
+    fg: &Foreground,
+    fg_fraction: f64,
+) -> (rand_chacha::ChaCha8Rng, Option<usize>) {
+    let mut rng = super::sampler::rng(seed, STREAM_PATCH, epoch, sample);
+    let centred = rng.gen_bool(fg_fraction.clamp(0.0, 1.0)) && !fg.voxels.is_empty();
+    let voxel = centred.then(|| fg.voxels[rng.gen_range(0..fg.voxels.len())] as usize);
+    (rng, voxel)
+}
+
 /// The first voxel (slice, row, column) of the patch of `sample` in `epoch`, for a volume of extent
 /// `dims` (a patch longer than the volume along an axis starts at 0; the loader pads it). With
 /// probability `fg_fraction`, and when the volume has labelled voxels, the patch is centred on one of
@@ -40,15 +56,14 @@ pub fn patch_origin(
     fg: &Foreground,
     fg_fraction: f64,
 ) -> [usize; 3] {
-    let mut rng = super::sampler::rng(seed, STREAM_PATCH, epoch, sample);
+    let (mut rng, voxel) = draw_foreground(seed, epoch, sample, fg, fg_fraction);
     let room: [usize; 3] = std::array::from_fn(|a| dims[a].saturating_sub(patch[a]));
-    let centred = rng.gen_bool(fg_fraction.clamp(0.0, 1.0)) && !fg.voxels.is_empty();
-    if centred {
-        let v = fg.voxels[rng.gen_range(0..fg.voxels.len())] as usize;
-        let at = [v / (dims[1] * dims[2]), v / dims[2] % dims[1], v % dims[2]];
-        std::array::from_fn(|a| at[a].saturating_sub(patch[a] / 2).min(room[a]))
-    } else {
-        std::array::from_fn(|a| rng.gen_range(0..=room[a]))
+    match voxel {
+        Some(v) => {
+            let at = [v / (dims[1] * dims[2]), v / dims[2] % dims[1], v % dims[2]];
+            std::array::from_fn(|a| at[a].saturating_sub(patch[a] / 2).min(room[a]))
+        }
+        None => std::array::from_fn(|a| rng.gen_range(0..=room[a])),
     }
 }
 

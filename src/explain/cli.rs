@@ -22,7 +22,7 @@ use crate::nn::Net;
 use crate::runtime::{open_gpu, resolve_device, Device};
 use crate::settings::{Settings, Task};
 use crate::train::cli::{
-    eval_overrides, find_checkpoint, load_net, recorded_path, settings_of, with_tabular,
+    checkpoint_settings, find_checkpoint, load_net, recorded_path, sample_scores_only, with_tabular,
 };
 mod epochs;
 mod figures;
@@ -177,8 +177,8 @@ fn resolve_target(text: &str, s: &Settings) -> Result<(usize, String), Failure> 
 
 fn plan(args: &ExplainArgs) -> Result<Plan, Failure> {
     let ck = find_checkpoint(&args.inputs[0])?;
-    let mut settings = settings_of(&ck.state)?;
-    eval_overrides(args.config.as_deref(), &mut settings)?;
+    let mut settings = checkpoint_settings(&ck, args.config.as_deref())?;
+    sample_scores_only(&settings, "explain")?;
     settings.data.augment = Default::default();
     let catalog = args
         .catalog

@@ -9,6 +9,6 @@ pub mod table;
 pub mod unet;
 
 pub use net::Net;
-pub use resnet::{build, ModelConfig, ModelSpec, ResNetConfig};
+pub use resnet::{build, build_model, ModelConfig, ModelSpec, ResNetConfig};
 pub use table::{NamedTable, TableEntry};
 pub use unet::{build_unet, UNetConfig};

@@ -115,6 +115,14 @@ impl ModelConfig {
     }
 }
 
+/// The graph of either architecture for batches of `n` samples of extent `dims`.
+pub fn build_model(cfg: &ModelConfig, n: u32, dims: Dims3) -> ModelSpec {
+    match cfg {
+        ModelConfig::ResNet(c) => build(c, n, dims),
+        ModelConfig::UNet(c) => super::unet::build_unet(c, n, dims),
+    }
+}
+
 /// A built model: its graph and the tables of the flat parameter and running-statistics buffers.
 #[derive(Clone, Debug)]
 pub struct ModelSpec {

@@ -135,7 +135,7 @@ pub fn run(args: PlanArgs) -> Result<i32, Failure> {
     let sources = PlanSources::open(&settings, &catalog, &manifest_path, Dataset::open_described)
         .map_err(|e| usage(e.to_string()))?;
     let train = &sources.train;
-    let spec = crate::nn::resnet::build(&settings.resnet(train.channels()), t.batch_size, train.extent());
+    let spec = crate::nn::build_model(&settings.model(train.channels()), t.batch_size, train.extent());
     let step_flops = 3.0 * spec.graph.forward_flops() * f64::from(t.micro_batches);
     let compute_s = compute_seconds(&args, t.batch_size * t.micro_batches, step_flops)?;
     let inputs = PlanInputs {

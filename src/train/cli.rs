@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::data::{Dataset, SampleMode};
 use crate::dist::World;
 use crate::exit::{usage, Failure, EXIT_OK};
-use crate::nn::{build, Net};
+use crate::nn::Net;
 use crate::runtime::{finish, init_world, resolve_device, run_on, set_threads, OnBackend};
 use crate::settings::Settings;
 use crate::stage::background::{AsyncOptions, Fallback};
@@ -305,17 +305,36 @@ pub(crate) fn load_net<B: Backend>(
     settings: &Settings,
     ds: &Dataset,
 ) -> Result<Net<B>, Failure> {
-    let cfg = settings.resnet(ds.channels());
-    if crate::nn::ModelConfig::from(cfg.clone()) != ck.state.model {
+    let cfg = settings.model(ds.channels());
+    if cfg != ck.state.model {
         return Err(usage(format!(
             "{}: the checkpoint's model does not match its data settings",
             ck.dir.display()
         )));
     }
-    let spec = build(&cfg, settings.train.batch_size, ds.extent());
+    let spec = crate::nn::build_model(&cfg, settings.train.batch_size, ds.extent());
     let mut net = Net::new(b, spec, settings.train.seed).map_err(|e| Failure::Job(e.to_string()))?;
     checkpoint::restore_weights(&ck.dir, b, &mut net).map_err(|e| Failure::Job(e.to_string()))?;
     Ok(net)
+}
+
+/// Verbs that score samples refuse a segmentation model, naming what gives its results instead.
+pub(crate) fn sample_scores_only(s: &Settings, verb: &str) -> Result<(), Failure> {
+    if s.train.task != crate::settings::Task::Segmentation {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "{verb} works on sample scores, and a segmentation model's output is per voxel: its \
+         per-case results come from `medtrain eval` (eval.json, cases.csv); writing predicted masks \
+         (NIfTI, DICOM SEG) is not built yet"
+    )))
+}
+
+/// The settings a checkpoint was trained with, `[eval]` taken from `config` when given.
+pub(crate) fn checkpoint_settings(ck: &CheckpointInfo, config: Option<&Path>) -> Result<Settings, Failure> {
+    let mut settings = settings_of(&ck.state)?;
+    eval_overrides(config, &mut settings)?;
+    Ok(settings)
 }
 
 pub(crate) fn eval_overrides(config: Option<&Path>, settings: &mut Settings) -> Result<(), Failure> {
@@ -336,8 +355,7 @@ pub fn run_eval(args: EvalArgs) -> Result<i32, Failure> {
         return Err(usage("eval takes one input: a run or checkpoint directory"));
     };
     let ck = find_checkpoint(run)?;
-    let mut settings = settings_of(&ck.state)?;
-    eval_overrides(args.config.as_deref(), &mut settings)?;
+    let settings = checkpoint_settings(&ck, args.config.as_deref())?;
     let catalog = args
         .catalog
         .clone()
@@ -379,9 +397,9 @@ pub fn run_eval(args: EvalArgs) -> Result<i32, Failure> {
 
 pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
     let ck = find_checkpoint(&args.inputs[0])?;
-    let mut settings = settings_of(&ck.state)?;
-    eval_overrides(args.config.as_deref(), &mut settings)?;
+    let settings = checkpoint_settings(&ck, args.config.as_deref())?;
     let packs = args.inputs[1..].to_vec();
+    sample_scores_only(&settings, "predict")?;
     if !settings.data.tabular.is_empty() {
         return Err(usage(format!(
             "predict on new packs has no label sets for the model's tabular inputs ({}): import them \
@@ -429,29 +447,14 @@ impl OnBackend for EvalJob<'_> {
         let ds = Dataset::open(catalog, manifest, &args.split, &settings.data).map_err(usage)?;
         let ds = Arc::new(with_tabular(ds, &ck.state)?);
         let mut net = load_net(b, ck, settings, &ds)?;
-        let preds = evaluate::predict_dataset(
-            b,
-            world,
-            &mut net,
-            &ds,
-            settings.train.batch_size as usize,
-            settings.num_outputs() as usize,
-            Some("samples scored (rank 0's share)"),
-        )
-        .map_err(Failure::Job)?;
-        let baselines = evaluate::baselines_of(world, &ds, settings).map_err(Failure::Job)?;
-        let mut report =
-            evaluate::metrics_of(&preds, &ds, settings, &args.split, &baselines).map_err(Failure::Job)?;
-        let t = &settings.train.train_split;
-        let has_train = manifest.splits.iter().any(|p| &p.name == t);
-        if settings.train.task == crate::settings::Task::Regression && !has_train {
-            tracing::warn!(split = %t, "no training split in the manifest: no regression baselines");
-        }
-        if settings.train.task == crate::settings::Task::Regression && has_train {
-            let train = Dataset::open_lazy(catalog, manifest, t, &settings.data).map_err(usage)?;
-            let train = with_tabular(train, &ck.state)?;
-            report.baselines = super::regression::baselines(&train, &ds).map_err(Failure::Job)?;
-        }
+        let segmentation = settings.train.task == crate::settings::Task::Segmentation;
+        let report = if segmentation {
+            let seg = super::segeval::evaluate_segmentation(b, world, &mut net, &ds, settings)
+                .map_err(Failure::Job)?;
+            evaluate::segmentation_report(seg, &ds, settings, &args.split)
+        } else {
+            eval_samples(b, world, &mut net, &ds, settings, args, ck, catalog, manifest)?
+        };
         if world.rank() == 0 {
             std::fs::create_dir_all(&args.out)
                 .map_err(|e| Failure::Job(format!("{}: {e}", args.out.display())))?;
@@ -461,15 +464,31 @@ impl OnBackend for EvalJob<'_> {
                     .map_err(|e| Failure::Job(format!("{}: {e}", args.out.join(name).display())))
             };
             write("eval.json", json.as_bytes())?;
-            let md = format!(
-                    "# Evaluation of {} on split {}\n\nScores aggregated by {}; intervals: {:.0}% percentile bootstrap over patients ({} resamples).\n\n{}",
-                    ck.dir.display(),
-                    args.split,
+            let how = match &report.segmentation {
+                Some(seg) => {
+                    write("cases.csv", seg.csv().as_bytes())?;
+                    format!(
+                        "Sliding-window inference over whole series (overlap {}, {} weighting{}); \
+                         per-case metrics in cases.csv; {} bootstrap resamples over cases.",
+                        settings.eval.overlap,
+                        if settings.eval.gaussian { "Gaussian" } else { "uniform" },
+                        if settings.eval.flip_tta { ", flip test-time augmentation" } else { "" },
+                        settings.eval.bootstrap
+                    )
+                }
+                None => format!(
+                    "Scores aggregated by {}; intervals: {:.0}% percentile bootstrap over patients ({} resamples).",
                     report.aggregate,
                     settings.eval.ci_level * 100.0,
-                    settings.eval.bootstrap,
-                    evaluate::report_markdown(&report)
-                );
+                    settings.eval.bootstrap
+                ),
+            };
+            let md = format!(
+                "# Evaluation of {} on split {}\n\n{how}\n\n{}",
+                ck.dir.display(),
+                args.split,
+                evaluate::report_markdown(&report)
+            );
             let figures = super::figures::write_figures(
                 &report.plotted,
                 &settings.eval,
@@ -490,6 +509,45 @@ impl OnBackend for EvalJob<'_> {
         }
         Ok(EXIT_OK)
     }
+}
+
+/// The sample-scored evaluation (every task but segmentation), with the regression baselines.
+#[allow(clippy::too_many_arguments)]
+fn eval_samples<B: Backend>(
+    b: &B,
+    world: &World,
+    net: &mut Net<B>,
+    ds: &Arc<Dataset>,
+    settings: &Settings,
+    args: &EvalArgs,
+    ck: &CheckpointInfo,
+    catalog: &Path,
+    manifest: &Manifest,
+) -> Result<evaluate::EvalReport, Failure> {
+    let preds = evaluate::predict_dataset(
+        b,
+        world,
+        net,
+        ds,
+        settings.train.batch_size as usize,
+        settings.num_outputs() as usize,
+        Some("samples scored (rank 0's share)"),
+    )
+    .map_err(Failure::Job)?;
+    let baselines = evaluate::baselines_of(world, ds, settings).map_err(Failure::Job)?;
+    let mut report =
+        evaluate::metrics_of(&preds, ds, settings, &args.split, &baselines).map_err(Failure::Job)?;
+    let t = &settings.train.train_split;
+    let has_train = manifest.splits.iter().any(|p| &p.name == t);
+    if settings.train.task == crate::settings::Task::Regression && !has_train {
+        tracing::warn!(split = %t, "no training split in the manifest: no regression baselines");
+    }
+    if settings.train.task == crate::settings::Task::Regression && has_train {
+        let train = Dataset::open_lazy(catalog, manifest, t, &settings.data).map_err(usage)?;
+        let train = with_tabular(train, &ck.state)?;
+        report.baselines = super::regression::baselines(&train, ds).map_err(Failure::Job)?;
+    }
+    Ok(report)
 }
 
 struct PredictJob<'a> {

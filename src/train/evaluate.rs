@@ -158,6 +158,9 @@ pub struct EvalReport {
     /// Regression: trivial predictors fitted on the training split, scored on this split (`eval`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baselines: Vec<super::regression::RegressionBaseline>,
+    /// Segmentation: per-case overlap and surface distances, with the threshold segmenter beside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<super::segeval::SegReport>,
     /// What the figures are drawn from (`eval` writes them); not part of `eval.json`.
     #[serde(skip)]
     pub plotted: super::figures::Plotted,
@@ -172,6 +175,9 @@ impl EvalReport {
                     format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high)
                 })
         };
+        if let Some(seg) = &self.segmentation {
+            return seg.one_line(&self.split);
+        }
         match (&self.series, &self.c_index, self.mae) {
             (Some(_), _, _) => format!(
                 "{} AUC series {} patients {} | baseline {} ({} series)",
@@ -273,6 +279,7 @@ pub fn metrics_of(
         regression_series: None,
         regression_patients: None,
         baselines: Vec::new(),
+        segmentation: None,
         plotted: Default::default(),
     };
     let seed = s.train.seed ^ 0xE7A1;
@@ -369,6 +376,8 @@ pub fn metrics_of(
                     survival::baseline(baselines, &patients, &patient_series, &time, &event, s, seed);
             }
         }
+        // Whole cases, not samples: see `segmentation_report`.
+        Task::Segmentation => {}
     }
     Ok(report)
 }
@@ -408,6 +417,10 @@ pub fn evaluate<B: Backend>(
     ds: &Arc<Dataset>,
     s: &Settings,
 ) -> Result<EvalReport> {
+    if s.train.task == Task::Segmentation {
+        let seg = super::segeval::evaluate_segmentation(b, world, net, ds, s)?;
+        return Ok(segmentation_report(seg, ds, s, &s.train.val_split));
+    }
     let preds = predict_dataset(
         b,
         world,
@@ -419,6 +432,20 @@ pub fn evaluate<B: Backend>(
     )?;
     let baselines = baselines_of(world, ds, s)?;
     metrics_of(&preds, ds, s, &s.train.val_split, &baselines)
+}
+
+/// The report of a segmentation evaluation (its loss is the training loss, which patches define, so
+/// none is given for whole cases).
+pub fn segmentation_report(
+    seg: super::segeval::SegReport,
+    ds: &Dataset,
+    s: &Settings,
+    split: &str,
+) -> EvalReport {
+    let mut r = metrics_of(&[], ds, s, split, &HashMap::new()).expect("no predictions, no metrics to fail");
+    r.samples = seg.cases;
+    r.segmentation = Some(seg);
+    r
 }
 
 /// The training loss over every sample of a split, averaged over the known labels as a training
@@ -455,7 +482,7 @@ fn sample_loss(preds: &[Prediction], ds: &Dataset, s: &Settings) -> Option<f64> 
         Task::Regression => {
             cpu_loss::regression(RegressionLoss::Mse, &out, &targets, Some(&masks), &mut grad)
         }
-        Task::Survival => return None,
+        Task::Survival | Task::Segmentation => return None,
     };
     loss.ok().map(f64::from)
 }
@@ -650,6 +677,9 @@ fn survival_markdown(r: &EvalReport, c: &Interval) -> String {
 /// Markdown rows of a report.
 pub fn report_markdown(r: &EvalReport) -> String {
     let mut md = String::new();
+    if let Some(seg) = &r.segmentation {
+        return seg.markdown();
+    }
     let binary = [&r.slices, &r.series, &r.patients, &r.baseline_series]
         .iter()
         .any(|m| m.is_some());

@@ -10,6 +10,7 @@ mod hashes;
 pub mod metrics;
 pub mod regression;
 pub mod run;
+pub mod segeval;
 pub mod segloss;
 pub mod segmetrics;
 pub mod signals;

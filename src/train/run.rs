@@ -26,7 +26,7 @@ use crate::data::sampler::Layout;
 use crate::data::{Batch, Dataset, Loader};
 use crate::dist::bucket::BucketReducer;
 use crate::dist::World;
-use crate::nn::{build, Net};
+use crate::nn::Net;
 use crate::optim::{clip_grad_norm_with, LrSchedule, Optimizer, ScheduleKind};
 use crate::settings::{OnNonfinite, Settings, Task};
 use crate::stage::background::{AsyncOptions, Fallback};
@@ -225,7 +225,7 @@ fn micro_batch_loss<B: Backend>(
     let len = n * outputs;
     let known = match settings.train.task {
         Task::Binary | Task::Regression => batch.mask[..len].iter().filter(|&&m| m != 0.0).count(),
-        Task::Survival => 0,
+        Task::Survival | Task::Segmentation => 0,
     };
     // The mean over this micro-batch's known labels, turned into their sum.
     let as_sum = |dout: &mut B::Buf, mean: f32| -> Result<(f32, f64), TrainError> {
@@ -275,6 +275,9 @@ fn micro_batch_loss<B: Backend>(
                 .map_err(failed)?;
             as_sum(dout, mean)
         }
+        Task::Segmentation => {
+            super::segloss::micro_batch(b, settings, net.output(), batch, dout).map_err(failed)
+        }
         Task::Survival => {
             // Risk sets span the global batch: gather every rank's risks, times and events, take the loss
             // over all of them, and backpropagate this rank's part. The gradient average over ranks then
@@ -282,18 +285,15 @@ fn micro_batch_loss<B: Backend>(
             let risk = b.download(b.view(net.output(), 0..n)).map_err(failed)?;
             let mut time = Vec::with_capacity(n);
             let mut event = Vec::with_capacity(n);
-            let mut keep = Vec::with_capacity(n);
-            for row in 0..n {
-                let known = batch.mask[row * 2] != 0.0 && batch.mask[row * 2 + 1] != 0.0;
-                time.push(batch.targets[row * 2]);
-                event.push(if known { batch.targets[row * 2 + 1] } else { 0.0 });
-                keep.push(if known { 1.0 } else { 0.0 });
-            }
             // Unknown rows get time −∞ and no event: they are in no risk set and add no loss.
             for row in 0..n {
-                if keep[row] == 0.0 {
-                    time[row] = f32::NEG_INFINITY;
-                }
+                let known = batch.mask[row * 2] != 0.0 && batch.mask[row * 2 + 1] != 0.0;
+                time.push(if known {
+                    batch.targets[row * 2]
+                } else {
+                    f32::NEG_INFINITY
+                });
+                event.push(if known { batch.targets[row * 2 + 1] } else { 0.0 });
             }
             let all_risk = world.allgather_f32(&risk);
             let all_time = world.allgather_f32(&time);
@@ -356,8 +356,8 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let val_ds = val_ds.map(Arc::new);
 
     let n = t.batch_size as usize;
-    let model_cfg = s.resnet(train_ds.channels());
-    let spec = build(&model_cfg, n as u32, train_ds.extent());
+    let model_cfg = s.model(train_ds.channels());
+    let spec = crate::nn::build_model(&model_cfg, n as u32, train_ds.extent());
     let mut net = Net::new(b, spec, t.seed).map_err(failed)?;
     if let Some(init) = &s.model.init {
         let opts = checkpoint::LoadOptions {
@@ -384,7 +384,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
         epoch_loss: [0.0; 2],
         epoch_skipped: 0,
         pending_eval: None,
-        model: model_cfg.clone().into(),
+        model: model_cfg.clone(),
         extra: serde_json::json!({
             "settings": s,
             "catalog": opts.catalog,
@@ -507,7 +507,7 @@ pub fn train<B: Backend>(b: &B, world: &World, opts: &TrainOptions) -> Result<Tr
     let mut state_sum = vec![0.0f32; slen];
     let mut state_now = vec![0.0f32; slen];
     let outputs = s.num_outputs() as usize;
-    let mut dout = b.zeros(n * outputs).map_err(failed)?;
+    let mut dout = b.zeros(b.len(net.output())).map_err(failed)?;
     let mut loss_inputs = LossInputs::new();
 
     let settings_text = serde_json::to_string_pretty(s).expect("settings serialise");

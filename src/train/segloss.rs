@@ -16,13 +16,7 @@ pub const SMOOTH: f64 = 1e-5;
 pub const FOCAL_GAMMA: f64 = 2.0;
 pub const FOCAL_ALPHA: f64 = 0.25;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SegLoss {
-    Dice,
-    DiceCe,
-    Focal,
-}
+pub use crate::settings::SegLoss;
 
 fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
@@ -131,4 +125,25 @@ mod tests {
         let empty = seg_loss(SegLoss::Dice, &[-40.0; 4], &[0.0; 4], 4, &mut grad);
         assert!(empty.abs() < 1e-6 && empty.is_finite());
     }
+}
+
+/// The segmentation loss of one micro-batch on any backend, as (mean over its valid samples, their
+/// number): logits come to the host, and `dout` receives the gradient of the SUM over valid samples
+/// (the training step divides by the global count); padding rows get no gradient.
+pub fn micro_batch<B: crate::backend::Backend>(
+    b: &B,
+    s: &crate::settings::Settings,
+    logits: &B::Buf,
+    batch: &crate::data::Batch,
+    dout: &mut B::Buf,
+) -> crate::backend::Result<(f32, f64)> {
+    let (kind, seg, n, valid) = (s.seg_loss(), &batch.seg, batch.samples.len(), batch.valid);
+    let voxels = seg.len() / n.max(1);
+    let v = valid * voxels;
+    let logits = b.download(b.view(logits, 0..n * voxels))?;
+    let mut grad = vec![0.0f32; n * voxels];
+    let mean = seg_loss(kind, &logits[..v], &seg[..v], voxels, &mut grad[..v]);
+    grad[..v].iter_mut().for_each(|g| *g *= valid as f32);
+    b.upload_into(&grad, b.view_mut(dout, 0..n * voxels))?;
+    Ok((mean as f32, valid as f64))
 }

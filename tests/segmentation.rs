@@ -1,0 +1,344 @@
+//! Segmentation as a task of `train` and `eval`: patches and their masks through the loader's
+//! transforms, foreground oversampling, a two-rank run against the threshold segmenter, a bitwise
+//! resume, and the case table of `eval`.
+
+use crate::common::{ok, run, s, tempdir};
+use crate::train::{check, mpirun, newest_checkpoint, tensors};
+use medtrain::catalog::split::Manifest;
+use medtrain::data::{DataConfig, Dataset, SampleMode};
+use std::path::{Path, PathBuf};
+
+/// A phantom with LIDC-style readers, packed, catalogued, its consensus (≥ 2 readers) imported as
+/// mask set `lidc`, and a series-level split of the CT.
+fn seg_cohort(root: &Path, patients: &str) -> (PathBuf, PathBuf) {
+    let p = |x: &str| root.join(x);
+    ok(&[
+        "phantom",
+        "--out",
+        s(&p("phantom")),
+        "--patients",
+        patients,
+        "--size",
+        "96",
+        "--slices",
+        "24",
+        "--no-radiographs",
+    ]);
+    ok(&[
+        "pack",
+        s(&p("phantom/dicom")),
+        "--out",
+        s(&p("pack")),
+        "--key",
+        s(&p("site.key")),
+        "--create-key",
+    ]);
+    ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
+    ok(&[
+        "catalog",
+        "labels",
+        "masks",
+        s(&p("phantom/truth/lidc")),
+        "--format",
+        "lidc",
+        "--agreement",
+        "2",
+        "--out",
+        s(&p("catalog")),
+        "--name",
+        "lidc",
+        "--key",
+        s(&p("site.key")),
+    ]);
+    ok(&[
+        "catalog",
+        "split",
+        s(&p("catalog")),
+        "modality = 'CT'",
+        "--level",
+        "series",
+        "--out",
+        s(&p("manifest.h5")),
+        "--ratios",
+        "train=0.6,val=0.2,test=0.2",
+        "--seed",
+        "2026",
+    ]);
+    (p("catalog"), p("manifest.h5"))
+}
+
+fn patch_config(foreground: f64) -> DataConfig {
+    DataConfig {
+        mode: SampleMode::Crop3d,
+        size: vec![8, 32, 32],
+        windows: vec![[-600.0, 1500.0]],
+        masks: Some("lidc".into()),
+        foreground: Some(foreground),
+        augment: medtrain::data::AugmentConfig {
+            flip_lr: true,
+            flip_ud: true,
+            rotate_deg: 20.0,
+            scale: 0.1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Under flips, rotation and zoom, a patch's mask target lands on the nodule in its image (a dense
+/// ball in lung): the image is dense wherever the target is 1. With every patch centred on the
+/// foreground each one holds some; placed uniformly, few do.
+#[test]
+fn patch_targets_follow_their_images_and_foreground_oversampling_centres_them() {
+    let dir = tempdir();
+    let (catalog, manifest) = seg_cohort(dir.path(), "24");
+    let manifest = Manifest::load(&manifest).unwrap();
+    let with_fg = |fraction: f64| -> (usize, usize, Vec<f32>) {
+        let ds = Dataset::open(&catalog, &manifest, "train", &patch_config(fraction)).unwrap();
+        assert!(ds.has_masks());
+        let (len, voxels) = (ds.sample_len(), ds.sample_len());
+        let (mut x, mut y) = (vec![0.0f32; len], vec![0.0f32; voxels]);
+        let (mut holding, mut draws, mut inside) = (0, 0, Vec::new());
+        for epoch in 0..4u64 {
+            for i in 0..ds.len() {
+                let t = ds
+                    .load(i, Some(medtrain::data::sample_seed(7, epoch, i)), &mut x)
+                    .unwrap();
+                ds.mask_target(i, &t, &mut y).unwrap();
+                draws += 1;
+                holding += y.iter().any(|&v| v != 0.0) as usize;
+                // Interior target voxels (all six neighbours in the target too): away from the rim,
+                // where interpolation mixes nodule and lung.
+                let [d, h, w] = ds.extent().map(|e| e as usize);
+                let at = |z: usize, r: usize, c: usize| y[(z * h + r) * w + c] != 0.0;
+                for z in 1..d - 1 {
+                    for r in 1..h - 1 {
+                        for c in 1..w - 1 {
+                            if at(z, r, c)
+                                && at(z - 1, r, c)
+                                && at(z + 1, r, c)
+                                && at(z, r - 1, c)
+                                && at(z, r + 1, c)
+                                && at(z, r, c - 1)
+                                && at(z, r, c + 1)
+                            {
+                                inside.push(x[(z * h + r) * w + c]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (holding, draws, inside)
+    };
+    let (centred, draws, inside) = with_fg(1.0);
+    let (uniform, _, _) = with_fg(0.0);
+    // Series without a consensus nodule have no foreground to centre on.
+    let ds = Dataset::open(&catalog, &manifest, "train", &patch_config(1.0)).unwrap();
+    let labelled = ds
+        .case_samples()
+        .iter()
+        .filter(|&&i| ds.native_mask(i).unwrap().contains(&true))
+        .count();
+    assert!(labelled >= 3, "{labelled} training series with a nodule");
+    assert_eq!(
+        centred,
+        4 * labelled,
+        "every patch of a labelled series holds foreground"
+    );
+    assert!(
+        uniform * 2 < centred,
+        "uniform {uniform} vs centred {centred} of {draws}"
+    );
+    // Lung is about -850 HU (0.33 in the window), a nodule soft tissue (0.85 and above): bilinear
+    // reads at the rim mix both, so most, not all, target voxels are dense.
+    let dense = inside.iter().filter(|&&v| v > 0.6).count() as f64 / inside.len() as f64;
+    assert!(
+        inside.len() > 100 && dense > 0.85,
+        "{} target voxels, {dense:.2} dense",
+        inside.len()
+    );
+}
+
+fn seg_config(root: &Path, extra: &str) -> PathBuf {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ldct-seg-demo.toml"))
+            .unwrap();
+    let path = root.join("seg.toml");
+    let text = text
+        .replace("epochs = 50", "epochs = 60")
+        .replace("eval_every = 25", "eval_every = 0")
+        .replace("bootstrap = 1000", &format!("bootstrap = 200\n{extra}"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The reduced `ldct-seg` demo: two ranks train a 3D U-Net on patches; its held-out Dice beats the
+/// threshold segmenter's, and `eval` writes one row per test series whose truth counts are the
+/// consensus voxels of the readers' masks.
+#[test]
+fn a_two_rank_unet_beats_the_threshold_segmenter_and_eval_lists_every_case() {
+    let dir = tempdir();
+    let (catalog, manifest) = seg_cohort(dir.path(), "40");
+    let cfg = seg_config(dir.path(), "");
+    let run_dir = dir.path().join("run");
+    let out = mpirun(
+        2,
+        &[
+            "train",
+            s(&catalog),
+            s(&manifest),
+            "--out",
+            s(&run_dir),
+            "--config",
+            s(&cfg),
+            "--json",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    check(&out, "segmentation training on two ranks");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["world_size"], 2);
+    let seg = &outcome["final_eval"]["segmentation"];
+    let dice = seg["model"]["dice"]["estimate"].as_f64().expect("a model Dice");
+    let base = seg["baseline"]["dice"]["estimate"]
+        .as_f64()
+        .expect("a baseline Dice");
+    assert_eq!(seg["cases"], 8, "every validation series is a case");
+    assert!(dice > base + 0.1, "U-Net Dice {dice:.3} vs threshold {base:.3}");
+
+    let ev = dir.path().join("eval");
+    let (code, _, err) = run(&["eval", s(&run_dir), "--split", "test", "--out", s(&ev)]);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(ev.join("cases.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 8, "{csv}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ev.join("eval.json")).unwrap()).unwrap();
+    // The truth of each case on the pack's grid is the readers' consensus in the mask shard.
+    let m = Manifest::load(&manifest).unwrap();
+    let ds = Dataset::open(&catalog, &m, "test", &patch_config(0.0)).unwrap();
+    for (row, &i) in report["segmentation"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&ds.case_samples())
+    {
+        let truth = ds.native_mask(i).unwrap().iter().filter(|&&v| v).count() as u64;
+        assert_eq!(row["truth_voxels"].as_u64(), Some(truth), "{row}");
+        assert_eq!(
+            row["dice"].is_null(),
+            truth == 0,
+            "Dice is undefined exactly without a nodule: {row}"
+        );
+    }
+    // Sample-scoring verbs refuse a segmentation model with the reason.
+    let (code, _, err) = run(&["explain", s(&run_dir), "test", "--out", s(&dir.path().join("x"))]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("segmentation"), "{err}");
+}
+
+/// Patch positions and their augmentation are pure functions of (seed, epoch, sample): two ranks
+/// stopped mid-run and resumed reach bitwise the weights of an uninterrupted run.
+#[test]
+fn a_resumed_segmentation_run_is_bitwise_identical() {
+    let dir = tempdir();
+    let (catalog, manifest) = seg_cohort(dir.path(), "12");
+    let cfg = seg_config(dir.path(), "");
+    let cfg_text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("epochs = 60", "epochs = 3");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let train = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            s(&catalog),
+            s(&manifest),
+            "--out",
+            s(out),
+            "--config",
+            s(&cfg),
+        ];
+        a.extend_from_slice(extra);
+        let o = mpirun(2, &a, &[]).output().unwrap();
+        check(&o, "segmentation run");
+    };
+    let (whole, parts) = (dir.path().join("whole"), dir.path().join("parts"));
+    train(&whole, &[]);
+    train(&parts, &["--max-steps", "4"]);
+    train(&parts, &["--resume", "auto"]);
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let x = tensors(&newest_checkpoint(&whole).join(file));
+        let y = tensors(&newest_checkpoint(&parts).join(file));
+        assert_eq!(x.len(), y.len());
+        for ((nx, bx), (ny, by)) in x.iter().zip(&y) {
+            assert_eq!(nx, ny);
+            assert!(
+                bx == by,
+                "{file}: {nx} differs between the resumed and the uninterrupted run"
+            );
+        }
+    }
+}
+
+/// A 2D U-Net on the slices of a slice-level split: it trains, and `eval` predicts each test series
+/// slice by slice, its truth the readers' consensus on the pack's grid.
+#[test]
+fn a_2d_unet_trains_on_slices_and_eval_stacks_them_per_series() {
+    let dir = tempdir();
+    let (catalog, _) = seg_cohort(dir.path(), "12");
+    let manifest = dir.path().join("slices.h5");
+    ok(&[
+        "catalog",
+        "split",
+        s(&catalog),
+        "modality = 'CT'",
+        "--level",
+        "slices",
+        "--out",
+        s(&manifest),
+        "--ratios",
+        "train=0.5,test=0.5",
+        "--seed",
+        "7",
+    ]);
+    let cfg = dir.path().join("2d.toml");
+    std::fs::write(
+        &cfg,
+        "[model]\narchitecture = \"unet\"\nwidths = [8, 16]\n[data]\nmode = \"slice\"\nsize = [96, 96]\n\
+         masks = \"lidc\"\n[train]\ntask = \"segmentation\"\nepochs = 1\nbatch_size = 4\nmax_steps = 3\n\
+         eval_every = 0\nval_split = \"test\"\n[eval]\nbootstrap = 50\n",
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    ok(&[
+        "train",
+        s(&catalog),
+        s(&manifest),
+        "--out",
+        s(&run_dir),
+        "--config",
+        s(&cfg),
+    ]);
+    let ev = dir.path().join("eval");
+    ok(&["eval", s(&run_dir), "--split", "test", "--out", s(&ev)]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ev.join("eval.json")).unwrap()).unwrap();
+    let m = Manifest::load(&manifest).unwrap();
+    let cfg2 = DataConfig {
+        mode: SampleMode::Slice,
+        size: vec![96, 96],
+        masks: Some("lidc".into()),
+        ..Default::default()
+    };
+    let ds = Dataset::open(&catalog, &m, "test", &cfg2).unwrap();
+    let cases = ds.case_samples();
+    let rows = report["segmentation"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), cases.len(), "one case per series, not per slice");
+    for (row, &i) in rows.iter().zip(&cases) {
+        let truth = ds.native_mask(i).unwrap().iter().filter(|&&v| v).count() as u64;
+        assert_eq!(row["truth_voxels"].as_u64(), Some(truth), "{row}");
+    }
+}
