@@ -9,9 +9,9 @@
 //! 1. `exit`, `fsx`, `h5text`, `font`, `logging`, `remedy`, `config`: exit codes and `Failure`,
 //!    durable writes, HDF5 text attributes, the bitmap font (burned into phantom images), logging,
 //!    remedies, the config file; they import nothing from the crate.
-//! 2. `deid`, `dicom`, `nifti`, `lidc`, `dist`, `chart`: pseudonyms, DICOM reading, NIfTI label maps,
-//!    LIDC-IDRI annotation XML, the MPI world (`pack` runs on it), report charts (PNG, SVG and their
-//!    data).
+//! 2. `deid`, `dicom`, `nifti`, `lidc`, `rtstruct`, `dist`, `chart`: pseudonyms, DICOM reading, NIfTI
+//!    label maps, LIDC-IDRI annotation XML, RT Structure Set contours, the MPI world (`pack` runs on
+//!    it), report charts (PNG, SVG and their data).
 //! 3. `pack`: DICOM series to shards.
 //! 4. `catalog`: shard tables, labels, queries and splits.
 //! 5. `data`: datasets, samplers and transforms over a catalog.
@@ -61,6 +61,7 @@ pub mod pacs;
 pub mod phantom;
 pub mod plan;
 pub mod remedy;
+pub mod rtstruct;
 pub mod runtime;
 pub mod settings;
 pub mod stage;

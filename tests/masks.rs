@@ -563,3 +563,132 @@ fn lidc_readers_and_their_consensus_match_elementtree_matplotlib_and_pydicom() {
     assert_eq!(fs::read(catalog.join("catalog.json")).unwrap(), before);
     assert!(!catalog.join("masks-broken-v1").exists() && !catalog.join("masks-broken-v1.partial").exists());
 }
+
+/// RT Structure Sets (the phantom's nodules as planar contours in mm) rasterise as pydicom, numpy and
+/// matplotlib do, a nested contour cuts a hole, and a contour on an image the series lacks is
+/// refused naming the file and the element, with nothing imported.
+#[test]
+fn rtstruct_contours_match_pydicom_and_matplotlib_holes_included() {
+    let dir = tempdir();
+    let p = |x: &str| dir.path().join(x);
+    let (catalog, key) = phantom_catalog(dir.path(), "4", "256");
+    let rtdir = p("phantom/truth/rtstruct");
+    let mut files: Vec<PathBuf> = fs::read_dir(&rtdir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    // The file of the largest nodule gets a hole (written beside, then put in its place).
+    let csv = fs::read_to_string(p("phantom/truth/patients.csv")).unwrap();
+    let diameter = |f: &PathBuf| {
+        let id = f.file_stem().unwrap().to_string_lossy().to_string();
+        csv.lines()
+            .find(|l| l.starts_with(&format!("{id},")))
+            .and_then(|l| l.split(',').nth(4)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let with_nodule = files
+        .iter()
+        .max_by(|a, b| diameter(a).total_cmp(&diameter(b)))
+        .unwrap()
+        .clone();
+    assert!(diameter(&with_nodule) > 8.0, "a nodule large enough for a hole");
+    let holed = p("holed.dcm");
+    reference_script("rtstruct_masks.py", &["hole", s(&with_nodule), s(&holed)]);
+    fs::rename(&holed, &with_nodule).unwrap();
+    let args = |inputs: &Path, name: &str| {
+        run(&[
+            "catalog",
+            "labels",
+            "masks",
+            s(inputs),
+            "--format",
+            "rtstruct",
+            "--out",
+            s(&catalog),
+            "--name",
+            name,
+            "--key",
+            s(&key),
+            "--json",
+        ])
+    };
+    let (code, _, err) = args(&rtdir, "rt");
+    assert_eq!(code, 0, "{err}");
+    let masks = masks_of(&catalog, "rt");
+    let cat = Catalog::open(&catalog).unwrap();
+    let site = SiteKey::load(&key).unwrap();
+    let keys = cat.col_keys(Level::Series, "series_key").unwrap();
+    let mut labelled = 0;
+    for file in &files {
+        let want: serde_json::Value = serde_json::from_str(&reference_script(
+            "rtstruct_masks.py",
+            &["masks", s(file), s(&p("phantom/dicom"))],
+        ))
+        .unwrap();
+        let k = site.pseudonym(IdKind::Series, want["series_uid"].as_str().unwrap());
+        let row = keys
+            .iter()
+            .position(|c| medtrain::catalog::columns::cell_text(c) == k)
+            .unwrap();
+        let bits: Vec<u16> = want["bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u16)
+            .collect();
+        let differ = masks[&row].iter().zip(&bits).filter(|(a, b)| a != b).count();
+        assert_eq!(masks[&row].len(), bits.len(), "{}: voxels", file.display());
+        assert_eq!(
+            differ,
+            0,
+            "{}: ROI bits differ at {differ} voxels",
+            file.display()
+        );
+        labelled += bits.iter().filter(|&&b| b != 0).count();
+    }
+    assert!(labelled > 0, "the phantom's nodules are labelled");
+    // The hole: the holed file's largest slice of ROI 1 has unlabelled pixels inside its outline,
+    // which the reference agrees with above; here, that the hole is really there.
+    let want: serde_json::Value = serde_json::from_str(&reference_script(
+        "rtstruct_masks.py",
+        &["masks", s(&with_nodule), s(&p("phantom/dicom"))],
+    ))
+    .unwrap();
+    let dims: Vec<usize> = want["dims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let k = site.pseudonym(IdKind::Series, want["series_uid"].as_str().unwrap());
+    let row = keys
+        .iter()
+        .position(|c| medtrain::catalog::columns::cell_text(c) == k)
+        .unwrap();
+    let plane = dims[1] * dims[2];
+    let holes = (0..dims[0])
+        .filter(|&z| {
+            let m = &masks[&row][z * plane..(z + 1) * plane];
+            // A row of the slice that enters ROI 1, leaves it and enters it again.
+            (0..dims[1]).any(|y| {
+                let line: Vec<bool> = (0..dims[2]).map(|x| m[y * dims[2] + x] & 1 != 0).collect();
+                line.windows(2).filter(|w| !w[0] && w[1]).count() >= 2
+            })
+        })
+        .count();
+    assert!(holes >= 1, "a nested contour cuts a hole");
+    // A contour naming an image the series lacks (the reference script rewrites one reference).
+    let bad = p("bad.dcm");
+    reference_script("rtstruct_masks.py", &["unknown_image", s(&with_nodule), s(&bad)]);
+    let before = fs::read(catalog.join("catalog.json")).unwrap();
+    let (code, _, err) = args(&bad, "broken");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("bad.dcm") && err.contains("ContourSequence[0]") && err.contains("\"9.9.9.9\""),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(catalog.join("catalog.json")).unwrap(),
+        before,
+        "nothing imported"
+    );
+    assert!(!catalog.join("masks-broken-v1").exists() && !catalog.join("masks-broken-v1.partial").exists());
+}

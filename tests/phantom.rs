@@ -110,8 +110,8 @@ fn same_seed_same_bytes_other_seed_other_cohort() {
     let (ta, tb, tc) = (tree(a.path()), tree(b.path()), tree(c.path()));
     assert_eq!(
         ta.len() as u64,
-        summary.files + 7 + 2 * summary.patients as u64,
-        "DICOM files plus seven truth files, a lesion mask and an LIDC file per patient"
+        summary.files + 7 + 3 * summary.patients as u64,
+        "DICOM files plus seven truth files, a lesion mask, an LIDC file and an RT Structure Set per patient"
     );
     assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
     for (path, bytes) in &ta {

@@ -92,7 +92,7 @@ pub enum LabelsCommand {
 pub struct MasksArgs {
     /// NIfTI: the mapping CSV (a column naming each mask file, relative to the CSV, and a
     /// SeriesInstanceUID column; a PatientID column, if there, is checked too). LIDC: XML files or
-    /// directories of them.
+    /// directories of them. RTSTRUCT: RT Structure Set files or directories of them (`*.dcm`).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     /// Catalog directory to add the mask label set to.
@@ -104,8 +104,8 @@ pub struct MasksArgs {
     /// Version (default: newest + 1).
     #[arg(long)]
     pub version: Option<u32>,
-    /// Mask file format.
-    #[arg(long, default_value = "nifti", value_parser = ["nifti", "lidc"])]
+    /// Mask file format: NIfTI label maps, LIDC-IDRI XML, or DICOM RT Structure Sets.
+    #[arg(long, default_value = "nifti", value_parser = ["nifti", "lidc", "rtstruct"])]
     pub format: String,
     /// LIDC: readers who must outline a voxel for the consensus (each reader's own outline is kept).
     #[arg(long, default_value_t = 2)]
@@ -461,10 +461,10 @@ fn run_masks(a: MasksArgs) -> Result<i32, Failure> {
         inputs: a.inputs,
         name: a.name,
         version: a.version,
-        format: if a.format == "lidc" {
-            MaskFormat::Lidc
-        } else {
-            MaskFormat::Nifti
+        format: match a.format.as_str() {
+            "lidc" => MaskFormat::Lidc,
+            "rtstruct" => MaskFormat::Rtstruct,
+            _ => MaskFormat::Nifti,
         },
         keys: Default::default(),
         file_column: a.file_column,

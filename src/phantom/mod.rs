@@ -11,6 +11,7 @@ mod ct;
 mod identity;
 mod masks;
 mod radiograph;
+mod rtstruct;
 mod seed;
 mod truth;
 mod write;
@@ -186,7 +187,7 @@ pub fn generate(cfg: &PhantomConfig, out: &Path) -> Result<PhantomSummary, Phant
         fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
     let cohort = CohortPlan::new(cfg.seed, cfg.patients);
-    for sub in [masks::MASKS_DIR, masks::LIDC_DIR] {
+    for sub in [masks::MASKS_DIR, masks::LIDC_DIR, rtstruct::RTSTRUCT_DIR] {
         let d = truth_dir.join(sub);
         fs::create_dir_all(&d).map_err(io_error(&d))?;
     }
@@ -245,6 +246,7 @@ fn write_patient(
     }
     let mask_row = masks::write_lesion_mask(&plan, truth_dir).map_err(io_error(truth_dir))?;
     masks::write_lidc_xml(cfg.seed, &plan, &slices, truth_dir).map_err(io_error(truth_dir))?;
+    rtstruct::write_rtstruct(cfg.seed, &plan, &slices, truth_dir)?;
 
     let mut radiograph_modality = None;
     if cfg.radiographs {

@@ -33,12 +33,14 @@ use std::path::{Path, PathBuf};
 pub enum MaskFormat {
     Nifti,
     Lidc,
+    Rtstruct,
 }
 
 #[derive(Clone, Debug)]
 pub struct MaskImportSpec {
     /// NIfTI: one CSV with a file column and a SeriesInstanceUID column (and optionally PatientID).
-    /// LIDC: XML files, or directories searched for `*.xml`.
+    /// LIDC: XML files, or directories searched for `*.xml`. RTSTRUCT: DICOM files, or directories
+    /// searched for `*.dcm`.
     pub inputs: Vec<PathBuf>,
     pub name: String,
     pub version: Option<u32>,
@@ -195,15 +197,33 @@ fn load_mask(
                 extra: v.extra,
             })
         }
+        MaskFormat::Rtstruct => {
+            let (row, rt) = super::rtstruct_masks::series_row(cat, key, &job.file)?;
+            let labels = super::rtstruct_masks::volume(cat, key, row, grid, &rt)?;
+            Ok(Loaded {
+                consensus: labels.iter().map(|&b| (b != 0) as u16).collect(),
+                labels,
+                extra: BTreeMap::new(),
+            })
+        }
     }
 }
 
-/// The LIDC files of the inputs (directories searched for `*.xml`), each resolved to its series.
-fn resolve_lidc(
+/// The LIDC or RTSTRUCT files of the inputs (directories searched for `*.xml` or `*.dcm`), each
+/// resolved to its series.
+fn resolve_files(
     spec: &MaskImportSpec,
     cat: &Catalog,
     key: &SiteKey,
 ) -> Result<(Vec<Job>, usize), LabelError> {
+    let (ext, what) = match spec.format {
+        MaskFormat::Rtstruct => ("dcm", "RTSTRUCT DICOM"),
+        _ => ("xml", "LIDC XML"),
+    };
+    let series_of = |file: &Path| match spec.format {
+        MaskFormat::Rtstruct => super::rtstruct_masks::series_row(cat, key, file).map(|(row, _)| row),
+        _ => super::lidc_masks::series_row(cat, key, file).map(|(row, _)| row),
+    };
     let mut files = Vec::new();
     for input in &spec.inputs {
         if input.is_dir() {
@@ -211,7 +231,7 @@ fn resolve_lidc(
                 .into_iter()
                 .filter_map(Result::ok)
                 .map(|e| e.into_path())
-                .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")))
+                .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)))
                 .collect();
             found.sort();
             files.extend(found);
@@ -220,14 +240,14 @@ fn resolve_lidc(
         }
     }
     if files.is_empty() {
-        return Err(LabelError::Usage("no LIDC XML files in the inputs".into()));
+        return Err(LabelError::Usage(format!("no {what} files in the inputs")));
     }
     let (mut jobs, mut problems) = (Vec::new(), Vec::new());
     let mut first: BTreeMap<usize, String> = BTreeMap::new();
     for file in &files {
         let whence = file.display().to_string();
-        match super::lidc_masks::series_row(cat, key, file) {
-            Ok((row, _)) => {
+        match series_of(file) {
+            Ok(row) => {
                 if let Some(other) = first.insert(row, whence.clone()) {
                     problems.push(format!("{whence}: the same series as {other}"));
                     continue;
@@ -252,8 +272,8 @@ fn resolve_lidc(
 }
 
 fn resolve(spec: &MaskImportSpec, cat: &Catalog, key: &SiteKey) -> Result<(Vec<Job>, usize), LabelError> {
-    if spec.format == MaskFormat::Lidc {
-        return resolve_lidc(spec, cat, key);
+    if spec.format != MaskFormat::Nifti {
+        return resolve_files(spec, cat, key);
     }
     let csv_path = match spec.inputs.as_slice() {
         [one] => one.clone(),
@@ -395,6 +415,7 @@ pub fn import_masks(
             "labels": match spec.format {
                 MaskFormat::Nifti => "the label map's values".to_string(),
                 MaskFormat::Lidc => format!("bit r of a voxel's value: reader r (file order) outlined it; the aggregates count voxels outlined by at least {} readers", spec.agreement),
+                MaskFormat::Rtstruct => "bit r of a voxel's value: the r-th ROI of the file's ROI Contour Sequence covers it (even-odd rule at pixel centres, holes by nesting); foreground: any ROI".to_string(),
             },
             "alignment": "by geometry: every mask axis along a series axis, voxel centres within a tenth of a pixel; never resampled",
         }),

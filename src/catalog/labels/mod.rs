@@ -8,6 +8,7 @@ pub mod grid;
 mod join;
 mod lidc_masks;
 pub mod masks;
+mod rtstruct_masks;
 
 use super::columns::Level;
 use super::state::{CatalogState, LabelColumnRef, LabelKind, LabelSetRef};
