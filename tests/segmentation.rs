@@ -342,3 +342,50 @@ fn a_2d_unet_trains_on_slices_and_eval_stacks_them_per_series() {
         assert_eq!(row["truth_voxels"].as_u64(), Some(truth), "{row}");
     }
 }
+
+/// A split with a series whose pack shard has masks but which has none itself is refused when the
+/// dataset opens, naming how many series lack one (not midway through training).
+#[test]
+fn a_split_with_an_unlabelled_series_is_refused_at_open() {
+    let dir = tempdir();
+    let (catalog, key) = crate::common::phantom_catalog(dir.path(), "3", "64");
+    let truth = dir.path().join("phantom/truth");
+    let csv = std::fs::read_to_string(truth.join("masks.csv")).unwrap();
+    let one: Vec<&str> = csv.lines().take(2).collect();
+    std::fs::write(truth.join("one.csv"), one.join("\n") + "\n").unwrap();
+    ok(&[
+        "catalog",
+        "labels",
+        "masks",
+        s(&truth.join("one.csv")),
+        "--out",
+        s(&catalog),
+        "--name",
+        "one",
+        "--key",
+        s(&key),
+    ]);
+    let manifest = dir.path().join("m.h5");
+    ok(&[
+        "catalog",
+        "split",
+        s(&catalog),
+        "modality = 'CT'",
+        "--level",
+        "series",
+        "--out",
+        s(&manifest),
+        "--ratios",
+        "train=1.0",
+    ]);
+    let m = Manifest::load(&manifest).unwrap();
+    let cfg = DataConfig {
+        masks: Some("one".into()),
+        ..patch_config(0.5)
+    };
+    let err = Dataset::open(&catalog, &m, "train", &cfg).err().expect("refused");
+    assert!(
+        err.to_string().contains("2 series of the split have no mask"),
+        "{err}"
+    );
+}

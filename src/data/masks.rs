@@ -72,6 +72,30 @@ impl MaskSource {
                 None => missing.push(key),
             }
         }
+        let src = MaskSource {
+            name: name.to_string(),
+            files: masks.shards.iter().map(|m| dir.join(&m.file)).collect(),
+            opened: masks.shards.iter().map(|_| OnceLock::new()).collect(),
+            foreground: series.iter().map(|_| OnceLock::new()).collect(),
+            series: resolved,
+            agree: masks.readers_agree,
+        };
+        // A series whose pack shard has a mask shard may still have no volume in it.
+        let mut held: HashMap<usize, std::collections::HashSet<&str>> = HashMap::new();
+        for (m, key) in &src.series {
+            if !held.contains_key(m) {
+                let keys = src
+                    .shard(*m)?
+                    .entries
+                    .iter()
+                    .map(|e| e.series_key.as_str())
+                    .collect();
+                held.insert(*m, keys);
+            }
+            if !held[m].contains(key.as_str()) {
+                missing.push(key.clone());
+            }
+        }
         if let Some(first) = missing.first() {
             return Err(label(format!(
                 "{} series of the split have no mask (the first: {first}); an unlabelled series is \
@@ -79,26 +103,24 @@ impl MaskSource {
                 missing.len()
             )));
         }
-        Ok(MaskSource {
-            name: name.to_string(),
-            files: masks.shards.iter().map(|m| dir.join(&m.file)).collect(),
-            opened: masks.shards.iter().map(|_| OnceLock::new()).collect(),
-            foreground: series.iter().map(|_| OnceLock::new()).collect(),
-            series: resolved,
-            agree: masks.readers_agree,
-        })
+        Ok(src)
+    }
+
+    /// Mask shard `m`, opened (and checked) on first use.
+    fn shard(&self, m: usize) -> Result<&MaskShard, DataError> {
+        self.opened[m]
+            .get_or_init(|| MaskShard::open(&self.files[m]).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| DataError::Label {
+                name: self.name.clone(),
+                reason: e.clone(),
+            })
     }
 
     /// Series `k`'s mask, checked against the series' shape.
     fn view(&self, k: usize, shape: [usize; 3]) -> Result<MaskView<'_>, DataError> {
         let (m, key) = &self.series[k];
-        let shard = self.opened[*m]
-            .get_or_init(|| MaskShard::open(&self.files[*m]).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| DataError::Label {
-                name: self.name.clone(),
-                reason: e.clone(),
-            })?;
+        let shard = self.shard(*m)?;
         let bad = |reason: String| DataError::Label {
             name: self.name.clone(),
             reason,
