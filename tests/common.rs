@@ -73,18 +73,16 @@ pub fn pydicom_file(name: &str) -> PathBuf {
 /// packed with a new site key (`root/site.key`) into `root/pack` and catalogued in `root/catalog`.
 /// Returns (catalog, key).
 pub fn phantom_catalog(root: &Path, patients: &str, size: &str) -> (PathBuf, PathBuf) {
+    phantom_catalog_with(root, &["--patients", patients, "--size", size, "--slices", "12"])
+}
+
+/// A phantom made with `phantom_args`, packed with a new site key and catalogued: (catalog, key).
+pub fn phantom_catalog_with(root: &Path, phantom_args: &[&str]) -> (PathBuf, PathBuf) {
     let p = |x: &str| root.join(x);
-    ok(&[
-        "phantom",
-        "--out",
-        s(&p("phantom")),
-        "--patients",
-        patients,
-        "--size",
-        size,
-        "--slices",
-        "12",
-    ]);
+    let out = p("phantom");
+    let mut args = vec!["phantom", "--out", s(&out)];
+    args.extend_from_slice(phantom_args);
+    ok(&args);
     ok(&[
         "pack",
         s(&p("phantom/dicom")),
@@ -96,6 +94,26 @@ pub fn phantom_catalog(root: &Path, patients: &str, size: &str) -> (PathBuf, Pat
     ]);
     ok(&["catalog", "build", s(&p("pack")), "--out", s(&p("catalog"))]);
     (p("catalog"), p("site.key"))
+}
+
+/// Imports the phantom's LIDC reader XML as mask set `name`, consensus of at least 2 readers.
+pub fn import_lidc(catalog: &Path, lidc: &Path, key: &Path, name: &str) {
+    ok(&[
+        "catalog",
+        "labels",
+        "masks",
+        s(lidc),
+        "--format",
+        "lidc",
+        "--agreement",
+        "2",
+        "--out",
+        s(catalog),
+        "--name",
+        name,
+        "--key",
+        s(key),
+    ]);
 }
 
 pub fn tempdir() -> tempfile::TempDir {

@@ -49,22 +49,7 @@ fn phantom_catalog(root: &Path) -> Manifests {
         "outcome",
         &["--event-within", "death_5y=DeathEvent,FollowUpDays,1826"],
     );
-    ok(&[
-        "catalog",
-        "labels",
-        "masks",
-        s(&p("phantom/truth/lidc")),
-        "--format",
-        "lidc",
-        "--agreement",
-        "2",
-        "--out",
-        s(&catalog),
-        "--name",
-        "lidc",
-        "--key",
-        s(&key),
-    ]);
+    crate::common::import_lidc(&catalog, &p("phantom/truth/lidc"), &key, "lidc");
     let split = |query: &str, out: &str, extra: &[&str]| {
         let out = p(out);
         let mut args = vec![

@@ -505,9 +505,14 @@ fn mpirun_resume_mid_epoch_is_bitwise_identical() {
     assert_eq!(status(&parts)["status"], "finished");
     assert_eq!(status(&parts)["global_step"].as_u64().unwrap(), steps);
 
+    assert_same_newest_checkpoints(&whole, &parts);
+}
+
+/// The newest checkpoints of two runs hold bitwise the same weights and optimizer state.
+pub fn assert_same_newest_checkpoints(whole: &Path, parts: &Path) {
     for file in ["model.safetensors", "optimizer.safetensors"] {
-        let x = tensors(&newest_checkpoint(&whole).join(file));
-        let y = tensors(&newest_checkpoint(&parts).join(file));
+        let x = tensors(&newest_checkpoint(whole).join(file));
+        let y = tensors(&newest_checkpoint(parts).join(file));
         assert_eq!(x.len(), y.len());
         for ((nx, bx), (ny, by)) in x.iter().zip(&y) {
             assert_eq!(nx, ny);

@@ -167,32 +167,6 @@ fn normalise(hu: i16) -> f32 {
     ((hu as f32 + 1000.0) / 1400.0).clamp(0.0, 1.0) * 2.0 - 1.0
 }
 
-/// The trivial segmenter a U-Net must beat: voxels denser than −400 HU whose in-plane 7×7
-/// neighbourhood is mostly lung (below −600 HU). Vessels pass it as well as nodules.
-fn threshold_segmenter(hu: &[i16], dims: [usize; 3]) -> Vec<bool> {
-    let [n, rows, cols] = dims;
-    let mut out = vec![false; hu.len()];
-    for k in 0..n {
-        for r in 0..rows {
-            for c in 0..cols {
-                let i = (k * rows + r) * cols + c;
-                if hu[i] <= -400 {
-                    continue;
-                }
-                let (mut lung, mut all) = (0, 0);
-                for rr in r.saturating_sub(3)..(r + 4).min(rows) {
-                    for cc in c.saturating_sub(3)..(c + 4).min(cols) {
-                        all += 1;
-                        lung += (hu[(k * rows + rr) * cols + cc] < -600) as u32;
-                    }
-                }
-                out[i] = 2 * lung > all;
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn a_3d_unet_trained_on_patches_segments_phantom_nodules_better_than_a_threshold() {
     use medtrain::data::patches::{crop, patch_origin, Foreground};
@@ -276,7 +250,15 @@ fn a_3d_unet_trained_on_patches_segments_phantom_nodules_better_than_a_threshold
         let logits = sliding_window(&B, &mut infer, &input, 1, *dims, patch, &Window::default()).unwrap();
         let pred: Vec<bool> = logits.iter().map(|&z| z > 0.0).collect();
         ours.push(case_metrics(&pred, &truth, *dims, *spacing).dice);
-        baseline.push(case_metrics(&threshold_segmenter(hu, *dims), &truth, *dims, *spacing).dice);
+        baseline.push(
+            case_metrics(
+                &medtrain::train::segeval::lung_threshold(hu, *dims),
+                &truth,
+                *dims,
+                *spacing,
+            )
+            .dice,
+        );
     }
     let mean = |v: &[Option<f64>]| {
         let d: Vec<f64> = v.iter().flatten().copied().collect();

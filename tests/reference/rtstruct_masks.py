@@ -23,16 +23,7 @@ import numpy as np
 import pydicom
 from matplotlib.path import Path
 
-
-def on_outline(points, px, py):
-    n = len(points)
-    hit = np.zeros(px.shape, bool)
-    for i in range(n):
-        (x0, y0), (x1, y1) = points[i], points[(i + 1) % n]
-        cross = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
-        inside = (px >= min(x0, x1)) & (px <= max(x0, x1)) & (py >= min(y0, y1)) & (py <= max(y0, y1))
-        hit |= (np.abs(cross) < 1e-9) & inside
-    return hit
+from lidc_masks import on_outline
 
 
 def masks(rt_path, dicom_dir):
