@@ -188,6 +188,18 @@ fn a_two_rank_unet_beats_the_threshold_segmenter_and_eval_lists_every_case() {
         .expect("a baseline Dice");
     assert_eq!(seg["cases"], 8, "every validation series is a case");
     assert!(dice > base + 0.1, "U-Net Dice {dice:.3} vs threshold {base:.3}");
+    // The training log holds the means, not a row per case per validation.
+    let log = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert!(
+        last["eval"]["segmentation"]["model"]["dice"].is_object(),
+        "{last}"
+    );
+    assert_eq!(
+        last["eval"]["segmentation"]["rows"].as_array().map(Vec::len),
+        Some(0),
+        "{last}"
+    );
 
     let ev = dir.path().join("eval");
     let (code, _, err) = run(&["eval", s(&run_dir), "--split", "test", "--out", s(&ev)]);

@@ -418,7 +418,10 @@ pub fn evaluate<B: Backend>(
     s: &Settings,
 ) -> Result<EvalReport> {
     if s.train.task == Task::Segmentation {
-        let seg = super::segeval::evaluate_segmentation(b, world, net, ds, s)?;
+        let mut seg = super::segeval::evaluate_segmentation(b, world, net, ds, s)?;
+        // Training logs the means (metrics.jsonl, TensorBoard): one scalar per case and epoch would
+        // swamp both at cohort scale. `eval` lists the cases (cases.csv).
+        seg.rows.clear();
         return Ok(segmentation_report(seg, ds, s, &s.train.val_split));
     }
     let preds = predict_dataset(
