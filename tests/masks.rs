@@ -18,19 +18,15 @@ use std::path::{Path, PathBuf};
 const SURFACE_SLACK_MM: f64 = 0.02;
 
 fn import(catalog: &Path, key: &Path, csv: &Path, name: &str) -> (i32, String, String) {
-    run(&[
-        "catalog",
-        "labels",
-        "masks",
-        s(csv),
-        "--out",
-        s(catalog),
-        "--name",
-        name,
-        "--key",
-        s(key),
-        "--json",
-    ])
+    import_as(catalog, key, csv, name, &[])
+}
+
+/// `catalog labels masks INPUT --out CATALOG --name NAME --key KEY --json` with `format` (flags).
+fn import_as(catalog: &Path, key: &Path, input: &Path, name: &str, format: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["catalog", "labels", "masks", s(input)];
+    args.extend_from_slice(format);
+    args.extend(["--out", s(catalog), "--name", name, "--key", s(key), "--json"]);
+    run(&args)
 }
 
 fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
@@ -482,23 +478,13 @@ fn lidc_readers_and_their_consensus_match_elementtree_matplotlib_and_pydicom() {
     let (catalog, key) = phantom_catalog(dir.path(), "3", "64");
     let lidc = p("phantom/truth/lidc");
     let args = |inputs: &Path, name: &str| {
-        run(&[
-            "catalog",
-            "labels",
-            "masks",
-            s(inputs),
-            "--format",
-            "lidc",
-            "--agreement",
-            "2",
-            "--out",
-            s(&catalog),
-            "--name",
+        import_as(
+            &catalog,
+            &key,
+            inputs,
             name,
-            "--key",
-            s(&key),
-            "--json",
-        ])
+            &["--format", "lidc", "--agreement", "2"],
+        )
     };
     let (code, _, err) = args(&lidc, "lidc");
     assert_eq!(code, 0, "{err}");
@@ -593,23 +579,7 @@ fn rtstruct_contours_match_pydicom_and_matplotlib_holes_included() {
     let holed = p("holed.dcm");
     reference_script("rtstruct_masks.py", &["hole", s(&with_nodule), s(&holed)]);
     fs::rename(&holed, &with_nodule).unwrap();
-    let args = |inputs: &Path, name: &str| {
-        run(&[
-            "catalog",
-            "labels",
-            "masks",
-            s(inputs),
-            "--format",
-            "rtstruct",
-            "--out",
-            s(&catalog),
-            "--name",
-            name,
-            "--key",
-            s(&key),
-            "--json",
-        ])
-    };
+    let args = |inputs: &Path, name: &str| import_as(&catalog, &key, inputs, name, &["--format", "rtstruct"]);
     let (code, _, err) = args(&rtdir, "rt");
     assert_eq!(code, 0, "{err}");
     let masks = masks_of(&catalog, "rt");
