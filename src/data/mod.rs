@@ -6,6 +6,7 @@ pub mod config;
 pub mod dataset;
 pub mod intensity;
 pub mod loader;
+pub mod mapback;
 pub mod masks;
 pub mod patches;
 pub mod sampler;

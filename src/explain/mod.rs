@@ -10,11 +10,10 @@ pub mod colormap;
 pub mod cuda;
 pub mod emulate;
 pub mod layers;
-pub mod mapback;
 pub mod overlay;
 pub mod quality;
 pub mod truth;
 
+pub use crate::data::mapback::{self, map_to_pack, SeriesGeometry};
 pub use cam::{CamShape, GradCamOps, Method, Upsample};
 pub use layers::{cam_layers, grad_cam, grad_cam_layers, select_layers, CamBatch, CamLayer, CamRequest};
-pub use mapback::{map_to_pack, SeriesGeometry};

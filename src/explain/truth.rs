@@ -4,10 +4,11 @@
 //! import` does and matched to the catalog's `series_key`; the ball is then rasterised in the
 //! series' pack voxel grid through its origin, orientation and slice positions.
 
-use super::mapback::SeriesGeometry;
 use crate::catalog::columns::{padded, Level};
 use crate::catalog::labels::csv;
 use crate::catalog::view::Catalog;
+pub use crate::data::mapback::series_geometry;
+use crate::data::mapback::SeriesGeometry;
 use crate::deid::{IdKind, SiteKey};
 use std::collections::HashMap;
 use std::path::Path;
@@ -82,46 +83,6 @@ impl LesionTruth {
     pub fn series_count(&self) -> usize {
         self.by_series.len()
     }
-}
-
-/// The patient geometry of a catalog series: origin and orientation from the series table, the
-/// slice step from the first two slices' positions (the stored order), else the orientation's
-/// normal times the slice spacing.
-pub fn series_geometry(cat: &Catalog, series_row: u32) -> Result<SeriesGeometry, String> {
-    let r = series_row as usize;
-    let err = |e: crate::catalog::CatalogError| format!("catalog series row {r}: {e}");
-    let origin = cat.col_f64(Level::Series, "origin").map_err(err)?;
-    let orient = cat.col_f64(Level::Series, "orientation").map_err(err)?;
-    let spacing = cat.col_f64(Level::Series, "pixel_spacing").map_err(err)?;
-    let slice_spacing = cat.col_f64(Level::Series, "slice_spacing").map_err(err)?[r];
-    let n = cat.col_u32(Level::Series, "n_slices").map_err(err)?[r] as usize;
-    let start = cat.col_u64(Level::Series, "slice_start").map_err(err)?[r] as usize;
-    let o: [f64; 3] = std::array::from_fn(|i| origin[3 * r + i]);
-    let ori: [f64; 6] = std::array::from_fn(|i| orient[6 * r + i]);
-    let ps = [spacing[2 * r], spacing[2 * r + 1]];
-    let normal = [
-        ori[1] * ori[5] - ori[2] * ori[4],
-        ori[2] * ori[3] - ori[0] * ori[5],
-        ori[0] * ori[4] - ori[1] * ori[3],
-    ];
-    let mut step = normal.map(|e| e * if slice_spacing > 0.0 { slice_spacing } else { 1.0 });
-    if n > 1 {
-        if let Ok(pos) = cat.col_f64(Level::Slice, "image_position") {
-            if pos.len() >= 3 * (start + 2) {
-                let d: [f64; 3] = std::array::from_fn(|i| pos[3 * (start + 1) + i] - pos[3 * start + i]);
-                if d.iter().any(|v| v.abs() > 1e-9) {
-                    step = d;
-                }
-            }
-        }
-    }
-    let mut g = SeriesGeometry::new(o, ori, ps, step);
-    if let Ok(pos) = cat.col_f64(Level::Slice, "image_position") {
-        if pos.len() >= 3 * (start + 1) {
-            g.origin = std::array::from_fn(|i| pos[3 * start + i]);
-        }
-    }
-    Ok(g)
 }
 
 /// Voxels of the pack grid (slices, rows, cols) whose centre lies inside any of the lesions.

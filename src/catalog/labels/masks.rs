@@ -85,34 +85,39 @@ pub fn mask_stats(dims: [usize; 3], mask: &[u16]) -> MaskStats {
                 .count() as u64
         })
         .collect();
-    let mut seen = vec![false; mask.len()];
-    let mut components = 0;
+    let components = label_components(dims, |i| mask[i] != 0).1 as u64;
+    MaskStats {
+        voxels: pixels.iter().sum(),
+        slices: pixels.iter().filter(|&&p| p > 0).count() as u64,
+        pixels,
+        components,
+    }
+}
+
+/// Labels the connected regions (26-connectivity) of the voxels where `fg` holds, in a (slice,
+/// row, column) grid: label 0 is background, regions are numbered from 1 in the order of their
+/// first voxel. Returns the labels and the number of regions.
+pub fn label_components(dims: [usize; 3], fg: impl Fn(usize) -> bool) -> (Vec<u32>, usize) {
+    let [n, rows, cols] = dims;
+    let plane = rows * cols;
+    let mut labels = vec![0u32; n * plane];
+    let mut count = 0;
     let mut stack = Vec::new();
-    for start in 0..mask.len() {
-        if mask[start] == 0 || seen[start] {
+    for start in 0..labels.len() {
+        if labels[start] != 0 || !fg(start) {
             continue;
         }
-        components += 1;
-        seen[start] = true;
+        count += 1;
+        labels[start] = count as u32;
         stack.push(start);
         while let Some(at) = stack.pop() {
             let (k, r, c) = (at / plane, at % plane / cols, at % cols);
-            for dk in -1i64..=1 {
-                for dr in -1i64..=1 {
-                    for dc in -1i64..=1 {
-                        let (kk, rr, cc) = (k as i64 + dk, r as i64 + dr, c as i64 + dc);
-                        if kk < 0
-                            || rr < 0
-                            || cc < 0
-                            || kk >= n as i64
-                            || rr >= rows as i64
-                            || cc >= cols as i64
-                        {
-                            continue;
-                        }
-                        let next = (kk as usize * rows + rr as usize) * cols + cc as usize;
-                        if mask[next] != 0 && !seen[next] {
-                            seen[next] = true;
+            for kk in k.saturating_sub(1)..(k + 2).min(n) {
+                for rr in r.saturating_sub(1)..(r + 2).min(rows) {
+                    for cc in c.saturating_sub(1)..(c + 2).min(cols) {
+                        let next = (kk * rows + rr) * cols + cc;
+                        if labels[next] == 0 && fg(next) {
+                            labels[next] = count as u32;
                             stack.push(next);
                         }
                     }
@@ -120,12 +125,7 @@ pub fn mask_stats(dims: [usize; 3], mask: &[u16]) -> MaskStats {
             }
         }
     }
-    MaskStats {
-        voxels: pixels.iter().sum(),
-        slices: pixels.iter().filter(|&&p| p > 0).count() as u64,
-        pixels,
-        components,
-    }
+    (labels, count)
 }
 
 /// The grid of catalog series `row`.

@@ -1,9 +1,12 @@
 //! Maps on the network input grid back into the pack's geometry: each pack voxel (slice, row, col)
 //! is taken through the inverse of the sample's recorded affine (so flips are undone and crops land
 //! where they were cut), and voxel indices go to patient coordinates (mm) through the series'
-//! origin, orientation and spacing.
+//! origin, orientation and spacing ([`series_geometry`] reads them from the catalog). Below
+//! `explain` and `train`, which both place maps and regions in the patient frame.
 
-use crate::data::SampleTransform;
+use super::SampleTransform;
+use crate::catalog::columns::Level;
+use crate::catalog::view::Catalog;
 
 /// Inverse of a 2×2 or 3×3 matrix given as rows; None when singular or not finite (a series of
 /// unknown orientation has NaN steps).
@@ -158,6 +161,46 @@ impl SeriesGeometry {
             inv[i][0] * d[0] + inv[i][1] * d[1] + inv[i][2] * d[2]
         }))
     }
+}
+
+/// The patient geometry of a catalog series: origin and orientation from the series table, the
+/// slice step from the first two slices' positions (the stored order), else the orientation's
+/// normal times the slice spacing.
+pub fn series_geometry(cat: &Catalog, series_row: u32) -> Result<SeriesGeometry, String> {
+    let r = series_row as usize;
+    let err = |e: crate::catalog::CatalogError| format!("catalog series row {r}: {e}");
+    let origin = cat.col_f64(Level::Series, "origin").map_err(err)?;
+    let orient = cat.col_f64(Level::Series, "orientation").map_err(err)?;
+    let spacing = cat.col_f64(Level::Series, "pixel_spacing").map_err(err)?;
+    let slice_spacing = cat.col_f64(Level::Series, "slice_spacing").map_err(err)?[r];
+    let n = cat.col_u32(Level::Series, "n_slices").map_err(err)?[r] as usize;
+    let start = cat.col_u64(Level::Series, "slice_start").map_err(err)?[r] as usize;
+    let o: [f64; 3] = std::array::from_fn(|i| origin[3 * r + i]);
+    let ori: [f64; 6] = std::array::from_fn(|i| orient[6 * r + i]);
+    let ps = [spacing[2 * r], spacing[2 * r + 1]];
+    let normal = [
+        ori[1] * ori[5] - ori[2] * ori[4],
+        ori[2] * ori[3] - ori[0] * ori[5],
+        ori[0] * ori[4] - ori[1] * ori[3],
+    ];
+    let mut step = normal.map(|e| e * if slice_spacing > 0.0 { slice_spacing } else { 1.0 });
+    if n > 1 {
+        if let Ok(pos) = cat.col_f64(Level::Slice, "image_position") {
+            if pos.len() >= 3 * (start + 2) {
+                let d: [f64; 3] = std::array::from_fn(|i| pos[3 * (start + 1) + i] - pos[3 * start + i]);
+                if d.iter().any(|v| v.abs() > 1e-9) {
+                    step = d;
+                }
+            }
+        }
+    }
+    let mut g = SeriesGeometry::new(o, ori, ps, step);
+    if let Ok(pos) = cat.col_f64(Level::Slice, "image_position") {
+        if pos.len() >= 3 * (start + 1) {
+            g.origin = std::array::from_fn(|i| pos[3 * start + i]);
+        }
+    }
+    Ok(g)
 }
 
 #[cfg(test)]
