@@ -684,7 +684,9 @@ pub static SECTIONS: &[Section] = &[
             key(
                 "threshold",
                 "float",
-                "Decision threshold on the probability for accuracy, sensitivity and specificity.",
+                "Decision threshold on the probability for accuracy, sensitivity and specificity; for \
+                 segmentation, the probability above which voxels form detection candidates and \
+                 `predict`'s masks.",
             ),
             key("baseline", "boolean", "Report a trivial baseline beside the model: the brightest lung voxel of \
                  each CT series (binary and survival tasks); for survival on other images their dense fraction."),

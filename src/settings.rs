@@ -202,7 +202,9 @@ pub struct EvalSettings {
     /// Bootstrap resamples (over patients) for confidence intervals.
     pub bootstrap: u32,
     pub ci_level: f64,
-    /// Decision threshold on the probability for accuracy, sensitivity and specificity.
+    /// Decision threshold on the probability for accuracy, sensitivity and specificity; for
+    /// segmentation, the probability above which voxels form detection candidates and `predict`'s
+    /// masks.
     pub threshold: f64,
     /// Report the brightest-lung-voxel baseline beside a binary CT model, and the trivial image
     /// baselines beside a risk model.

@@ -17,6 +17,7 @@ mod configs;
 mod data;
 mod decode_conformance;
 mod demo;
+mod detect;
 mod dist;
 mod docs;
 mod doctor;

@@ -226,6 +226,22 @@ fn a_two_rank_unet_beats_the_threshold_segmenter_and_eval_lists_every_case() {
             "Dice is undefined exactly without a nodule: {row}"
         );
     }
+    // Detection: the predicted regions find the nodules better than the threshold segmenter's blobs,
+    // which the vessels crowd with false positives; every candidate is listed.
+    let seg = &report["segmentation"];
+    let cpm = seg["detection"]["cpm"]["estimate"]
+        .as_f64()
+        .expect("a CPM: the test split has nodules");
+    let base = seg["baseline_detection"]["cpm"]["estimate"]
+        .as_f64()
+        .expect("a threshold CPM");
+    assert!(cpm > base, "CPM {cpm:.3} vs threshold {base:.3}");
+    let listed = std::fs::read_to_string(ev.join("candidates.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert_eq!(Some(listed as u64), seg["detection"]["candidates"].as_u64());
     // Sample-scoring verbs refuse a segmentation model with the reason.
     let (code, _, err) = run(&["explain", s(&run_dir), "test", "--out", s(&dir.path().join("x"))]);
     assert_eq!(code, 2, "{err}");
@@ -322,6 +338,75 @@ fn a_2d_unet_trains_on_slices_and_eval_stacks_them_per_series() {
         let truth = ds.native_mask(i).unwrap().iter().filter(|&&v| v).count() as u64;
         assert_eq!(row["truth_voxels"].as_u64(), Some(truth), "{row}");
     }
+    predicted_masks_lie_on_their_series(dir.path(), &run_dir);
+}
+
+/// `predict` on the packs writes a NIfTI mask per series that nibabel places voxel for voxel on its
+/// DICOM series (pydicom's positions and orientation), and candidates that are the mask's
+/// 26-connected regions as scipy labels them, at their mean voxel centre.
+fn predicted_masks_lie_on_their_series(root: &Path, run_dir: &Path) {
+    let pred = root.join("pred");
+    let (code, out, err) = run(&[
+        "predict",
+        s(run_dir),
+        s(&root.join("pack")),
+        "--out",
+        s(&pred),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&crate::common::reference_script(
+        "predicted_masks.py",
+        &[s(&pred), s(&root.join("phantom/dicom"))],
+    ))
+    .unwrap();
+    let masks = got["masks"].as_u64().unwrap();
+    assert!(
+        masks > 0 && Some(masks) == summary["masks"].as_u64(),
+        "{summary} {got}"
+    );
+    assert_eq!(got["placed"].as_array().unwrap().len() as u64, masks, "{got}");
+    let text = std::fs::read_to_string(pred.join("candidates.csv")).unwrap();
+    let mut ours: std::collections::BTreeMap<String, Vec<[f64; 4]>> = Default::default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let v = |i: usize| f[i].parse::<f64>().unwrap();
+        ours.entry(f[0].to_string())
+            .or_default()
+            .push([v(1), v(2), v(3), v(6)]);
+    }
+    let by_size = |v: &mut Vec<[f64; 4]>| {
+        v.sort_by(|a, b| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    };
+    let mut regions = 0;
+    for (key, want) in got["regions"].as_object().unwrap() {
+        let mut want: Vec<[f64; 4]> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| std::array::from_fn(|i| r[i].as_f64().unwrap()))
+            .collect();
+        let mut mine = ours.remove(key).unwrap_or_default();
+        assert_eq!(mine.len(), want.len(), "{key}: regions");
+        by_size(&mut want);
+        by_size(&mut mine);
+        for (m, w) in mine.iter().zip(&want) {
+            assert!(
+                m.iter().zip(w).all(|(a, b)| (a - b).abs() < 2e-3),
+                "{key}: {m:?} vs scipy {w:?}"
+            );
+        }
+        regions += want.len();
+    }
+    assert!(ours.is_empty(), "candidates of series without a mask: {ours:?}");
+    assert!(regions > 0, "the masks have regions to compare");
 }
 
 /// A split with a series whose pack shard has masks but which has none itself is refused when the

@@ -256,7 +256,8 @@ impl Dataset {
 }
 
 /// A whole series on the model's grid (the configured output spacing, the whole series covered),
-/// with its mask on the same grid: what sliding-window inference and per-case metrics read.
+/// with its mask on the same grid (all background when the dataset has no masks): what
+/// sliding-window inference and per-case metrics read.
 pub struct Case {
     pub series_row: u32,
     pub patient_row: u32,
@@ -268,6 +269,11 @@ pub struct Case {
     pub dims: [usize; 3],
     /// mm (z, y, x)
     pub spacing: [f64; 3],
+    /// The series' pack grid (slices, rows, cols).
+    pub shape: [usize; 3],
+    /// How the model grid was cut from the pack grid: one transform of the whole grid (3D modes), or
+    /// one per slice of the model grid (2D modes, each of extent (1, H, W)).
+    pub transforms: Vec<super::SampleTransform>,
 }
 
 impl Dataset {
@@ -318,6 +324,7 @@ impl Dataset {
         };
         let layer = (extent[1] * extent[2] * extent[0]) as usize;
         let mut buf = vec![0.0f32; channels * layer];
+        let mut transforms = Vec::with_capacity(grids.len());
         for (centre_slice, z) in grids {
             let grid = Grid {
                 mode: if three_d {
@@ -332,6 +339,12 @@ impl Dataset {
                 centre_slice,
             };
             let affine = grid.affine(&aug);
+            transforms.push(super::SampleTransform {
+                series_row: s.row,
+                slice_index: centre_slice.unwrap_or(s.shape[0] as u32 / 2),
+                affine,
+                flips: [false; 3],
+            });
             super::transform::resample(
                 &vol,
                 grid.mode,
@@ -346,13 +359,15 @@ impl Dataset {
                 let at = c * plane + z * layer;
                 input[at..at + layer].copy_from_slice(&buf[c * layer..(c + 1) * layer]);
             }
-            self.mask_on(
-                k,
-                &affine,
-                extent,
-                !three_d,
-                &mut truth[z * layer..(z + 1) * layer],
-            )?;
+            if self.masks.is_some() {
+                self.mask_on(
+                    k,
+                    &affine,
+                    extent,
+                    !three_d,
+                    &mut truth[z * layer..(z + 1) * layer],
+                )?;
+            }
         }
         let meta = self.meta(i);
         Ok(Case {
@@ -363,6 +378,8 @@ impl Dataset {
             truth: truth.into_iter().map(|v| v != 0.0).collect(),
             dims,
             spacing: out_sp,
+            shape: s.shape,
+            transforms,
         })
     }
 }

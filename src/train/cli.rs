@@ -325,8 +325,8 @@ pub(crate) fn sample_scores_only(s: &Settings, verb: &str) -> Result<(), Failure
     }
     Err(usage(format!(
         "{verb} works on sample scores, and a segmentation model's output is per voxel: its \
-         per-case results come from `medtrain eval` (eval.json, cases.csv); writing predicted masks \
-         (NIfTI, DICOM SEG) is not built yet"
+         per-case results come from `medtrain eval` (eval.json, cases.csv, candidates.csv) and its \
+         predicted masks from `medtrain predict` (NIfTI masks, candidates.csv)"
     )))
 }
 
@@ -399,7 +399,6 @@ pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
     let ck = find_checkpoint(&args.inputs[0])?;
     let settings = checkpoint_settings(&ck, args.config.as_deref())?;
     let packs = args.inputs[1..].to_vec();
-    sample_scores_only(&settings, "predict")?;
     if !settings.data.tabular.is_empty() {
         return Err(usage(format!(
             "predict on new packs has no label sets for the model's tabular inputs ({}): import them \
@@ -467,6 +466,7 @@ impl OnBackend for EvalJob<'_> {
             let how = match &report.segmentation {
                 Some(seg) => {
                     write("cases.csv", seg.csv().as_bytes())?;
+            write("candidates.csv", seg.candidates_csv().as_bytes())?;
                     format!(
                         "Sliding-window inference over whole series (overlap {}, {} weighting{}); \
                          per-case metrics in cases.csv; {} bootstrap resamples over cases.",
@@ -603,8 +603,12 @@ impl OnBackend for PredictJob<'_> {
         let mut data = settings.data.clone();
         data.labels.clear();
         data.augment = Default::default();
+        data.masks = None;
         let ds = Arc::new(Dataset::open(&catalog_dir, &manifest, "all", &data).map_err(usage)?);
         let mut net = load_net(b, ck, settings, &ds)?;
+        if settings.train.task == crate::settings::Task::Segmentation {
+            return predict_masks(b, world, &mut net, &ds, settings, args);
+        }
         let preds = evaluate::predict_dataset(
             b,
             world,
@@ -635,6 +639,42 @@ impl OnBackend for PredictJob<'_> {
         }
         Ok(EXIT_OK)
     }
+}
+
+/// `predict` with a segmentation model: masks and candidates of every series.
+fn predict_masks<B: Backend>(
+    b: &B,
+    world: &World,
+    net: &mut Net<B>,
+    ds: &Dataset,
+    settings: &Settings,
+    args: &PredictArgs,
+) -> Result<i32, Failure> {
+    let rows = super::segpredict::predict_segmentation(b, world, net, ds, settings, &args.out)
+        .map_err(Failure::Job)?;
+    if world.rank() == 0 {
+        super::segpredict::write_tables(&args.out, &rows).map_err(Failure::Job)?;
+        let written = rows.iter().filter(|r| r.file.is_some()).count();
+        let candidates: usize = rows.iter().map(|r| r.candidates.len()).sum();
+        if args.json {
+            let summary = serde_json::json!({
+                "series": rows.len(),
+                "masks": written,
+                "candidates": candidates,
+                "masks_csv": args.out.join("masks.csv"),
+                "candidates_csv": args.out.join("candidates.csv"),
+            });
+            println!("{summary}");
+        } else {
+            println!(
+                "predict: {} series, {written} masks under {}, {candidates} candidates in {}",
+                rows.len(),
+                args.out.join("masks").display(),
+                args.out.join("candidates.csv").display()
+            );
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 /// Per-sample and per-series scores as CSV (probabilities for binary tasks, raw outputs otherwise).

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod cli;
+pub mod detect;
 pub mod evaluate;
 pub mod faults;
 pub mod figures;
@@ -13,6 +14,7 @@ pub mod run;
 pub mod segeval;
 pub mod segloss;
 pub mod segmetrics;
+pub mod segpredict;
 pub mod signals;
 pub mod sliding;
 mod staging;

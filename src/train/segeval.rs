@@ -9,10 +9,12 @@
 //! voxels denser than −400 HU whose 7×7 in-plane neighbourhood is mostly lung (below −600 HU), the
 //! "HU threshold inside the lungs" that vessels and airway walls defeat.
 
+use super::detect::{self, Froc, Region, Scan};
 use super::metrics::Interval;
 use super::segmetrics::{case_metrics, mean_with_ci, CaseMetrics};
 use super::sliding::sliding_window;
 use crate::backend::Backend;
+use crate::data::mapback::{map_to_pack, series_geometry};
 use crate::data::{eval_share, Dataset};
 use crate::dist::World;
 use crate::nn::Net;
@@ -36,6 +38,10 @@ pub struct CaseRow {
     /// The threshold segmenter's Dice and HD95 on the pack's grid (CT only).
     pub baseline_dice: Option<f64>,
     pub baseline_hd95_mm: Option<f64>,
+    /// The truth's regions and the model's candidates, in patient coordinates.
+    pub scan: Scan,
+    /// The threshold segmenter's blobs as candidates (CT only).
+    pub baseline_candidates: Option<Vec<Region>>,
 }
 
 /// Metric means over cases with their intervals.
@@ -56,6 +62,10 @@ pub struct SegReport {
     pub model: SegMetrics,
     /// The threshold segmenter (Dice and HD95 only; None for non-CT series).
     pub baseline: Option<SegMetrics>,
+    /// Detection from the predicted regions (FROC and CPM); None without nodules.
+    pub detection: Option<Froc>,
+    /// The threshold segmenter's blobs as a detector.
+    pub baseline_detection: Option<Froc>,
     /// Every case, in split order.
     pub rows: Vec<CaseRow>,
 }
@@ -70,8 +80,12 @@ impl SegReport {
         let base = self.baseline.as_ref().map_or(String::new(), |b| {
             format!(" | threshold Dice {}, HD95 {}", f(&b.dice), f(&b.hd95_mm))
         });
+        let cpm = self
+            .detection
+            .as_ref()
+            .map_or(String::new(), |d| format!(", CPM {}", f(&Some(d.cpm.clone()))));
         format!(
-            "{split} Dice {}, HD95 {} mm ({} cases, {} with foreground){base}",
+            "{split} Dice {}, HD95 {} mm{cpm} ({} cases, {} with foreground){base}",
             f(&self.model.dice),
             f(&self.model.hd95_mm),
             self.cases,
@@ -112,7 +126,58 @@ impl SegReport {
                 ));
             }
         }
+        md.push_str(&self.froc_markdown());
         md
+    }
+
+    /// The FROC points and CPM of the model and the threshold segmenter, when the truth has nodules.
+    fn froc_markdown(&self) -> String {
+        let Some(d) = &self.detection else {
+            return String::new();
+        };
+        let mut md = format!(
+            "\nDetection ({} nodules in {} scans): candidates are the predicted regions, a hit lies \
+             within a nodule's radius; sensitivity at false positives per scan, CPM their mean with a \
+             {:.0}% bootstrap interval over scans.\n\n\
+             | detector | CPM | 1/8 | 1/4 | 1/2 | 1 | 2 | 4 | 8 | candidates | nodules hit |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n",
+            d.nodules,
+            d.scans,
+            d.cpm.level * 100.0
+        );
+        for (name, f) in [
+            ("the model", Some(d)),
+            ("HU threshold in the lungs", self.baseline_detection.as_ref()),
+        ] {
+            if let Some(f) = f {
+                let sens: Vec<String> = f.sensitivity.iter().map(|v| format!("{v:.3}")).collect();
+                md.push_str(&format!(
+                    "| {name} | {:.3} [{:.3}, {:.3}] | {} | {} | {} / {} |\n",
+                    f.cpm.estimate,
+                    f.cpm.low,
+                    f.cpm.high,
+                    sens.join(" | "),
+                    f.candidates,
+                    f.nodules_hit,
+                    f.nodules
+                ));
+            }
+        }
+        md
+    }
+
+    /// The model's candidates of every case as CSV: series key, centre (LPS mm), equivalent
+    /// diameter, score, and whether it hits a nodule of the truth.
+    pub fn candidates_csv(&self) -> String {
+        let mut out = String::from("series_key,x_mm,y_mm,z_mm,diameter_mm,score,voxels,hit\n");
+        for r in &self.rows {
+            out.push_str(&candidate_rows(
+                &r.series_key,
+                &r.scan.candidates,
+                Some(&r.scan.nodules),
+            ));
+        }
+        out
     }
 
     /// The rows as CSV (empty cells where a metric is undefined).
@@ -137,6 +202,19 @@ impl SegReport {
         }
         out
     }
+}
+
+/// Candidates as CSV rows (with a `hit` column when a truth is given).
+pub fn candidate_rows(series_key: &str, candidates: &[Region], truth: Option<&[Region]>) -> String {
+    let mut out = String::new();
+    for c in candidates {
+        let hit = truth.map_or(String::new(), |t| format!(",{}", detect::hits_any(c, t)));
+        out.push_str(&format!(
+            "{series_key},{:.3},{:.3},{:.3},{:.3},{:.6},{}{hit}\n",
+            c.centre_mm[0], c.centre_mm[1], c.centre_mm[2], c.diameter_mm, c.score, c.voxels
+        ));
+    }
+    out
 }
 
 /// The trivial segmenter on a (slices, rows, cols) HU volume.
@@ -191,6 +269,17 @@ fn case_row<B: Backend>(
     )
     .map_err(|e| e.to_string())?;
     let pred: Vec<bool> = logits.iter().map(|&z| z > 0.0).collect();
+    let geometry = series_geometry(ds.catalog(), case.series_row)?;
+    let native_truth = ds.native_mask(i).map_err(data_err)?;
+    let scan = Scan {
+        nodules: detect::nodules(&native_truth, case.shape, &geometry),
+        candidates: detect::candidates(
+            &on_pack_grid(&logits, &case),
+            case.shape,
+            &geometry,
+            s.eval.threshold,
+        ),
+    };
     let m: CaseMetrics = case_metrics(&pred, &case.truth, case.dims, case.spacing);
     let mut row = CaseRow {
         series_key: case.series_key,
@@ -202,23 +291,47 @@ fn case_row<B: Backend>(
         iou: m.iou,
         hd95_mm: m.hd95,
         msd_mm: m.msd,
+        scan,
         ..Default::default()
     };
     if baseline {
         let vol = ds.series_volume(i).map_err(data_err)?;
         if vol.display_window.is_none() {
-            let truth = ds.native_mask(i).map_err(data_err)?;
-            let base = case_metrics(
-                &lung_threshold(&vol.values, vol.shape),
-                &truth,
-                vol.shape,
-                vol.spacing,
-            );
+            let blobs = lung_threshold(&vol.values, vol.shape);
+            let base = case_metrics(&blobs, &native_truth, vol.shape, vol.spacing);
             row.baseline_dice = base.dice;
             row.baseline_hd95_mm = base.hd95;
+            // A blob's score is its mean density (HU): the denser, the more nodule-like.
+            let mean_hu = |m: &[usize]| m.iter().map(|&v| vol.values[v] as f64).sum::<f64>() / m.len() as f64;
+            row.baseline_candidates = Some(detect::regions(vol.shape, &geometry, |v| blobs[v], mean_hu));
         }
     }
     Ok(row)
+}
+
+/// The foreground probability of a case's logits (model grid) on the series' pack grid: every pack
+/// voxel the model grid covers reads it trilinearly; voxels outside stay 0.
+pub fn on_pack_grid(logits: &[f32], case: &crate::data::masks::Case) -> Vec<f32> {
+    let prob: Vec<f32> = logits.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect();
+    let mut out = vec![0.0f32; case.shape.iter().product()];
+    let [_, h, w] = case.dims;
+    match case.transforms.as_slice() {
+        [whole] => {
+            map_to_pack(&prob, case.dims, whole, case.shape, &mut out);
+        }
+        slices => {
+            for (z, t) in slices.iter().enumerate() {
+                map_to_pack(
+                    &prob[z * h * w..(z + 1) * h * w],
+                    [1, h, w],
+                    t,
+                    case.shape,
+                    &mut out,
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Predicts and measures every case of `ds` (every rank returns the same report).
@@ -266,8 +379,25 @@ pub fn report_of(rows: Vec<CaseRow>, s: &Settings) -> SegReport {
         hd95_mm: ci(&|r| r.baseline_hd95_mm),
         msd_mm: None,
     });
+    let scans: Vec<Scan> = rows.iter().map(|r| r.scan.clone()).collect();
+    let detection = detect::froc(&scans, n, level, seed);
+    let baseline_detection = match rows.iter().all(|r| r.baseline_candidates.is_some()) && !rows.is_empty() {
+        true => {
+            let scans: Vec<Scan> = rows
+                .iter()
+                .map(|r| Scan {
+                    nodules: r.scan.nodules.clone(),
+                    candidates: r.baseline_candidates.clone().unwrap_or_default(),
+                })
+                .collect();
+            detect::froc(&scans, n, level, seed)
+        }
+        false => None,
+    };
     SegReport {
         cases: rows.len(),
+        detection,
+        baseline_detection,
         cases_with_foreground: rows.iter().filter(|r| r.truth_voxels > 0).count(),
         model,
         baseline,
