@@ -1,5 +1,7 @@
-//! DICOM input: headers, series assembly and geometry, pixel decoding and modality transforms.
+//! DICOM input: headers, series assembly and geometry, pixel decoding and modality transforms; and
+//! the data-set builder and Part 10 writer (`build`) of what medtrain writes.
 
+pub mod build;
 pub mod color;
 pub mod decode;
 pub mod frames;

@@ -8,8 +8,8 @@ use super::cohort::PatientPlan;
 use super::ct::CtSlice;
 use super::write::{ds, write_file, DicomBuilder};
 use super::PhantomError;
-use dicom_core::value::DataSetSequence;
-use dicom_core::{DataElement, VR};
+use crate::dicom::build::seq;
+use dicom_core::VR;
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use std::path::Path;
@@ -17,10 +17,6 @@ use std::path::Path;
 pub(crate) const RTSTRUCT_DIR: &str = "rtstruct";
 /// Vertices of each contour.
 const VERTICES: usize = 32;
-
-fn seq(tag: dicom_core::Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
-}
 
 fn image_ref(sop: &str) -> InMemDicomObject {
     let mut d = DicomBuilder::new();

@@ -9,12 +9,9 @@ use super::PhantomError;
 use dicom_core::value::C;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use std::path::Path;
 
-/// Our implementation's class UID in every file meta group (a fixed `2.25` UUID-derived UID).
-const IMPLEMENTATION_CLASS_UID: &str = "2.25.181473938611229014837116526118350812901";
 const IMPLEMENTATION_VERSION_NAME: &str = "MEDTRAIN_PH1";
 /// Private block that real scanners use for vendor data; ours carries the patient ID, as some do.
 const PRIVATE_GROUP: u16 = 0x0029;
@@ -34,52 +31,8 @@ const CT_SERIES_NUMBER: &str = "2";
 const RADIOGRAPH_SERIES_NUMBER: &str = "1";
 const SOURCE_TO_DETECTOR_MM: &str = "1800";
 
-pub(super) struct Dataset(InMemDicomObject);
-
-/// Builds a data set element by element (the other phantom writers use it too).
-pub(super) type DicomBuilder = Dataset;
-
-impl Dataset {
-    pub(super) fn new() -> Self {
-        Dataset(InMemDicomObject::new_empty())
-    }
-    pub(super) fn put(&mut self, element: DataElement<InMemDicomObject>) -> &mut Self {
-        self.0.put(element);
-        self
-    }
-    pub(super) fn into_inner(self) -> InMemDicomObject {
-        self.0
-    }
-    pub(super) fn str(&mut self, tag: Tag, vr: VR, value: impl Into<String>) -> &mut Self {
-        self.0
-            .put(DataElement::new(tag, vr, PrimitiveValue::from(value.into())));
-        self
-    }
-    pub(super) fn strs(&mut self, tag: Tag, vr: VR, values: &[String]) -> &mut Self {
-        self.0.put(DataElement::new(
-            tag,
-            vr,
-            PrimitiveValue::Strs(C::from_vec(values.to_vec())),
-        ));
-        self
-    }
-    fn signed(&mut self, tag: Tag, value: i16) -> &mut Self {
-        self.0
-            .put(DataElement::new(tag, VR::SS, PrimitiveValue::from(value)));
-        self
-    }
-    pub(super) fn us(&mut self, tag: Tag, value: u16) -> &mut Self {
-        self.0
-            .put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
-        self
-    }
-}
-
-/// DS text with a fixed number of decimals (the values used in the geometry are already rounded
-/// to these, so what the file says is exactly what the phantom computed with).
-pub(super) fn ds(value: f64, decimals: usize) -> String {
-    format!("{value:.decimals$}")
-}
+pub(super) use crate::dicom::build::{ds, DicomBuilder};
+type Dataset = DicomBuilder;
 
 /// Patient, study and equipment elements common to every file of a patient; identifiers planted.
 fn patient_and_study(plan: &PatientPlan, ct: bool) -> Dataset {
@@ -101,7 +54,7 @@ fn patient_and_study(plan: &PatientPlan, ct: bool) -> Dataset {
             RADIOGRAPH_STUDY_TEXT,
         )
     };
-    let mut d = Dataset(InMemDicomObject::new_empty());
+    let mut d = Dataset::new();
     d.str(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100")
         .str(tags::STUDY_DATE, VR::DA, date.dicom())
         .str(tags::SERIES_DATE, VR::DA, date.dicom())
@@ -219,7 +172,7 @@ pub(crate) fn write_ct_slice(
 ) -> Result<u64, PhantomError> {
     let g = &plan.geometry;
     let z = g.z(slice.position);
-    let mut d = Dataset(header.clone());
+    let mut d = Dataset::from(header.clone());
     d.str(tags::SOP_INSTANCE_UID, VR::UI, slice.sop_instance_uid.as_str())
         .str(tags::INSTANCE_NUMBER, VR::IS, slice.instance_number.to_string())
         .strs(
@@ -326,20 +279,10 @@ pub(super) fn write_file(
     transfer_syntax: &str,
     path: &Path,
 ) -> Result<u64, PhantomError> {
-    let dicom_error = |reason: String| PhantomError::Dicom {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(transfer_syntax)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
-    let file = object.with_meta(meta).map_err(|e| dicom_error(e.to_string()))?;
-    file.write_to_file(path).map_err(|e| dicom_error(e.to_string()))?;
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|source| PhantomError::Io {
+    crate::dicom::build::write_part10(object, transfer_syntax, IMPLEMENTATION_VERSION_NAME, path).map_err(
+        |reason| PhantomError::Dicom {
             path: path.to_path_buf(),
-            source,
-        })
+            reason,
+        },
+    )
 }
