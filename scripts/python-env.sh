@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Prints the path of a Python interpreter that has the reference packages of tests/reference/
-# (pydicom, numpy, h5py, nibabel, scipy, ...), creating target/pyref (a virtual environment) when the system Python
+# (pydicom, numpy, h5py, nibabel, scipy, highdicom, ...), creating target/pyref (a virtual environment) when the system Python
 # lacks them. Idempotent.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/target/pyref"
-need="import pydicom, numpy, h5py, tensorboard, matplotlib, nibabel, scipy; assert pydicom.__version__.startswith('3.')"
+need="import pydicom, numpy, h5py, tensorboard, matplotlib, nibabel, scipy, highdicom; assert pydicom.__version__.startswith('3.')"
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$need" 2>/dev/null; then
   echo "$venv/bin/python"; exit 0
 fi

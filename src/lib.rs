@@ -9,10 +9,11 @@
 //! 1. `exit`, `fsx`, `h5text`, `font`, `logging`, `remedy`, `config`: exit codes and `Failure`,
 //!    durable writes, HDF5 text attributes, the bitmap font (burned into phantom images), logging,
 //!    remedies, the config file; they import nothing from the crate.
-//! 2. `deid`, `dicom`, `nifti`, `lidc`, `rtstruct`, `dist`, `chart`: pseudonyms, DICOM reading, NIfTI
-//!    label maps, LIDC-IDRI annotation XML, RT Structure Set contours, the MPI world (`pack` runs on
-//!    it), report charts (PNG, SVG and their data).
-//! 3. `pack`: DICOM series to shards.
+//! 2. `deid`, `dicom`, `nifti`, `lidc`, `rtstruct`, `dist`, `chart`: pseudonyms, DICOM reading (and
+//!    the writer of what we write), NIfTI label maps, LIDC-IDRI annotation XML, RT Structure Set
+//!    contours, the MPI world (`pack` runs on it), report charts (PNG, SVG and their data).
+//! 3. `pack`, `dicomseg`: DICOM series to shards; DICOM Segmentation objects (built on `dicom`'s
+//!    writer).
 //! 4. `catalog`: shard tables, labels, queries and splits.
 //! 5. `data`: datasets, samplers and transforms over a catalog.
 //! 6. `backend`: the CPU and CUDA backends, their kernels and parity harness.
@@ -44,6 +45,7 @@ pub mod config_reference;
 pub mod data;
 pub mod deid;
 pub mod dicom;
+pub mod dicomseg;
 pub mod dist;
 pub mod doctor;
 pub mod exit;

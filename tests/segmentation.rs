@@ -407,6 +407,71 @@ fn predicted_masks_lie_on_their_series(root: &Path, run_dir: &Path) {
     }
     assert!(ours.is_empty(), "candidates of series without a mask: {ours:?}");
     assert!(regions > 0, "the masks have regions to compare");
+    predicted_segs_open_in_highdicom(root, run_dir, &pred, masks);
+}
+
+/// The DICOM SEGs beside the masks: highdicom opens them and their frames are the NIfTI masks'
+/// slices (pydicom unpacks the bits). With `--source`, each frame references the source instance at
+/// its position and the patient, study and frame of reference are the source's; a wrong key finds
+/// no series, exits 1 and says why.
+fn predicted_segs_open_in_highdicom(root: &Path, run_dir: &Path, local: &Path, masks: u64) {
+    let dicom = root.join("phantom/dicom");
+    let check = |out: &Path, mode: &str| -> serde_json::Value {
+        let got: serde_json::Value = serde_json::from_str(&crate::common::reference_script(
+            "predicted_seg.py",
+            &[s(out), s(&dicom), mode],
+        ))
+        .unwrap();
+        assert_eq!(got["problems"], serde_json::json!([]), "{got}");
+        assert_eq!(got["segs"].as_u64(), Some(masks), "{got}");
+        for what in ["opened", "pixels"] {
+            assert_eq!(got[what], got["segs"], "{what}: {got}");
+        }
+        got
+    };
+    check(local, "local");
+    let pred = root.join("pred-source");
+    let (code, _, err) = run(&[
+        "predict",
+        s(run_dir),
+        s(&root.join("pack")),
+        "--out",
+        s(&pred),
+        "--source",
+        s(&dicom),
+        "--key",
+        s(&root.join("site.key")),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = check(&pred, "source");
+    for what in ["references", "identity"] {
+        assert_eq!(got[what], got["segs"], "{what}: {got}");
+    }
+    // Another key's pseudonyms match no source series: no SEG, the reason, exit 1.
+    let other = crate::common::key_file(root, "other.key");
+    let (code, _, err) = run(&[
+        "predict",
+        s(run_dir),
+        s(&root.join("pack")),
+        "--out",
+        s(&root.join("pred-wrong")),
+        "--source",
+        s(&dicom),
+        "--key",
+        s(&other),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no series under --source"), "{err}");
+    let (code, _, err) = run(&[
+        "predict",
+        s(run_dir),
+        s(&root.join("pack")),
+        "--out",
+        s(&root.join("x")),
+        "--source",
+        s(&dicom),
+    ]);
+    assert_eq!(code, 2, "--source without --key: {err}");
 }
 
 /// A split with a series whose pack shard has masks but which has none itself is refused when the

@@ -118,6 +118,10 @@ impl Catalog {
     pub fn col_keys(&self, level: Level, name: &str) -> Result<&[[u8; 32]], CatalogError> {
         self.tables.keys(&format!("{}/{name}", level.group()))
     }
+
+    pub fn col_codes(&self, level: Level, name: &str) -> Result<&[[u8; 16]], CatalogError> {
+        self.tables.codes(&format!("{}/{name}", level.group()))
+    }
 }
 
 impl Catalog {

@@ -118,6 +118,14 @@ pub struct PredictArgs {
     /// Which series to score (catalog query language).
     #[arg(long, default_value = "modality = 'CT'")]
     pub filter: String,
+    /// Segmentation: the DICOM directory the packs were made from; its series are matched by their
+    /// keyed pseudonyms (with --key), and the DICOM SEGs copy their patient, study and frame of
+    /// reference and reference their instances (else the SEGs are for local use).
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// The site key the packs were made with (for --source).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// auto | cpu | cuda
@@ -399,6 +407,20 @@ pub fn run_predict(args: PredictArgs) -> Result<i32, Failure> {
     let ck = find_checkpoint(&args.inputs[0])?;
     let settings = checkpoint_settings(&ck, args.config.as_deref())?;
     let packs = args.inputs[1..].to_vec();
+    let segmentation = settings.train.task == crate::settings::Task::Segmentation;
+    match (&args.source, &args.key) {
+        (Some(_), _) if !segmentation => {
+            return Err(usage(
+                "predict --source writes DICOM SEGs, which only a segmentation model makes",
+            ))
+        }
+        (Some(_), None) => {
+            return Err(usage(
+                "predict --source needs --key: the site key the packs were made with",
+            ))
+        }
+        _ => {}
+    }
     if !settings.data.tabular.is_empty() {
         return Err(usage(format!(
             "predict on new packs has no label sets for the model's tabular inputs ({}): import them \
@@ -650,16 +672,27 @@ fn predict_masks<B: Backend>(
     settings: &Settings,
     args: &PredictArgs,
 ) -> Result<i32, Failure> {
-    let rows = super::segpredict::predict_segmentation(b, world, net, ds, settings, &args.out)
-        .map_err(Failure::Job)?;
+    let sources = match (&args.source, &args.key) {
+        (Some(dir), Some(key)) => {
+            let key =
+                crate::deid::SiteKey::load(key).map_err(|e| usage(format!("{}: {e}", key.display())))?;
+            Some(super::segdicom::scan_sources(dir, &key).map_err(Failure::Job)?)
+        }
+        _ => None,
+    };
+    let rows =
+        super::segpredict::predict_segmentation(b, world, net, ds, settings, &args.out, sources.as_ref())
+            .map_err(Failure::Job)?;
     if world.rank() == 0 {
         super::segpredict::write_tables(&args.out, &rows).map_err(Failure::Job)?;
         let written = rows.iter().filter(|r| r.file.is_some()).count();
+        let segs = rows.iter().filter(|r| r.seg.is_some()).count();
         let candidates: usize = rows.iter().map(|r| r.candidates.len()).sum();
         if args.json {
             let summary = serde_json::json!({
                 "series": rows.len(),
                 "masks": written,
+                "segs": segs,
                 "candidates": candidates,
                 "masks_csv": args.out.join("masks.csv"),
                 "candidates_csv": args.out.join("candidates.csv"),
@@ -667,11 +700,19 @@ fn predict_masks<B: Backend>(
             println!("{summary}");
         } else {
             println!(
-                "predict: {} series, {written} masks under {}, {candidates} candidates in {}",
+                "predict: {} series, {written} masks under {}, {segs} DICOM SEGs under {}, {candidates} \
+                 candidates in {}",
                 rows.len(),
                 args.out.join("masks").display(),
+                args.out.join("seg").display(),
                 args.out.join("candidates.csv").display()
             );
+        }
+        for r in rows.iter().filter(|r| r.seg.is_none()) {
+            eprintln!("predict: series {}: {}", r.series_key, r.note);
+        }
+        if segs < rows.len() {
+            return Ok(crate::exit::EXIT_FAILURES);
         }
     }
     Ok(EXIT_OK)

@@ -11,6 +11,7 @@ mod hashes;
 pub mod metrics;
 pub mod regression;
 pub mod run;
+pub mod segdicom;
 pub mod segeval;
 pub mod segloss;
 pub mod segmetrics;

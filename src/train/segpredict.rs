@@ -6,7 +6,9 @@
 //!   `[eval] threshold`) on the pack grid, voxel for voxel, whose affine is the series' geometry
 //!   (DICOM LPS turned to NIfTI's RAS): i runs along a row (columns), j down the rows, k along the
 //!   stored slice order;
-//! - `masks.csv`: file, series key, patient key, foreground voxels;
+//! - `seg/<series key>.dcm`: the same mask as a DICOM Segmentation object (`segdicom`), with the
+//!   source's identity when `--source` is given, else for local use;
+//! - `masks.csv`: file, SEG file, series key, patient key, foreground voxels, a note;
 //! - `candidates.csv`: the connected regions of the map as candidates (`detect`): series key,
 //!   centre x, y, z (LPS mm), equivalent diameter, score (the region's highest probability), voxels.
 //!
@@ -15,6 +17,7 @@
 //! the two tables.
 
 use super::detect::{self, Region};
+use super::segdicom::Sources;
 use super::segeval::on_pack_grid;
 use super::sliding::{sliding_window, Window};
 use crate::backend::Backend;
@@ -33,6 +36,8 @@ pub struct PredictedSeries {
     pub patient_key: String,
     /// The mask's file under the output directory; None when it could not be placed.
     pub file: Option<String>,
+    /// The DICOM SEG's file; None when it was not written (the note says why).
+    pub seg: Option<String>,
     pub voxels: u64,
     pub note: String,
     pub candidates: Vec<Region>,
@@ -58,6 +63,7 @@ fn one_series<B: Backend>(
     s: &Settings,
     i: usize,
     out: &Path,
+    source: Option<&Sources>,
 ) -> Result<PredictedSeries, String> {
     let case = ds.case(i).map_err(|e| e.to_string())?;
     let window = Window {
@@ -83,6 +89,7 @@ fn one_series<B: Backend>(
         series_key: case.series_key.clone(),
         patient_key: meta.patient_key,
         file: None,
+        seg: None,
         voxels,
         note: String::new(),
         candidates: Vec::new(),
@@ -97,6 +104,16 @@ fn one_series<B: Backend>(
         .map_err(|e| format!("{}: {e}", out.join(&name).display()))?;
     row.file = Some(name);
     row.candidates = detect::candidates(&prob, case.shape, &g, s.eval.threshold);
+    match super::segdicom::segmentation_of(ds.catalog(), case.series_row as usize, &mask, source) {
+        Ok(seg) => {
+            let name = format!("seg/{}.dcm", case.series_key);
+            let (date, time) = crate::dicomseg::now();
+            crate::dicomseg::write(&seg, &out.join(&name), &date, &time)
+                .map_err(|e| format!("{}: {e}", out.join(&name).display()))?;
+            row.seg = Some(name);
+        }
+        Err(e) => row.note = format!("no DICOM SEG: {e}"),
+    }
     Ok(row)
 }
 
@@ -108,14 +125,16 @@ pub fn predict_segmentation<B: Backend>(
     ds: &Dataset,
     s: &Settings,
     out: &Path,
+    source: Option<&Sources>,
 ) -> Result<Vec<PredictedSeries>, String> {
-    std::fs::create_dir_all(out.join("masks"))
-        .map_err(|e| format!("{}: {e}", out.join("masks").display()))?;
+    for dir in ["masks", "seg"] {
+        std::fs::create_dir_all(out.join(dir)).map_err(|e| format!("{}: {e}", out.join(dir).display()))?;
+    }
     let cases = ds.case_samples();
     let mine = eval_share(world.rank(), world.size(), cases.len());
     let mut rows = Vec::with_capacity(mine.len());
     for &i in &cases[mine] {
-        rows.push(one_series(b, net, ds, s, i, out)?);
+        rows.push(one_series(b, net, ds, s, i, out, source)?);
     }
     let local = serde_json::to_vec(&rows).expect("rows serialise");
     let mut all = Vec::with_capacity(cases.len());
@@ -129,16 +148,17 @@ pub fn predict_segmentation<B: Backend>(
 
 /// `masks.csv` and `candidates.csv` of the predicted series.
 pub fn write_tables(out: &Path, rows: &[PredictedSeries]) -> Result<(), String> {
-    let mut masks = String::from("file,series_key,patient_key,voxels,note\n");
+    let mut masks = String::from("file,seg,series_key,patient_key,voxels,note\n");
     let mut candidates = String::from("series_key,x_mm,y_mm,z_mm,diameter_mm,score,voxels\n");
     for r in rows {
         masks.push_str(&format!(
-            "{},{},{},{},{}\n",
+            "{},{},{},{},{},\"{}\"\n",
             r.file.as_deref().unwrap_or(""),
+            r.seg.as_deref().unwrap_or(""),
             r.series_key,
             r.patient_key,
             r.voxels,
-            r.note
+            r.note.replace('"', "'")
         ));
         candidates.push_str(&super::segeval::candidate_rows(
             &r.series_key,
