@@ -340,6 +340,182 @@ pub fn write(s: &Segmentation, path: &std::path::Path, date: &str, time: &str) -
     )
 }
 
+/// How a read segmentation's pixels are stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SegType {
+    Binary,
+    /// FRACTIONAL with its MaximumFractionalValue; a pixel is in the segment at half of it or more.
+    Fractional(u8),
+}
+
+/// One frame of a read segmentation.
+#[derive(Clone, Debug)]
+pub struct ReadFrame {
+    pub segment: u16,
+    /// The source image's SOPInstanceUID, when the frame names one.
+    pub source_sop: Option<String>,
+    pub position: Option<[f64; 3]>,
+    /// rows × cols, in the segment or not.
+    pub pixels: Vec<bool>,
+}
+
+/// A segmentation object as read for import.
+#[derive(Clone, Debug)]
+pub struct ReadSeg {
+    pub series_uid: Option<String>,
+    pub frame_of_reference_uid: Option<String>,
+    pub rows: usize,
+    pub cols: usize,
+    pub orientation: Option<[f64; 6]>,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub kind: SegType,
+    /// Segment numbers and labels, in the Segment Sequence's order.
+    pub segments: Vec<(u16, String)>,
+    pub frames: Vec<ReadFrame>,
+}
+
+fn opt_items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items())
+        .unwrap_or(&[])
+}
+
+fn floats<const N: usize>(obj: &InMemDicomObject, tag: Tag) -> Option<[f64; N]> {
+    let v = obj.element_opt(tag).ok().flatten()?.to_multi_float64().ok()?;
+    (v.len() == N).then(|| std::array::from_fn(|i| v[i]))
+}
+
+/// A functional group's item: the frame's own, else the shared one.
+fn group<'a>(
+    frame: Option<&'a InMemDicomObject>,
+    shared: Option<&'a InMemDicomObject>,
+    tag: Tag,
+) -> Option<&'a InMemDicomObject> {
+    frame
+        .and_then(|f| opt_items(f, tag).first())
+        .or_else(|| shared.and_then(|s| opt_items(s, tag).first()))
+}
+
+/// Reads a DICOM SEG file (native, uncompressed pixel data).
+pub fn read(path: &std::path::Path) -> Result<ReadSeg, String> {
+    use crate::rtstruct::{int, items, text};
+    let file = dicom_object::OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| format!("not a readable DICOM file: {e}"))?;
+    let ts = file.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let obj: &InMemDicomObject = &file;
+    let class = text(obj, tags::SOP_CLASS_UID, "")?;
+    if class != SEGMENTATION_STORAGE {
+        return Err(format!(
+            "SOPClassUID {class} is not Segmentation Storage ({SEGMENTATION_STORAGE})"
+        ));
+    }
+    let kind = match text(obj, tags::SEGMENTATION_TYPE, "")?.as_str() {
+        "BINARY" => SegType::Binary,
+        "FRACTIONAL" => {
+            SegType::Fractional(int(obj, tags::MAXIMUM_FRACTIONAL_VALUE, "")?.clamp(1, 255) as u8)
+        }
+        other => {
+            return Err(format!(
+                "SegmentationType {other:?} is neither BINARY nor FRACTIONAL"
+            ))
+        }
+    };
+    let (rows, cols) = (
+        int(obj, tags::ROWS, "")? as usize,
+        int(obj, tags::COLUMNS, "")? as usize,
+    );
+    let n = int(obj, tags::NUMBER_OF_FRAMES, "")? as usize;
+    let segments = items(obj, tags::SEGMENT_SEQUENCE, "")?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let at = format!("SegmentSequence[{i}].");
+            Ok((
+                int(s, tags::SEGMENT_NUMBER, &at)? as u16,
+                text(s, tags::SEGMENT_LABEL, &at).unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let per_frame = items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, "")?;
+    if per_frame.len() != n {
+        return Err(format!(
+            "PerFrameFunctionalGroupsSequence has {} items for NumberOfFrames {n}",
+            per_frame.len()
+        ));
+    }
+    let shared = opt_items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
+    let bytes = match obj.element_opt(tags::PIXEL_DATA).ok().flatten() {
+        Some(e) if e.fragments().is_none() => e.to_bytes().map_err(|e| format!("PixelData: {e}"))?.to_vec(),
+        Some(_) => {
+            return Err(format!(
+                "PixelData is encapsulated (transfer syntax {ts}): compressed SEGs are not read; \
+                 decompress it first (for example `dcmconv +te` or `gdcmconv --raw`)"
+            ))
+        }
+        None => return Err("PixelData: missing".into()),
+    };
+    let plane = rows * cols;
+    let need = match kind {
+        SegType::Binary => (n * plane).div_ceil(8),
+        SegType::Fractional(_) => n * plane,
+    };
+    if bytes.len() < need {
+        return Err(format!(
+            "PixelData has {} bytes; {n} frames of {rows}×{cols} need {need}",
+            bytes.len()
+        ));
+    }
+    let mut frames = Vec::with_capacity(n);
+    for (f, item) in per_frame.iter().enumerate() {
+        let at = format!("PerFrameFunctionalGroupsSequence[{f}].");
+        let segment = group(Some(item), shared, tags::SEGMENT_IDENTIFICATION_SEQUENCE)
+            .ok_or_else(|| format!("{at}SegmentIdentificationSequence: missing"))
+            .and_then(|g| int(g, tags::REFERENCED_SEGMENT_NUMBER, &at))? as u16;
+        let source_sop = opt_items(item, tags::DERIVATION_IMAGE_SEQUENCE)
+            .first()
+            .and_then(|d| opt_items(d, tags::SOURCE_IMAGE_SEQUENCE).first())
+            .and_then(|s| text(s, tags::REFERENCED_SOP_INSTANCE_UID, "").ok());
+        let position = group(Some(item), shared, tags::PLANE_POSITION_SEQUENCE)
+            .and_then(|g| floats::<3>(g, tags::IMAGE_POSITION_PATIENT));
+        let pixels = (0..plane)
+            .map(|p| {
+                let i = f * plane + p;
+                match kind {
+                    SegType::Binary => bytes[i / 8] >> (i % 8) & 1 == 1,
+                    SegType::Fractional(max) => 2 * bytes[i] as u32 >= max as u32,
+                }
+            })
+            .collect();
+        frames.push(ReadFrame {
+            segment,
+            source_sop,
+            position,
+            pixels,
+        });
+    }
+    let orientation = group(per_frame.first(), shared, tags::PLANE_ORIENTATION_SEQUENCE)
+        .and_then(|g| floats::<6>(g, tags::IMAGE_ORIENTATION_PATIENT));
+    let pixel_spacing = group(per_frame.first(), shared, tags::PIXEL_MEASURES_SEQUENCE)
+        .and_then(|g| floats::<2>(g, tags::PIXEL_SPACING));
+    let series_uid = opt_items(obj, tags::REFERENCED_SERIES_SEQUENCE)
+        .first()
+        .and_then(|s| text(s, tags::SERIES_INSTANCE_UID, "").ok());
+    Ok(ReadSeg {
+        series_uid,
+        frame_of_reference_uid: text(obj, tags::FRAME_OF_REFERENCE_UID, "").ok(),
+        rows,
+        cols,
+        orientation,
+        pixel_spacing,
+        kind,
+        segments,
+        frames,
+    })
+}
+
 /// A `2.25` UID (PS3.5 B.2) from the first 128 bits of a hex digest or pseudonym.
 pub fn uid_of_hex(hex: &str) -> String {
     let h: String = hex.chars().filter(|c| c.is_ascii_hexdigit()).take(32).collect();

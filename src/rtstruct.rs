@@ -42,13 +42,14 @@ pub struct Contour {
     pub points: Vec<[f64; 3]>,
 }
 
-fn name(tag: Tag) -> String {
+/// A tag's keyword (for errors). The element readers below are shared with `dicomseg`.
+pub fn name(tag: Tag) -> String {
     dicom_dictionary_std::StandardDataDictionary
         .by_tag(tag)
         .map_or(format!("{tag}"), |e| e.alias.to_string())
 }
 
-fn items<'a>(obj: &'a InMemDicomObject, tag: Tag, at: &str) -> Result<&'a [InMemDicomObject], String> {
+pub fn items<'a>(obj: &'a InMemDicomObject, tag: Tag, at: &str) -> Result<&'a [InMemDicomObject], String> {
     obj.element_opt(tag)
         .ok()
         .flatten()
@@ -56,7 +57,7 @@ fn items<'a>(obj: &'a InMemDicomObject, tag: Tag, at: &str) -> Result<&'a [InMem
         .ok_or_else(|| format!("{at}{}: missing or not a sequence", name(tag)))
 }
 
-fn text(obj: &InMemDicomObject, tag: Tag, at: &str) -> Result<String, String> {
+pub fn text(obj: &InMemDicomObject, tag: Tag, at: &str) -> Result<String, String> {
     obj.element_opt(tag)
         .ok()
         .flatten()
@@ -66,7 +67,7 @@ fn text(obj: &InMemDicomObject, tag: Tag, at: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{at}{}: missing or empty", name(tag)))
 }
 
-fn int(obj: &InMemDicomObject, tag: Tag, at: &str) -> Result<i64, String> {
+pub fn int(obj: &InMemDicomObject, tag: Tag, at: &str) -> Result<i64, String> {
     obj.element_opt(tag)
         .ok()
         .flatten()

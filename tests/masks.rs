@@ -662,3 +662,54 @@ fn rtstruct_contours_match_pydicom_and_matplotlib_holes_included() {
     );
     assert!(!catalog.join("masks-broken-v1").exists() && !catalog.join("masks-broken-v1.partial").exists());
 }
+
+/// DICOM SEGs that highdicom writes of the phantom's truth (binary; fractional with pixels just
+/// under half around the nodules; frames placed by plane position alone) import to exactly the
+/// NIfTI truth's voxels (which the test above holds to the analytic balls); a SEG whose frame
+/// references an instance the series lacks is refused with the reason, and nothing is written.
+#[test]
+fn dicom_segs_from_highdicom_import_to_the_nifti_truth() {
+    let dir = tempdir();
+    let (catalog, key) = phantom_catalog(dir.path(), "6", "48");
+    let truth = dir.path().join("phantom/truth");
+    let (code, _, err) = import(&catalog, &key, &truth.join("masks.csv"), "lesions");
+    assert_eq!(code, 0, "{err}");
+    let segs = dir.path().join("segs");
+    let written: serde_json::Value = serde_json::from_str(&reference_script(
+        "write_seg.py",
+        &[s(&truth), s(&dir.path().join("phantom/dicom")), s(&segs)],
+    ))
+    .unwrap();
+    let n = written["series"].as_array().unwrap().len();
+    assert!(n >= 2, "series with a nodule: {written}");
+    let want = masks_of(&catalog, "lesions");
+    for mode in ["binary", "fractional", "position"] {
+        let name = format!("seg_{mode}");
+        let (code, _, err) = import_as(&catalog, &key, &segs.join(mode), &name, &["--format", "seg"]);
+        assert_eq!(code, 0, "{mode}: {err}");
+        let got = masks_of(&catalog, &name);
+        assert_eq!(got.len(), n, "{mode}: one mask per SEG");
+        for (row, mask) in &got {
+            let truth: Vec<bool> = want[row].iter().map(|&v| v != 0).collect();
+            let ours: Vec<bool> = mask.iter().map(|&v| v != 0).collect();
+            assert!(truth.iter().any(|&v| v), "{mode}: series row {row} has a nodule");
+            assert_eq!(ours, truth, "{mode}: series row {row}");
+        }
+    }
+    let (code, _, err) = import_as(
+        &catalog,
+        &key,
+        &segs.join("unknown"),
+        "seg_unknown",
+        &["--format", "seg"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("9.9.9.9") && err.contains("not a slice of the series"),
+        "{err}"
+    );
+    assert!(Catalog::open(&catalog)
+        .unwrap()
+        .label_set("seg_unknown", None)
+        .is_none());
+}

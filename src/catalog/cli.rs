@@ -104,8 +104,8 @@ pub struct MasksArgs {
     /// Version (default: newest + 1).
     #[arg(long)]
     pub version: Option<u32>,
-    /// Mask file format: NIfTI label maps, LIDC-IDRI XML, or DICOM RT Structure Sets.
-    #[arg(long, default_value = "nifti", value_parser = ["nifti", "lidc", "rtstruct"])]
+    /// Mask file format: NIfTI label maps, LIDC-IDRI XML, DICOM RT Structure Sets or DICOM SEG.
+    #[arg(long, default_value = "nifti", value_parser = ["nifti", "lidc", "rtstruct", "seg"])]
     pub format: String,
     /// LIDC: readers who must outline a voxel for the consensus (each reader's own outline is kept).
     #[arg(long, default_value_t = 2)]
@@ -464,6 +464,7 @@ fn run_masks(a: MasksArgs) -> Result<i32, Failure> {
         format: match a.format.as_str() {
             "lidc" => MaskFormat::Lidc,
             "rtstruct" => MaskFormat::Rtstruct,
+            "seg" => MaskFormat::Seg,
             _ => MaskFormat::Nifti,
         },
         keys: Default::default(),

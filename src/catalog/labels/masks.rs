@@ -34,13 +34,14 @@ pub enum MaskFormat {
     Nifti,
     Lidc,
     Rtstruct,
+    Seg,
 }
 
 #[derive(Clone, Debug)]
 pub struct MaskImportSpec {
     /// NIfTI: one CSV with a file column and a SeriesInstanceUID column (and optionally PatientID).
-    /// LIDC: XML files, or directories searched for `*.xml`. RTSTRUCT: DICOM files, or directories
-    /// searched for `*.dcm`.
+    /// LIDC: XML files, or directories searched for `*.xml`. RTSTRUCT and SEG: DICOM files, or
+    /// directories searched for `*.dcm`.
     pub inputs: Vec<PathBuf>,
     pub name: String,
     pub version: Option<u32>,
@@ -197,6 +198,15 @@ fn load_mask(
                 extra: v.extra,
             })
         }
+        MaskFormat::Seg => {
+            let (row, seg) = super::seg_masks::series_row(cat, key, &job.file)?;
+            let labels = super::seg_masks::volume(cat, key, row, grid, &seg)?;
+            Ok(Loaded {
+                consensus: labels.iter().map(|&b| (b != 0) as u16).collect(),
+                labels,
+                extra: BTreeMap::new(),
+            })
+        }
         MaskFormat::Rtstruct => {
             let (row, rt) = super::rtstruct_masks::series_row(cat, key, &job.file)?;
             let labels = super::rtstruct_masks::volume(cat, key, row, grid, &rt)?;
@@ -218,10 +228,12 @@ fn resolve_files(
 ) -> Result<(Vec<Job>, usize), LabelError> {
     let (ext, what) = match spec.format {
         MaskFormat::Rtstruct => ("dcm", "RTSTRUCT DICOM"),
+        MaskFormat::Seg => ("dcm", "DICOM SEG"),
         _ => ("xml", "LIDC XML"),
     };
     let series_of = |file: &Path| match spec.format {
         MaskFormat::Rtstruct => super::rtstruct_masks::series_row(cat, key, file).map(|(row, _)| row),
+        MaskFormat::Seg => super::seg_masks::series_row(cat, key, file).map(|(row, _)| row),
         _ => super::lidc_masks::series_row(cat, key, file).map(|(row, _)| row),
     };
     let mut files = Vec::new();
@@ -415,6 +427,7 @@ pub fn import_masks(
             "labels": match spec.format {
                 MaskFormat::Nifti => "the label map's values".to_string(),
                 MaskFormat::Lidc => format!("bit r of a voxel's value: reader r (file order) outlined it; the aggregates count voxels outlined by at least {} readers", spec.agreement),
+                MaskFormat::Seg => "bit s of a voxel's value: the s-th segment of the file's Segment Sequence covers it (fractional: at half the maximum value or more); foreground: any segment".to_string(),
                 MaskFormat::Rtstruct => "bit r of a voxel's value: the r-th ROI of the file's ROI Contour Sequence covers it (even-odd rule at pixel centres, holes by nesting); foreground: any ROI".to_string(),
             },
             "alignment": "by geometry: every mask axis along a series axis, voxel centres within a tenth of a pixel; never resampled",

@@ -9,6 +9,7 @@ mod join;
 mod lidc_masks;
 pub mod masks;
 mod rtstruct_masks;
+mod seg_masks;
 
 use super::columns::Level;
 use super::state::{CatalogState, LabelColumnRef, LabelKind, LabelSetRef};
