@@ -47,8 +47,12 @@ pub enum Command {
     Train(crate::train::cli::TrainArgs),
     /// Metrics with confidence intervals of a trained model on a split of its manifest.
     Eval(crate::train::cli::EvalArgs),
-    /// Scores of a trained model for unlabelled packs, per slice and per series.
+    /// Scores of a trained model for unlabelled packs, per slice and per series (a segmentation
+    /// model: NIfTI masks, DICOM SEGs and candidates).
     Predict(crate::train::cli::PredictArgs),
+    /// Store DICOM objects (predicted SEGs) in an archive with STOW-RS; reruns send only what is
+    /// missing.
+    Push(crate::pacs::cli::PushArgs),
     /// Grad-CAM maps of a trained model: overlays, montages, maps.h5, report.md; --evaluate scores
     /// them against ground-truth lesions per layer.
     Explain(crate::explain::cli::ExplainArgs),
@@ -109,6 +113,7 @@ pub fn run() -> i32 {
         Command::Train(args) => crate::train::cli::run_train(args, Some(crate::explain::cli::epoch_images())),
         Command::Eval(args) => crate::train::cli::run_eval(args),
         Command::Predict(args) => crate::train::cli::run_predict(args),
+        Command::Push(args) => crate::pacs::cli::push(args),
         Command::Explain(args) => crate::explain::cli::run_explain(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Plan(args) => crate::plan::cli::run(args),

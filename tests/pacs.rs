@@ -616,3 +616,115 @@ fn pacs_pull_on_two_mpi_ranks_shares_the_series_and_equals_the_disk_pack() {
     assert_eq!(r["series_already_packed"], 4, "{r}");
     assert_eq!(r["series_fetched"], 0, "{r}");
 }
+
+/// `medtrain push` in the namespace, credentials in the environment.
+fn push_cmd(archive: &Archive, segs: &Path, out: &Path, password: &str) -> Command {
+    let mut cmd = archive.in_ns(env!("CARGO_BIN_EXE_medtrain"));
+    cmd.args(["--quiet", "push", s(segs), "--to"])
+        .arg(format!("{}/dicom-web", archive.url()))
+        .args(["--out", s(out), "--json", "--retries", "0"])
+        .env("MEDTRAIN_DICOMWEB_USER", USER)
+        .env("MEDTRAIN_DICOMWEB_PASSWORD", password)
+        .env_remove("MEDTRAIN_DICOMWEB_TOKEN");
+    cmd
+}
+
+/// `push` stores DICOM SEGs (highdicom's, of the phantom's nodules) beside their series with
+/// STOW-RS, and the archive gives each back byte for byte. Wrong credentials exit 2 and store
+/// nothing; a push while the archive is down records every file as failed (exit 1); the rerun once
+/// it is back stores them all, and a third run sends nothing, so nothing is stored twice.
+#[test]
+fn pacs_push_stores_segs_and_reruns_send_only_what_is_missing() {
+    let Some(mut c) = cohort() else { return };
+    let segs = c.root.join("segs");
+    let written: serde_json::Value = serde_json::from_str(&crate::common::reference_script(
+        "write_seg.py",
+        &[s(&c.root.join("phantom/truth")), s(&c.dicom), s(&segs)],
+    ))
+    .unwrap();
+    let files = walk(&segs.join("binary"));
+    let n = written["series"].as_array().unwrap().len();
+    assert!(n >= 1 && files.len() == n, "{written}");
+    let instances = |a: &Archive| {
+        let (code, body) = a.curl(&["/instances"]);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Vec<String>>(&body).unwrap().len()
+    };
+    let out = c.root.join("push");
+    let (code, _, err) = output(
+        push_cmd(&c.archive, &segs.join("binary"), &out, "wrong")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("credentials"), "{err}");
+    assert_eq!(instances(&c.archive), 26, "nothing stored with wrong credentials");
+
+    c.archive.stop_orthanc();
+    let (code, report, err) = output(
+        push_cmd(&c.archive, &segs.join("binary"), &out, PASSWORD)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(report["failed"].as_u64(), Some(n as u64), "{report}");
+    c.archive.start_orthanc();
+    let (code, report, err) = output(
+        push_cmd(&c.archive, &segs.join("binary"), &out, PASSWORD)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (report["stored"].as_u64(), report["skipped"].as_u64()),
+        (Some(n as u64), Some(0)),
+        "{report}"
+    );
+    let (code, report, err) = output(
+        push_cmd(&c.archive, &segs.join("binary"), &out, PASSWORD)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (report["sent"].as_u64(), report["skipped"].as_u64()),
+        (Some(0), Some(n as u64)),
+        "{report}"
+    );
+    assert_eq!(instances(&c.archive), 26 + n, "each SEG stored once");
+    // WADO-RS gives every SEG back as it was sent.
+    for file in &files {
+        let ds = medtrain::dicom::read::open_header_checked(file).unwrap().object;
+        let uid = |t| {
+            ds.element(t)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches('\0')
+                .to_string()
+        };
+        use dicom_dictionary_std::tags;
+        let path = format!(
+            "/dicom-web/studies/{}/series/{}/instances/{}",
+            uid(tags::STUDY_INSTANCE_UID),
+            uid(tags::SERIES_INSTANCE_UID),
+            uid(tags::SOP_INSTANCE_UID)
+        );
+        let got = c.root.join("got.bin");
+        let (code, _) = c.archive.curl(&[
+            &path,
+            "-H",
+            "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            "-o",
+            s(&got),
+        ]);
+        assert_eq!(code, 200, "{path}");
+        let body = std::fs::read(&got).unwrap();
+        let sent = std::fs::read(file).unwrap();
+        assert!(
+            body.windows(sent.len()).any(|w| w == &sent[..]),
+            "{}: the archive's part is not the file sent",
+            file.display()
+        );
+    }
+}

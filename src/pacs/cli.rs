@@ -123,3 +123,65 @@ fn print_report(report: &PullReport, url: &str, out: &std::path::Path, json: boo
         print_pack_summary(&report.pack, out);
     }
 }
+
+/// `medtrain push DIR --to URL --out DIR`.
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// Directory of DICOM objects to store (every `*.dcm` under it, e.g. predict's `seg/`).
+    #[arg(required = true, num_args = 1)]
+    pub inputs: Vec<PathBuf>,
+    /// The archive's DICOMweb base URL (STOW-RS). Credentials: MEDTRAIN_DICOMWEB_USER/_PASSWORD or
+    /// MEDTRAIN_DICOMWEB_TOKEN, or --auth-file.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Where push-manifest.json goes (a rerun sends only what it does not record as stored).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Retries of a request that failed with 5xx, 408, 429 or a broken connection.
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// Seconds one request may take.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Credentials file: one line `user:password` or `bearer TOKEN`.
+    #[arg(long)]
+    pub auth_file: Option<PathBuf>,
+    /// PEM file with the archive's CA certificate(s) (default: the bundled web PKI roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Config file: `[pack] auth_file` and `ca_file` apply when the flags are not given.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit status: 0 everything stored, 1 some files not stored (recorded with the reason), 2 bad URL,
+/// credentials refused, unreadable input or manifest.
+pub fn push(args: PushArgs) -> Result<i32, Failure> {
+    let config = crate::config::Config::load(args.config.as_deref()).map_err(usage)?;
+    let auth_file = args.auth_file.or_else(|| config.pack.auth_file.clone());
+    let credentials = Credentials::load(auth_file.as_deref()).map_err(usage)?;
+    let mut client = ClientOptions::new(&args.to);
+    client.credentials = credentials;
+    client.ca_file = args.ca_file.or_else(|| config.pack.ca_file.clone());
+    client.retries = args.retries;
+    client.timeout = Duration::from_secs(args.timeout.max(1));
+    let report = super::push::run_push(&args.inputs[0], &client, &args.out).map_err(|e| match e {
+        super::push::PushError::Io(m) => Failure::Job(m),
+        other => usage(other),
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).expect("serialisable"));
+    } else {
+        println!(
+            "push: {} files: {} stored, {} already stored, {} failed; {}",
+            report.files,
+            report.stored,
+            report.skipped,
+            report.failed,
+            report.manifest.display()
+        );
+    }
+    Ok(if report.failed > 0 { EXIT_FAILURES } else { EXIT_OK })
+}

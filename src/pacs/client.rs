@@ -331,6 +331,62 @@ impl DicomWebClient {
     }
 }
 
+impl DicomWebClient {
+    /// STOW-RS: stores one Part 10 object (`POST {base}/studies`, multipart/related of one
+    /// application/dicom part). 200 is stored; 202 is stored only when the response lists no
+    /// failed SOP instance (FailedSOPSequence, 0008,1198); anything else is an error (transient ones
+    /// are retried).
+    pub fn store(&self, dicom: &[u8]) -> Result<u32, (FetchError, u32)> {
+        let mut salt = 0u32;
+        let boundary = loop {
+            let b = format!(
+                "medtrain-{}",
+                &blake3::hash(&[dicom, &salt.to_le_bytes()].concat()).to_hex()[..24]
+            );
+            if !dicom.windows(b.len()).any(|w| w == b.as_bytes()) {
+                break b;
+            }
+            salt += 1;
+        };
+        let mut body = Vec::with_capacity(dicom.len() + 160);
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
+        body.extend_from_slice(dicom);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+        self.with_retries(|| {
+            let mut req = self
+                .agent
+                .post(format!("{}/studies", self.base))
+                .header("Content-Type", content_type.as_str())
+                .header("Accept", DICOM_JSON);
+            if let Some(auth) = &self.authorization {
+                req = req.header("Authorization", auth);
+            }
+            let resp = req.send(&body[..]).map_err(transport)?;
+            let status = resp.status().as_u16();
+            if !(200..300).contains(&status) {
+                return Err(FetchError::Status { status });
+            }
+            if status == 202 {
+                let text = resp
+                    .into_body()
+                    .into_with_config()
+                    .limit(MAX_JSON_BYTES)
+                    .read_to_string()
+                    .unwrap_or_default();
+                if text.contains("00081198") {
+                    return Err(FetchError::Protocol(format!(
+                        "the archive refused the instance (202 with a FailedSOPSequence): {}",
+                        text.chars().take(300).collect::<String>()
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .map(|((), attempts)| attempts)
+    }
+}
+
 /// Percent-encodes a query or path value (UIDs and dates need none; CSV values might).
 pub fn encode_query(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
