@@ -651,40 +651,31 @@ fn pacs_push_stores_segs_and_reruns_send_only_what_is_missing() {
         serde_json::from_str::<Vec<String>>(&body).unwrap().len()
     };
     let out = c.root.join("push");
-    let (code, _, err) = output(
-        push_cmd(&c.archive, &segs.join("binary"), &out, "wrong")
-            .output()
-            .unwrap(),
-    );
+    let push = |a: &Archive, password: &str| {
+        output(
+            push_cmd(a, &segs.join("binary"), &out, password)
+                .output()
+                .unwrap(),
+        )
+    };
+    let (code, _, err) = push(&c.archive, "wrong");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("credentials"), "{err}");
     assert_eq!(instances(&c.archive), 26, "nothing stored with wrong credentials");
 
     c.archive.stop_orthanc();
-    let (code, report, err) = output(
-        push_cmd(&c.archive, &segs.join("binary"), &out, PASSWORD)
-            .output()
-            .unwrap(),
-    );
+    let (code, report, err) = push(&c.archive, PASSWORD);
     assert_eq!(code, 1, "{err}");
     assert_eq!(report["failed"].as_u64(), Some(n as u64), "{report}");
     c.archive.start_orthanc();
-    let (code, report, err) = output(
-        push_cmd(&c.archive, &segs.join("binary"), &out, PASSWORD)
-            .output()
-            .unwrap(),
-    );
+    let (code, report, err) = push(&c.archive, PASSWORD);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         (report["stored"].as_u64(), report["skipped"].as_u64()),
         (Some(n as u64), Some(0)),
         "{report}"
     );
-    let (code, report, err) = output(
-        push_cmd(&c.archive, &segs.join("binary"), &out, PASSWORD)
-            .output()
-            .unwrap(),
-    );
+    let (code, report, err) = push(&c.archive, PASSWORD);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         (report["sent"].as_u64(), report["skipped"].as_u64()),

@@ -242,6 +242,28 @@ pub fn lung_threshold(hu: &[i16], dims: [usize; 3]) -> Vec<bool> {
     out
 }
 
+/// The case of sample `i` and the model's logits over it, by sliding windows (`[eval] overlap`,
+/// `gaussian`, `flip_tta`).
+pub fn predict_case<B: Backend>(
+    b: &B,
+    net: &mut Net<B>,
+    ds: &Dataset,
+    s: &Settings,
+    i: usize,
+) -> Result<(crate::data::masks::Case, Vec<f32>)> {
+    let case = ds.case(i).map_err(|e| e.to_string())?;
+    let window = super::sliding::Window {
+        overlap: s.eval.overlap,
+        gaussian: s.eval.gaussian,
+        flips: s.eval.flip_tta,
+    };
+    let patch = ds.extent().map(|e| e as usize);
+    let channels = ds.channels() as usize;
+    let logits = sliding_window(b, net, &case.input, channels, case.dims, patch, &window)
+        .map_err(|e| e.to_string())?;
+    Ok((case, logits))
+}
+
 /// The case of sample `i`: predicted, measured, and its baseline beside it.
 fn case_row<B: Backend>(
     b: &B,
@@ -252,22 +274,7 @@ fn case_row<B: Backend>(
     baseline: bool,
 ) -> Result<CaseRow> {
     let data_err = |e: crate::data::DataError| e.to_string();
-    let case = ds.case(i).map_err(data_err)?;
-    let patch = ds.extent().map(|e| e as usize);
-    let logits = sliding_window(
-        b,
-        net,
-        &case.input,
-        ds.channels() as usize,
-        case.dims,
-        patch,
-        &super::sliding::Window {
-            overlap: s.eval.overlap,
-            gaussian: s.eval.gaussian,
-            flips: s.eval.flip_tta,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let (case, logits) = predict_case(b, net, ds, s, i)?;
     let pred: Vec<bool> = logits.iter().map(|&z| z > 0.0).collect();
     let geometry = series_geometry(ds.catalog(), case.series_row)?;
     let native_truth = ds.native_mask(i).map_err(data_err)?;

@@ -19,7 +19,6 @@
 use super::detect::{self, Region};
 use super::segdicom::Sources;
 use super::segeval::on_pack_grid;
-use super::sliding::{sliding_window, Window};
 use crate::backend::Backend;
 use crate::data::mapback::{series_geometry, SeriesGeometry};
 use crate::data::{eval_share, Dataset};
@@ -65,16 +64,7 @@ fn one_series<B: Backend>(
     out: &Path,
     source: Option<&Sources>,
 ) -> Result<PredictedSeries, String> {
-    let case = ds.case(i).map_err(|e| e.to_string())?;
-    let window = Window {
-        overlap: s.eval.overlap,
-        gaussian: s.eval.gaussian,
-        flips: s.eval.flip_tta,
-    };
-    let patch = ds.extent().map(|e| e as usize);
-    let channels = ds.channels() as usize;
-    let logits = sliding_window(b, net, &case.input, channels, case.dims, patch, &window)
-        .map_err(|e| e.to_string())?;
+    let (case, logits) = super::segeval::predict_case(b, net, ds, s, i)?;
     let prob = on_pack_grid(&logits, &case);
     let g = series_geometry(ds.catalog(), case.series_row)?;
     let mask: Vec<u8> = prob

@@ -23,17 +23,22 @@ import pydicom
 from scipy import ndimage
 
 
-def dicom_series(root):
-    series = {}
+def dicom_headers(root):
+    """Every readable DICOM header under root (pixels not read)."""
     for d, _, files in os.walk(root):
         for f in files:
             try:
-                ds = pydicom.dcmread(os.path.join(d, f), stop_before_pixels=True)
+                yield pydicom.dcmread(os.path.join(d, f), stop_before_pixels=True)
             except Exception:
                 continue
-            if getattr(ds, "Modality", "") != "CT" or "ImagePositionPatient" not in ds:
-                continue
-            series.setdefault(ds.SeriesInstanceUID, []).append(ds)
+
+
+def dicom_series(root):
+    series = {}
+    for ds in dicom_headers(root):
+        if getattr(ds, "Modality", "") != "CT" or "ImagePositionPatient" not in ds:
+            continue
+        series.setdefault(ds.SeriesInstanceUID, []).append(ds)
     return series
 
 

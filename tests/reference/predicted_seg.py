@@ -24,21 +24,14 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
+from predicted_masks import dicom_headers
+
 COPIED = ["PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
           "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "FrameOfReferenceUID"]
 
 
 def sources(root):
-    by_sop = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            try:
-                ds = pydicom.dcmread(os.path.join(d, f), stop_before_pixels=True)
-            except Exception:
-                continue
-            if "SOPInstanceUID" in ds:
-                by_sop[ds.SOPInstanceUID] = ds
-    return by_sop
+    return {ds.SOPInstanceUID: ds for ds in dicom_headers(root) if "SOPInstanceUID" in ds}
 
 
 def main():
