@@ -618,10 +618,10 @@ fn pacs_pull_on_two_mpi_ranks_shares_the_series_and_equals_the_disk_pack() {
 }
 
 /// `medtrain push` in the namespace, credentials in the environment.
-fn push_cmd(archive: &Archive, segs: &Path, out: &Path, password: &str) -> Command {
+fn push_cmd(archive: &Archive, segs: &Path, out: &Path, password: &str, root: &str) -> Command {
     let mut cmd = archive.in_ns(env!("CARGO_BIN_EXE_medtrain"));
     cmd.args(["--quiet", "push", s(segs), "--to"])
-        .arg(format!("{}/dicom-web", archive.url()))
+        .arg(format!("{}{root}", archive.url()))
         .args(["--out", s(out), "--json", "--retries", "0"])
         .env("MEDTRAIN_DICOMWEB_USER", USER)
         .env("MEDTRAIN_DICOMWEB_PASSWORD", password)
@@ -653,7 +653,7 @@ fn pacs_push_stores_segs_and_reruns_send_only_what_is_missing() {
     let out = c.root.join("push");
     let push = |a: &Archive, password: &str| {
         output(
-            push_cmd(a, &segs.join("binary"), &out, password)
+            push_cmd(a, &segs.join("binary"), &out, password, "/dicom-web")
                 .output()
                 .unwrap(),
         )
@@ -683,6 +683,11 @@ fn pacs_push_stores_segs_and_reruns_send_only_what_is_missing() {
         "{report}"
     );
     assert_eq!(instances(&c.archive), 26 + n, "each SEG stored once");
+    // The manifest belongs to this archive: another URL with the same --out is refused.
+    let other = push_cmd(&c.archive, &segs.join("binary"), &out, PASSWORD, "/other").output();
+    let (code, _, err) = output(other.unwrap());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("records pushes to"), "{err}");
     // WADO-RS gives every SEG back as it was sent.
     for file in &files {
         let ds = medtrain::dicom::read::open_header_checked(file).unwrap().object;

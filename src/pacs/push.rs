@@ -6,7 +6,8 @@
 //! - `push-manifest.json` in `--out` records each file's SOPInstanceUID, BLAKE3 and outcome, and is
 //!   rewritten (atomically) after every file. A rerun sends only what is not recorded as stored
 //!   with the same content, so a push stopped midway (killed, the archive gone) completes without
-//!   sending anything twice.
+//!   sending anything twice. A manifest belongs to one archive: pushing to another with the same
+//!   `--out` is refused.
 //! - Credentials, TLS and redirects follow `pack --from`: credentials from the environment or
 //!   `--auth-file`, never the command line; TLS always verified (`--ca-file` for a site CA); no
 //!   redirect followed. Credentials refused (401/403) stop the push at once: exit 2.
@@ -96,6 +97,14 @@ pub fn run_push(dir: &Path, client: &ClientOptions, out: &Path) -> Result<PushRe
             .map_err(|e| PushError::Usage(format!("{}: not a push manifest: {e}", path.display())))?,
         Err(_) => PushManifest::default(),
     };
+    if !manifest.url.is_empty() && manifest.url != http.base() {
+        return Err(PushError::Usage(format!(
+            "{} records pushes to {}, not {}: give another --out for another archive",
+            path.display(),
+            manifest.url,
+            http.base()
+        )));
+    }
     manifest.url = http.base().to_string();
     let mut report = PushReport {
         files: files.len(),
