@@ -164,6 +164,17 @@ struct Loaded {
     extra: BTreeMap<&'static str, Option<f64>>,
 }
 
+impl Loaded {
+    /// Labels whose bits are ROIs or segments: a voxel counts when any bit is set.
+    fn any_bit(labels: Vec<u16>) -> Loaded {
+        Loaded {
+            consensus: labels.iter().map(|&b| (b != 0) as u16).collect(),
+            labels,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
 /// Reads one mask file and aligns it to its series; the labels in series order.
 fn load_mask(
     spec: &MaskImportSpec,
@@ -200,21 +211,15 @@ fn load_mask(
         }
         MaskFormat::Seg => {
             let (row, seg) = super::seg_masks::series_row(cat, key, &job.file)?;
-            let labels = super::seg_masks::volume(cat, key, row, grid, &seg)?;
-            Ok(Loaded {
-                consensus: labels.iter().map(|&b| (b != 0) as u16).collect(),
-                labels,
-                extra: BTreeMap::new(),
-            })
+            Ok(Loaded::any_bit(super::seg_masks::volume(
+                cat, key, row, grid, &seg,
+            )?))
         }
         MaskFormat::Rtstruct => {
             let (row, rt) = super::rtstruct_masks::series_row(cat, key, &job.file)?;
-            let labels = super::rtstruct_masks::volume(cat, key, row, grid, &rt)?;
-            Ok(Loaded {
-                consensus: labels.iter().map(|&b| (b != 0) as u16).collect(),
-                labels,
-                extra: BTreeMap::new(),
-            })
+            Ok(Loaded::any_bit(super::rtstruct_masks::volume(
+                cat, key, row, grid, &rt,
+            )?))
         }
     }
 }
